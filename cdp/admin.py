@@ -1,0 +1,34 @@
+from django.contrib import admin, messages
+
+from . import services
+from .models import ApiKey
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ["name", "prefix", "created_at", "revoked_at"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "prefix"]
+    readonly_fields = ["prefix", "created_at", "revoked_at"]
+    fields = ["name", "prefix", "created_at", "revoked_at"]
+    actions = ["revoke"]
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # revoke instead: the row stays as a record of the key
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        key, raw = services.api_key_create(name=obj.name)
+        obj.pk = key.pk
+        obj.__dict__.update(key.__dict__)
+        messages.warning(request, f"Secret key {key.name} (copy it now, it is not shown again): {raw}")
+
+    @admin.action(description="Revoke the selected keys")
+    def revoke(self, request, queryset):
+        count = 0
+        for key in queryset.filter(revoked_at__isnull=True):
+            services.api_key_revoke(key=key)
+            count += 1
+        messages.success(request, f"Revoked {count} key(s).")

@@ -1,0 +1,63 @@
+"""`make demo`: prepare the database and run every process in the foreground (Procfile via honcho).
+
+Run under ``python -m cdp.devservices run`` (the Makefile does), so PostgreSQL and Redis are up
+and stopped again afterwards. Ctrl-C stops all processes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from .envfiles import BASE_DIR
+
+
+def manage(*args: str, capture: bool = False) -> str:
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=BASE_DIR,
+        check=True,
+        text=True,
+        stdout=subprocess.PIPE if capture else None,
+    )
+    return result.stdout or ""
+
+
+def main() -> int:
+    os.environ.setdefault("DEBUG", "true")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cdp.settings")
+    manage("migrate", "--noinput", "-v", "1")
+    manage("collectstatic", "--noinput", "-v", "0")
+    credentials = manage("ensure_admin", capture=True)
+    for step in demo_data_steps():
+        manage(*step)
+    port = os.environ.get("PORT", "8000")
+    base = f"http://127.0.0.1:{port}"
+    print("\n" + "=" * 72)
+    print("cdp demo is starting: web (gunicorn), celery worker, celery beat, rq worker")
+    print(f"  admin:     {base}/admin/")
+    print(credentials.rstrip().replace("admin user", "  username ").replace("admin password", "  password "))
+    print(f"  API docs:  {base}/api/docs/")
+    print(f"  health:    {base}/readyz")
+    print("Press Ctrl-C to stop everything.")
+    print("=" * 72 + "\n", flush=True)
+    procfile = BASE_DIR / "Procfile"
+    bin_dir = os.path.dirname(sys.executable)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    honcho = subprocess.Popen(
+        [os.path.join(bin_dir, "honcho"), "-f", str(procfile), "-d", str(BASE_DIR), "start"], env=env
+    )
+    try:
+        return honcho.wait()
+    except KeyboardInterrupt:  # honcho gets the same SIGINT and stops its processes
+        return honcho.wait()
+
+
+def demo_data_steps() -> list[tuple[str, ...]]:
+    """Management commands that load demo data; each capability adds its own step here."""
+    return []
+
+
+if __name__ == "__main__":
+    sys.exit(main())

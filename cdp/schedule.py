@@ -1,0 +1,19 @@
+"""Every periodic job, as crontab entries, reviewed like code.
+
+Crontab rather than intervals: interval schedules restart their count whenever beat restarts.
+Task names that start with ``ml_`` are routed to the ``ml`` queue (see cdp/celery.py).
+"""
+
+from __future__ import annotations
+
+from celery.schedules import crontab
+
+
+def beat_schedule() -> dict[str, dict]:
+    return {
+        "heartbeat": {
+            "task": "cdp.tasks.heartbeat",
+            "schedule": crontab(minute="*"),
+            "options": {"expires": 55},
+        },
+    }

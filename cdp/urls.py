@@ -1,0 +1,25 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from . import health
+from .api.router import api_v1_urls
+
+admin.site.site_header = "cdp administration"
+admin.site.site_title = "cdp"
+admin.site.index_title = "Customer data platform"
+
+urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("admin/django-rq/", include("django_rq.urls")),
+    path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/v1/", include((api_v1_urls, "api"), namespace="v1")),
+]
+
+handler400 = "cdp.api.errors.handler400"
+handler403 = "cdp.api.errors.handler403"
+handler404 = "cdp.api.errors.handler404"
+handler500 = "cdp.api.errors.handler500"

@@ -1,0 +1,1 @@
+"""Admin of consent: registered here as its models arrive."""

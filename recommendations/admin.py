@@ -1,0 +1,1 @@
+"""Admin of recommendations: registered here as its models arrive."""

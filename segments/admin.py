@@ -1,0 +1,1 @@
+"""Admin of segments: registered here as its models arrive."""

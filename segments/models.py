@@ -1,0 +1,1 @@
+"""Models of segments arrive with its issue; the app is installed from the start (ARCHITECTURE.md)."""

@@ -1,0 +1,121 @@
+"""Shared fixtures. Every test runs on the real PostgreSQL and Redis that `make test` provides."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection
+from rest_framework.test import APIClient
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _clean_redis():
+    """Each test starts with an empty test Redis database (cache, throttles, queues)."""
+    cache.clear()
+    import redis
+
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    yield
+
+
+@pytest.fixture
+def api_client() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def secret_key(db) -> str:
+    from cdp.services import api_key_create
+
+    _, raw = api_key_create(name="tests")
+    return raw
+
+
+@pytest.fixture
+def write_key(db) -> str:
+    from profiles.services import source_create
+
+    _, raw = source_create(name="storefront")
+    return raw
+
+
+@pytest.fixture
+def secret_client(secret_key) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret_key}")
+    return client
+
+
+def worker_env() -> dict[str, str]:
+    """Environment for worker processes: same settings, pointed at the test database."""
+    url = urlsplit(settings.DATABASE_URL)
+    test_db_url = urlunsplit(url._replace(path=f"/{connection.settings_dict['NAME']}"))
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "cdp.settings_test",
+        "DATABASE_URL": test_db_url,
+        "REDIS_URL": os.environ.get("REDIS_URL", settings.REDIS_URL),
+        "DEBUG": "true",
+    }
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker):
+    """A real Celery worker process on both queues, against the test database."""
+    with django_db_blocker.unblock():
+        env = worker_env()
+    log = REPO / ".cdp" / "test-celery-worker.log"
+    log.parent.mkdir(exist_ok=True)
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "cdp",
+                "worker",
+                "--queues",
+                "quick,ml",
+                "--pool",
+                "solo",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--hostname",
+                f"test-{os.getpid()}@%h",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    from cdp.celery import app
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"celery worker exited with {proc.returncode}:\n{log.read_text()}")
+        replies = app.control.ping(timeout=0.5)
+        if replies:
+            break
+    else:
+        proc.terminate()
+        raise RuntimeError(f"celery worker did not answer:\n{log.read_text()}")
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
