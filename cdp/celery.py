@@ -2,7 +2,7 @@
 
 Queues: ``quick`` for small per-event work (segment refresh for one profile, trait updates) and
 ``ml`` for heavy jobs (identity matching, clustering, model training), so a long training run
-never delays real-time work. Run a worker per queue in production (see README).
+never delays real-time work. Task names starting ``ml_`` or ``heavy_`` go to ``ml``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ app.conf.update(
     task_default_queue=QUICK_QUEUE,
     task_routes={
         "*.tasks.ml_*": {"queue": ML_QUEUE},
+        "*.tasks.heavy_*": {"queue": ML_QUEUE},
     },
     result_expires=3600,
     broker_connection_retry_on_startup=True,

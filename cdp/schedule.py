@@ -16,4 +16,14 @@ def beat_schedule() -> dict[str, dict]:
             "schedule": crontab(minute="*"),
             "options": {"expires": 55},
         },
+        "profiles-pending-sweep": {
+            # catches follow-up work whose task was lost (broker down at ingest time, worker crash)
+            "task": "profiles.tasks.pending_process",
+            "schedule": crontab(minute="*"),
+            "options": {"expires": 55},
+        },
+        "profiles-traits-nightly": {
+            "task": "profiles.tasks.heavy_traits_recompute",
+            "schedule": crontab(hour=2, minute=15),
+        },
     }

@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "django.contrib.postgres",
     "rest_framework",
     "drf_spectacular",
     "django_rq",
@@ -199,3 +200,61 @@ LOGGING = {
 
 # Admin user that `make demo` creates (password generated and printed at start).
 DEMO_ADMIN_USERNAME: str = env.str("DEMO_ADMIN_USERNAME", default="admin")
+
+# --- Profiles: identifiers and deterministic identity (see docs/identity.md) ---------------------
+# Identifier kinds beyond the built-in email, phone, user_id and anonymous_id; each is read from the
+# trait of the same name (e.g. traits.loyalty_id).
+CDP_EXTRA_IDENTIFIER_KINDS: list[str] = env.list("CDP_EXTRA_IDENTIFIER_KINDS", default=["loyalty_id"])
+# Which identifier decides the profile when an event's identifiers point at several (first wins).
+CDP_IDENTIFIER_PRIORITY: list[str] = ["user_id", "email", "phone", *CDP_EXTRA_IDENTIFIER_KINDS, "anonymous_id"]
+# Links through these kinds are always taken; other kinds (email, phone) only without contradiction.
+CDP_TRUSTED_IDENTIFIER_KINDS: list[str] = env.list(
+    "CDP_TRUSTED_IDENTIFIER_KINDS", default=["user_id", "anonymous_id", *CDP_EXTRA_IDENTIFIER_KINDS]
+)
+# Traits that, when both profiles have different values, contradict an email/phone link.
+CDP_CONTRADICTION_TRAITS: list[str] = env.list("CDP_CONTRADICTION_TRAITS", default=["first_name", "birthday"])
+# Merge guard: most identifiers of a kind one profile may hold (Segment Unify's defaults).
+CDP_IDENTIFIER_LIMITS: dict[str, int] = {
+    "user_id": env.int("CDP_LIMIT_USER_ID", default=1),
+    "email": env.int("CDP_LIMIT_EMAIL", default=5),
+    "phone": env.int("CDP_LIMIT_PHONE", default=5),
+    "anonymous_id": env.int("CDP_LIMIT_ANONYMOUS_ID", default=100),
+}
+CDP_IDENTIFIER_LIMIT_DEFAULT: int = env.int("CDP_LIMIT_OTHER", default=5)
+# Values that never identify anyone (compared after normalisation, case-insensitive).
+CDP_IDENTIFIER_BLOCKLIST: list[str] = env.list(
+    "CDP_IDENTIFIER_BLOCKLIST",
+    default=[
+        "null",
+        "undefined",
+        "none",
+        "nil",
+        "nan",
+        "0",
+        "-1",
+        "n/a",
+        "na",
+        "unknown",
+        "anonymous",
+        "true",
+        "false",
+        "[object object]",
+        "test",
+        "test@test.com",
+        "test@example.com",
+        "email@example.com",
+        "noemail@noemail.com",
+        "no@email.com",
+        "user@example.com",
+    ],
+)
+# Email normalisation per provider: dots and/or +tags that the provider ignores.
+CDP_EMAIL_PROVIDER_RULES: dict[str, dict] = {
+    "gmail.com": {"strip_dots": True, "strip_plus": True},
+    "googlemail.com": {"strip_dots": True, "strip_plus": True, "domain": "gmail.com"},
+    "outlook.com": {"strip_plus": True},
+    "hotmail.com": {"strip_plus": True},
+    "icloud.com": {"strip_plus": True},
+    "fastmail.com": {"strip_plus": True},
+}
+CDP_PHONE_DEFAULT_REGION: str = env.str("CDP_PHONE_DEFAULT_REGION", default="GB")

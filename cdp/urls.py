@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from profiles.api.tracking import tracking_urls
+
 from . import health
 from .api.router import api_v1_urls
 
@@ -17,6 +19,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/v1/", include((api_v1_urls, "api"), namespace="v1")),
+    path("v1/", include((tracking_urls, "tracking"), namespace="tracking")),
 ]
 
 handler400 = "cdp.api.errors.handler400"

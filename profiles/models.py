@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import uuid
+
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import BrinIndex, GinIndex
 from django.db import models
 
 
@@ -17,3 +21,178 @@ class Source(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class Profile(models.Model):
+    """One person. A merged-away profile keeps its row, pointing at the survivor via merged_into.
+
+    ``traits`` holds the latest value of each trait; ``trait_meta`` holds, per trait, when it was
+    first seen and last updated (``{"email": {"first": iso, "at": iso}}``), which is what the merge
+    policy needs (newest value wins, first-seen time kept). ``computed`` holds computed traits.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    traits = models.JSONField(default=dict, blank=True)
+    trait_meta = models.JSONField(default=dict, blank=True)
+    computed = models.JSONField(default=dict, blank=True)
+    computed_at = models.DateTimeField(null=True, blank=True)
+    merged_into = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="absorbed")
+    first_seen_at = models.DateTimeField(db_index=True)
+    last_seen_at = models.DateTimeField(db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [GinIndex(fields=["traits"], name="profile_traits_gin")]
+
+    def __str__(self) -> str:
+        label = self.traits.get("email") or self.traits.get("name") or str(self.id)[:8]
+        return f"{label}{' (merged)' if self.merged_into_id else ''}"
+
+    @property
+    def is_merged(self) -> bool:
+        return self.merged_into_id is not None
+
+
+class Identifier(models.Model):
+    """A normalised identifier owned by exactly one profile: (kind, value) is unique."""
+
+    kind = models.CharField(max_length=32)
+    value = models.CharField(max_length=255)
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="identifiers")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["kind", "value"], name="identifier_kind_value_uniq")]
+        indexes = [models.Index(fields=["profile", "kind"], name="identifier_profile_kind")]
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.value}"
+
+
+class EventType(models.TextChoices):
+    IDENTIFY = "identify"
+    TRACK = "track"
+    PAGE = "page"
+    SCREEN = "screen"
+    ALIAS = "alias"
+    GROUP = "group"
+
+
+class Event(models.Model):
+    """An accepted tracking call, stored as received plus the fields cdp derives from it."""
+
+    id = models.BigAutoField(primary_key=True)
+    source = models.ForeignKey(Source, on_delete=models.PROTECT, related_name="+")
+    message_id = models.CharField(max_length=100)
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="events", db_index=False)
+    type = models.CharField(max_length=16, choices=EventType.choices)
+    name = models.CharField(max_length=200, blank=True, default="")
+    user_id = models.CharField(max_length=255, blank=True, default="")
+    anonymous_id = models.CharField(max_length=255, blank=True, default="")
+    properties = models.JSONField(default=dict, blank=True)
+    traits = models.JSONField(default=dict, blank=True)
+    context = models.JSONField(default=dict, blank=True)
+    occurred_at = models.DateTimeField(help_text="timestamp corrected for client clock skew")
+    original_timestamp = models.DateTimeField(null=True, blank=True, help_text="timestamp as the client sent it")
+    sent_at = models.DateTimeField(null=True, blank=True)
+    received_at = models.DateTimeField()
+    device_type = models.CharField(max_length=8, blank=True, default="")
+    local_hour = models.SmallIntegerField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["source", "message_id"], name="event_source_message_uniq")]
+        indexes = [
+            models.Index(fields=["profile", "occurred_at"], name="event_profile_time"),
+            models.Index(fields=["profile", "name", "occurred_at"], name="event_profile_name_time"),
+            BrinIndex(fields=["occurred_at"], name="event_time_brin"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.name}".strip()
+
+
+class MergeStatus(models.TextChoices):
+    MERGED = "merged"
+    REFUSED = "refused"
+
+
+class Merge(models.Model):
+    """Two profiles joined (or a join refused by a guard), with the evidence and what moved.
+
+    Enough is kept to undo it exactly: both profiles' traits before the merge and the ids of the
+    events and identifiers that moved from the loser to the winner.
+    """
+
+    winner = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="merges_won")
+    loser = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="merges_lost")
+    status = models.CharField(max_length=8, choices=MergeStatus.choices, default=MergeStatus.MERGED)
+    reason = models.CharField(max_length=64, help_text="what linked them, e.g. identifier:email, alias, manual")
+    evidence = models.JSONField(default=dict, blank=True)
+    score = models.FloatField(null=True, blank=True)
+    actor = models.CharField(max_length=150, blank=True, default="system")
+    winner_before = models.JSONField(default=dict, blank=True)
+    loser_before = models.JSONField(default=dict, blank=True)
+    moved_event_ids = ArrayField(models.BigIntegerField(), default=list, blank=True)
+    moved_identifier_ids = ArrayField(models.BigIntegerField(), default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    undone_at = models.DateTimeField(null=True, blank=True)
+    undone_by = models.CharField(max_length=150, blank=True, default="")
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.loser_id} -> {self.winner_id} ({self.reason})"
+
+
+class CandidateStatus(models.TextChoices):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class MatchCandidate(models.Model):
+    """Two profiles that may be one person, waiting for a decision (review queue).
+
+    Deterministic resolution files one when a shared email or phone is contradicted by other traits;
+    the fuzzy matcher files them with a score. Rejecting one records a never-merge pair.
+    """
+
+    profile_a = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="+")
+    profile_b = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="+")
+    reason = models.CharField(max_length=64)
+    score = models.FloatField(null=True, blank=True)
+    evidence = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=8, choices=CandidateStatus.choices, default=CandidateStatus.PENDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.CharField(max_length=150, blank=True, default="")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["profile_a", "profile_b"], name="candidate_pair_uniq"),
+            models.CheckConstraint(
+                condition=models.Q(profile_a__lt=models.F("profile_b")), name="candidate_pair_ordered"
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "-score"], name="candidate_status_score")]
+
+    def __str__(self) -> str:
+        return f"{self.profile_a_id} ~ {self.profile_b_id} ({self.reason}, {self.status})"
+
+
+class PendingWork(models.Model):
+    """Durable follow-up work for a profile, written in the ingesting transaction.
+
+    Ingestion never depends on Redis or workers: it records that a profile changed here, then
+    tries to queue a Celery task on commit. Whatever the task does not pick up (broker down,
+    worker crashed), the scheduled sweep does.
+    """
+
+    profile_id = models.UUIDField(primary_key=True)
+    queued_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    def __str__(self) -> str:
+        return f"pending {self.profile_id}"

@@ -1,10 +1,14 @@
-"""Writes of the profiles app."""
+"""Writes of the profiles app. Larger services live in their modules and are re-exported here."""
 
 from __future__ import annotations
 
 from django.db import IntegrityError, transaction
 
 from cdp.keys import WRITE_KEY_PREFIX, key_display_prefix, key_generate, key_hash
+from profiles.identity.merge import profile_merge, profile_unmerge
+from profiles.identity.resolve import profile_resolve
+from profiles.tracking.ingest import events_ingest
+from profiles.traits import traits_recompute_all, traits_refresh
 
 from .models import Source
 
@@ -36,3 +40,46 @@ def source_rotate_write_key(*, source: Source) -> tuple[Source, str]:
     source.write_key_hash = key_hash(raw)
     source.save(update_fields=["write_key_prefix", "write_key_hash"])
     return source, raw
+
+
+__all__ = [
+    "events_ingest",
+    "pending_process",
+    "profile_merge",
+    "profile_resolve",
+    "profile_unmerge",
+    "source_create",
+    "source_rotate_write_key",
+    "traits_recompute_all",
+    "traits_refresh",
+]
+
+PENDING_CHUNK = 500
+
+
+def pending_process(*, max_rounds: int = 1000) -> int:
+    """Take pending profiles (SKIP LOCKED, so workers share the queue), refresh their computed
+    traits, then tell subscribers (segments…) through the activity hook. Idempotent."""
+    from django.db import transaction
+
+    from profiles import hooks
+    from profiles.models import PendingWork
+
+    done = 0
+    for _ in range(max_rounds):
+        with transaction.atomic():
+            rows = list(
+                PendingWork.objects.select_for_update(skip_locked=True)
+                .order_by("queued_at")
+                .values_list("profile_id", "queued_at")[:PENDING_CHUNK]
+            )
+            if not rows:
+                return done
+            ids = [pid for pid, _ in rows]
+            traits_refresh(profile_ids=ids)
+            # delete only what we took, unless it was queued again meanwhile (then a later round redoes it)
+            for pid, queued_at in rows:
+                PendingWork.objects.filter(profile_id=pid, queued_at=queued_at).delete()
+            hooks.on_profile_activity.fire(profile_ids=[str(p) for p in ids])
+        done += len(ids)
+    return done

@@ -2,7 +2,7 @@
 
 from rest_framework.routers import DefaultRouter
 
-from profiles.api import SourceViewSet
+from profiles.api.sources import SourceViewSet
 
 from .views import ApiKeyViewSet
 

@@ -4,8 +4,8 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.response import Response
 
-from . import services
-from .models import Source
+from profiles import services
+from profiles.models import Source
 
 
 class SourceOutput(serializers.ModelSerializer):

@@ -1,0 +1,171 @@
+"""Segment-compatible tracking endpoints: /v1/identify|track|page|screen|alias|group|batch|import.
+
+The body is read directly (no DRF parser) so that the size limits, content type and JSON errors are
+checked before any work and reported in cdp's error shape. Segment's libraries send the write key
+as the Basic username; analytics.js may send text/plain bodies (beacons), which are accepted too.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+
+from django.urls import path
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.exceptions import ParseError, ValidationError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from cdp.api.authentication import ApiKeyAuthentication
+from cdp.api.permissions import IsWriteKey
+from profiles.services import events_ingest
+from profiles.tracking.validate import MAX_BATCH_BYTES, Invalid, clean_event, parse_time
+
+ACCEPTED_CONTENT_TYPES = ("application/json", "text/plain")
+
+IngestResponse = inline_serializer(
+    "IngestResponse",
+    {
+        "success": serializers.BooleanField(),
+        "accepted": serializers.IntegerField(help_text="events stored by this request"),
+        "duplicates": serializers.IntegerField(help_text="events already stored (same messageId)"),
+        "errors": serializers.ListField(
+            child=serializers.DictField(), required=False, help_text="batch only: {index, fields} per bad event"
+        ),
+    },
+)
+ErrorResponse = inline_serializer(
+    "ErrorResponse",
+    {
+        "error": inline_serializer(
+            "ErrorBody",
+            {"code": serializers.CharField(), "message": serializers.CharField(), "fields": serializers.DictField()},
+        )
+    },
+)
+
+
+def read_json_body(request) -> tuple[object, int]:
+    content_type = (request.META.get("CONTENT_TYPE") or "").split(";")[0].strip().lower()
+    if content_type not in ACCEPTED_CONTENT_TYPES:
+        raise ValidationError(
+            {"content_type": [f"Send JSON (Content-Type: application/json), not {content_type or 'nothing'!r}."]}
+        )
+    declared = request.META.get("CONTENT_LENGTH")
+    if declared and declared.isdigit() and int(declared) > MAX_BATCH_BYTES:
+        raise ValidationError({"body": [f"Request is {declared} bytes; the limit is {MAX_BATCH_BYTES} (500 KB)."]})
+    body = request.body
+    encoding = (request.META.get("HTTP_CONTENT_ENCODING") or "").lower()
+    if encoding == "gzip":
+        try:
+            body = gzip.decompress(body)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise ParseError("Body is not valid gzip.") from exc
+    if len(body) > MAX_BATCH_BYTES:
+        raise ValidationError({"body": [f"Request is {len(body)} bytes; the limit is {MAX_BATCH_BYTES} (500 KB)."]})
+    try:
+        return json.loads(body), len(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ParseError(f"Invalid JSON: {exc}") from exc
+
+
+class TrackingView(APIView):
+    authentication_classes = [ApiKeyAuthentication]
+    permission_classes = [IsWriteKey]
+    parser_classes: list = []
+    call_type: str = "track"
+
+    @extend_schema(
+        request=OpenApiTypes.OBJECT,
+        responses={200: IngestResponse, 400: ErrorResponse},
+        examples=[
+            OpenApiExample(
+                "track",
+                value={
+                    "userId": "u-42",
+                    "event": "Product Viewed",
+                    "properties": {"product_id": "sku-1", "category": "outdoor"},
+                },
+            )
+        ],
+        description="One tracking call (Segment HTTP Tracking API).",
+    )
+    def post(self, request):
+        payload, size = read_json_body(request)
+        try:
+            event = clean_event(payload, received_at=timezone.now(), forced_type=self.call_type, size=size)
+        except Invalid as exc:
+            raise ValidationError(exc.fields) from exc
+        result = events_ingest(source=request.auth, events=[event])
+        return Response({"success": True, "accepted": result.accepted, "duplicates": result.duplicates})
+
+
+class BatchView(APIView):
+    authentication_classes = [ApiKeyAuthentication]
+    permission_classes = [IsWriteKey]
+    parser_classes: list = []
+
+    @extend_schema(
+        request=OpenApiTypes.OBJECT,
+        responses={200: IngestResponse, 400: ErrorResponse},
+        examples=[
+            OpenApiExample(
+                "batch",
+                value={
+                    "batch": [
+                        {"type": "identify", "userId": "u-42", "traits": {"email": "ann@example.com"}},
+                        {"type": "track", "userId": "u-42", "event": "Order Completed", "properties": {"revenue": 25}},
+                    ]
+                },
+            )
+        ],
+        description="Many calls at once (Segment's /v1/batch): good events are stored, bad ones reported by index.",
+    )
+    def post(self, request):
+        payload, _ = read_json_body(request)
+        if not isinstance(payload, dict) or not isinstance(payload.get("batch"), list):
+            raise ValidationError({"batch": ["Send an object with a 'batch' list of calls."]})
+        received_at = timezone.now()
+        errors: dict = {}
+        sent_at = parse_time(payload.get("sentAt"), "sentAt", errors)
+        context = payload.get("context") if isinstance(payload.get("context"), dict) else None
+        if errors:
+            raise ValidationError(errors)
+        clean, bad = [], []
+        for index, item in enumerate(payload["batch"]):
+            try:
+                clean.append(clean_event(item, received_at=received_at, batch_sent_at=sent_at, batch_context=context))
+            except Invalid as exc:
+                bad.append({"index": index, "fields": exc.fields})
+        if not clean and bad:
+            raise ValidationError({f"batch.{b['index']}.{f}": m for b in bad for f, m in b["fields"].items()})
+        result = events_ingest(source=request.auth, events=clean) if clean else None
+        return Response(
+            {
+                "success": not bad,
+                "accepted": result.accepted if result else 0,
+                "duplicates": result.duplicates if result else 0,
+                "errors": bad,
+            }
+        )
+
+
+def _call(call_type: str):
+    return type(f"{call_type.title()}View", (TrackingView,), {"call_type": call_type}).as_view()
+
+
+tracking_urls = [path("batch", BatchView.as_view(), name="batch"), path("import", BatchView.as_view(), name="import")]
+for _type, _short in (
+    ("identify", "i"),
+    ("track", "t"),
+    ("page", "p"),
+    ("screen", "s"),
+    ("alias", "a"),
+    ("group", "g"),
+):
+    _view = _call(_type)
+    tracking_urls += [path(_type, _view, name=_type), path(_short, _view, name=f"{_type}-short")]

@@ -1,0 +1,58 @@
+"""The explicit hook registry of the profiles layer (ARCHITECTURE.md: no hidden signal chains).
+
+Upper apps subscribe in their ``AppConfig.ready()``::
+
+    from profiles import hooks
+    hooks.on_profile_activity.subscribe(my_handler)
+
+Hooks fire after the transaction that caused them commits. A failing subscriber is logged and
+never breaks ingestion or the other subscribers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from django.db import transaction
+
+logger = logging.getLogger("cdp.hooks")
+
+
+class Hook:
+    def __init__(self, name: str, doc: str) -> None:
+        self.name = name
+        self.__doc__ = doc
+        self._subscribers: list[Callable[..., None]] = []
+
+    def subscribe(self, fn: Callable[..., None]) -> Callable[..., None]:
+        if fn not in self._subscribers:
+            self._subscribers.append(fn)
+        return fn
+
+    def unsubscribe(self, fn: Callable[..., None]) -> None:
+        if fn in self._subscribers:
+            self._subscribers.remove(fn)
+
+    @property
+    def subscribers(self) -> tuple[Callable[..., None], ...]:
+        return tuple(self._subscribers)
+
+    def fire_now(self, **kwargs) -> None:
+        for fn in self._subscribers:
+            try:
+                fn(**kwargs)
+            except Exception:
+                logger.exception("hook %s: subscriber %s failed", self.name, getattr(fn, "__qualname__", fn))
+
+    def fire(self, **kwargs) -> None:
+        """Fire once the current transaction commits (at once outside a transaction)."""
+        transaction.on_commit(lambda: self.fire_now(**kwargs))
+
+
+on_profile_activity = Hook(
+    "on_profile_activity",
+    "Profiles had new events and fresh computed traits. kwargs: profile_ids (list[str]), event_names (list[str]).",
+)
+on_profiles_merged = Hook("on_profiles_merged", "Two profiles became one. kwargs: winner_id, loser_id, merge_id.")
+on_profiles_unmerged = Hook("on_profiles_unmerged", "A merge was undone. kwargs: winner_id, loser_id, merge_id.")

@@ -1,0 +1,225 @@
+"""Ingestion: validated tracking calls become stored events on the right profile, in one transaction.
+
+Accepted means durable: the events, identity changes and a PendingWork mark per touched profile
+commit together before the HTTP response. Follow-up work (computed traits, segment refresh) is
+queued on commit; if Redis or the workers are down, the scheduled sweep picks it up later.
+
+Speed: one query finds the batch's known message ids (duplicates are skipped), one query finds
+the owners of every identifier in the batch (FOR SHARE, so a concurrent merge waits for us). An
+event whose identifiers all exist on one profile takes the fast path; the rest go through
+``profile_resolve`` one by one, in batch order. Events are inserted with one multi-row INSERT.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import DatabaseError, OperationalError, connection, transaction
+from psycopg import errors as pg_errors
+
+from profiles.identity.merge import lock_profiles, pending_mark, traits_apply
+from profiles.identity.resolve import profile_resolve
+from profiles.models import Event, Profile, Source
+from profiles.normalize import normalize_identifier
+
+from .validate import CleanEvent
+
+logger = logging.getLogger("cdp.ingest")
+
+RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure, pg_errors.LockNotAvailable)
+MAX_ATTEMPTS = 6
+
+
+@dataclass
+class IngestResult:
+    accepted: int = 0
+    duplicates: int = 0
+    profile_ids: set = field(default_factory=set)
+    event_profiles: list = field(default_factory=list)  # profile id per input event (None for duplicates)
+
+
+def event_identifiers(event: CleanEvent) -> list[tuple[str, str]]:
+    """Normalised identifiers an event carries: ids, and identifying traits of the person."""
+    found: list[tuple[str, str]] = []
+    for kind, raw in (("user_id", event.user_id), ("anonymous_id", event.anonymous_id)):
+        value = normalize_identifier(kind, raw) if raw else None
+        if value:
+            found.append((kind, value))
+    person_traits = dict(event.context.get("traits") or {}) if isinstance(event.context.get("traits"), dict) else {}
+    if event.type == "identify":
+        person_traits.update(event.traits)
+    for kind in ("email", "phone", *settings.CDP_EXTRA_IDENTIFIER_KINDS):
+        raw = person_traits.get(kind)
+        value = normalize_identifier(kind, raw) if raw not in (None, "") else None
+        if value:
+            found.append((kind, value))
+    return found
+
+
+def _is_retryable(exc: Exception) -> bool:
+    cause = exc.__cause__ or exc.__context__
+    return isinstance(cause, RETRYABLE) or isinstance(exc, RETRYABLE)
+
+
+def events_ingest(*, source: Source, events: list[CleanEvent]) -> IngestResult:
+    """Store events durably and resolve their identities; retried whole on deadlock."""
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            with transaction.atomic():
+                result = _ingest(source, events)
+                transaction.on_commit(pending_schedule)
+            return result
+        except (OperationalError, DatabaseError) as exc:
+            if attempt == MAX_ATTEMPTS or not _is_retryable(exc):
+                raise
+            logger.info("ingest: retrying after %s (attempt %d)", type(exc.__cause__).__name__, attempt)
+            time.sleep(random.uniform(0.005, 0.05) * attempt)
+    raise AssertionError("unreachable")
+
+
+def _known_message_ids(source: Source, message_ids: list[str]) -> set[str]:
+    return set(Event.objects.filter(source=source, message_id__in=message_ids).values_list("message_id", flat=True))
+
+
+def _owners_for_share(pairs: set[tuple[str, str]]) -> dict[tuple[str, str], object]:
+    if not pairs:
+        return {}
+    kinds, values = zip(*sorted(pairs), strict=True)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT i.kind, i.value, i.profile_id FROM profiles_identifier i "
+            "JOIN unnest(%s::text[], %s::text[]) AS q(kind, value) ON i.kind = q.kind AND i.value = q.value "
+            "ORDER BY i.id FOR SHARE OF i",
+            [list(kinds), list(values)],
+        )
+        return {(k, v): pid for k, v, pid in cursor.fetchall()}
+
+
+def _alias_identifiers(event: CleanEvent) -> list[tuple[str, str]]:
+    """alias(previousId → userId): previousId is whichever id kind it already is, else anonymous."""
+    previous = normalize_identifier("user_id", event.previous_id)
+    if not previous:
+        return event.identifiers
+    from profiles.models import Identifier
+
+    kind = "user_id" if Identifier.objects.filter(kind="user_id", value=previous).exists() else "anonymous_id"
+    return [*event.identifiers, (kind, previous)]
+
+
+def _ingest(source: Source, events: list[CleanEvent]) -> IngestResult:
+    result = IngestResult(event_profiles=[None] * len(events))
+    known = _known_message_ids(source, [e.message_id for e in events])
+    fresh: list[int] = []
+    seen_ids: set[str] = set()
+    for index, event in enumerate(events):
+        if event.message_id in known or event.message_id in seen_ids:
+            result.duplicates += 1
+            continue
+        seen_ids.add(event.message_id)
+        event.identifiers = event_identifiers(event)
+        fresh.append(index)
+    if not fresh:
+        return result
+
+    owners = _owners_for_share({kv for i in fresh for kv in events[i].identifiers})
+    assigned: dict[int, object] = {}
+    for index in fresh:
+        event = events[index]
+        event_owners = {owners.get(kv) for kv in event.identifiers}
+        if event.type != "alias" and event.identifiers and None not in event_owners and len(event_owners) == 1:
+            assigned[index] = event_owners.pop()
+            continue
+        identifiers = _alias_identifiers(event) if event.type == "alias" else event.identifiers
+        if not identifiers:  # every id was junk (blocklisted): the event still needs a home
+            identifiers = [("anonymous_id", f"cdp-unidentified-{event.message_id}")]
+        profile = profile_resolve(
+            identifiers=identifiers,
+            traits=event.traits if event.type == "identify" else {},
+            at=event.occurred_at,
+            trusted_link=event.type == "alias",
+        )
+        assigned[index] = profile.pk
+        for kv in identifiers:  # later events of this batch see this resolution
+            owners[kv] = profile.pk
+    # events placed early may point at a profile a later event merged away
+    merged = dict(
+        Profile.objects.filter(pk__in=set(assigned.values()), merged_into__isnull=False).values_list(
+            "pk", "merged_into_id"
+        )
+    )
+    for index, pid in assigned.items():
+        assigned[index] = merged.get(pid, pid)
+
+    _update_profiles(events, assigned)
+    rows = [
+        Event(
+            source=source,
+            message_id=e.message_id,
+            profile_id=assigned[i],
+            type=e.type,
+            name=e.name,
+            user_id=e.user_id,
+            anonymous_id=e.anonymous_id,
+            properties=e.properties,
+            traits=e.traits,
+            context=e.context,
+            occurred_at=e.occurred_at,
+            original_timestamp=e.original_timestamp,
+            sent_at=e.sent_at,
+            received_at=e.received_at,
+            device_type=e.device_type,
+            local_hour=e.local_hour,
+        )
+        for i, e in ((i, events[i]) for i in fresh)
+    ]
+    Event.objects.bulk_create(rows, ignore_conflicts=True)
+    for index, pid in assigned.items():
+        result.event_profiles[index] = str(pid)
+    result.accepted = len(rows)
+    result.profile_ids = {str(p) for p in assigned.values()}
+    pending_mark(result.profile_ids)
+    return result
+
+
+def _update_profiles(events: list[CleanEvent], assigned: dict[int, object]) -> None:
+    """Seen times for every touched profile, traits from identify calls (oldest first)."""
+    by_profile: dict[object, list[CleanEvent]] = {}
+    for index, pid in assigned.items():
+        by_profile.setdefault(pid, []).append(events[index])
+    profiles = lock_profiles(by_profile)
+    changed = []
+    for pid, evs in by_profile.items():
+        profile = profiles[pid]
+        first = min(e.occurred_at for e in evs)
+        last = max(e.occurred_at for e in evs)
+        dirty = first < profile.first_seen_at or last > profile.last_seen_at
+        profile.first_seen_at = min(profile.first_seen_at, first)
+        profile.last_seen_at = max(profile.last_seen_at, last)
+        for event in sorted((e for e in evs if e.type == "identify" and e.traits), key=lambda e: e.occurred_at):
+            dirty |= traits_apply(profile, event.traits, event.occurred_at)
+        if dirty:
+            changed.append(profile)
+    if changed:
+        Profile.objects.bulk_update(changed, ["first_seen_at", "last_seen_at", "traits", "trait_meta"])
+
+
+PENDING_SCHEDULE_KEY = "cdp:pending:scheduled"
+
+
+def pending_schedule() -> None:
+    """Ask a worker to process pending follow-up work soon; never fails ingestion.
+
+    Debounced to one task per second across web processes; the beat sweep covers a lost task.
+    """
+    try:
+        if cache.add(PENDING_SCHEDULE_KEY, 1, timeout=1):
+            from profiles.tasks import pending_process
+
+            pending_process.apply_async(retry=False)
+    except Exception as exc:  # broker or cache down: the scheduled sweep catches up
+        logger.warning("could not queue follow-up work (%s); the sweep will pick it up", exc)
