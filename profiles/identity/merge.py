@@ -7,6 +7,7 @@ last_seen_at (max) of the profiles. The older profile survives.
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from datetime import datetime
 
@@ -87,10 +88,11 @@ def traits_merge(winner: Profile, loser: Profile) -> None:
 
 
 def _snapshot(profile: Profile) -> dict:
+    """A copy (not references: the merge then changes the winner's dicts in place)."""
     return {
-        "traits": profile.traits,
-        "trait_meta": profile.trait_meta,
-        "computed": profile.computed,
+        "traits": copy.deepcopy(profile.traits),
+        "trait_meta": copy.deepcopy(profile.trait_meta),
+        "computed": copy.deepcopy(profile.computed),
         "first_seen_at": profile.first_seen_at.isoformat(),
         "last_seen_at": profile.last_seen_at.isoformat(),
     }

@@ -39,11 +39,19 @@ from .merge import (
 )
 
 
-def lock_identifier_keys(identifiers: list[tuple[str, str]]) -> None:
+def lock_identifier_keys(identifiers) -> None:
+    """Transaction-level advisory locks on identifiers, always in one global order (sorted keys),
+    taken in one statement. Ingestion takes them for a whole batch before any row lock, so two
+    transactions can never hold them in opposite orders. Re-taking a held lock does not wait."""
     keys = sorted({f"{kind}:{value}" for kind, value in identifiers})
+    if not keys:
+        return
     with connection.cursor() as cursor:
-        for key in keys:
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [key])
+        cursor.execute(
+            "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) "
+            "FROM unnest(%s::text[]) WITH ORDINALITY AS t(k, n)",
+            [keys],
+        )
 
 
 def owners_of(identifiers: list[tuple[str, str]]) -> dict[tuple[str, str], object]:

@@ -5,9 +5,11 @@ commit together before the HTTP response. Follow-up work (computed traits, segme
 queued on commit; if Redis or the workers are down, the scheduled sweep picks it up later.
 
 Speed: one query finds the batch's known message ids (duplicates are skipped), one query finds
-the owners of every identifier in the batch (FOR SHARE, so a concurrent merge waits for us). An
-event whose identifiers all exist on one profile takes the fast path; the rest go through
-``profile_resolve`` one by one, in batch order. Events are inserted with one multi-row INSERT.
+the owners of every identifier in the batch, after the batch's advisory locks. An event whose
+identifiers all exist on one profile takes the fast path; the rest go through ``profile_resolve``
+one by one, in batch order. Every written profile is then locked (FOR UPDATE, id order) and
+re-checked for merges, so a concurrent merge waits for our events. Events are inserted with one
+multi-row INSERT.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import DatabaseError, OperationalError, connection, transaction
+from django.db import DatabaseError, OperationalError, transaction
 from psycopg import errors as pg_errors
 
 from profiles.identity.merge import lock_profiles, pending_mark, traits_apply
-from profiles.identity.resolve import profile_resolve
+from profiles.identity.resolve import lock_identifier_keys, owners_of, profile_resolve
 from profiles.models import Event, Profile, Source
 from profiles.normalize import normalize_identifier
 
@@ -86,20 +88,6 @@ def _known_message_ids(source: Source, message_ids: list[str]) -> set[str]:
     return set(Event.objects.filter(source=source, message_id__in=message_ids).values_list("message_id", flat=True))
 
 
-def _owners_for_share(pairs: set[tuple[str, str]]) -> dict[tuple[str, str], object]:
-    if not pairs:
-        return {}
-    kinds, values = zip(*sorted(pairs), strict=True)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT i.kind, i.value, i.profile_id FROM profiles_identifier i "
-            "JOIN unnest(%s::text[], %s::text[]) AS q(kind, value) ON i.kind = q.kind AND i.value = q.value "
-            "ORDER BY i.id FOR SHARE OF i",
-            [list(kinds), list(values)],
-        )
-        return {(k, v): pid for k, v, pid in cursor.fetchall()}
-
-
 def _alias_identifiers(event: CleanEvent) -> list[tuple[str, str]]:
     """alias(previousId → userId): previousId is whichever id kind it already is, else anonymous."""
     previous = normalize_identifier("user_id", event.previous_id)
@@ -126,17 +114,23 @@ def _ingest(source: Source, events: list[CleanEvent]) -> IngestResult:
     if not fresh:
         return result
 
-    owners = _owners_for_share({kv for i in fresh for kv in events[i].identifiers})
+    for index in fresh:
+        event = events[index]
+        if event.type == "alias":
+            event.identifiers = _alias_identifiers(event)
+        if not event.identifiers:  # every id was junk (blocklisted): the event still needs a home
+            event.identifiers = [("anonymous_id", f"cdp-unidentified-{event.message_id}")]
+    batch_identifiers = {kv for i in fresh for kv in events[i].identifiers}
+    lock_identifier_keys(batch_identifiers)  # before any row lock: one lock order for everyone
+    owners = owners_of(list(batch_identifiers))
     assigned: dict[int, object] = {}
     for index in fresh:
         event = events[index]
-        event_owners = {owners.get(kv) for kv in event.identifiers}
-        if event.type != "alias" and event.identifiers and None not in event_owners and len(event_owners) == 1:
+        identifiers = event.identifiers
+        event_owners = {owners.get(kv) for kv in identifiers}
+        if event.type != "alias" and None not in event_owners and len(event_owners) == 1:
             assigned[index] = event_owners.pop()
             continue
-        identifiers = _alias_identifiers(event) if event.type == "alias" else event.identifiers
-        if not identifiers:  # every id was junk (blocklisted): the event still needs a home
-            identifiers = [("anonymous_id", f"cdp-unidentified-{event.message_id}")]
         profile = profile_resolve(
             identifiers=identifiers,
             traits=event.traits if event.type == "identify" else {},
@@ -184,6 +178,20 @@ def _ingest(source: Source, events: list[CleanEvent]) -> IngestResult:
     result.profile_ids = {str(p) for p in assigned.values()}
     pending_mark(result.profile_ids)
     return result
+
+
+def _lock_live(assigned: dict[int, object]) -> None:
+    """Lock every profile the batch writes to, then re-point events whose profile was merged away
+    (by an earlier event of this batch, or by another transaction that committed before our lock).
+    Holding the lock until commit makes a concurrent merge of these profiles wait for our events."""
+    for _ in range(10):
+        locked = lock_profiles(set(assigned.values()))
+        moved = {pid: p.merged_into_id for pid, p in locked.items() if p.merged_into_id}
+        if not moved:
+            return
+        for index, pid in assigned.items():
+            assigned[index] = moved.get(pid, pid)
+    raise RuntimeError("profiles kept moving while ingesting; retry")
 
 
 def _update_profiles(events: list[CleanEvent], assigned: dict[int, object]) -> None:
