@@ -2,10 +2,110 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
+
+from django.db.models import Prefetch, QuerySet, prefetch_related_objects
+
 from cdp.keys import key_hash
 
-from .models import Source
+from .models import Event, Identifier, Profile, Source
+from .normalize import normalize_identifier
 
 
 def source_by_write_key(*, raw_key: str) -> Source | None:
     return Source.objects.filter(write_key_hash=key_hash(raw_key), is_active=True).first()
+
+
+# --- profiles read API ---------------------------------------------------------------------------
+
+# merged_into is kept flat (a merge repoints everything at the survivor), so one hop is the norm;
+# the bound only stops a corrupt chain or cycle from looping.
+MAX_MERGE_HOPS = 10
+
+
+class MergeChainBroken(RuntimeError):
+    """A merged_into chain longer than MAX_MERGE_HOPS, or a cycle: the data needs repair."""
+
+
+def _parse_profile_id(profile_id: uuid.UUID | str) -> uuid.UUID | None:
+    if isinstance(profile_id, uuid.UUID):
+        return profile_id
+    try:
+        return uuid.UUID(str(profile_id))
+    except ValueError:
+        return None
+
+
+def _follow_merges(profile: Profile) -> Profile:
+    """The live survivor of ``profile`` (itself when live), following merged_into with a bound.
+
+    The first hop is free when the caller used ``select_related("merged_into")``; later hops (which a
+    flat merged_into never needs) cost a query each.
+    """
+    seen = {profile.pk}
+    while profile.merged_into_id is not None:
+        profile = profile.merged_into
+        if profile.pk in seen:
+            raise MergeChainBroken(f"merged_into cycle through profile {profile.pk}")
+        if len(seen) > MAX_MERGE_HOPS:
+            raise MergeChainBroken(f"merged_into chain longer than {MAX_MERGE_HOPS} hops to profile {profile.pk}")
+        seen.add(profile.pk)
+    return profile
+
+
+def _with_identifiers(profile: Profile) -> Profile:
+    prefetch_related_objects([profile], Prefetch("identifiers", queryset=Identifier.objects.order_by("kind", "id")))
+    return profile
+
+
+def profile_get_live(*, profile_id: uuid.UUID | str, with_identifiers: bool = False) -> tuple[Profile, bool]:
+    """The live profile for an id and whether the id was merged away (then the survivor is returned).
+
+    Raises ``Profile.DoesNotExist`` for an unknown or malformed id. With ``with_identifiers`` the
+    identifiers are prefetched (ordered by kind), so reading them costs one query in all.
+    """
+    pk = _parse_profile_id(profile_id)
+    if pk is None:
+        raise Profile.DoesNotExist(f"Not a profile id: {str(profile_id)[:40]!r}")
+    requested = Profile.objects.select_related("merged_into").get(pk=pk)
+    profile = _follow_merges(requested)
+    if with_identifiers:
+        _with_identifiers(profile)
+    return profile, profile.pk != requested.pk
+
+
+def profile_find_by_identifier(*, kind: str, value: str) -> Profile | None:
+    """The live profile owning identifier ``kind`` = ``value``, normalised exactly as ingestion does.
+
+    None when nobody owns it or the value normalises to nothing (junk, blocklisted, invalid email or
+    phone). Identifiers are prefetched.
+    """
+    normalised = normalize_identifier(kind, value)
+    if normalised is None:
+        return None
+    identifier = Identifier.objects.select_related("profile__merged_into").filter(kind=kind, value=normalised).first()
+    if identifier is None:
+        return None
+    return _with_identifiers(_follow_merges(identifier.profile))
+
+
+def profile_events(
+    *,
+    profile: Profile,
+    name: str | None = None,
+    type: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> QuerySet[Event]:
+    """A profile's events, newest first; ``since`` is inclusive, ``until`` exclusive (on occurred_at)."""
+    events = Event.objects.filter(profile=profile)
+    if name is not None:
+        events = events.filter(name=name)
+    if type is not None:
+        events = events.filter(type=type)
+    if since is not None:
+        events = events.filter(occurred_at__gte=since)
+    if until is not None:
+        events = events.filter(occurred_at__lt=until)
+    return events.order_by("-occurred_at", "-id")

@@ -11,6 +11,7 @@ price, quantity, category), "Product Viewed" (category), "Product Added" (cart),
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from collections.abc import Iterable
@@ -92,6 +93,8 @@ def compute(events: Iterable[tuple], *, first_seen: datetime, last_seen: datetim
     engagement = 0.0
     times: list[datetime] = []
     for etype, name, properties, at, device, hour in events:
+        if isinstance(properties, str):  # raw cursors return jsonb as text under Django's psycopg setup
+            properties = json.loads(properties)
         properties = properties if isinstance(properties, dict) else {}
         times.append(at)
         key = name if etype == "track" else etype

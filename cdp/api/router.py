@@ -2,6 +2,7 @@
 
 from rest_framework.routers import DefaultRouter
 
+from profiles.api.read import ProfileViewSet
 from profiles.api.sources import SourceViewSet
 
 from .views import ApiKeyViewSet
@@ -9,6 +10,7 @@ from .views import ApiKeyViewSet
 router = DefaultRouter(trailing_slash=True)
 router.include_root_view = False
 router.register("sources", SourceViewSet, basename="source")
+router.register("profiles", ProfileViewSet, basename="profile")
 router.register("api-keys", ApiKeyViewSet, basename="api-key")
 
 api_v1_urls = router.urls

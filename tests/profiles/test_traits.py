@@ -96,7 +96,15 @@ def test_per_event_path_and_nightly_batch_give_the_same_values(write_key):
     assert services.pending_process() == 3
     assert PendingWork.objects.count() == 0
     incremental = {p.pk: p.computed for p in Profile.objects.all()}
-    assert all(c["orders"] == 2 for c in incremental.values())
+    by_user = {p.identifiers.get(kind="user_id").value: p.computed for p in Profile.objects.all()}
+    # u0 bought for 10 + 13, u1 for 11 + 14, u2 for 12 + 15; views alternate categories a/b
+    assert {u: (c["orders"], c["revenue"], c["avg_order_value"]) for u, c in by_user.items()} == {
+        "u0": (2, 23.0, 11.5),
+        "u1": (2, 25.0, 12.5),
+        "u2": (2, 27.0, 13.5),
+    }
+    assert by_user["u0"]["category_affinity"]["views"] == {"a": 0.5, "b": 0.5}
+    assert by_user["u0"]["preferred_hour"] is not None
     # nightly path over everyone
     Profile.objects.update(computed={})
     assert services.traits_recompute_all() == 3
