@@ -1,0 +1,47 @@
+"""Follow-up work after ingestion runs in a real Celery worker; lost work is caught up by the sweep."""
+
+import time
+
+import pytest
+
+from profiles.models import PendingWork, Profile
+from profiles.services import pending_process
+from tests.profiles.helpers import call, writer
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+def wait_for(predicate, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_computed_traits_arrive_through_the_worker_after_commit(celery_worker, write_key):
+    # given a running worker / when an order is ingested through the API
+    client = writer(write_key)
+    assert call(client, "track", userId="u1", event="Order Completed", properties={"revenue": 42.5}).status_code == 200
+    # then the worker computes the profile's traits within seconds and the pending mark is gone
+    profile = Profile.objects.get()
+    assert wait_for(lambda: Profile.objects.get(pk=profile.pk).computed.get("revenue") == 42.5)
+    assert wait_for(lambda: not PendingWork.objects.exists())
+
+
+def test_work_whose_task_was_lost_is_caught_up_by_the_sweep(write_key, settings):
+    # given Redis unreachable while events arrive: ingestion still accepts them
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}
+    }
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"
+    client = writer(write_key)
+    assert call(client, "track", userId="u1", event="Order Completed", properties={"revenue": 10}).status_code == 200
+    assert PendingWork.objects.count() == 1
+    assert Profile.objects.get().computed == {}
+    # when the scheduled sweep runs (the task beat starts every minute)
+    assert pending_process() == 1
+    # then the work is done
+    assert Profile.objects.get().computed["revenue"] == 10.0
+    assert not PendingWork.objects.exists()
