@@ -177,13 +177,16 @@ def traits_refresh(*, profile_ids: Iterable, now: datetime | None = None) -> int
             cursor.execute(_EVENTS_SQL, [ORDER_EVENT, VIEW_EVENT, list(profiles)])
             for pid, *rest in cursor.fetchall():
                 rows[str(pid)].append(rest)
-        for pid, profile in profiles.items():
-            profile.computed = compute(
-                rows[pid], first_seen=profile.first_seen_at, last_seen=profile.last_seen_at, now=now
+        values = [
+            json.dumps(compute(rows[pid], first_seen=p.first_seen_at, last_seen=p.last_seen_at, now=now))
+            for pid, p in profiles.items()
+        ]
+        with transaction.atomic(), connection.cursor() as cursor:  # one set-based UPDATE per chunk
+            cursor.execute(
+                "UPDATE profiles_profile p SET computed = v.c::jsonb, computed_at = %s "
+                "FROM unnest(%s::uuid[], %s::text[]) AS v(id, c) WHERE p.id = v.id",
+                [now, list(profiles), values],
             )
-            profile.computed_at = now
-        with transaction.atomic():
-            Profile.objects.bulk_update(list(profiles.values()), ["computed", "computed_at"], batch_size=500)
         written += len(profiles)
     return written
 
