@@ -72,11 +72,19 @@ def profile_resolve(
     at: datetime,
     trusted_link: bool = False,
     reason_prefix: str = "identifier",
+    unsaved_traits: dict | None = None,
 ) -> Profile:
     """The live profile for these identifiers, creating, linking or merging as the rules say.
 
     ``trusted_link`` marks an explicit link between all the identifiers (an alias call).
+    ``unsaved_traits`` maps profile ids to traits stated earlier in the same batch and not written
+    yet; contradiction checks see them as part of those profiles.
     """
+    pending_traits = unsaved_traits or {}
+
+    def traits_of(profile: Profile) -> dict:
+        return {**profile.traits, **pending_traits.get(profile.pk, {})}
+
     identifiers = sorted(set(identifiers), key=lambda kv: (priority(kv[0]), kv[1]))
     lock_identifier_keys(identifiers)
     owned = owners_of(identifiers)
@@ -109,7 +117,7 @@ def profile_resolve(
         seen.add(pid)
         other = profiles[pid]
         if anchor is None:
-            clash = [] if (is_trusted(kind) or trusted_link) else contradictions(traits, other.traits)
+            clash = [] if (is_trusted(kind) or trusted_link) else contradictions(traits, traits_of(other))
             if clash:
                 contradicted.append((other, kind, clash))
             else:
@@ -119,7 +127,7 @@ def profile_resolve(
             continue
         link = "alias" if trusted_link else f"{reason_prefix}:{kind}"
         if not (is_trusted(kind) or trusted_link):
-            clash = contradictions({**anchor.traits, **traits}, other.traits)
+            clash = contradictions({**traits_of(anchor), **traits}, traits_of(other))
             if clash:
                 contradicted.append((other, kind, clash))
                 continue

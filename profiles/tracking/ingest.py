@@ -110,45 +110,42 @@ def _ingest(source: Source, events: list[CleanEvent]) -> IngestResult:
             continue
         seen_ids.add(event.message_id)
         event.identifiers = event_identifiers(event)
-        fresh.append(index)
-    if not fresh:
-        return result
-
-    for index in fresh:
-        event = events[index]
         if event.type == "alias":
             event.identifiers = _alias_identifiers(event)
         if not event.identifiers:  # every id was junk (blocklisted): the event still needs a home
             event.identifiers = [("anonymous_id", f"cdp-unidentified-{event.message_id}")]
+        fresh.append(index)
+    if not fresh:
+        return result
+
     batch_identifiers = {kv for i in fresh for kv in events[i].identifiers}
     lock_identifier_keys(batch_identifiers)  # before any row lock: one lock order for everyone
     owners = owners_of(list(batch_identifiers))
     assigned: dict[int, object] = {}
+    # traits stated by identify calls earlier in this batch are written at the end; contradiction
+    # checks of later calls must see them (a family mailbox shared within one batch)
+    unsaved: dict[object, dict] = {}
     for index in fresh:
         event = events[index]
         identifiers = event.identifiers
+        person_traits = event.traits if event.type == "identify" else {}
         event_owners = {owners.get(kv) for kv in identifiers}
         if event.type != "alias" and None not in event_owners and len(event_owners) == 1:
-            assigned[index] = event_owners.pop()
-            continue
-        profile = profile_resolve(
-            identifiers=identifiers,
-            traits=event.traits if event.type == "identify" else {},
-            at=event.occurred_at,
-            trusted_link=event.type == "alias",
-        )
-        assigned[index] = profile.pk
-        for kv in identifiers:  # later events of this batch see this resolution
-            owners[kv] = profile.pk
-    # events placed early may point at a profile a later event merged away
-    merged = dict(
-        Profile.objects.filter(pk__in=set(assigned.values()), merged_into__isnull=False).values_list(
-            "pk", "merged_into_id"
-        )
-    )
-    for index, pid in assigned.items():
-        assigned[index] = merged.get(pid, pid)
+            pid = event_owners.pop()
+        else:
+            pid = profile_resolve(
+                identifiers=identifiers,
+                traits=person_traits,
+                at=event.occurred_at,
+                trusted_link=event.type == "alias",
+                unsaved_traits=unsaved,
+            ).pk
+            _follow_resolution(owners, unsaved, identifiers, pid)
+        assigned[index] = pid
+        if person_traits:
+            unsaved.setdefault(pid, {}).update(person_traits)
 
+    _lock_live(assigned)
     _update_profiles(events, assigned)
     rows = [
         Event(
@@ -178,6 +175,22 @@ def _ingest(source: Source, events: list[CleanEvent]) -> IngestResult:
     result.profile_ids = {str(p) for p in assigned.values()}
     pending_mark(result.profile_ids)
     return result
+
+
+def _follow_resolution(owners: dict, unsaved: dict, identifiers: list, anchor) -> None:
+    """After a slow-path resolution: who owns the event's identifiers now (some may have stayed with
+    a contradicted profile), and unsaved traits of profiles merged into the anchor move with them."""
+    before = {owners.get(kv) for kv in identifiers} - {None, anchor}
+    owners.update(owners_of(identifiers))
+    if not before:
+        return
+    merged = Profile.objects.filter(pk__in=before, merged_into__isnull=False).values_list("pk", "merged_into_id")
+    for loser, winner in merged:
+        if loser in unsaved:
+            unsaved.setdefault(winner, {}).update(unsaved.pop(loser))
+        for kv, owner in list(owners.items()):
+            if owner == loser:
+                owners[kv] = winner
 
 
 def _lock_live(assigned: dict[int, object]) -> None:

@@ -265,3 +265,56 @@ def test_events_in_one_batch_see_identity_changes_of_earlier_events(client):
     assert response.json()["accepted"] == 3
     (profile,) = live()
     assert profile.events.count() == 3
+
+
+def test_contradiction_is_seen_between_calls_of_one_batch(client):
+    # given two people stating the family mailbox in the same batch (server-side libraries batch users)
+    response = batch(
+        client,
+        {
+            "type": "identify",
+            "userId": "u-sarah",
+            "timestamp": at(0),
+            "traits": {"email": "the.millers@gmail.com", "firstName": "Sarah"},
+        },
+        {
+            "type": "identify",
+            "anonymousId": "anon-david",
+            "timestamp": at(5),
+            "traits": {"email": "the.millers@gmail.com", "firstName": "David"},
+        },
+    )
+    assert response.json()["accepted"] == 2
+    # then they stay apart, Sarah keeps her name and mailbox, and a candidate is filed for review
+    sarah, david = owner("user_id", "u-sarah"), owner("anonymous_id", "anon-david")
+    assert sarah != david
+    assert sarah.traits["firstName"] == "Sarah" and david.traits["firstName"] == "David"
+    assert owner("email", "themillers@gmail.com") == sarah
+    assert MatchCandidate.objects.get().reason == "shared_email_contradicted"
+
+
+def test_identifier_left_with_a_contradicted_profile_is_not_taken_by_later_calls_of_the_batch(client):
+    batch(
+        client,
+        {
+            "type": "identify",
+            "userId": "ann",
+            "timestamp": at(0),
+            "traits": {"email": "fam@example.com", "first_name": "Ann"},
+        },
+        {
+            "type": "identify",
+            "userId": "tom",
+            "timestamp": at(1),
+            "traits": {"email": "fam@example.com", "first_name": "Tom"},
+        },
+        {
+            "type": "track",
+            "anonymousId": "x",
+            "event": "E",
+            "context": {"traits": {"email": "fam@example.com"}},
+            "timestamp": at(2),
+        },
+    )
+    assert owner("email", "fam@example.com") == owner("user_id", "ann")
+    assert Event.objects.get(name="E").profile == owner("user_id", "ann")
