@@ -22,6 +22,10 @@ def beat_schedule() -> dict[str, dict]:
             "schedule": crontab(minute="*"),
             "options": {"expires": 55},
         },
+        "profiles-identity-match-nightly": {
+            "task": "profiles.tasks.ml_identity_match_nightly",
+            "schedule": crontab(hour=1, minute=30),
+        },
         "profiles-traits-nightly": {
             "task": "profiles.tasks.heavy_traits_recompute",
             "schedule": crontab(hour=2, minute=15),

@@ -258,3 +258,7 @@ CDP_EMAIL_PROVIDER_RULES: dict[str, dict] = {
     "fastmail.com": {"strip_plus": True},
 }
 CDP_PHONE_DEFAULT_REGION: str = env.str("CDP_PHONE_DEFAULT_REGION", default="GB")
+# Fuzzy matching (docs/identity.md): match probability above which pairs merge automatically, and
+# above which they go to the review queue. Calibrated probabilities, not per-data-set scores.
+CDP_FUZZY_AUTO_MERGE_PROBABILITY: float = env.float("CDP_FUZZY_AUTO_MERGE_PROBABILITY", default=0.99)
+CDP_FUZZY_REVIEW_PROBABILITY: float = env.float("CDP_FUZZY_REVIEW_PROBABILITY", default=0.5)

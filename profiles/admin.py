@@ -34,7 +34,17 @@ from django.utils.text import Truncator
 
 from . import services
 from .identity.merge import trait_value
-from .models import CandidateStatus, Event, Identifier, MatchCandidate, Merge, MergeStatus, Profile, Source
+from .models import (
+    CandidateStatus,
+    Event,
+    Identifier,
+    MatchCandidate,
+    MatchingRun,
+    Merge,
+    MergeStatus,
+    Profile,
+    Source,
+)
 from .normalize import identifier_kinds, normalize_identifier
 
 TIMELINE_LENGTH = 50
@@ -728,9 +738,34 @@ class CandidateStatusFilter(DefaultChoiceFilter):
 class MatchCandidateAdmin(admin.ModelAdmin):
     """The review queue of possible duplicates, with a side-by-side comparison of both profiles.
 
-    Read-only for now: approving (merge) and rejecting (never-merge pair) arrive with a later issue as
-    admin actions calling identity services; nothing here writes a candidate by hand.
+    Fields are read-only; decisions are the actions "approve" (merge through the usual guards and
+    Merge record) and "reject" (a never-merge pair), which call the identity services.
     """
+
+    actions = ["approve_selected", "reject_selected"]
+
+    def has_review_permission(self, request) -> bool:
+        return request.user.has_perm("profiles.change_matchcandidate")
+
+    def _decide(self, request, queryset, service, verb: str) -> None:
+        done, failed = 0, []
+        for candidate in queryset.order_by("-score"):
+            try:
+                service(candidate=candidate, actor=request.user.get_username())
+                done += 1
+            except ValueError as exc:
+                failed.append(f"#{candidate.pk}: {exc}")
+        self.message_user(request, f"{verb} {done} pair(s).", messages.SUCCESS if done else messages.INFO)
+        if failed:
+            self.message_user(request, "Not decided: " + "; ".join(failed), messages.ERROR)
+
+    @admin.action(description="Approve: same person (merge)", permissions=["review"])
+    def approve_selected(self, request, queryset):
+        self._decide(request, queryset, services.candidate_approve, "Approved and merged")
+
+    @admin.action(description="Reject: different people (never merge)", permissions=["review"])
+    def reject_selected(self, request, queryset):
+        self._decide(request, queryset, services.candidate_reject, "Rejected")
 
     list_display = ["id", "profile_a_link", "profile_b_link", "reason", "score", "status", "created_at"]
     list_filter = [CandidateStatusFilter, "reason"]
@@ -1002,3 +1037,61 @@ def calendar_date_nav(cl) -> dict:
         "back": None,
         "choices": [{"link": link({names[0]: y}), "title": str(y)} for y in range(bounds[0].year, bounds[1].year + 1)],
     }
+
+
+@admin.register(MatchingRun)
+class MatchingRunAdmin(admin.ModelAdmin):
+    """Fuzzy-matching runs: progress while running, the report after; buttons start a run now."""
+
+    list_display = ["id", "mode", "status", "progress_bar", "requested_by", "created_at", "finished_at", "summary"]
+    list_filter = ["status", "mode"]
+    readonly_fields = [f.name for f in MatchingRun._meta.fields] + ["progress_bar", "report_pretty"]
+    exclude = ["report"]
+    change_list_template = "admin/profiles/matchingrun/change_list.html"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="progress")
+    def progress_bar(self, obj: MatchingRun):
+        return format_html(
+            '<progress max="100" value="{}" style="width:10em"></progress> {}% ({} / {})',
+            obj.progress_percent,
+            obj.progress_percent,
+            obj.progress_done,
+            obj.progress_total,
+        )
+
+    @admin.display(description="result")
+    def summary(self, obj: MatchingRun):
+        if obj.error:
+            return obj.error[:120]
+        report = obj.report or {}
+        keys = [k for k in ("profiles", "compared", "merged", "queued", "refused", "seconds") if k in report]
+        return ", ".join(f"{k} {report[k]}" for k in keys)
+
+    @admin.display(description="report")
+    def report_pretty(self, obj: MatchingRun):
+        return pretty_json(obj.report)
+
+    def get_urls(self):
+        return [
+            path("start/<str:mode>/", self.admin_site.admin_view(self.start_view), name="profiles_matchingrun_start"),
+            *super().get_urls(),
+        ]
+
+    def start_view(self, request, mode: str):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not request.user.has_perm("profiles.change_matchcandidate"):
+            raise PermissionDenied
+        try:
+            run = services.matching_run_start(mode=mode, requested_by=request.user.get_username())
+        except ValueError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+        else:
+            self.message_user(request, f"Matching run {run.pk} ({run.mode}) is {run.status}.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:profiles_matchingrun_changelist"))

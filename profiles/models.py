@@ -196,3 +196,40 @@ class PendingWork(models.Model):
 
     def __str__(self) -> str:
         return f"pending {self.profile_id}"
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class MatchingRun(models.Model):
+    """One run of the fuzzy identity-matching job, with progress for admin and its report."""
+
+    class Mode(models.TextChoices):
+        INCREMENTAL = "incremental", "incremental (new and changed profiles against everyone)"
+        FULL = "full", "full (everyone against everyone)"
+
+    mode = models.CharField(max_length=12, choices=Mode.choices, default=Mode.INCREMENTAL)
+    status = models.CharField(max_length=8, choices=RunStatus.choices, default=RunStatus.QUEUED, db_index=True)
+    requested_by = models.CharField(max_length=150, blank=True, default="schedule")
+    since = models.DateTimeField(null=True, blank=True, help_text="incremental: profiles changed after this time")
+    progress_done = models.PositiveIntegerField(default=0)
+    progress_total = models.PositiveIntegerField(default=0)
+    report = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.mode} matching run {self.pk} ({self.status})"
+
+    @property
+    def progress_percent(self) -> int:
+        return int(100 * self.progress_done / self.progress_total) if self.progress_total else 0

@@ -7,6 +7,13 @@ from django.db import IntegrityError, transaction
 from cdp.keys import WRITE_KEY_PREFIX, key_display_prefix, key_generate, key_hash
 from profiles.identity.merge import profile_merge, profile_unmerge
 from profiles.identity.resolve import profile_resolve
+from profiles.identity.runs import (
+    candidate_approve,
+    candidate_reject,
+    matching_run_execute,
+    matching_run_start,
+    run_queued_matching,
+)
 from profiles.tracking.ingest import events_ingest
 from profiles.traits import traits_recompute_all, traits_refresh
 
@@ -43,11 +50,16 @@ def source_rotate_write_key(*, source: Source) -> tuple[Source, str]:
 
 
 __all__ = [
+    "candidate_approve",
+    "candidate_reject",
     "events_ingest",
+    "matching_run_execute",
+    "matching_run_start",
     "pending_process",
     "profile_merge",
     "profile_resolve",
     "profile_unmerge",
+    "run_queued_matching",
     "source_create",
     "source_rotate_write_key",
     "traits_recompute_all",

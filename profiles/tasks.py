@@ -17,3 +17,17 @@ def pending_process() -> int:
 def heavy_traits_recompute() -> int:
     """Nightly: recompute every profile's computed traits (time windows move every day)."""
     return services.traits_recompute_all()
+
+
+@shared_task(name="profiles.tasks.ml_identity_match", acks_late=True)
+def ml_identity_match(run_id: int) -> int:
+    """Execute one fuzzy-matching run (queued from admin or the schedule). Idempotent."""
+    return services.matching_run_execute(run_id=run_id).pk
+
+
+@shared_task(name="profiles.tasks.ml_identity_match_nightly")
+def ml_identity_match_nightly() -> int:
+    """Nightly: an incremental run (new and changed profiles against everyone), executed here."""
+    run = services.matching_run_start(mode="incremental", requested_by="schedule")
+    services.run_queued_matching()
+    return run.pk

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError, OperationalError, transaction
+from django.utils import timezone
 from psycopg import errors as pg_errors
 
 from profiles.identity.merge import lock_profiles, pending_mark, traits_apply
@@ -214,6 +215,7 @@ def _update_profiles(events: list[CleanEvent], assigned: dict[int, object]) -> N
         by_profile.setdefault(pid, []).append(events[index])
     profiles = lock_profiles(by_profile)
     changed = []
+    now = timezone.now()
     for pid, evs in by_profile.items():
         profile = profiles[pid]
         first = min(e.occurred_at for e in evs)
@@ -221,12 +223,15 @@ def _update_profiles(events: list[CleanEvent], assigned: dict[int, object]) -> N
         dirty = first < profile.first_seen_at or last > profile.last_seen_at
         profile.first_seen_at = min(profile.first_seen_at, first)
         profile.last_seen_at = max(profile.last_seen_at, last)
+        traits_changed = False
         for event in sorted((e for e in evs if e.type == "identify" and e.traits), key=lambda e: e.occurred_at):
-            dirty |= traits_apply(profile, event.traits, event.occurred_at)
-        if dirty:
+            traits_changed |= traits_apply(profile, event.traits, event.occurred_at)
+        if traits_changed:  # updated_at marks identity-relevant change (incremental matching reads it)
+            profile.updated_at = now
+        if dirty or traits_changed:
             changed.append(profile)
     if changed:
-        Profile.objects.bulk_update(changed, ["first_seen_at", "last_seen_at", "traits", "trait_meta"])
+        Profile.objects.bulk_update(changed, ["first_seen_at", "last_seen_at", "traits", "trait_meta", "updated_at"])
 
 
 PENDING_SCHEDULE_KEY = "cdp:pending:scheduled"

@@ -1,0 +1,170 @@
+"""The fuzzy-matching job around ``identity_match``: runs with progress, and the review decisions.
+
+A run is a ``MatchingRun`` row; the Celery task ``profiles.tasks.ml_identity_match`` executes it. An
+incremental run matches the profiles created or changed since the last finished run against
+everyone; a full run matches everyone. Running the same run twice does nothing the second time,
+and re-running matching is idempotent: merged profiles are gone, queued pairs are not filed twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from profiles.models import (
+    CandidateStatus,
+    Identifier,
+    MatchCandidate,
+    MatchingRun,
+    Profile,
+    RunStatus,
+)
+
+from .merge import older_first, profile_merge
+
+logger = logging.getLogger("cdp.identity")
+PROGRESS_EVERY_SECONDS = 1.0
+
+
+def matching_run_start(*, mode: str = MatchingRun.Mode.INCREMENTAL, requested_by: str = "schedule") -> MatchingRun:
+    """Create a run and queue it for a worker (after commit). A run already queued or running for
+    the same mode is returned instead of starting a second one."""
+    if mode not in MatchingRun.Mode.values:
+        raise ValueError(f"Unknown matching mode {mode!r}; use one of {', '.join(MatchingRun.Mode.values)}.")
+    active = MatchingRun.objects.filter(mode=mode, status__in=[RunStatus.QUEUED, RunStatus.RUNNING]).first()
+    if active:
+        return active
+    last = MatchingRun.objects.filter(status=RunStatus.DONE).exclude(started_at=None).order_by("-started_at").first()
+    run = MatchingRun.objects.create(
+        mode=mode,
+        requested_by=requested_by,
+        since=last.started_at if (last and mode == MatchingRun.Mode.INCREMENTAL) else None,
+    )
+    transaction.on_commit(lambda: _queue(run.pk))
+    return run
+
+
+def _queue(run_id: int) -> None:
+    from profiles.tasks import ml_identity_match
+
+    try:
+        ml_identity_match.delay(run_id)
+    except Exception as exc:  # broker down: the run stays queued and the next schedule picks it up
+        logger.warning("could not queue matching run %s: %s", run_id, exc)
+
+
+def changed_profile_ids(*, since) -> list:
+    """Live profiles created or changed (traits, seen times, new identifiers) after ``since``."""
+    live = Profile.objects.filter(merged_into__isnull=True)
+    if since is None:
+        return list(live.values_list("pk", flat=True))
+    new_identifiers = Identifier.objects.filter(created_at__gt=since).values("profile_id")
+    return list(live.filter(Q(updated_at__gt=since) | Q(pk__in=new_identifiers)).values_list("pk", flat=True))
+
+
+def matching_run_execute(*, run_id: int) -> MatchingRun:
+    """Execute a queued run (the Celery task calls this). Safe to call twice."""
+    from .fuzzy.service import identity_match
+
+    with transaction.atomic():
+        run = MatchingRun.objects.select_for_update().get(pk=run_id)
+        if run.status != RunStatus.QUEUED:
+            return run
+        run.status = RunStatus.RUNNING
+        run.started_at = timezone.now()
+        run.save(update_fields=["status", "started_at"])
+    last_saved = 0.0
+
+    def progress(done: int, total: int) -> None:
+        nonlocal last_saved
+        now = time.monotonic()
+        if now - last_saved >= PROGRESS_EVERY_SECONDS or done >= total:
+            MatchingRun.objects.filter(pk=run.pk).update(progress_done=done, progress_total=total)
+            last_saved = now
+
+    try:
+        ids = None if run.mode == MatchingRun.Mode.FULL else changed_profile_ids(since=run.since)
+        report = identity_match(profile_ids=ids, progress=progress)
+    except Exception as exc:
+        logger.exception("matching run %s failed", run.pk)
+        MatchingRun.objects.filter(pk=run.pk).update(
+            status=RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}", finished_at=timezone.now()
+        )
+        raise
+    run.refresh_from_db()
+    run.status = RunStatus.DONE
+    run.report = report.as_dict() if hasattr(report, "as_dict") else dict(report)
+    run.finished_at = timezone.now()
+    run.save(update_fields=["status", "report", "finished_at"])
+    return run
+
+
+def run_queued_matching() -> int:
+    """Execute runs left queued (their task was lost); used by the scheduled job."""
+    done = 0
+    for run_id in MatchingRun.objects.filter(status=RunStatus.QUEUED).values_list("pk", flat=True):
+        matching_run_execute(run_id=run_id)
+        done += 1
+    return done
+
+
+# --- review decisions -------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def candidate_approve(*, candidate: MatchCandidate, actor: str) -> MatchCandidate:
+    """A reviewer says: same person. Merge (through the usual guards and Merge record)."""
+    from .merge import merge_guard
+
+    candidate = MatchCandidate.objects.select_for_update().get(pk=candidate.pk)
+    if candidate.status != CandidateStatus.PENDING:
+        raise ValueError(f"This pair was already decided ({candidate.status}).")
+    a, b = _live(candidate.profile_a_id), _live(candidate.profile_b_id)
+    if a.pk != b.pk:
+        guard = merge_guard(a, b)
+        if guard:
+            raise ValueError(f"Merge refused by a guard: {guard}.")
+        winner, loser = older_first(a, b)
+        profile_merge(
+            winner=winner,
+            loser=loser,
+            reason="review",
+            score=candidate.score,
+            actor=actor,
+            evidence={
+                "candidate": candidate.pk,
+                "candidate_reason": candidate.reason,
+                "candidate_evidence": candidate.evidence,
+            },
+        )
+    candidate.status = CandidateStatus.APPROVED
+    candidate.decided_at = timezone.now()
+    candidate.decided_by = actor
+    candidate.save(update_fields=["status", "decided_at", "decided_by"])
+    return candidate
+
+
+@transaction.atomic
+def candidate_reject(*, candidate: MatchCandidate, actor: str) -> MatchCandidate:
+    """A reviewer says: different people. The pair becomes a never-merge pair."""
+    candidate = MatchCandidate.objects.select_for_update().get(pk=candidate.pk)
+    if candidate.status != CandidateStatus.PENDING:
+        raise ValueError(f"This pair was already decided ({candidate.status}).")
+    candidate.status = CandidateStatus.REJECTED
+    candidate.decided_at = timezone.now()
+    candidate.decided_by = actor
+    candidate.save(update_fields=["status", "decided_at", "decided_by"])
+    return candidate
+
+
+def _live(profile_id) -> Profile:
+    profile = Profile.objects.get(pk=profile_id)
+    for _ in range(20):
+        if not profile.merged_into_id:
+            return profile
+        profile = Profile.objects.get(pk=profile.merged_into_id)
+    raise ValueError("merge chain too long")
