@@ -1,0 +1,665 @@
+#!/usr/bin/env python
+"""Ingestion benchmark: POST /v1/batch under gunicorn vs raw PostgreSQL COPY, and /v1/track latency.
+
+    python benchmarks/ingest.py [--events N] [--batch-size B] [--concurrency C] [--track-seconds S]
+
+What it does, all on this machine and over loopback only:
+
+1. Creates a fresh database (``cdp_bench_ingest``) on the PostgreSQL server of ``DATABASE_URL`` (or
+   ``.cdp/env``, or ``postgres://postgres@127.0.0.1:5432``), migrates it and creates a source.
+2. Starts ``gunicorn cdp.wsgi:application --workers 2`` (sync workers, as in the Procfile) on a free
+   port, with Redis on its own database number (``--redis-db``) so no other process's workers or
+   throttles see the benchmark's traffic.
+3. Batch throughput: C load-generator processes (fork, one ``http.client`` connection each, bodies
+   serialised before the clock starts) send N Segment events (identify/track/page for a shop with
+   ``--users`` distinct people, several devices each) in batches of B; events/s = accepted events /
+   wall time from the first request sent to the last response read. Any error fails the run.
+4. Track latency: an open-loop generator sends ``POST /v1/track`` at a fixed 200 requests/s for S
+   seconds (returning users), each request on its schedule; latency is measured from the scheduled
+   start, so a stalled server shows up in the figures instead of slowing the generator down.
+5. Baseline, same run: the rows the API stored are read back and written again with ``COPY ... FROM
+   STDIN`` (psycopg 3, JSON as text) into a logged table of the same shape *with the same indexes*
+   as ``profiles_event``, and into one without indexes. The ratio is API events/s / COPY events/s
+   (with indexes).
+
+It prints a markdown table, stops gunicorn and drops the database (also on failure or Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import json
+import multiprocessing
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from cdp.envfiles import BASE_DIR, SERVICES_ENV_FILE, parse_env_file  # noqa: E402
+
+DEFAULT_SERVER = "postgres://postgres@127.0.0.1:5432"
+DEFAULT_REDIS = "redis://127.0.0.1:6379"
+HOST = "127.0.0.1"
+TRACK_RATE = 200  # requests/s for the latency test (the target's rate; --track-rate changes it)
+TRACK_SENDERS = 4  # open-loop sender processes for the latency test
+TARGET_EVENTS_PER_S = 20_000
+TARGET_TRACK_P99_MS = 20.0
+GUNICORN_LOG = BASE_DIR / ".cdp" / "bench-ingest-gunicorn.log"
+
+EVENT_COLUMNS = (
+    "source_id",
+    "message_id",
+    "profile_id",
+    "type",
+    "name",
+    "user_id",
+    "anonymous_id",
+    "properties",
+    "traits",
+    "context",
+    "occurred_at",
+    "original_timestamp",
+    "sent_at",
+    "received_at",
+    "device_type",
+    "local_hour",
+)
+
+
+def log(message: str) -> None:
+    print(f"[bench-ingest] {message}", file=sys.stderr, flush=True)
+
+
+# --- environment: where PostgreSQL and Redis are -------------------------------------------------
+
+
+def configured(name: str, default: str) -> str:
+    return os.environ.get(name) or parse_env_file(SERVICES_ENV_FILE).get(name) or default
+
+
+def with_path(url: str, path: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=path))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def fresh_database(server_url: str, name: str):
+    import psycopg
+    from psycopg import sql
+
+    admin = with_path(server_url, "/postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    log(f"created database {name}")
+    try:
+        yield with_path(server_url, f"/{name}")
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        log(f"dropped database {name}")
+
+
+def django_env(database_url: str, redis_url: str, debug: bool) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "cdp.settings",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "CACHE_KEY_PREFIX": "cdp-bench-ingest",
+        "API_THROTTLE_WRITE_KEY": "1000000/s",
+        "LOG_LEVEL": "WARNING",
+        "DEBUG": "true" if debug else "false",
+    }
+    for inherited in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
+        env.pop(inherited, None)  # follow REDIS_URL, i.e. the benchmark's own Redis database
+    if not debug:  # production settings, served over plain HTTP on loopback
+        env.update(
+            SECRET_KEY="bench-" + uuid.uuid4().hex * 2,
+            ALLOWED_HOSTS=HOST,
+            SECURE_SSL_REDIRECT="false",
+            SESSION_COOKIE_SECURE="false",
+            CSRF_COOKIE_SECURE="false",
+        )
+    return env
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+@contextmanager
+def gunicorn(env: dict[str, str], port: int, workers: int):
+    GUNICORN_LOG.parent.mkdir(exist_ok=True)
+    with open(GUNICORN_LOG, "w") as out:
+        proc = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("gunicorn")),
+                "cdp.wsgi:application",
+                "--bind",
+                f"{HOST}:{port}",
+                "--workers",
+                str(workers),
+                "--timeout",
+                "120",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {proc.returncode}:\n{GUNICORN_LOG.read_text()}")
+            with suppress(OSError):
+                conn = http.client.HTTPConnection(HOST, port, timeout=2)
+                conn.request("GET", "/healthz")
+                if conn.getresponse().status == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"gunicorn did not answer /healthz:\n{GUNICORN_LOG.read_text()}")
+            time.sleep(0.2)
+        log(f"gunicorn up on {HOST}:{port} (pid {proc.pid}, {workers} workers)")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        log("gunicorn stopped")
+
+
+# --- realistic Segment traffic for a shop --------------------------------------------------------
+
+FIRST_NAMES = ["Ann", "Ben", "Chloe", "Dan", "Emma", "Finn", "Grace", "Hugo", "Isla", "Jack", "Lena", "Noah", "Mia"]
+LAST_NAMES = ["Lee", "Smith", "Jones", "Brown", "Müller", "Garcia", "Rossi", "Dubois", "Novak", "Kowalski", "Silva"]
+DOMAINS = ["gmail.com", "outlook.com", "yahoo.com", "icloud.com", "web.de", "example.org", "hotmail.com"]
+CATEGORIES = ["Shoes", "Outdoor", "Kitchen", "Books", "Toys", "Garden", "Beauty", "Electronics", "Sports", "Home"]
+BRANDS = ["Acme", "Northwind", "Globex", "Initech", "Umbrella", "Stark", "Wayne", "Tyrell"]
+ZONES = [  # (timezone, locale)
+    ("Europe/Berlin", "de-DE"),
+    ("Europe/London", "en-GB"),
+    ("Europe/Paris", "fr-FR"),
+    ("America/New_York", "en-US"),
+    ("Europe/Madrid", "es-ES"),
+    ("Asia/Tokyo", "ja-JP"),
+]
+USER_AGENTS = [
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148",
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/123.0 Mobile Safari/537.36",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/123.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Safari/605",
+    "Mozilla/5.0 (iPad; CPU OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148",
+]
+TRACK_EVENTS = [  # (name, weight)
+    ("Product Viewed", 45),
+    ("Product List Viewed", 15),
+    ("Products Searched", 10),
+    ("Product Added", 12),
+    ("Cart Viewed", 6),
+    ("Checkout Started", 5),
+    ("Order Completed", 4),
+    ("Product Added to Wishlist", 3),
+]
+PAGES = [("Home", "/"), ("Category", "/c/"), ("Product", "/p/"), ("Cart", "/cart"), ("Search", "/search")]
+
+
+@dataclass
+class Person:
+    index: int
+    user_id: str
+    devices: list[tuple[str, str, str, str]]  # (anonymous id, user agent, timezone, locale)
+    email: str
+    first_name: str
+    last_name: str
+    phone: str | None
+    registered: bool
+
+
+def people(count: int, rng: random.Random) -> list[Person]:
+    found = []
+    for i in range(count):
+        first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
+        zone = rng.randrange(len(ZONES))
+        devices = [
+            (
+                str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                rng.choice(USER_AGENTS),
+                *ZONES[zone],
+            )
+            for _ in range(rng.choice((1, 1, 1, 2, 2, 3)))
+        ]
+        found.append(
+            Person(
+                index=i,
+                user_id=f"u-{i:07d}",
+                devices=devices,
+                email=f"{first}.{last}{i}@{rng.choice(DOMAINS)}".lower().replace("ü", "ue"),
+                first_name=first,
+                last_name=last,
+                phone=f"+44 7911 {i % 1_000_000:06d}" if rng.random() < 0.3 else None,
+                registered=rng.random() < 0.45,
+            )
+        )
+    return found
+
+
+def product(rng: random.Random) -> dict:
+    n = int(5000 * rng.random() ** 2)  # popular products are viewed more
+    return {
+        "product_id": f"sku-{n:05d}",
+        "sku": f"SKU{n:05d}",
+        "category": CATEGORIES[n % len(CATEGORIES)],
+        "brand": BRANDS[n % len(BRANDS)],
+        "name": f"{BRANDS[n % len(BRANDS)]} {CATEGORIES[n % len(CATEGORIES)]} item {n}",
+        "price": round(5 + (n * 7919 % 20000) / 100, 2),
+        "currency": "EUR",
+    }
+
+
+def make_event(person: Person, rng: random.Random, now: datetime, kind: str | None = None) -> dict:
+    anonymous_id, user_agent, tz, locale = rng.choice(person.devices)
+    logged_in = person.registered and rng.random() < 0.7
+    kind = kind or rng.choices(("identify", "track", "page"), weights=(8, 57, 35))[0]
+    if kind == "identify" and not person.registered:
+        kind = "track"
+    item = product(rng)
+    page_name, page_path = rng.choice(PAGES)
+    path = page_path + (item["product_id"] if page_path in ("/c/", "/p/") else "")
+    context = {
+        "library": {"name": "analytics.js", "version": "next-1.70.0"},
+        "userAgent": user_agent,
+        "timezone": tz,
+        "locale": locale,
+        "ip": f"203.0.113.{person.index % 250 + 1}",
+        "page": {
+            "path": path,
+            "url": f"https://shop.example.com{path}",
+            "referrer": rng.choice(("", "https://www.google.com/", "https://www.instagram.com/")),
+            "title": f"{page_name} | Example Shop",
+        },
+    }
+    event: dict = {
+        "type": kind,
+        "messageId": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        "anonymousId": anonymous_id,
+        "timestamp": (now - timedelta(milliseconds=rng.randrange(0, 3000))).isoformat(timespec="milliseconds"),
+        "context": context,
+    }
+    if logged_in or kind == "identify":
+        event["userId"] = person.user_id
+    if kind == "identify":
+        traits = {"email": person.email, "first_name": person.first_name, "last_name": person.last_name}
+        if person.phone:
+            traits["phone"] = person.phone
+        event["traits"] = traits
+    elif kind == "page":
+        event["name"] = page_name
+        event["properties"] = {"path": path, "url": context["page"]["url"], "title": context["page"]["title"]}
+    else:
+        name = rng.choices([n for n, _ in TRACK_EVENTS], weights=[w for _, w in TRACK_EVENTS])[0]
+        event["event"] = name
+        if name == "Products Searched":
+            event["properties"] = {"query": rng.choice(CATEGORIES).lower()}
+        elif name == "Order Completed":
+            lines = [{**product(rng), "quantity": rng.randint(1, 3)} for _ in range(rng.randint(1, 4))]
+            total = round(sum(line["price"] * line["quantity"] for line in lines), 2)
+            event["properties"] = {
+                "order_id": f"o-{rng.getrandbits(40):x}",
+                "revenue": total,
+                "currency": "EUR",
+                "products": lines,
+            }
+        elif name in ("Cart Viewed", "Checkout Started"):
+            event["properties"] = {"cart_id": f"c-{person.index}", "products": [item]}
+        else:
+            event["properties"] = {**item, "quantity": 1} if name == "Product Added" else item
+    return event
+
+
+def pick(population: list[Person], rng: random.Random) -> Person:
+    return population[int(len(population) * rng.random() ** 1.5)]  # some customers are far more active
+
+
+def batch_bodies(population: list[Person], events: int, batch_size: int, seed: int) -> list[bytes]:
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    bodies = []
+    for start in range(0, events, batch_size):
+        size = min(batch_size, events - start)
+        calls = [make_event(pick(population, rng), rng, now) for _ in range(size)]
+        bodies.append(json.dumps({"batch": calls, "sentAt": now.isoformat(timespec="milliseconds")}).encode())
+    return bodies
+
+
+def track_bodies(population: list[Person], count: int, seed: int) -> list[bytes]:
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    return [json.dumps(make_event(pick(population, rng), rng, now, kind="track")).encode() for _ in range(count)]
+
+
+# --- load generators (forked processes; the request bodies are inherited, already serialised) -----
+
+_BODIES: list[bytes] = []
+_HEADERS: dict[str, str] = {}
+
+
+def _post(conn: http.client.HTTPConnection, path: str, body: bytes) -> tuple[int, dict]:
+    conn.request("POST", path, body=body, headers=_HEADERS)
+    response = conn.getresponse()
+    payload = response.read()
+    if response.getheader("Connection", "").lower() == "close":
+        conn.close()  # gunicorn's sync workers close after each response; http.client reconnects
+    try:
+        return response.status, json.loads(payload)
+    except ValueError:
+        return response.status, {"raw": payload[:200].decode(errors="replace")}
+
+
+def _batch_worker(port: int, indexes: list[int], start_at: float) -> dict:
+    conn = http.client.HTTPConnection(HOST, port, timeout=120)
+    accepted = duplicates = 0
+    errors: list = []
+    while time.monotonic() < start_at:
+        time.sleep(0.001)
+    first = time.monotonic()
+    for i in indexes:
+        status, body = _post(conn, "/v1/batch", _BODIES[i])
+        if status != 200 or body.get("errors"):
+            errors.append({"batch": i, "status": status, "body": str(body)[:300]})
+            continue
+        accepted += body["accepted"]
+        duplicates += body["duplicates"]
+    last = time.monotonic()
+    conn.close()
+    return {"accepted": accepted, "duplicates": duplicates, "errors": errors, "first": first, "last": last}
+
+
+def _track_worker(port: int, slots: list[int], start_at: float, rate: float) -> dict:
+    conn = http.client.HTTPConnection(HOST, port, timeout=30)
+    latencies: list[float] = []
+    errors: list = []
+    for slot in slots:
+        scheduled = start_at + slot / rate
+        delay = scheduled - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        try:
+            status, body = _post(conn, "/v1/track", _BODIES[slot])
+        except OSError as exc:
+            conn.close()
+            status, body = 0, {"exception": repr(exc)}
+        latencies.append(time.monotonic() - scheduled)
+        if status != 200 or body.get("accepted") != 1:
+            errors.append({"slot": slot, "status": status, "body": str(body)[:300]})
+    conn.close()
+    return {"latencies": latencies, "errors": errors}
+
+
+def _fork_pool(processes: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("fork"))
+
+
+def run_batches(port: int, write_key: str, bodies: list[bytes], concurrency: int) -> dict:
+    global _BODIES, _HEADERS
+    _BODIES, _HEADERS = bodies, auth_headers(write_key)
+    start_at = time.monotonic() + 0.5 + 0.05 * concurrency  # every process forked and waiting
+    with _fork_pool(concurrency) as pool:
+        futures = [
+            pool.submit(_batch_worker, port, list(range(k, len(bodies), concurrency)), start_at)
+            for k in range(concurrency)
+        ]
+        results = [f.result() for f in futures]
+    seconds = max(r["last"] for r in results) - min(r["first"] for r in results)
+    return {
+        "accepted": sum(r["accepted"] for r in results),
+        "duplicates": sum(r["duplicates"] for r in results),
+        "errors": [e for r in results for e in r["errors"]],
+        "seconds": seconds,
+    }
+
+
+def run_track(port: int, write_key: str, bodies: list[bytes], rate: float) -> dict:
+    global _BODIES, _HEADERS
+    _BODIES, _HEADERS = bodies, auth_headers(write_key)
+    start_at = time.monotonic() + 1.0
+    with _fork_pool(TRACK_SENDERS) as pool:
+        futures = [
+            pool.submit(_track_worker, port, list(range(k, len(bodies), TRACK_SENDERS)), start_at, rate)
+            for k in range(TRACK_SENDERS)
+        ]
+        results = [f.result() for f in futures]
+    elapsed = time.monotonic() - start_at
+    latencies = sorted(ms for r in results for ms in r["latencies"])
+    return {
+        "sent": len(latencies),
+        "achieved_rate": len(latencies) / elapsed,
+        "errors": [e for r in results for e in r["errors"]],
+        "p50": percentile(latencies, 50) * 1000,
+        "p95": percentile(latencies, 95) * 1000,
+        "p99": percentile(latencies, 99) * 1000,
+        "max": latencies[-1] * 1000,
+        "mean": statistics.fmean(latencies) * 1000,
+    }
+
+
+def percentile(ordered: list[float], pct: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    rank = max(1, -(-len(ordered) * pct // 100))
+    return ordered[int(rank) - 1]
+
+
+def auth_headers(write_key: str) -> dict[str, str]:
+    token = base64.b64encode(f"{write_key}:".encode()).decode()
+    return {"Authorization": f"Basic {token}", "Content-Type": "application/json", "User-Agent": "cdp-bench/1"}
+
+
+# --- the COPY baseline ---------------------------------------------------------------------------
+
+
+def stored_rows(database_url: str) -> list[tuple]:
+    """The rows the API stored, JSON as text, in insertion order: the baseline writes exactly these."""
+    import psycopg
+
+    columns = ", ".join(f"{c}::text" if c in ("properties", "traits", "context") else c for c in EVENT_COLUMNS)
+    with psycopg.connect(database_url) as conn:
+        return conn.execute(f"SELECT {columns} FROM profiles_event ORDER BY id").fetchall()  # noqa: S608
+
+
+def run_copy(database_url: str, rows: list[tuple], indexed: bool) -> dict:
+    import psycopg
+
+    table = "bench_copy_indexed" if indexed else "bench_copy_bare"
+    like = "INCLUDING ALL" if indexed else "INCLUDING DEFAULTS INCLUDING IDENTITY"
+    with psycopg.connect(database_url) as conn:
+        conn.execute(f"CREATE TABLE {table} (LIKE profiles_event {like})")
+        indexes = conn.execute("SELECT count(*) FROM pg_indexes WHERE tablename = %s", [table]).fetchone()[0]
+        conn.commit()
+        with conn.cursor() as cursor:
+            started = time.perf_counter()
+            with cursor.copy(f"COPY {table} ({', '.join(EVENT_COLUMNS)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            conn.commit()
+            seconds = time.perf_counter() - started
+        stored = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608
+    if stored != len(rows):
+        raise RuntimeError(f"COPY stored {stored} of {len(rows)} rows")
+    return {"rows": stored, "seconds": seconds, "indexes": indexes}
+
+
+def code_version() -> str:
+    """The commit measured, and whether tracked Python files had uncommitted changes."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "*.py"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        ).stdout
+    except OSError:
+        return "unknown"
+    return sha.strip() + (" + uncommitted changes" if dirty.strip() else "")
+
+
+def database_facts(database_url: str) -> dict:
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        one = lambda sql: conn.execute(sql).fetchone()[0]  # noqa: E731
+        return {
+            "events": one("SELECT count(*) FROM profiles_event"),
+            "profiles": one("SELECT count(*) FROM profiles_profile WHERE merged_into_id IS NULL"),
+            "merged": one("SELECT count(*) FROM profiles_profile WHERE merged_into_id IS NOT NULL"),
+            "identifiers": one("SELECT count(*) FROM profiles_identifier"),
+            "deadlocks": one("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"),
+            "version": one("SELECT version()"),
+        }
+
+
+# --- main ----------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=100_000, help="events sent through /v1/batch")
+    parser.add_argument("--batch-size", type=int, default=100, help="events per /v1/batch request")
+    parser.add_argument("--concurrency", type=int, default=4, help="load-generator processes (connections)")
+    parser.add_argument("--track-seconds", type=float, default=20, help="seconds of the /v1/track latency test")
+    parser.add_argument("--track-rate", type=float, default=TRACK_RATE, help="requests/s of the latency test")
+    parser.add_argument("--users", type=int, default=20_000, help="distinct customers in the traffic")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument("--database", default="cdp_bench_ingest", help="database created and dropped")
+    parser.add_argument("--redis-db", type=int, default=9, help="Redis database number used by the server")
+    parser.add_argument(
+        "--debug", action=argparse.BooleanOptionalAction, default=True, help="run the server with DEBUG=true"
+    )
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    if args.events < 1 or not (1 <= args.batch_size <= 1000) or args.concurrency < 1:
+        parser.error("--events, --concurrency must be positive and --batch-size 1..1000")
+    if args.track_seconds < 0 or args.track_rate <= 0:
+        parser.error("--track-seconds must be >= 0 and --track-rate positive")
+
+    server_url = configured("DATABASE_URL", DEFAULT_SERVER)
+    redis_url = with_path(configured("REDIS_URL", DEFAULT_REDIS), f"/{args.redis_db}")
+    log(f"generating {args.events} events for {args.users} customers")
+    population = people(args.users, random.Random(args.seed))
+    bodies = batch_bodies(population, args.events, args.batch_size, args.seed + 1)
+    track = track_bodies(population, int(args.track_seconds * args.track_rate), args.seed + 2)
+    warmup = batch_bodies(people(50, random.Random(-1)), 20 * args.concurrency, 10, args.seed + 3)
+    payload_mb = sum(map(len, bodies)) / 1e6
+    load_before = os.getloadavg()[0]
+
+    with fresh_database(server_url, args.database) as database_url:
+        env = django_env(database_url, redis_url, args.debug)
+        log("migrating")
+        manage(env, "migrate", "--noinput")
+        write_key = manage(env, "create_source", "bench").strip().splitlines()[-1]
+        port = free_port()
+        with gunicorn(env, port, args.workers):
+            log("warming up")
+            warm = run_batches(port, write_key, warmup, args.concurrency)
+            if warm["errors"]:
+                raise RuntimeError(f"warm-up failed: {warm['errors'][:3]}")
+            with_warmup = database_facts(database_url)["events"]
+            log(f"batch load: {len(bodies)} requests of {args.batch_size}, {args.concurrency} connections")
+            batch = run_batches(port, write_key, bodies, args.concurrency)
+            facts = database_facts(database_url)
+            rows = stored_rows(database_url)[with_warmup:]
+            if track:
+                log(f"track latency: {args.track_rate:g} req/s for {args.track_seconds:g} s")
+                track_result = run_track(port, write_key, track, args.track_rate)
+            else:
+                track_result = None
+        log("COPY baseline")
+        copy_indexed = run_copy(database_url, rows, indexed=True)
+        copy_bare = run_copy(database_url, rows, indexed=False)
+
+    facts["load"] = load_before
+    report(args, batch, facts, with_warmup, copy_indexed, copy_bare, track_result, payload_mb)
+    failed = bool(batch["errors"]) or batch["accepted"] != args.events or (track_result and track_result["errors"])
+    if failed:
+        log(f"ERRORS: batch {batch['errors'][:3]} track {(track_result or {}).get('errors', [])[:3]}")
+    return 1 if failed else 0
+
+
+def report(args, batch, facts, with_warmup, copy_indexed, copy_bare, track, payload_mb) -> None:
+    api_rate = batch["accepted"] / batch["seconds"]
+    copy_rate = copy_indexed["rows"] / copy_indexed["seconds"]
+    bare_rate = copy_bare["rows"] / copy_bare["seconds"]
+    met = lambda ok: "met" if ok else "**missed**"  # noqa: E731
+    lines = [
+        f"{args.events:,} events ({payload_mb:.0f} MB of JSON) for {args.users:,} customers; "
+        f"{facts['events'] - with_warmup:,} stored, {facts['profiles']:,} live profiles, "
+        f"{facts['merged']:,} merged, {facts['identifiers']:,} identifiers, {facts['deadlocks']} deadlocks (retried)",
+        "",
+        "| measure | result |",
+        "|---|---|",
+        f"| `POST /v1/batch`, gunicorn {args.workers} sync workers, {args.concurrency} connections, "
+        f"batches of {args.batch_size} | **{api_rate:,.0f} events/s** ({batch['accepted']:,} accepted in "
+        f"{batch['seconds']:.1f} s, {batch['duplicates']} duplicates, {len(batch['errors'])} errors) |",
+        f"| `COPY` of the same rows, same shape + same {copy_indexed['indexes']} indexes (logged) | "
+        f"**{copy_rate:,.0f} events/s** ({copy_indexed['seconds']:.2f} s) |",
+        f"| `COPY` of the same rows, no indexes (logged) | {bare_rate:,.0f} events/s ({copy_bare['seconds']:.2f} s) |",
+        f"| ratio API ÷ COPY (same indexes) | **{api_rate / copy_rate:.3f}** (1 : {copy_rate / api_rate:.0f}) |",
+    ]
+    if track:
+        lines.append(
+            f"| `POST /v1/track`, open loop {args.track_rate:g} req/s for {args.track_seconds:g} s "
+            f"({track['sent']:,} sent on schedule, completed at {track['achieved_rate']:.0f}/s, "
+            f"{len(track['errors'])} errors) | "
+            f"p50 {track['p50']:.1f} ms · p95 {track['p95']:.1f} ms · **p99 {track['p99']:.1f} ms** · "
+            f"max {track['max']:.1f} ms |"
+        )
+    lines.append(
+        f"| target ≥ {TARGET_EVENTS_PER_S:,} events/s through the batch API | {met(api_rate >= TARGET_EVENTS_PER_S)} |"
+    )
+    if track and args.track_rate == TRACK_RATE:
+        lines.append(
+            f"| target `/v1/track` p99 < {TARGET_TRACK_P99_MS:g} ms at {TRACK_RATE} req/s | "
+            f"{met(track['p99'] < TARGET_TRACK_P99_MS and not track['errors'])} |"
+        )
+    lines += [
+        "",
+        f"server DEBUG={'true' if args.debug else 'false'}; code {code_version()}; "
+        f"load average before the run {facts['load']:.2f}; {facts['version'].split(' on ')[0]}",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
