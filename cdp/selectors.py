@@ -7,4 +7,10 @@ from .models import ApiKey
 
 
 def api_key_by_raw(*, raw_key: str) -> ApiKey | None:
-    return ApiKey.objects.filter(key_hash=key_hash(raw_key), revoked_at__isnull=True).first()
+    """The unrevoked secret key (cached briefly per process, see cdp.api.keycache)."""
+    from cdp.api.keycache import cached_lookup
+
+    digest = key_hash(raw_key)
+    return cached_lookup(
+        "secret", digest, lambda: ApiKey.objects.filter(key_hash=digest, revoked_at__isnull=True).first()
+    )

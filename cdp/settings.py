@@ -121,6 +121,8 @@ RQ_SHOW_ADMIN_LINK = True
 # --- DRF and the API -------------------------------------------------------------------------
 API_THROTTLE_WRITE_KEY: str = env.str("API_THROTTLE_WRITE_KEY", default="2000/s")
 API_THROTTLE_SECRET_KEY: str = env.str("API_THROTTLE_SECRET_KEY", default="2000/s")
+# Seconds a key look-up is cached per process: a revoked key stops working within this time.
+API_KEY_CACHE_SECONDS: int = env.int("API_KEY_CACHE_SECONDS", default=10)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

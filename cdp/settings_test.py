@@ -22,3 +22,4 @@ for queue in RQ_QUEUES.values():
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {"write_key": "100000/s", "secret_key": "100000/s"}
 WHITENOISE_AUTOREFRESH = True  # no collectstatic before tests
+API_KEY_CACHE_SECONDS = 0  # revocation tests expect the next request to see it

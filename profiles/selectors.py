@@ -14,7 +14,13 @@ from .normalize import normalize_identifier
 
 
 def source_by_write_key(*, raw_key: str) -> Source | None:
-    return Source.objects.filter(write_key_hash=key_hash(raw_key), is_active=True).first()
+    """The active source of a write key (cached briefly per process, see cdp.api.keycache)."""
+    from cdp.api.keycache import cached_lookup
+
+    digest = key_hash(raw_key)
+    return cached_lookup(
+        "source", digest, lambda: Source.objects.filter(write_key_hash=digest, is_active=True).first()
+    )
 
 
 # --- profiles read API ---------------------------------------------------------------------------

@@ -22,7 +22,6 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Q
 
 from profiles.models import Identifier, Profile
 from profiles.normalize import limit_for, priority
@@ -54,11 +53,18 @@ def lock_identifier_keys(identifiers) -> None:
         )
 
 
-def owners_of(identifiers: list[tuple[str, str]]) -> dict[tuple[str, str], object]:
-    query = Q()
-    for kind, value in identifiers:
-        query |= Q(kind=kind, value=value)
-    return {(k, v): pid for k, v, pid in Identifier.objects.filter(query).values_list("kind", "value", "profile_id")}
+def owners_of(identifiers) -> dict[tuple[str, str], object]:
+    """{(kind, value): profile id} for the identifiers that exist; one indexed join."""
+    pairs = sorted(set(identifiers))
+    if not pairs:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT i.kind, i.value, i.profile_id FROM profiles_identifier i "
+            "JOIN unnest(%s::text[], %s::text[]) AS q(kind, value) ON i.kind = q.kind AND i.value = q.value",
+            [[k for k, _ in pairs], [v for _, v in pairs]],
+        )
+        return {(k, v): pid for k, v, pid in cursor.fetchall()}
 
 
 def is_trusted(kind: str) -> bool:

@@ -14,21 +14,24 @@ multi-row INSERT.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
+import uuid
+from collections import Counter
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import DatabaseError, OperationalError, transaction
-from django.utils import timezone
+from django.db import DatabaseError, OperationalError, connection, transaction
 from psycopg import errors as pg_errors
 
-from profiles.identity.merge import lock_profiles, pending_mark, traits_apply
+from profiles.identity.merge import pending_mark, trait_value, traits_apply
 from profiles.identity.resolve import lock_identifier_keys, owners_of, profile_resolve
-from profiles.models import Event, Profile, Source
-from profiles.normalize import normalize_identifier
+from profiles.models import Profile, Source
+from profiles.normalize import limit_for, normalize_identifier
 
 from .validate import CleanEvent
 
@@ -86,7 +89,12 @@ def events_ingest(*, source: Source, events: list[CleanEvent]) -> IngestResult:
 
 
 def _known_message_ids(source: Source, message_ids: list[str]) -> set[str]:
-    return set(Event.objects.filter(source=source, message_id__in=message_ids).values_list("message_id", flat=True))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT message_id FROM profiles_event WHERE source_id = %s AND message_id = ANY(%s::text[])",
+            [source.pk, message_ids],
+        )
+        return {row[0] for row in cursor.fetchall()}
 
 
 def _alias_identifiers(event: CleanEvent) -> list[tuple[str, str]]:
@@ -102,7 +110,9 @@ def _alias_identifiers(event: CleanEvent) -> list[tuple[str, str]]:
 
 def _ingest(source: Source, events: list[CleanEvent]) -> IngestResult:
     result = IngestResult(event_profiles=[None] * len(events))
-    known = _known_message_ids(source, [e.message_id for e in events])
+    # a batch skips events it already has before any identity work; a single call relies on the
+    # INSERT's ON CONFLICT (one statement less on the hottest path)
+    known = _known_message_ids(source, [e.message_id for e in events]) if len(events) > 1 else set()
     fresh: list[int] = []
     seen_ids: set[str] = set()
     for index, event in enumerate(events):
@@ -119,63 +129,126 @@ def _ingest(source: Source, events: list[CleanEvent]) -> IngestResult:
     if not fresh:
         return result
 
-    batch_identifiers = {kv for i in fresh for kv in events[i].identifiers}
-    lock_identifier_keys(batch_identifiers)  # before any row lock: one lock order for everyone
-    owners = owners_of(list(batch_identifiers))
+    # 1. who owns what (unlocked read); events whose identifiers are all on one profile need no lock
+    owners = owners_of({kv for i in fresh for kv in events[i].identifiers})
+    to_resolve = [i for i in fresh if not _settled(events[i], owners)]
+    # 2. identifiers about to be created or linked: advisory locks in one global order, then re-read
+    if to_resolve:
+        linking = {kv for i in to_resolve for kv in events[i].identifiers}
+        lock_identifier_keys(linking)
+        owners.update(owners_of(linking))
     assigned: dict[int, object] = {}
-    # traits stated by identify calls earlier in this batch are written at the end; contradiction
-    # checks of later calls must see them (a family mailbox shared within one batch)
+    # 3. brand-new people (no identifier known anywhere) are created in bulk
+    _create_new_people(events, [i for i in to_resolve if not _settled(events[i], owners)], owners, assigned)
+    # 4. the rest in batch order; traits stated earlier in the batch are seen by contradiction checks
     unsaved: dict[object, dict] = {}
     for index in fresh:
         event = events[index]
-        identifiers = event.identifiers
         person_traits = event.traits if event.type == "identify" else {}
-        event_owners = {owners.get(kv) for kv in identifiers}
-        if event.type != "alias" and None not in event_owners and len(event_owners) == 1:
-            pid = event_owners.pop()
-        else:
-            pid = profile_resolve(
-                identifiers=identifiers,
-                traits=person_traits,
-                at=event.occurred_at,
-                trusted_link=event.type == "alias",
-                unsaved_traits=unsaved,
-            ).pk
-            _follow_resolution(owners, unsaved, identifiers, pid)
-        assigned[index] = pid
+        if index not in assigned:
+            if _settled(event, owners):
+                assigned[index] = owners[event.identifiers[0]]
+            else:
+                pid = profile_resolve(
+                    identifiers=event.identifiers,
+                    traits=person_traits,
+                    at=event.occurred_at,
+                    trusted_link=event.type == "alias",
+                    unsaved_traits=unsaved,
+                ).pk
+                _follow_resolution(owners, unsaved, event.identifiers, pid)
+                assigned[index] = pid
         if person_traits:
-            unsaved.setdefault(pid, {}).update(person_traits)
+            unsaved.setdefault(assigned[index], {}).update(person_traits)
 
-    _lock_live(assigned)
-    _update_profiles(events, assigned)
-    rows = [
-        Event(
-            source=source,
-            message_id=e.message_id,
-            profile_id=assigned[i],
-            type=e.type,
-            name=e.name,
-            user_id=e.user_id,
-            anonymous_id=e.anonymous_id,
-            properties=e.properties,
-            traits=e.traits,
-            context=e.context,
-            occurred_at=e.occurred_at,
-            original_timestamp=e.original_timestamp,
-            sent_at=e.sent_at,
-            received_at=e.received_at,
-            device_type=e.device_type,
-            local_hour=e.local_hour,
-        )
-        for i, e in ((i, events[i]) for i in fresh)
-    ]
-    Event.objects.bulk_create(rows, ignore_conflicts=True)
+    # 5. lock what we write, re-point merged-away profiles, update profiles, insert events
+    seen = _lock_live(assigned)
+    _update_profiles(events, assigned, seen)
+    inserted = _insert_events(source, [(events[i], assigned[i]) for i in fresh])
     for index, pid in assigned.items():
         result.event_profiles[index] = str(pid)
-    result.accepted = len(rows)
+    result.accepted = inserted
+    result.duplicates += len(fresh) - inserted
     result.profile_ids = {str(p) for p in assigned.values()}
     pending_mark(result.profile_ids)
     return result
+
+
+def _settled(event: CleanEvent, owners: dict) -> bool:
+    """Every identifier of the event already belongs to one and the same profile."""
+    if event.type == "alias":
+        return False
+    first = owners.get(event.identifiers[0])
+    return first is not None and all(owners.get(kv) == first for kv in event.identifiers[1:])
+
+
+def _create_new_people(events: list[CleanEvent], candidates: list[int], owners: dict, assigned: dict) -> None:
+    """Events whose identifiers nobody owns, grouped by shared identifiers, become new profiles in
+    two statements. A group that would break an identifier limit, contains an alias, or states
+    contradicting traits is left to ``profile_resolve``, which records why."""
+    parent: dict = {}
+
+    def find(x):
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    pool = [
+        i for i in candidates if events[i].type != "alias" and all(kv not in owners for kv in events[i].identifiers)
+    ]
+    for i in pool:
+        first = find(events[i].identifiers[0])
+        for kv in events[i].identifiers[1:]:
+            parent[find(kv)] = first
+    groups: dict = {}
+    for i in pool:
+        groups.setdefault(find(events[i].identifiers[0]), []).append(i)
+    touched_elsewhere = {kv for i in candidates if i not in set(pool) for kv in events[i].identifiers}
+    profile_rows, identifier_rows = [], []
+    for members in groups.values():
+        identifiers = sorted({kv for i in members for kv in events[i].identifiers})
+        if touched_elsewhere.intersection(identifiers) or not _group_is_one_person(events, members, identifiers):
+            continue
+        pid = uuid.uuid4()
+        times = [events[i].occurred_at for i in members]
+        profile_rows.append((pid, min(times), max(times)))
+        identifier_rows.extend((kind, value, pid, min(times)) for kind, value in identifiers)
+        for i in members:
+            assigned[i] = pid
+        for kv in identifiers:
+            owners[kv] = pid
+    if not profile_rows:
+        return
+    ids, firsts, lasts = zip(*profile_rows, strict=True)
+    kinds, values, owner_ids, seen = zip(*identifier_rows, strict=True)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO profiles_profile (id, traits, trait_meta, computed, first_seen_at, last_seen_at, "
+            "created_at, updated_at) SELECT p.id, '{}', '{}', '{}', p.f, p.l, now(), now() "
+            "FROM unnest(%s::uuid[], %s::timestamptz[], %s::timestamptz[]) AS p(id, f, l)",
+            [list(ids), list(firsts), list(lasts)],
+        )
+        cursor.execute(
+            "INSERT INTO profiles_identifier (kind, value, profile_id, created_at, last_seen_at) "
+            "SELECT i.k, i.v, i.p, now(), i.s FROM unnest(%s::text[], %s::text[], %s::uuid[], %s::timestamptz[]) "
+            "AS i(k, v, p, s)",
+            [list(kinds), list(values), list(owner_ids), list(seen)],
+        )
+
+
+def _group_is_one_person(events: list[CleanEvent], members: list[int], identifiers: list) -> bool:
+    counts = Counter(kind for kind, _ in identifiers)
+    if any(n > limit_for(kind) for kind, n in counts.items()):
+        return False
+    stated: dict = {}
+    for i in members:
+        if events[i].type == "identify":
+            for key in settings.CDP_CONTRADICTION_TRAITS:
+                value = trait_value(events[i].traits, key)
+                if value not in (None, ""):
+                    stated.setdefault(key, set()).add(str(value).strip().casefold())
+    return all(len(values) <= 1 for values in stated.values())
 
 
 def _follow_resolution(owners: dict, unsaved: dict, identifiers: list, anchor) -> None:
@@ -194,47 +267,119 @@ def _follow_resolution(owners: dict, unsaved: dict, identifiers: list, anchor) -
                 owners[kv] = winner
 
 
-def _lock_live(assigned: dict[int, object]) -> None:
-    """Lock every profile the batch writes to, then re-point events whose profile was merged away
-    (by an earlier event of this batch, or by another transaction that committed before our lock).
-    Holding the lock until commit makes a concurrent merge of these profiles wait for our events."""
+# last_seen_at moves only when it is this much behind: a profile row (and its indexes) is not
+# rewritten for every page view of a session
+SEEN_RESOLUTION = timedelta(minutes=1)
+
+_LOCK_SQL = (
+    "SELECT id, merged_into_id, first_seen_at, last_seen_at FROM profiles_profile "
+    "WHERE id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE"
+)
+
+
+def _lock_live(assigned: dict[int, object]) -> dict:
+    """Lock every profile the batch writes to (id order), then re-point events whose profile was
+    merged away (by an earlier event of this batch, or by another transaction that committed before
+    our lock). Holding the lock until commit makes a concurrent merge of these profiles wait for our
+    events. Returns {profile id: (first_seen_at, last_seen_at)} of the live profiles."""
     for _ in range(10):
-        locked = lock_profiles(set(assigned.values()))
-        moved = {pid: p.merged_into_id for pid, p in locked.items() if p.merged_into_id}
+        with connection.cursor() as cursor:
+            cursor.execute(_LOCK_SQL, [sorted({str(p) for p in assigned.values()})])
+            rows = cursor.fetchall()
+        moved = {pid: into for pid, into, _, _ in rows if into}
         if not moved:
-            return
+            return {pid: (first, last) for pid, _, first, last in rows}
         for index, pid in assigned.items():
             assigned[index] = moved.get(pid, pid)
     raise RuntimeError("profiles kept moving while ingesting; retry")
 
 
-def _update_profiles(events: list[CleanEvent], assigned: dict[int, object]) -> None:
-    """Seen times for every touched profile, traits from identify calls (oldest first)."""
-    by_profile: dict[object, list[CleanEvent]] = {}
+def _update_profiles(events: list[CleanEvent], assigned: dict[int, object], seen: dict) -> None:
+    """Seen times for every touched profile (one set-based UPDATE), traits from identify calls
+    (oldest first) for the profiles that got any."""
+    span: dict = {}
+    with_traits: dict = {}
     for index, pid in assigned.items():
-        by_profile.setdefault(pid, []).append(events[index])
-    profiles = lock_profiles(by_profile)
-    changed = []
-    now = timezone.now()
-    for pid, evs in by_profile.items():
-        profile = profiles[pid]
-        first = min(e.occurred_at for e in evs)
-        last = max(e.occurred_at for e in evs)
-        dirty = first < profile.first_seen_at or last > profile.last_seen_at
-        profile.first_seen_at = min(profile.first_seen_at, first)
-        profile.last_seen_at = max(profile.last_seen_at, last)
-        traits_changed = False
-        for event in sorted((e for e in evs if e.type == "identify" and e.traits), key=lambda e: e.occurred_at):
-            traits_changed |= traits_apply(profile, event.traits, event.occurred_at)
-        if traits_changed:  # updated_at marks identity-relevant change (incremental matching reads it)
-            profile.updated_at = now
-        if dirty or traits_changed:
-            changed.append(profile)
-    if changed:
-        Profile.objects.bulk_update(changed, ["first_seen_at", "last_seen_at", "traits", "trait_meta", "updated_at"])
+        event = events[index]
+        first, last = span.get(pid, (event.occurred_at, event.occurred_at))
+        span[pid] = (min(first, event.occurred_at), max(last, event.occurred_at))
+        if event.type == "identify" and event.traits:
+            with_traits.setdefault(pid, []).append(event)
+    moved = [
+        (pid, lo, hi) for pid, (lo, hi) in span.items() if lo < seen[pid][0] or hi > seen[pid][1] + SEEN_RESOLUTION
+    ]
+    with connection.cursor() as cursor:
+        if moved:
+            ids, firsts, lasts = zip(*moved, strict=True)
+            cursor.execute(
+                "UPDATE profiles_profile p SET first_seen_at = LEAST(p.first_seen_at, v.f), "
+                "last_seen_at = GREATEST(p.last_seen_at, v.l) "
+                "FROM unnest(%s::uuid[], %s::timestamptz[], %s::timestamptz[]) AS v(id, f, l) WHERE p.id = v.id",
+                [[str(i) for i in ids], list(firsts), list(lasts)],
+            )
+        if not with_traits:
+            return
+        changed = []
+        for profile in Profile.objects.filter(pk__in=list(with_traits)).only("id", "traits", "trait_meta"):
+            dirty = False
+            for event in sorted(with_traits[profile.pk], key=lambda e: e.occurred_at):
+                dirty |= traits_apply(profile, event.traits, event.occurred_at)
+            if dirty:
+                changed.append((str(profile.pk), json.dumps(profile.traits), json.dumps(profile.trait_meta)))
+        if changed:  # updated_at marks identity-relevant change (incremental matching reads it)
+            ids, traits, metas = zip(*changed, strict=True)
+            cursor.execute(
+                "UPDATE profiles_profile p SET traits = v.t::jsonb, trait_meta = v.m::jsonb, updated_at = now() "
+                "FROM unnest(%s::uuid[], %s::text[], %s::text[]) AS v(id, t, m) WHERE p.id = v.id",
+                [list(ids), list(traits), list(metas)],
+            )
+
+
+_EVENT_INSERT = (
+    "INSERT INTO profiles_event (source_id, message_id, profile_id, type, name, user_id, anonymous_id, "
+    "properties, traits, context, occurred_at, original_timestamp, sent_at, received_at, device_type, local_hour) "
+    "SELECT %s, e.mid, e.pid, e.t, e.n, e.u, e.a, e.p::jsonb, e.tr::jsonb, e.c::jsonb, e.o, e.ot, e.s, e.r, e.d, e.h "
+    "FROM unnest(%s::text[], %s::uuid[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], "
+    "%s::text[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[], %s::text[], "
+    "%s::smallint[]) AS e(mid, pid, t, n, u, a, p, tr, c, o, ot, s, r, d, h) "
+    "ON CONFLICT (source_id, message_id) DO NOTHING RETURNING 1"
+)
+
+
+def _insert_events(source: Source, rows: list[tuple[CleanEvent, object]]) -> int:
+    """All events of the batch in one INSERT from arrays (several times faster than bulk_create)."""
+    dumps = json.dumps
+    columns: list[list] = [[] for _ in range(15)]
+    for e, pid in rows:
+        for column, value in zip(
+            columns,
+            (
+                e.message_id,
+                str(pid),
+                e.type,
+                e.name,
+                e.user_id,
+                e.anonymous_id,
+                dumps(e.properties),
+                dumps(e.traits),
+                dumps(e.context),
+                e.occurred_at,
+                e.original_timestamp,
+                e.sent_at,
+                e.received_at,
+                e.device_type,
+                e.local_hour,
+            ),
+            strict=True,
+        ):
+            column.append(value)
+    with connection.cursor() as cursor:
+        cursor.execute(_EVENT_INSERT, [source.pk, *columns])
+        return len(cursor.fetchall())
 
 
 PENDING_SCHEDULE_KEY = "cdp:pending:scheduled"
+_last_scheduled = 0.0
 
 
 def pending_schedule() -> None:
@@ -242,6 +387,11 @@ def pending_schedule() -> None:
 
     Debounced to one task per second across web processes; the beat sweep covers a lost task.
     """
+    global _last_scheduled
+    now = time.monotonic()
+    if now - _last_scheduled < 0.5:  # this process asked less than half a second ago
+        return
+    _last_scheduled = now
     try:
         if cache.add(PENDING_SCHEDULE_KEY, 1, timeout=1):
             from profiles.tasks import pending_process
