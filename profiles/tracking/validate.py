@@ -180,6 +180,9 @@ def clean_event(
             errors["name"] = [f"Must be a string of at most {MAX_NAME_LENGTH} characters."]
         else:
             name = raw_name.strip()
+        category = payload.get("category")
+        if isinstance(category, str) and category and "category" not in properties:
+            properties = {**properties, "category": category}  # Segment sends it beside name
     elif event_type == "alias":
         previous_id = _id_field(payload, "previousId", errors)
         if not previous_id and "previousId" not in errors:

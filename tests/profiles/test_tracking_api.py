@@ -246,3 +246,8 @@ def test_identifiers_unique_per_kind(client):
     call(client, "identify", userId="u1", traits={"email": "a@example.org"})
     call(client, "identify", userId="u1", traits={"email": "A@Example.org"})
     assert Identifier.objects.filter(kind="email").count() == 1
+
+
+def test_page_category_sent_beside_the_name_is_kept(client):
+    call(client, "page", userId="u", name="Shoes", category="Catalog", properties={"path": "/shoes"})
+    assert Event.objects.get().properties == {"path": "/shoes", "category": "Catalog"}
