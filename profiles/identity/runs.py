@@ -8,6 +8,8 @@ and re-running matching is idempotent: merged profiles are gone, queued pairs ar
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import time
 
@@ -97,7 +99,7 @@ def matching_run_execute(*, run_id: int) -> MatchingRun:
         raise
     run.refresh_from_db()
     run.status = RunStatus.DONE
-    run.report = report.as_dict() if hasattr(report, "as_dict") else dict(report)
+    run.report = json.loads(json.dumps(dataclasses.asdict(report), default=str))
     run.finished_at = timezone.now()
     run.save(update_fields=["status", "report", "finished_at"])
     return run
