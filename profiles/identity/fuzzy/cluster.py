@@ -1,0 +1,220 @@
+"""Decisions: which scored pairs merge, which go to review, and clusters that must stay coherent.
+
+A probability alone is not allowed to merge two people when the records say outright that they are
+two: **conflict refusals** (never auto-merged, at most sent to review):
+
+- two independent personal attributes contradict each other: first names that are not the same
+  name (no typo, nickname, initial or swap explains them), birth dates that are not a typo of each
+  other, or personal contacts (both have emails and none is shared, or both have mobiles and none is
+  shared). One contradiction alone is often a data-entry error; two are two people (twins with their
+  own emails, a father and son with their own birth dates and emails, spouses);
+- a shared mailbox or phone with a different first name or birth date behind it: that identifier is
+  a household's (a family mailbox, one landline), not a person's;
+- generational suffixes that differ (Jr and Sr).
+
+**Cluster coherence**: merges are taken strongest first, and two clusters join only if no pair
+across them has a conflict refusal, is a never-merge pair or is clearly two people (a match
+probability at most 1 - the auto-merge threshold), the pairs across them are on average (mean
+log-odds: average linkage on calibrated probabilities) at least as likely one person as the review
+threshold asks, and the joined cluster stays within the identifier limits (one user id…). So A~B
+and B~C never pull A and C together when A and C are clearly two people: B joins the one it matches
+best, and the other pair goes to review. Average rather than complete linkage because pairs of
+records that are each a corrupted copy of one person compound their errors (two typos apart), which
+a weakest-link rule would read as two people.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from profiles.normalize import limit_for
+
+from .compare import DOB, EMAIL, FIRST, PHONE
+from .records import RecordTable
+
+MAX_CLUSTER = 50  # a fuzzy cluster larger than this is a data problem, not a person
+
+
+def conflicts(table: RecordTable, a: np.ndarray, b: np.ndarray, levels: np.ndarray) -> list[list[str]]:
+    """Per pair, the contradictions between the two records (see the module docstring)."""
+    first = levels[:, FIRST] == 0
+    dob = levels[:, DOB] == 0
+    kinds = table["phone_kind"]
+    mobiles = (kinds[a] == "m") & (kinds[b] == "m")
+    contact = (levels[:, EMAIL] == 0) | ((levels[:, PHONE] == 0) & mobiles)
+    gen_a, gen_b = table["generation"][a], table["generation"][b]
+    generation = (gen_a != "") & (gen_b != "") & (gen_a != gen_b)
+    out: list[list[str]] = []
+    for k in range(len(a)):
+        found = []
+        if first[k]:
+            found.append("first_name")
+        if dob[k]:
+            found.append("birth_date")
+        if generation[k]:
+            found.append("generation")
+        if contact[k]:
+            found.append("contact")
+        out.append(found)
+    return out
+
+
+def refusal(found: list[str], levels_row: np.ndarray) -> str | None:
+    """Why a pair must not be merged automatically whatever its score, or None."""
+    if "generation" in found:
+        return "generation_differs"
+    if len(found) >= 2:
+        return "conflicting_" + "_and_".join(found)
+    shared = levels_row[EMAIL] == 2 or levels_row[PHONE] == 2
+    if shared and found and found[0] in ("first_name", "birth_date"):
+        return f"shared_contact_with_different_{found[0]}"
+    return None
+
+
+@dataclass
+class Decisions:
+    clusters: list[list[int]] = field(default_factory=list)  # record indices, each cluster >= 2
+    links: dict[int, int] = field(default_factory=dict)  # record -> the pair (index) that joined it
+    review: list[int] = field(default_factory=list)  # pair indices for the review queue
+    refused: dict[int, str] = field(default_factory=dict)  # pair index -> why it was not merged
+
+
+class _Clusters:
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+        self.members: dict[int, list[int]] = {}
+
+    def find(self, x: int) -> int:
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def of(self, root: int) -> list[int]:
+        return self.members.get(root, [root])
+
+    def union(self, x: int, y: int) -> None:
+        rx, ry = self.find(x), self.find(y)
+        if len(self.of(rx)) < len(self.of(ry)):
+            rx, ry = ry, rx
+        self.members[rx] = self.of(rx) + self.of(ry)
+        self.members.pop(ry, None)
+        self.parent[ry] = rx
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-300), 1 - 1e-16)
+    return math.log(p) - math.log1p(-p)
+
+
+def _coherent(verdicts: list[tuple[float, str | None]], *, auto: float, review: float) -> bool:
+    """Whether two clusters may become one: no pair across them is refused or clearly two people
+    (as sure to be different as an auto-merge must be sure to be the same), and on average (in
+    log-odds, i.e. average linkage on calibrated probabilities) the pairs across are at least as
+    likely the same person as the review threshold asks."""
+    if any(why or p <= 1 - auto for p, why in verdicts):
+        return False
+    return sum(_logit(p) for p, _ in verdicts) / len(verdicts) >= _logit(review)
+
+
+def _within_limits(table: RecordTable, members: list[int]) -> bool:
+    totals: dict[str, int] = {}
+    for i in members:
+        for kind, n in table.identifier_counts[i].items():
+            totals[kind] = totals.get(kind, 0) + n
+    return all(n <= limit_for(kind) for kind, n in totals.items())
+
+
+def decide(
+    table: RecordTable,
+    a: np.ndarray,
+    b: np.ndarray,
+    levels: np.ndarray,
+    p: np.ndarray,
+    *,
+    auto: float,
+    review: float,
+    never: set[tuple[int, int]],
+    score: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+) -> Decisions:
+    """Auto-merge clusters and the review queue from scored pairs (indices into ``table``).
+
+    ``score(x, y)`` scores pairs that blocking did not propose (needed to check a cluster's
+    coherence); ``never`` holds index pairs (low, high) a reviewer rejected.
+    """
+    decisions = Decisions()
+    likely = np.flatnonzero(p >= review)
+    pair_of = {(int(a[k]), int(b[k])): int(k) for k in likely}  # unlikely pairs never join a cluster
+    refusals: dict[int, str] = {}
+    for k, found in zip(likely, conflicts(table, a[likely], b[likely], levels[likely]), strict=True):
+        why = refusal(found, levels[k])
+        if why:
+            refusals[int(k)] = why
+    cache: dict[tuple[int, int], tuple[float, str | None]] = {}
+
+    def verdicts(pairs: list[tuple[int, int]]) -> list[tuple[float, str | None]]:
+        # pairs below the review threshold are scored again (rare: clusters are small)
+        missing = [pq for pq in pairs if pq not in pair_of and pq not in cache]
+        if missing:
+            xs = np.array([x for x, _ in missing], dtype=np.int64)
+            ys = np.array([y for _, y in missing], dtype=np.int64)
+            extra_levels, extra_p = score(xs, ys)
+            extra_found = conflicts(table, xs, ys, extra_levels)
+            for n, pq in enumerate(missing):
+                cache[pq] = (float(extra_p[n]), refusal(extra_found[n], extra_levels[n]))
+        out = []
+        for pq in pairs:
+            if pq in pair_of:
+                k = pair_of[pq]
+                out.append((float(p[k]), refusals.get(k)))
+            else:
+                out.append(cache[pq])
+        return out
+
+    clusters = _Clusters(len(table))
+    for k in sorted(np.flatnonzero(p >= auto), key=lambda k: -p[k]):
+        k = int(k)
+        x, y = int(a[k]), int(b[k])
+        if (x, y) in never:
+            decisions.refused[k] = "never_merge"
+            continue
+        if k in refusals:
+            decisions.refused[k] = refusals[k]
+            continue
+        rx, ry = clusters.find(x), clusters.find(y)
+        if rx == ry:
+            continue
+        left, right = clusters.of(rx), clusters.of(ry)
+        joined = left + right
+        if len(joined) > MAX_CLUSTER:
+            decisions.refused[k] = "cluster_too_large"
+            continue
+        if not _within_limits(table, joined):
+            decisions.refused[k] = "identifier_limit"
+            continue
+        cross = [(min(i, j), max(i, j)) for i in left for j in right]
+        if any(pq in never for pq in cross):
+            decisions.refused[k] = "incoherent_never_merge"
+            continue
+        if not _coherent(verdicts(cross), auto=auto, review=review):
+            decisions.refused[k] = "incoherent_cluster"
+            continue
+        clusters.union(x, y)
+        # edges come strongest first: a record's first accepted edge is its best link
+        decisions.links.setdefault(x, k)
+        decisions.links.setdefault(y, k)
+    decisions.clusters = [sorted(m) for m in clusters.members.values() if len(m) >= 2]
+    for k in np.flatnonzero(p >= review):
+        k = int(k)
+        x, y = int(a[k]), int(b[k])
+        if (x, y) in never or clusters.find(x) == clusters.find(y):
+            continue
+        decisions.review.append(k)
+        if p[k] < auto:
+            continue
+        decisions.refused.setdefault(k, refusals.get(k, "incoherent_cluster"))
+    return decisions
