@@ -117,14 +117,27 @@ def run_queued_matching() -> int:
 # --- review decisions -------------------------------------------------------------------------------
 
 
+def _pending_for_decision(candidate: MatchCandidate) -> MatchCandidate:
+    candidate = MatchCandidate.objects.select_for_update().get(pk=candidate.pk)
+    if candidate.status != CandidateStatus.PENDING:
+        raise ValueError(f"This pair was already decided ({candidate.status}).")
+    return candidate
+
+
+def _record_decision(candidate: MatchCandidate, status: str, actor: str) -> MatchCandidate:
+    candidate.status = status
+    candidate.decided_at = timezone.now()
+    candidate.decided_by = actor
+    candidate.save(update_fields=["status", "decided_at", "decided_by"])
+    return candidate
+
+
 @transaction.atomic
 def candidate_approve(*, candidate: MatchCandidate, actor: str) -> MatchCandidate:
     """A reviewer says: same person. Merge (through the usual guards and Merge record)."""
     from .merge import merge_guard
 
-    candidate = MatchCandidate.objects.select_for_update().get(pk=candidate.pk)
-    if candidate.status != CandidateStatus.PENDING:
-        raise ValueError(f"This pair was already decided ({candidate.status}).")
+    candidate = _pending_for_decision(candidate)
     a, b = _live(candidate.profile_a_id), _live(candidate.profile_b_id)
     if a.pk != b.pk:
         guard = merge_guard(a, b)
@@ -143,24 +156,13 @@ def candidate_approve(*, candidate: MatchCandidate, actor: str) -> MatchCandidat
                 "candidate_evidence": candidate.evidence,
             },
         )
-    candidate.status = CandidateStatus.APPROVED
-    candidate.decided_at = timezone.now()
-    candidate.decided_by = actor
-    candidate.save(update_fields=["status", "decided_at", "decided_by"])
-    return candidate
+    return _record_decision(candidate, CandidateStatus.APPROVED, actor)
 
 
 @transaction.atomic
 def candidate_reject(*, candidate: MatchCandidate, actor: str) -> MatchCandidate:
     """A reviewer says: different people. The pair becomes a never-merge pair."""
-    candidate = MatchCandidate.objects.select_for_update().get(pk=candidate.pk)
-    if candidate.status != CandidateStatus.PENDING:
-        raise ValueError(f"This pair was already decided ({candidate.status}).")
-    candidate.status = CandidateStatus.REJECTED
-    candidate.decided_at = timezone.now()
-    candidate.decided_by = actor
-    candidate.save(update_fields=["status", "decided_at", "decided_by"])
-    return candidate
+    return _record_decision(_pending_for_decision(candidate), CandidateStatus.REJECTED, actor)
 
 
 def _live(profile_id) -> Profile:
