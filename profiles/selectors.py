@@ -18,9 +18,7 @@ def source_by_write_key(*, raw_key: str) -> Source | None:
     from cdp.api.keycache import cached_lookup
 
     digest = key_hash(raw_key)
-    return cached_lookup(
-        "source", digest, lambda: Source.objects.filter(write_key_hash=digest, is_active=True).first()
-    )
+    return cached_lookup("source", digest, lambda: Source.objects.filter(write_key_hash=digest, is_active=True).first())
 
 
 # --- profiles read API ---------------------------------------------------------------------------
