@@ -72,12 +72,17 @@ def _is_retryable(exc: Exception) -> bool:
     return isinstance(cause, RETRYABLE) or isinstance(exc, RETRYABLE)
 
 
-def events_ingest(*, source: Source, events: list[CleanEvent]) -> IngestResult:
-    """Store events durably and resolve their identities; retried whole on deadlock."""
+def events_ingest(*, source: Source, events: list[CleanEvent], lock_identifiers: bool = True) -> IngestResult:
+    """Store events durably and resolve their identities; retried whole on deadlock.
+
+    ``lock_identifiers=False`` is only for callers that ingest inside one long transaction nobody
+    else can see (``evaluate_identity`` rolls everything back): the per-identifier advisory locks
+    guard nothing there and would pile up until PostgreSQL's lock table is full.
+    """
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
             with transaction.atomic():
-                result = _ingest(source, events)
+                result = _ingest(source, events, lock_identifiers=lock_identifiers)
                 transaction.on_commit(pending_schedule)
             return result
         except (OperationalError, DatabaseError) as exc:
@@ -108,7 +113,7 @@ def _alias_identifiers(event: CleanEvent) -> list[tuple[str, str]]:
     return [*event.identifiers, (kind, previous)]
 
 
-def _ingest(source: Source, events: list[CleanEvent]) -> IngestResult:
+def _ingest(source: Source, events: list[CleanEvent], *, lock_identifiers: bool = True) -> IngestResult:
     result = IngestResult(event_profiles=[None] * len(events))
     # a batch skips events it already has before any identity work; a single call relies on the
     # INSERT's ON CONFLICT (one statement less on the hottest path)
@@ -135,7 +140,8 @@ def _ingest(source: Source, events: list[CleanEvent]) -> IngestResult:
     # 2. identifiers about to be created or linked: advisory locks in one global order, then re-read
     if to_resolve:
         linking = {kv for i in to_resolve for kv in events[i].identifiers}
-        lock_identifier_keys(linking)
+        if lock_identifiers:
+            lock_identifier_keys(linking)
         owners.update(owners_of(linking))
     assigned: dict[int, object] = {}
     # 3. brand-new people (no identifier known anywhere) are created in bulk
@@ -155,6 +161,7 @@ def _ingest(source: Source, events: list[CleanEvent]) -> IngestResult:
                     at=event.occurred_at,
                     trusted_link=event.type == "alias",
                     unsaved_traits=unsaved,
+                    lock_identifiers=lock_identifiers,
                 ).pk
                 _follow_resolution(owners, unsaved, event.identifiers, pid)
                 assigned[index] = pid

@@ -318,3 +318,32 @@ def test_identifier_left_with_a_contradicted_profile_is_not_taken_by_later_calls
     )
     assert owner("email", "fam@example.com") == owner("user_id", "ann")
     assert Event.objects.get(name="E").profile == owner("user_id", "ann")
+
+
+def _advisory_locks_held() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()")
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.parametrize(("lock_identifiers", "expect_locks"), [(True, True), (False, False)])
+def test_identifier_locks_can_be_left_out_only_on_request(write_key, lock_identifiers, expect_locks):
+    from django.utils import timezone
+
+    from profiles.models import Source
+    from profiles.tracking.validate import clean_event
+
+    source = Source.objects.get()
+    events = [
+        clean_event(
+            {"type": "identify", "anonymousId": f"r{i}", "traits": {"email": f"p{i}@example.com"}},
+            received_at=timezone.now(),
+        )
+        for i in range(5)
+    ]
+    # inside the test's transaction the advisory locks of ingestion stay held until rollback
+    services.events_ingest(source=source, events=events, lock_identifiers=lock_identifiers)
+    assert (_advisory_locks_held() > 0) is expect_locks
+    assert Identifier.objects.filter(kind="email").count() == 5

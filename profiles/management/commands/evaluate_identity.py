@@ -14,7 +14,6 @@ import json
 import time
 import uuid
 from collections import Counter
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -35,29 +34,6 @@ ADDRESS_COLUMNS = ("street", "city", "postal_code", "state")
 
 class _RollBack(Exception):
     """Raised at the end of the evaluation to undo everything it wrote."""
-
-
-@contextmanager
-def _identifier_locks_within_transaction():
-    """Ingestion takes a transaction-level advisory lock per identifier it creates, released at
-    commit. The evaluation never commits: in its one transaction the locks would pile up (one per
-    record and more) until PostgreSQL's shared lock table is full ("out of shared memory" at about
-    64 x max_connections locks, some 6,000 records). Its rows are invisible to every other
-    transaction until it rolls back, so those locks guard nothing here; a concurrent writer of the
-    same identifier waits on the unique index instead. Everything else ingestion does is unchanged.
-    """
-    from profiles.identity import resolve
-    from profiles.tracking import ingest
-
-    def skip(identifiers) -> None:
-        return None
-
-    saved = ingest.lock_identifier_keys, resolve.lock_identifier_keys
-    ingest.lock_identifier_keys = resolve.lock_identifier_keys = skip
-    try:
-        yield
-    finally:
-        ingest.lock_identifier_keys, resolve.lock_identifier_keys = saved
 
 
 def record_payload(row: dict, index: int, anonymous_id: str, at) -> dict:
@@ -153,7 +129,6 @@ class Command(BaseCommand):
         record_profiles: list = []
         with (
             tqdm(total=len(rows), unit="rec", desc="ingest", disable=not progress, file=self.stderr) as bar,
-            _identifier_locks_within_transaction(),
         ):
             for begin in range(0, len(rows), BATCH):
                 events = []
@@ -167,7 +142,8 @@ class Command(BaseCommand):
                         events.append(clean_event(payload, received_at=now))
                     except Invalid as exc:
                         raise CommandError(f"record {record_id!r} (row {index + 2}): {exc.fields}") from exc
-                result = events_ingest(source=source, events=events)
+                # one private transaction, rolled back at the end: identifier locks would only pile up
+                result = events_ingest(source=source, events=events, lock_identifiers=False)
                 record_profiles.extend(result.event_profiles)
                 bar.update(len(events))
         bar = tqdm(desc="match", disable=not progress, file=self.stderr)
