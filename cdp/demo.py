@@ -57,7 +57,12 @@ def main() -> int:
 def demo_data_steps() -> list[tuple[str, ...]]:
     """Management commands that load demo data; each capability adds its own step here."""
     # ~47k events through real ingestion: about 40 s on a fresh database; a re-run adds nothing (about 15 s)
-    return [("generate_demo_store", "--customers", "500", "--days", "60", "--seed", "42")]
+    steps: list[tuple[str, ...]] = [("generate_demo_store", "--customers", "500", "--days", "60", "--seed", "42")]
+    # then each app's own demo command, in layer order, once the app has one (idempotent re-runs)
+    for app in ("consent", "segments", "recommendations"):
+        if (BASE_DIR / app / "management" / "commands" / f"demo_{app}.py").exists():
+            steps.append((f"demo_{app}",))
+    return steps
 
 
 if __name__ == "__main__":

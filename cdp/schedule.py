@@ -10,7 +10,14 @@ from celery.schedules import crontab
 
 
 def beat_schedule() -> dict[str, dict]:
+    import consent.schedule
+    import recommendations.schedule
+    import segments.schedule
+
     return {
+        **consent.schedule.ENTRIES,
+        **segments.schedule.ENTRIES,
+        **recommendations.schedule.ENTRIES,
         "heartbeat": {
             "task": "cdp.tasks.heartbeat",
             "schedule": crontab(minute="*"),

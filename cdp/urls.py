@@ -19,6 +19,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/v1/", include((api_v1_urls, "api"), namespace="v1")),
+    path("", include("consent.urls")),  # /v1/consent and the privacy center (before the tracking catch)
     path("v1/", include((tracking_urls, "tracking"), namespace="tracking")),
 ]
 

@@ -56,3 +56,9 @@ on_profile_activity = Hook(
 )
 on_profiles_merged = Hook("on_profiles_merged", "Two profiles became one. kwargs: winner_id, loser_id, merge_id.")
 on_profiles_unmerged = Hook("on_profiles_unmerged", "A merge was undone. kwargs: winner_id, loser_id, merge_id.")
+on_events_stored = Hook(
+    "on_events_stored",
+    "Events were stored by the tracking path (not by bulk imports). kwargs: events (list of dicts with "
+    "profile_id, type, name, properties, context, occurred_at, device_type, local_hour). Built only when "
+    "someone subscribes; keep subscribers cheap (queue work, do not compute inline).",
+)

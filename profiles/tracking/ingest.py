@@ -28,6 +28,7 @@ from django.core.cache import cache
 from django.db import DatabaseError, OperationalError, connection, transaction
 from psycopg import errors as pg_errors
 
+from profiles import hooks
 from profiles.identity.merge import pending_mark, trait_value, traits_apply
 from profiles.identity.resolve import lock_identifier_keys, owners_of, profile_resolve
 from profiles.models import Profile, Source
@@ -349,12 +350,15 @@ _EVENT_INSERT = (
     "FROM unnest(%s::text[], %s::uuid[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], "
     "%s::text[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[], %s::text[], "
     "%s::smallint[]) AS e(mid, pid, t, n, u, a, p, tr, c, o, ot, s, r, d, h) "
-    "ON CONFLICT (source_id, message_id) DO NOTHING RETURNING 1"
+    "ON CONFLICT (source_id, message_id) DO NOTHING RETURNING message_id"
 )
 
 
 def _insert_events(source: Source, rows: list[tuple[CleanEvent, object]]) -> int:
-    """All events of the batch in one INSERT from arrays (several times faster than bulk_create)."""
+    """All events of the batch in one INSERT from arrays (several times faster than bulk_create).
+
+    Fires ``hooks.on_events_stored`` (after commit) with the events actually inserted.
+    """
     dumps = json.dumps
     columns: list[list] = [[] for _ in range(15)]
     for e, pid in rows:
@@ -382,7 +386,25 @@ def _insert_events(source: Source, rows: list[tuple[CleanEvent, object]]) -> int
             column.append(value)
     with connection.cursor() as cursor:
         cursor.execute(_EVENT_INSERT, [source.pk, *columns])
-        return len(cursor.fetchall())
+        inserted = {row[0] for row in cursor.fetchall()}
+    if hooks.on_events_stored.subscribers and inserted:
+        hooks.on_events_stored.fire(
+            events=[
+                {
+                    "profile_id": str(pid),
+                    "type": e.type,
+                    "name": e.name,
+                    "properties": e.properties,
+                    "context": e.context,
+                    "occurred_at": e.occurred_at,
+                    "device_type": e.device_type,
+                    "local_hour": e.local_hour,
+                }
+                for e, pid in rows
+                if e.message_id in inserted
+            ]
+        )
+    return len(inserted)
 
 
 PENDING_SCHEDULE_KEY = "cdp:pending:scheduled"

@@ -1,0 +1,13 @@
+"""The segments app's part of /api/v1/ (collected by cdp/api/router.py)."""
+
+from __future__ import annotations
+
+from django.urls import URLPattern
+from rest_framework.routers import DefaultRouter
+
+# paths under /api/v1/ that are not viewsets on the router
+urlpatterns: list[URLPattern] = []
+
+
+def register(router: DefaultRouter) -> None:
+    """Register this app's viewsets on the shared /api/v1/ router."""
