@@ -1,0 +1,309 @@
+"""A trained set of recommenders, as one object the serving side stores, loads and asks.
+
+``train_bundle`` fits every configured recommender on the interactions and catalog;
+``ModelBundle.recommend`` answers for a known person (the ``primary`` recommender, the hybrid by
+default) and, for an unknown one, falls back in this order: similar items of the current session,
+popularity in the person's segments (``context["segments"]``), global popularity.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from recommendations.engine.data import Catalog, Interactions
+from recommendations.engine.params import merge_params
+from recommendations.engine.recommenders import BuyAgain, Popularity, Recommender, Trending
+from recommendations.engine.state import TrainState, build_state
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Rec:
+    item_id: str
+    score: float
+    recommender: str
+    reason: dict = field(default_factory=dict)
+
+
+def _registry() -> dict[str, type[Recommender]]:
+    return {cls.name: cls for cls in (Popularity, Trending, BuyAgain)}
+
+
+class ModelBundle:
+    """Fitted recommenders plus what they need at answer time (item/user vocabularies, history)."""
+
+    def __init__(
+        self,
+        *,
+        state: TrainState,
+        recommenders: dict[str, Recommender],
+        catalog: Catalog | None,
+        params: dict,
+        metrics: dict | None = None,
+    ) -> None:
+        self.state = state
+        self.recommenders = recommenders
+        self.catalog = catalog
+        self.params = params
+        self.metrics: dict = metrics or {}
+        self.segments: dict[str, tuple[str, np.ndarray]] = {}
+        self.format_version = FORMAT_VERSION
+        self._reindex()
+
+    # --- vocabularies -----------------------------------------------------------------------------
+
+    def _reindex(self) -> None:
+        self.user_index = {u: n for n, u in enumerate(self.state.users)}
+        self.item_index = {s: n for n, s in enumerate(self.state.items)}
+
+    @property
+    def items(self) -> np.ndarray:
+        return self.state.items
+
+    def known_user(self, user_id) -> bool:
+        return user_id is not None and str(user_id) in self.user_index
+
+    def known_item(self, item_id) -> bool:
+        return str(item_id) in self.item_index
+
+    # --- scoring ----------------------------------------------------------------------------------
+
+    @property
+    def primary(self) -> str:
+        name = self.params.get("primary", "buy_again")
+        return name if name in self.recommenders else "buy_again"
+
+    def score_users(self, rows: np.ndarray, recommender: str | None = None) -> np.ndarray:
+        """Scores of every item for state rows (batch; used by evaluation)."""
+        return self.recommenders[recommender or self.primary].score_users(self.state, np.asarray(rows))
+
+    def _session_scores(self, items: list[int]) -> tuple[np.ndarray, str] | None:
+        for name in ("session", "item_item", "content"):
+            rec = self.recommenders.get(name)
+            if rec is not None:
+                scores = rec.score_session(self.state, np.asarray(items, dtype=np.int64))
+                if scores is not None:
+                    return scores, name
+        return None
+
+    def _top(self, scores: np.ndarray, k: int, banned: np.ndarray) -> np.ndarray:
+        scores = np.where(banned, -np.inf, scores.astype(np.float64))
+        k = min(k, int(np.isfinite(scores).sum()))
+        if k <= 0:
+            return np.empty(0, dtype=np.int64)
+        top = np.argpartition(-scores, k - 1)[:k]
+        return top[np.argsort(-scores[top], kind="stable")]
+
+    def _banned(self, exclude: set[str] | None) -> np.ndarray:
+        banned = np.zeros(self.state.n_items, dtype=bool)
+        for sku in exclude or ():
+            n = self.item_index.get(str(sku))
+            if n is not None:
+                banned[n] = True
+        if self.catalog is not None and len(self.catalog) == self.state.n_items:
+            banned |= ~self.catalog.in_stock
+        return banned
+
+    def _reason(self, row: int | None, item: int, recommender: str, history: list[int]) -> dict:
+        if row is not None and self.state.purchases[row, item] > 0:
+            return {"type": "bought", "item_id": str(self.state.items[item])}
+        if history:
+            anchor = self._nearest(history, item)
+            if anchor is not None:
+                return {"type": "similar_to", "item_id": str(self.state.items[anchor])}
+        if recommender == "trending":
+            return {"type": "trending"}
+        return {"type": "popular"}
+
+    def _nearest(self, history: list[int], item: int) -> int | None:
+        """The history item most similar to ``item`` (by the item-item or content model), if any."""
+        for name in ("item_item", "content"):
+            rec = self.recommenders.get(name)
+            if rec is not None and hasattr(rec, "similarity"):
+                sims = np.array([rec.similarity(h, item) for h in history])
+                if len(sims) and sims.max() > 0:
+                    return history[int(np.argmax(sims))]
+        return None
+
+    def recommend(
+        self,
+        *,
+        user_id: str | None,
+        session_items: list[str] | None = None,
+        k: int = 10,
+        exclude: set[str] | None = None,
+        context: dict | None = None,
+    ) -> list[Rec]:
+        context = context or {}
+        banned = self._banned(exclude)
+        out: list[Rec] = []
+        session = [self.item_index[s] for s in (session_items or []) if s in self.item_index]
+        row = self.user_index.get(str(user_id)) if user_id is not None else None
+        if row is not None:
+            name = self.primary
+            scores = self.score_users(np.array([row]), name)[0]
+            history = list(self.state.interactions[row].indices)
+            for item in self._top(scores, k, banned):
+                reason = self._reason(row, int(item), name, history)
+                out.append(Rec(str(self.state.items[item]), float(scores[item]), name, reason))
+        else:
+            found = self._session_scores(session) if session else None
+            if found is not None:
+                scores, name = found
+                scores = np.where(np.isin(np.arange(len(scores)), session), -np.inf, scores)
+                positive = scores > 0
+                for item in self._top(scores, k, banned | ~positive):
+                    anchor = self._nearest(session, int(item))
+                    reason = (
+                        {"type": "similar_to", "item_id": str(self.state.items[anchor])}
+                        if anchor is not None
+                        else {"type": "popular"}
+                    )
+                    out.append(Rec(str(self.state.items[item]), float(scores[item]), "session", reason))
+        self._fill(out, k, banned, context)
+        return out[:k]
+
+    def _fill(self, out: list[Rec], k: int, banned: np.ndarray, context: dict) -> None:
+        """Segment popularity (context["segments"], in order), then global popularity."""
+        if len(out) >= k:
+            return
+        taken = banned.copy()
+        for rec in out:
+            taken[self.item_index[rec.item_id]] = True
+        for slug in context.get("segments") or []:
+            if slug not in self.segments or len(out) >= k:
+                continue
+            for rec in self.popular(k=k - len(out), segment=slug, _banned=taken):
+                out.append(rec)
+                taken[self.item_index[rec.item_id]] = True
+        if len(out) < k:
+            out.extend(self.popular(k=k - len(out), _banned=taken))
+
+    def similar(self, *, item_id: str, k: int = 10) -> list[Rec]:
+        n = self.item_index.get(str(item_id))
+        if n is None:
+            return []
+        found = self._session_scores([n])
+        if found is None:
+            return []
+        scores, name = found
+        scores = scores.copy()
+        scores[n] = -np.inf
+        banned = self._banned(None) | ~(scores > 0)
+        return [
+            Rec(str(self.state.items[i]), float(scores[i]), name, {"type": "similar_to", "item_id": str(item_id)})
+            for i in self._top(scores, k, banned)
+        ]
+
+    def popular(self, *, k: int = 10, segment: str | None = None, _banned: np.ndarray | None = None) -> list[Rec]:
+        banned = self._banned(None) if _banned is None else _banned
+        if segment is not None:
+            if segment not in self.segments:
+                return []
+            name, scores = self.segments[segment]
+            reason = {"type": "popular_in_segment", "segment": segment, "name": name}
+            return [
+                Rec(str(self.state.items[i]), float(scores[i]), "segment_popularity", dict(reason))
+                for i in self._top(scores, k, banned | ~(scores > 0))
+            ]
+        scores = self.recommenders["popularity"].scores
+        return [
+            Rec(str(self.state.items[i]), float(scores[i]), "popularity", {"type": "popular"})
+            for i in self._top(scores, k, banned)
+        ]
+
+    def trending(self, *, k: int = 10) -> list[Rec]:
+        rec = self.recommenders.get("trending")
+        if rec is None:
+            return self.popular(k=k)
+        scores = rec.scores
+        return [
+            Rec(str(self.state.items[i]), float(scores[i]), "trending", {"type": "trending"})
+            for i in self._top(scores, k, self._banned(None))
+        ]
+
+    def segment_popularity_set(self, *, slug: str, name: str, user_ids: list[str]) -> None:
+        """Popularity among a segment's members (distinct buyers, then distinct interactors)."""
+        rows = np.array(
+            sorted({self.user_index[u] for u in map(str, user_ids) if u in self.user_index}), dtype=np.int64
+        )
+        if len(rows) == 0:
+            self.segments.pop(slug, None)
+            return
+        buyers = np.asarray((self.state.purchases[rows] > 0).sum(axis=0)).ravel().astype(np.float64)
+        touched = np.asarray((self.state.interactions[rows] > 0).sum(axis=0)).ravel().astype(np.float64)
+        scores = buyers + touched / (touched.max(initial=0.0) + 1.0)
+        self.segments[slug] = (name, scores)
+
+    # --- erasure and storage ----------------------------------------------------------------------
+
+    def forget_users(self, user_ids: list[str]) -> None:
+        """Erase people: their rows of every per-user matrix and their factors go."""
+        gone = {str(u) for u in user_ids} & set(self.user_index)
+        if not gone:
+            return
+        keep = np.array([u not in gone for u in self.state.users], dtype=bool)
+        for rec in self.recommenders.values():
+            rec.drop_users(keep)
+        self.state.drop_users(keep)
+        self._reindex()
+
+    def to_bytes(self) -> bytes:
+        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> ModelBundle:
+        bundle = pickle.loads(blob)  # noqa: S301 -- our own artifacts, read from our own database
+        if not isinstance(bundle, cls):
+            raise ValueError("Not a recommendations model bundle.")
+        return bundle
+
+
+def train_bundle(
+    *,
+    data: Interactions,
+    catalog: Catalog | None,
+    params: dict,
+    now: float,
+    progress: Callable[[float, str], None] | None = None,
+) -> ModelBundle:
+    """Fit every configured recommender; ``metrics`` carries the training seconds of each."""
+    params = merge_params(params)
+    report = progress or (lambda fraction, message: None)
+    started = time.monotonic()
+    report(0.0, "building matrices")
+    state = build_state(data, params=params, now=now)
+    if catalog is not None:
+        catalog = catalog.aligned(state.items)
+    names = list(params["recommenders"])
+    for required in ("popularity", "buy_again"):
+        if required not in names:
+            names.insert(0, required)
+    registry = _registry()
+    recommenders: dict[str, Recommender] = {}
+    seconds: dict[str, float] = {}
+    for n, name in enumerate(names):
+        if name not in registry:
+            raise ValueError(f"Unknown recommender {name!r}; known: {', '.join(sorted(registry))}.")
+        report(0.05 + 0.9 * n / len(names), f"fitting {name}")
+        t0 = time.monotonic()
+        rec = registry[name]()
+        rec.fit(data=data, state=state, catalog=catalog, params=params)
+        recommenders[name] = rec
+        seconds[name] = round(time.monotonic() - t0, 3)
+    bundle = ModelBundle(state=state, recommenders=recommenders, catalog=catalog, params=params)
+    bundle.metrics = {
+        "train_seconds": round(time.monotonic() - started, 3),
+        "fit_seconds": seconds,
+        "users": int(state.n_users),
+        "items": int(state.n_items),
+        "interactions": len(data),
+    }
+    report(1.0, "trained")
+    return bundle
