@@ -264,3 +264,20 @@ CDP_PHONE_DEFAULT_REGION: str = env.str("CDP_PHONE_DEFAULT_REGION", default="GB"
 # above which they go to the review queue. Calibrated probabilities, not per-data-set scores.
 CDP_FUZZY_AUTO_MERGE_PROBABILITY: float = env.float("CDP_FUZZY_AUTO_MERGE_PROBABILITY", default=0.99)
 CDP_FUZZY_REVIEW_PROBABILITY: float = env.float("CDP_FUZZY_REVIEW_PROBABILITY", default=0.5)
+
+# --- consent: purposes, ledger, privacy requests, privacy center (docs/privacy.md) ---
+# How long a consent answer holds before the purpose's default applies again (13 months).
+CONSENT_VALIDITY_DAYS: int = env.int("CONSENT_VALIDITY_DAYS", default=395)
+# Salt of the hashed IPs in the ledger's evidence and of the suppression list's identifier hashes.
+CONSENT_HASH_SALT: str = env.str("CONSENT_HASH_SALT", default=SECRET_KEY)
+# Events of a person who denied analytics: "strict" drops them all (default), "essential" keeps only
+# CONSENT_ESSENTIAL_EVENTS (orders: contract), "off" keeps everything (not enforced).
+CONSENT_ANALYTICS_DENIAL: str = env.str("CONSENT_ANALYTICS_DENIAL", default="strict")
+CONSENT_ESSENTIAL_EVENTS: list[str] = env.list("CONSENT_ESSENTIAL_EVENTS", default=["Order Completed"])
+PRIVACY_REQUEST_DAYS: int = env.int("PRIVACY_REQUEST_DAYS", default=30)
+PRIVACY_EXPORT_LINK_HOURS: int = env.int("PRIVACY_EXPORT_LINK_HOURS", default=72)
+PRIVACY_CENTER_LINK_MINUTES: int = env.int("PRIVACY_CENTER_LINK_MINUTES", default=30)
+PRIVACY_CENTER_SHOP_NAME: str = env.str("PRIVACY_CENTER_SHOP_NAME", default="Our shop")
+PRIVACY_CENTER_PRIMARY_COLOR: str = env.str("PRIVACY_CENTER_PRIMARY_COLOR", default="#2f5d62")
+PRIVACY_CENTER_ACCENT_COLOR: str = env.str("PRIVACY_CENTER_ACCENT_COLOR", default="#f4a261")
+PRIVACY_CENTER_FROM_EMAIL: str = env.str("PRIVACY_CENTER_FROM_EMAIL", default="privacy@localhost")

@@ -5,3 +5,11 @@ class ConsentConfig(AppConfig):
     name = "consent"
     verbose_name = "Consent and privacy"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from profiles import hooks
+
+        from . import services
+
+        hooks.on_profiles_merged.subscribe(services.on_profiles_merged)
+        hooks.on_profiles_unmerged.subscribe(services.on_profiles_unmerged)

@@ -1,0 +1,164 @@
+"""Writes of consent: recording answers in the ledger and keeping the derived state current.
+
+Data-subject requests (access, erasure) live in ``consent/requests.py``; the privacy center's
+links in ``consent/center.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import zlib
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from .models import ConsentRecord, Purpose
+from .selectors import BUILTIN_DEFAULTS, profile_live_id
+
+SOURCES = ("banner", "event", "api", "privacy_center", "admin", "import", "demo")
+
+
+class ConsentError(ValueError):
+    """Bad input to a consent service; ``field`` names what was wrong."""
+
+    def __init__(self, message: str, *, field: str = "non_field_errors") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def salted_hash(value: str) -> str:
+    """HMAC-SHA256 of ``value`` with CONSENT_HASH_SALT: evidence IPs and suppression entries."""
+    return hmac.new(settings.CONSENT_HASH_SALT.encode(), value.encode(), hashlib.sha256).hexdigest()
+
+
+def consent_evidence(*, ip: str | None = None, user_agent: str | None = None, banner_id: str | None = None) -> dict:
+    """The evidence stored with an answer: never the raw IP."""
+    evidence: dict = {}
+    if banner_id:
+        evidence["banner_id"] = str(banner_id)[:100]
+    if ip:
+        evidence["ip_hash"] = salted_hash(ip)
+    if user_agent:
+        evidence["user_agent"] = str(user_agent)[:300]
+    return evidence
+
+
+def purposes_ensure() -> None:
+    """Create the four standard purposes when missing (a flushed test database, a fresh install)."""
+    names = {
+        "analytics": ("Analytics", "legitimate_interest"),
+        "personalisation": ("Personalisation", "consent"),
+        "marketing": ("Marketing", "consent"),
+        "third_party_sharing": ("Sharing with partners", "consent"),
+    }
+    for position, (key, default) in enumerate(BUILTIN_DEFAULTS.items()):
+        name, basis = names[key]
+        Purpose.objects.get_or_create(
+            key=key, defaults={"name": name, "legal_basis": basis, "default_granted": default, "position": position}
+        )
+
+
+def _lock_profile(live) -> None:
+    key = zlib.crc32(f"consent:{live}".encode())
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+
+
+@transaction.atomic
+def consent_record(
+    *,
+    profile_id,
+    choices: dict[str, bool],
+    source: str,
+    policy_version: str | None = None,
+    evidence: dict | None = None,
+    at: datetime | None = None,
+) -> list[ConsentRecord]:
+    """Append one ledger record per purpose in ``choices`` for the person and refresh their state."""
+    if source not in SOURCES:
+        raise ConsentError(f"Unknown source {source!r}; one of {', '.join(SOURCES)}.", field="source")
+    if not choices:
+        raise ConsentError("Give at least one purpose.", field="purposes")
+    purposes = {p.key: p for p in Purpose.objects.filter(key__in=list(choices), is_active=True)}
+    unknown = sorted(set(choices) - set(purposes))
+    if unknown:
+        raise ConsentError(f"Unknown purpose(s): {', '.join(unknown)}.", field="purposes")
+    live = profile_live_id(profile_id=profile_id)
+    if live is None:
+        raise ConsentError("Unknown profile.", field="profile_id")
+    _lock_profile(live)
+    at = at or timezone.now()
+    records = []
+    for key, granted in choices.items():
+        purpose = purposes[key]
+        days = purpose.validity_days or settings.CONSENT_VALIDITY_DAYS
+        records.append(
+            ConsentRecord(
+                profile_id=live,
+                purpose=purpose,
+                granted=bool(granted),
+                source=source,
+                policy_version=str(policy_version or purpose.policy_version)[:32],
+                evidence=evidence or {},
+                recorded_at=at,
+                expires_at=at + timedelta(days=days) if days else None,
+            )
+        )
+    ConsentRecord.objects.bulk_create(records)
+    consent_state_refresh(profile_ids=[str(live)])
+    return records
+
+
+STATE_REFRESH_SQL = """
+INSERT INTO consent_consentstate (profile_id, purpose_id, granted, source, policy_version, recorded_at, expires_at,
+                                  record_id)
+SELECT DISTINCT ON (p.live, r.purpose_id) p.live, r.purpose_id, r.granted, r.source, r.policy_version, r.recorded_at,
+       r.expires_at, r.id
+FROM consent_consentrecord r
+JOIN (SELECT id, coalesce(merged_into_id, id) AS live FROM profiles_profile
+      WHERE id = ANY(%(lives)s) OR merged_into_id = ANY(%(lives)s)) p ON r.profile_id = p.id
+ORDER BY p.live, r.purpose_id, r.recorded_at DESC, r.id DESC
+ON CONFLICT (profile_id, purpose_id) DO UPDATE SET granted = EXCLUDED.granted, source = EXCLUDED.source,
+    policy_version = EXCLUDED.policy_version, recorded_at = EXCLUDED.recorded_at, expires_at = EXCLUDED.expires_at,
+    record_id = EXCLUDED.record_id
+"""
+
+
+@transaction.atomic
+def consent_state_refresh(*, profile_ids: list[str]) -> int:
+    """Recompute the derived state of the live profiles of ``profile_ids`` from the ledger (after a
+    record, a merge or an unmerge). States of merged-away profiles are removed. Returns rows written."""
+    lives = sorted({str(live) for pid in profile_ids if (live := profile_live_id(profile_id=pid)) is not None})
+    given = sorted({str(pid) for pid in profile_ids} | set(lives))
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM consent_consentstate WHERE profile_id::text = ANY(%s)", [given])
+        if not lives:
+            return 0
+        cursor.execute(STATE_REFRESH_SQL.replace("%(lives)s", "%(lives)s::uuid[]"), {"lives": lives})
+        return cursor.rowcount
+
+
+def consent_state_rebuild() -> int:
+    """Rebuild the whole derived state from the ledger (repair; management command)."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("DELETE FROM consent_consentstate")
+        cursor.execute(
+            STATE_REFRESH_SQL.replace(
+                "WHERE id = ANY(%(lives)s) OR merged_into_id = ANY(%(lives)s)",
+                "WHERE id IN (SELECT profile_id FROM consent_consentrecord)",
+            )
+        )
+        return cursor.rowcount
+
+
+def on_profiles_merged(*, winner_id: str, loser_id: str, merge_id: int) -> None:
+    """profiles hook: the loser's answers now count for the winner (latest answer wins)."""
+    consent_state_refresh(profile_ids=[winner_id, loser_id])
+
+
+def on_profiles_unmerged(*, winner_id: str, loser_id: str, merge_id: int) -> None:
+    """profiles hook: each profile gets back the state of its own records."""
+    consent_state_refresh(profile_ids=[winner_id, loser_id])
