@@ -9,7 +9,9 @@ class ConsentConfig(AppConfig):
     def ready(self) -> None:
         from profiles import hooks
 
-        from . import services
+        from . import ingest, services
 
+        hooks.ingest_filter_identifiers.subscribe(ingest.filter_suppressed)
+        hooks.ingest_filter_profiles.subscribe(ingest.filter_consent)
         hooks.on_profiles_merged.subscribe(services.on_profiles_merged)
         hooks.on_profiles_unmerged.subscribe(services.on_profiles_unmerged)

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from .models import ConsentRecord, Purpose
+from .models import ConsentRecord, Purpose, Suppression
 from .selectors import BUILTIN_DEFAULTS, profile_live_id
 
 SOURCES = ("banner", "event", "api", "privacy_center", "admin", "import", "demo")
@@ -32,6 +32,17 @@ class ConsentError(ValueError):
 def salted_hash(value: str) -> str:
     """HMAC-SHA256 of ``value`` with CONSENT_HASH_SALT: evidence IPs and suppression entries."""
     return hmac.new(settings.CONSENT_HASH_SALT.encode(), value.encode(), hashlib.sha256).hexdigest()
+
+
+def suppression_hash(kind: str, value: str) -> str:
+    """The suppression list's key for a normalised identifier."""
+    return salted_hash(f"suppress:{kind}:{value}")
+
+
+def suppressions_lift(*, hashes: list[str]) -> int:
+    """The person opted in again: events with these identifiers are accepted from now on."""
+    deleted, _ = Suppression.objects.filter(hash__in=hashes).delete()
+    return deleted
 
 
 def consent_evidence(*, ip: str | None = None, user_agent: str | None = None, banner_id: str | None = None) -> dict:
@@ -112,6 +123,35 @@ def consent_record(
     return records
 
 
+@transaction.atomic
+def consent_records_bulk(*, entries: list[tuple[str, dict[str, bool], datetime, dict]], source: str) -> int:
+    """Append many answers at once (ingestion: consent in event context). ``entries`` are
+    (live profile id, {purpose: granted}, answered at, evidence); unknown purposes are skipped."""
+    purposes = {p.key: p for p in Purpose.objects.filter(is_active=True)}
+    records = []
+    for profile_id, choices, at, evidence in entries:
+        for key, granted in choices.items():
+            purpose = purposes.get(key)
+            if purpose is None:
+                continue
+            days = purpose.validity_days or settings.CONSENT_VALIDITY_DAYS
+            records.append(
+                ConsentRecord(
+                    profile_id=profile_id,
+                    purpose=purpose,
+                    granted=bool(granted),
+                    source=source,
+                    policy_version=purpose.policy_version,
+                    evidence=evidence,
+                    recorded_at=at,
+                    expires_at=at + timedelta(days=days) if days else None,
+                )
+            )
+    ConsentRecord.objects.bulk_create(records)
+    consent_state_refresh(profile_ids=sorted({e[0] for e in entries}))
+    return len(records)
+
+
 STATE_REFRESH_SQL = """
 INSERT INTO consent_consentstate (profile_id, purpose_id, granted, source, policy_version, recorded_at, expires_at,
                                   record_id)
@@ -162,3 +202,44 @@ def on_profiles_merged(*, winner_id: str, loser_id: str, merge_id: int) -> None:
 def on_profiles_unmerged(*, winner_id: str, loser_id: str, merge_id: int) -> None:
     """profiles hook: each profile gets back the state of its own records."""
     consent_state_refresh(profile_ids=[winner_id, loser_id])
+
+
+@transaction.atomic
+def consent_record_for_identifiers(
+    *,
+    identifiers: list[tuple[str, str]],
+    choices: dict[str, bool],
+    source: str,
+    policy_version: str | None = None,
+    evidence: dict | None = None,
+    at: datetime | None = None,
+) -> tuple[str | None, list[ConsentRecord]]:
+    """The storefront's banner: answers for whoever these (raw) identifiers belong to, creating or
+    linking the profile as ingestion would. An erased person's identifiers (suppression list) are
+    refused — ``(None, [])`` — unless the answer grants analytics, which is their opt-in again."""
+    from profiles.identity.resolve import profile_resolve
+    from profiles.normalize import normalize_identifier
+
+    normalised = []
+    for kind, raw in identifiers:
+        value = normalize_identifier(kind, raw) if raw not in (None, "") else None
+        if value:
+            normalised.append((kind, value))
+    if not normalised:
+        raise ConsentError("No usable identifier (userId, anonymousId, email or phone).", field="identifiers")
+    hashes = [suppression_hash(kind, value) for kind, value in normalised]
+    if Suppression.objects.filter(hash__in=hashes).exists():
+        if choices.get("analytics") is not True:
+            return None, []
+        suppressions_lift(hashes=hashes)
+    at = at or timezone.now()
+    profile = profile_resolve(identifiers=normalised, traits={}, at=at)
+    records = consent_record(
+        profile_id=profile.pk,
+        choices=choices,
+        source=source,
+        policy_version=policy_version,
+        evidence=evidence,
+        at=at,
+    )
+    return str(profile.pk), records

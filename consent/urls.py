@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
-from django.urls import URLPattern
+from django.urls import path
 
-urlpatterns: list[URLPattern] = []
+from .api.consent import ConsentView
+
+urlpatterns = [
+    path("v1/consent", ConsentView.as_view(), name="consent"),
+]

@@ -62,3 +62,50 @@ on_events_stored = Hook(
     "profile_id, type, name, properties, context, occurred_at, device_type, local_hour). Built only when "
     "someone subscribes; keep subscribers cheap (queue work, do not compute inline).",
 )
+
+
+class Filter:
+    """An ingestion filter: subscribers decide which events of a batch are kept (consent, suppression).
+
+    Unlike hooks, filters run inside the ingesting transaction and their errors propagate (a filter
+    that cannot decide must not let data through). Each subscriber gets ``events`` (the batch's
+    ``CleanEvent`` list), ``indexes`` (the positions still kept) and, for the profile stage,
+    ``profiles`` (position → live profile id); it returns the positions to keep.
+    """
+
+    def __init__(self, name: str, doc: str) -> None:
+        self.name = name
+        self.__doc__ = doc
+        self._subscribers: list[Callable[..., list[int]]] = []
+
+    def subscribe(self, fn: Callable[..., list[int]]) -> Callable[..., list[int]]:
+        if fn not in self._subscribers:
+            self._subscribers.append(fn)
+        return fn
+
+    def unsubscribe(self, fn: Callable[..., list[int]]) -> None:
+        if fn in self._subscribers:
+            self._subscribers.remove(fn)
+
+    @property
+    def subscribers(self) -> tuple[Callable[..., list[int]], ...]:
+        return tuple(self._subscribers)
+
+    def apply(self, *, indexes: list[int], **kwargs) -> list[int]:
+        for fn in self._subscribers:
+            if not indexes:
+                break
+            indexes = fn(indexes=indexes, **kwargs)
+        return indexes
+
+
+ingest_filter_identifiers = Filter(
+    "ingest_filter_identifiers",
+    "Before identity work: drop events by the identifiers they carry (event.identifiers, normalised). "
+    "kwargs: events, indexes. Used by consent's suppression list (erased people).",
+)
+ingest_filter_profiles = Filter(
+    "ingest_filter_profiles",
+    "After identity work, before the events are inserted: drop events by their live profile (e.g. analytics "
+    "denied) and record what they say (consent in context). kwargs: events, indexes, profiles.",
+)

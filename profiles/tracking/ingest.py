@@ -46,6 +46,7 @@ MAX_ATTEMPTS = 6
 class IngestResult:
     accepted: int = 0
     duplicates: int = 0
+    dropped: int = 0  # refused by an ingestion filter (suppressed person, analytics denied)
     profile_ids: set = field(default_factory=set)
     event_profiles: list = field(default_factory=list)  # profile id per input event (None for duplicates)
 
@@ -132,6 +133,10 @@ def _ingest(source: Source, events: list[CleanEvent], *, lock_identifiers: bool 
         if not event.identifiers:  # every id was junk (blocklisted): the event still needs a home
             event.identifiers = [("anonymous_id", f"cdp-unidentified-{event.message_id}")]
         fresh.append(index)
+    if fresh and hooks.ingest_filter_identifiers.subscribers:  # e.g. erased people's identifiers
+        kept = hooks.ingest_filter_identifiers.apply(events=events, indexes=fresh)
+        result.dropped += len(fresh) - len(kept)
+        fresh = kept
     if not fresh:
         return result
 
@@ -172,6 +177,10 @@ def _ingest(source: Source, events: list[CleanEvent], *, lock_identifiers: bool 
     # 5. lock what we write, re-point merged-away profiles, update profiles, insert events
     seen = _lock_live(assigned)
     _update_profiles(events, assigned, seen)
+    if hooks.ingest_filter_profiles.subscribers:  # e.g. consent in context, analytics denied
+        kept = hooks.ingest_filter_profiles.apply(events=events, indexes=fresh, profiles=assigned)
+        result.dropped += len(fresh) - len(kept)
+        fresh = kept
     inserted = _insert_events(source, [(events[i], assigned[i]) for i in fresh])
     for index, pid in assigned.items():
         result.event_profiles[index] = str(pid)

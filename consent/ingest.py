@@ -1,0 +1,149 @@
+"""Consent on the ingestion path (subscribed to ``profiles.hooks`` filters in ``ConsentConfig.ready``).
+
+1. Before identity work: events carrying an identifier of an erased person (suppression list) are
+   dropped, unless the event itself grants analytics again (an opt-in), which lifts the suppression.
+2. After identity work: Segment-style consent in the event context
+   (``context.consent.categoryPreferences``) is recorded in the ledger when it differs from the
+   person's current state, and events of people who denied analytics are dropped
+   (``CONSENT_ANALYTICS_DENIAL``: strict = all, essential = all but CONSENT_ESSENTIAL_EVENTS, off).
+
+Each costs one indexed query per batch; the ledger is written only when an answer changes.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from .services import consent_records_bulk, salted_hash, suppression_hash, suppressions_lift
+
+# Segment's consent categories are named by each shop; these names map to cdp's purposes
+# (case, spaces, hyphens and underscores ignored); CONSENT_CATEGORY_MAP adds or overrides.
+DEFAULT_CATEGORY_MAP = {
+    "analytics": "analytics",
+    "performance": "analytics",
+    "statistics": "analytics",
+    "measurement": "analytics",
+    "personalisation": "personalisation",
+    "personalization": "personalisation",
+    "functional": "personalisation",
+    "marketing": "marketing",
+    "advertising": "marketing",
+    "targeting": "marketing",
+    "thirdpartysharing": "third_party_sharing",
+    "datasharing": "third_party_sharing",
+    "sharing": "third_party_sharing",
+}
+_NAME = re.compile(r"[\s_\-]+")
+
+
+def _category_map() -> dict[str, str]:
+    extra = {_NAME.sub("", k.lower()): v for k, v in (getattr(settings, "CONSENT_CATEGORY_MAP", None) or {}).items()}
+    return {**DEFAULT_CATEGORY_MAP, **extra}
+
+
+def context_preferences(context: dict, category_map: dict[str, str] | None = None) -> dict[str, bool]:
+    """cdp purposes stated by ``context.consent.categoryPreferences`` (unknown categories ignored)."""
+    consent = context.get("consent") if isinstance(context, dict) else None
+    prefs = consent.get("categoryPreferences") if isinstance(consent, dict) else None
+    if not isinstance(prefs, dict) or not prefs:
+        return {}
+    category_map = category_map or _category_map()
+    found: dict[str, bool] = {}
+    for name, value in prefs.items():
+        purpose = category_map.get(_NAME.sub("", str(name).lower()))
+        if purpose and isinstance(value, bool):
+            # one denied category mapped to a purpose denies it
+            found[purpose] = found.get(purpose, True) and value
+    return found
+
+
+def filter_suppressed(*, events: list, indexes: list[int]) -> list[int]:
+    """Drop events carrying an identifier of an erased person; an event granting analytics lifts it."""
+    hashes = {i: [suppression_hash(kind, value) for kind, value in events[i].identifiers] for i in indexes}
+    every = sorted({h for hs in hashes.values() for h in hs})
+    if not every:
+        return indexes
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT hash FROM consent_suppression WHERE hash = ANY(%s)", [every])
+        suppressed = {row[0] for row in cursor.fetchall()}
+    if not suppressed:
+        return indexes
+    category_map = _category_map()
+    kept, lift = [], set()
+    for i in indexes:
+        hit = suppressed.intersection(hashes[i])
+        if not hit:
+            kept.append(i)
+        elif context_preferences(events[i].context, category_map).get("analytics") is True:
+            lift.update(hit)
+            kept.append(i)
+    if lift:
+        suppressions_lift(hashes=sorted(lift))
+    return kept
+
+
+def filter_consent(*, events: list, indexes: list[int], profiles: dict) -> list[int]:
+    """Record consent stated in context; drop events of people whose analytics answer is no."""
+    policy = settings.CONSENT_ANALYTICS_DENIAL
+    category_map = _category_map()
+    stated = {i: prefs for i in indexes if (prefs := context_preferences(events[i].context, category_map))}
+    if policy == "off" and not stated:
+        return indexes
+    pids = sorted({str(profiles[i]) for i in indexes})
+    now = timezone.now()
+    state, defaults = _states(pids, now)
+    # answers in event order; record only what differs from the person's current explicit answer
+    to_record: list[tuple[str, dict[str, bool], datetime, dict]] = []
+    for i in sorted(stated, key=lambda i: events[i].occurred_at):
+        pid = str(profiles[i])
+        current = state.setdefault(pid, {})
+        changed = {p: g for p, g in stated[i].items() if p in defaults and current.get(p) is not g}
+        if changed:
+            current.update(changed)
+            context = events[i].context
+            evidence = {"message_id": events[i].message_id}
+            if context.get("ip"):
+                evidence["ip_hash"] = salted_hash(str(context["ip"]))
+            if context.get("userAgent"):
+                evidence["user_agent"] = str(context["userAgent"])[:300]
+            to_record.append((pid, changed, events[i].occurred_at, evidence))
+    if to_record:
+        consent_records_bulk(entries=to_record, source="event")
+    if policy == "off":
+        return indexes
+    essential = set(settings.CONSENT_ESSENTIAL_EVENTS) if policy == "essential" else set()
+    analytics_default = defaults.get("analytics", True)
+    kept = []
+    for i in indexes:
+        pid = str(profiles[i])
+        allowed = state.get(pid, {}).get("analytics", analytics_default)
+        own = stated.get(i, {}).get("analytics")  # the event's own statement decides for itself
+        if own is not None:
+            allowed = own
+        if allowed or (events[i].type == "track" and events[i].name in essential):
+            kept.append(i)
+    return kept
+
+
+def _states(pids: list[str], now: datetime) -> tuple[dict[str, dict[str, bool]], dict[str, bool]]:
+    """Current explicit (unexpired) answers of these live profiles, and every active purpose's default."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT key, default_granted FROM consent_purpose WHERE is_active",
+        )
+        defaults = {key: bool(default) for key, default in cursor.fetchall()}
+        cursor.execute(
+            "SELECT s.profile_id::text, p.key, s.granted FROM consent_consentstate s "
+            "JOIN consent_purpose p ON p.id = s.purpose_id "
+            "WHERE s.profile_id = ANY(%s::uuid[]) AND (s.expires_at IS NULL OR s.expires_at > %s)",
+            [pids, now],
+        )
+        state: dict[str, dict[str, bool]] = {}
+        for pid, key, granted in cursor.fetchall():
+            state.setdefault(pid, {})[key] = granted
+    return state, defaults
