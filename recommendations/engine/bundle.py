@@ -10,14 +10,29 @@ from __future__ import annotations
 
 import pickle
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from recommendations.engine.data import Catalog, Interactions
+from recommendations.engine.hybrid import Hybrid
 from recommendations.engine.params import merge_params
-from recommendations.engine.recommenders import BuyAgain, Popularity, Recommender, Trending
+from recommendations.engine.recommenders import (
+    ALS,
+    BPR,
+    BuyAgain,
+    Content,
+    ItemItemBM25,
+    ItemItemCosine,
+    Popularity,
+    Recommender,
+    RepeatKNN,
+    Session,
+    Trending,
+)
 from recommendations.engine.state import TrainState, build_state
 
 FORMAT_VERSION = 1
@@ -31,8 +46,23 @@ class Rec:
     reason: dict = field(default_factory=dict)
 
 
+RECOMMENDERS = (
+    Popularity,
+    Trending,
+    BuyAgain,
+    ALS,
+    BPR,
+    ItemItemCosine,
+    ItemItemBM25,
+    Content,
+    Session,
+    RepeatKNN,
+    Hybrid,
+)
+
+
 def _registry() -> dict[str, type[Recommender]]:
-    return {cls.name: cls for cls in (Popularity, Trending, BuyAgain)}
+    return {cls.name: cls for cls in RECOMMENDERS}
 
 
 class ModelBundle:
@@ -265,6 +295,46 @@ class ModelBundle:
         return bundle
 
 
+def fit_recommenders(
+    *,
+    names,
+    data: Interactions,
+    state: TrainState,
+    catalog: Catalog | None,
+    params: dict,
+    progress: Callable[[float, str], None] | None,
+    seconds: dict | None = None,
+) -> dict[str, Recommender]:
+    """Fit the named recommenders, and those they need first, in dependency order."""
+    registry = _registry()
+    order: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in order:
+            return
+        if name not in registry:
+            raise ValueError(f"Unknown recommender {name!r}; known: {', '.join(sorted(registry))}.")
+        for dep in getattr(registry[name], "requires", ()):
+            visit(dep)
+        order.append(name)
+
+    for name in names:
+        visit(name)
+    fitted: dict[str, Recommender] = {}
+    for n, name in enumerate(order):
+        if progress:
+            progress(n / len(order), f"fitting {name}")
+        t0 = time.monotonic()
+        rec = registry[name]()
+        with threadpool_limits(limits=params["num_threads"]), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Method expects CSR input")  # implicit, harmless
+            rec.fit(data=data, state=state, catalog=catalog, params=params, fitted=fitted)
+        fitted[name] = rec
+        if seconds is not None:
+            seconds[name] = round(time.monotonic() - t0, 3)
+    return fitted
+
+
 def train_bundle(
     *,
     data: Interactions,
@@ -285,18 +355,14 @@ def train_bundle(
     for required in ("popularity", "buy_again"):
         if required not in names:
             names.insert(0, required)
-    registry = _registry()
-    recommenders: dict[str, Recommender] = {}
     seconds: dict[str, float] = {}
-    for n, name in enumerate(names):
-        if name not in registry:
-            raise ValueError(f"Unknown recommender {name!r}; known: {', '.join(sorted(registry))}.")
-        report(0.05 + 0.9 * n / len(names), f"fitting {name}")
-        t0 = time.monotonic()
-        rec = registry[name]()
-        rec.fit(data=data, state=state, catalog=catalog, params=params)
-        recommenders[name] = rec
-        seconds[name] = round(time.monotonic() - t0, 3)
+
+    def step(fraction: float, message: str) -> None:
+        report(0.05 + 0.9 * fraction, message)
+
+    recommenders = fit_recommenders(
+        names=names, data=data, state=state, catalog=catalog, params=params, progress=step, seconds=seconds
+    )
     bundle = ModelBundle(state=state, recommenders=recommenders, catalog=catalog, params=params)
     bundle.metrics = {
         "train_seconds": round(time.monotonic() - started, 3),

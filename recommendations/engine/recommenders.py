@@ -9,6 +9,7 @@ Recommenders keep per-user state only where they must (factors), and drop it in 
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
 from recommendations.engine.data import PURCHASE, Catalog, Interactions
 from recommendations.engine.state import DAY, TrainState
@@ -18,7 +19,15 @@ class Recommender:
     name = "base"
     personal = True  # scores depend on the user (False: the same list for everyone)
 
-    def fit(self, *, data: Interactions, state: TrainState, catalog: Catalog | None, params: dict) -> None:
+    def fit(
+        self,
+        *,
+        data: Interactions,
+        state: TrainState,
+        catalog: Catalog | None,
+        params: dict,
+        fitted: dict | None = None,
+    ) -> None:
         raise NotImplementedError
 
     def score_users(self, state: TrainState, rows: np.ndarray) -> np.ndarray:
@@ -49,7 +58,7 @@ class Popularity(Recommender):
     name = "popularity"
     personal = False
 
-    def fit(self, *, data, state, catalog, params) -> None:
+    def fit(self, *, data, state, catalog, params, fitted=None) -> None:
         interactors = np.asarray((state.interactions > 0).sum(axis=0)).ravel().astype(np.float64)
         scale = max(interactors.max(initial=0.0), 1.0) + 1.0
         self.scores = (state.buyers.astype(np.float64) + (interactors + id_tiebreak(state.items)) / scale).astype(
@@ -70,7 +79,7 @@ class Trending(Recommender):
     name = "trending"
     personal = False
 
-    def fit(self, *, data, state, catalog, params) -> None:
+    def fit(self, *, data, state, catalog, params, fitted=None) -> None:
         kinds = params["kind_weights"]
         by_kind = np.array([kinds["view"], kinds["cart"], kinds["purchase"]], dtype=np.float64)
         age = np.maximum(state.now_days - data.ts / DAY, 0.0)
@@ -95,7 +104,7 @@ class BuyAgain(Recommender):
 
     name = "buy_again"
 
-    def fit(self, *, data, state, catalog, params) -> None:
+    def fit(self, *, data, state, catalog, params, fitted=None) -> None:
         pop = Popularity()
         pop.fit(data=data, state=state, catalog=catalog, params=params)
         self.fill = (pop.scores / (pop.scores.max(initial=0.0) + 1.0)).astype(np.float32)  # in [0, 1)
@@ -107,3 +116,312 @@ class BuyAgain(Recommender):
 
 def purchased_rows(data: Interactions) -> np.ndarray:
     return data.kind == PURCHASE
+
+
+# --- collaborative filtering (implicit) -------------------------------------------------------------
+
+
+def bm25_weight(X: sp.csr_matrix, k1: float = 1.2, b: float = 0.75) -> sp.csr_matrix:
+    """BM25 weighting of a users x items matrix (items as terms, users as documents)."""
+    X = sp.coo_matrix(X, dtype=np.float32)
+    n_users = X.shape[0]
+    df = np.bincount(X.col, minlength=X.shape[1])
+    idf = np.log(n_users / (1.0 + df)).astype(np.float32)
+    idf = np.maximum(idf, 0.0)
+    row_sums = np.bincount(X.row, weights=X.data, minlength=n_users)
+    avg = row_sums.mean() if n_users else 1.0
+    length_norm = (1.0 - b) + b * row_sums / max(avg, 1e-9)
+    data = X.data * (k1 + 1.0) / (k1 * length_norm[X.row] + X.data) * idf[X.col]
+    return sp.csr_matrix((data.astype(np.float32), (X.row, X.col)), shape=X.shape)
+
+
+def feedback_matrix(state: TrainState, weighting: str) -> sp.csr_matrix:
+    X = state.interactions.astype(np.float32)
+    if weighting == "bm25":
+        return bm25_weight(X)
+    if weighting == "log":
+        X = X.copy()
+        X.data = np.log1p(X.data)
+        return X
+    return X
+
+
+def _implicit():
+    # imported lazily: implicit checks the BLAS thread count at import
+    import implicit.cpu.als
+    import implicit.cpu.bpr
+    import implicit.nearest_neighbours
+
+    return implicit
+
+
+class _Factors(Recommender):
+    """Scores = user factors . item factors; sessions score by cosine of item factors."""
+
+    def score_users(self, state, rows):
+        return self.user_factors[rows] @ self.item_factors.T
+
+    def score_session(self, state, items, weights=None):
+        if len(items) == 0:
+            return None
+        normed = self.item_factors / (np.linalg.norm(self.item_factors, axis=1, keepdims=True) + 1e-9)
+        w = np.ones(len(items), dtype=np.float32) if weights is None else np.asarray(weights, dtype=np.float32)
+        return (w @ normed[items]) @ normed.T
+
+    def drop_users(self, keep):
+        self.user_factors = self.user_factors[keep]
+
+
+class ALS(_Factors):
+    """implicit's alternating least squares on the (weighted, decayed) feedback matrix."""
+
+    name = "als"
+
+    def fit(self, *, data, state, catalog, params, fitted=None) -> None:
+        p = params["als"]
+        X = feedback_matrix(state, p["weighting"])
+        model = _implicit().cpu.als.AlternatingLeastSquares(
+            factors=p["factors"],
+            regularization=p["regularization"],
+            alpha=p["alpha"],
+            iterations=p["iterations"],
+            num_threads=params["num_threads"],
+            random_state=params["seed"],
+        )
+        model.fit(X, show_progress=False)
+        self.user_factors = np.asarray(model.user_factors, dtype=np.float32)
+        self.item_factors = np.asarray(model.item_factors, dtype=np.float32)
+
+
+class BPR(_Factors):
+    """implicit's Bayesian personalised ranking (item bias in the last factor column)."""
+
+    name = "bpr"
+
+    def fit(self, *, data, state, catalog, params, fitted=None) -> None:
+        p = params["bpr"]
+        X = (state.interactions > 0).astype(np.float32).tocsr()
+        model = _implicit().cpu.bpr.BayesianPersonalizedRanking(
+            factors=p["factors"],
+            learning_rate=p["learning_rate"],
+            regularization=p["regularization"],
+            iterations=p["iterations"],
+            num_threads=params["num_threads"],
+            random_state=params["seed"],
+        )
+        model.fit(X, show_progress=False)
+        self.user_factors = np.asarray(model.user_factors, dtype=np.float32)
+        self.item_factors = np.asarray(model.item_factors, dtype=np.float32)
+
+
+class _Neighbours(Recommender):
+    """Item-item: a user's feedback row times an item x item similarity (implicit's recommend)."""
+
+    def score_users(self, state, rows):
+        return np.asarray((self.feedback(state)[rows] @ self.sim).todense(), dtype=np.float32)
+
+    def feedback(self, state):
+        return state.interactions
+
+    def score_session(self, state, items, weights=None):
+        if len(items) == 0:
+            return None
+        w = np.ones(len(items), dtype=np.float32) if weights is None else np.asarray(weights, dtype=np.float32)
+        return np.asarray(self.sim[items].T @ w, dtype=np.float32).ravel()
+
+    def similarity(self, a: int, b: int) -> float:
+        return float(self.sim[a, b]) if a != b else 0.0
+
+
+class ItemItemCosine(_Neighbours):
+    name = "item_item"
+
+    def fit(self, *, data, state, catalog, params, fitted=None) -> None:
+        p = params["item_item"]
+        model = _implicit().nearest_neighbours.CosineRecommender(K=p["neighbours"], num_threads=params["num_threads"])
+        model.fit(state.interactions.astype(np.float32), show_progress=False)
+        self.sim = sp.csr_matrix(model.similarity, dtype=np.float32)
+
+
+class ItemItemBM25(_Neighbours):
+    name = "item_item_bm25"
+
+    def fit(self, *, data, state, catalog, params, fitted=None) -> None:
+        p = params["item_item"]
+        model = _implicit().nearest_neighbours.BM25Recommender(
+            K=p["neighbours"], K1=p["bm25_k1"], B=p["bm25_b"], num_threads=params["num_threads"]
+        )
+        model.fit(state.interactions.astype(np.float32), show_progress=False)
+        self.sim = sp.csr_matrix(model.similarity, dtype=np.float32)
+
+
+# --- content -------------------------------------------------------------------------------------
+
+
+def _top_k_rows(M: sp.csr_matrix, k: int) -> sp.csr_matrix:
+    """Keep the k largest entries of each row (and drop the diagonal)."""
+    M = M.tocsr()
+    M.setdiag(0)
+    M.eliminate_zeros()
+    rows, cols, vals = [], [], []
+    for r in range(M.shape[0]):
+        start, end = M.indptr[r], M.indptr[r + 1]
+        if end == start:
+            continue
+        v = M.data[start:end]
+        c = M.indices[start:end]
+        if len(v) > k:
+            keep = np.argpartition(-v, k - 1)[:k]
+            v, c = v[keep], c[keep]
+        rows.append(np.full(len(v), r, dtype=np.int32))
+        cols.append(c)
+        vals.append(v)
+    if not rows:
+        return sp.csr_matrix(M.shape, dtype=np.float32)
+    return sp.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=M.shape, dtype=np.float32
+    )
+
+
+def price_bands(price: np.ndarray, bands: int = 5) -> np.ndarray:
+    """Band index of each price by quantiles of the known prices (-1 when unknown)."""
+    out = np.full(len(price), -1, dtype=np.int64)
+    known = np.isfinite(price) & (price > 0)
+    if known.sum() >= bands:
+        edges = np.quantile(price[known], np.linspace(0, 1, bands + 1)[1:-1])
+        out[known] = np.searchsorted(edges, price[known], side="right")
+    return out
+
+
+class Content(_Neighbours):
+    """TF-IDF of title and description, plus category path, brand and price band tokens (scikit-learn);
+    items similar by cosine, the k nearest kept."""
+
+    name = "content"
+
+    def fit(self, *, data, state, catalog, params, fitted=None) -> None:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.preprocessing import normalize
+
+        p = params["content"]
+        n = state.n_items
+        if catalog is None:
+            self.sim = sp.csr_matrix((n, n), dtype=np.float32)
+            return
+        text = [f"{t} {d}".strip() for t, d in zip(catalog.title, catalog.description, strict=True)]
+        bands = price_bands(catalog.price, p["price_bands"])
+        meta = []
+        for c, b, band in zip(catalog.category, catalog.brand, bands, strict=True):
+            tokens = []
+            parts = [x.strip() for x in str(c).replace(">", "/").split("/") if x.strip()]
+            tokens += ["cat_" + "_".join("/".join(parts[: d + 1]).split()) for d in range(len(parts))]
+            if b:
+                tokens.append("brand_" + "_".join(str(b).split()))
+            if band >= 0:
+                tokens.append(f"priceband_{band}")
+            meta.append(" ".join(tokens))
+        blocks = []
+        if any(text):
+            vec = TfidfVectorizer(
+                min_df=1,
+                max_df=0.5,
+                sublinear_tf=True,
+                token_pattern=r"(?u)\b[^\W\d_]{2,}\b",  # noqa: S106
+            )
+            try:
+                blocks.append(normalize(vec.fit_transform(text)))
+            except ValueError:  # no usable words
+                pass
+        if any(meta):
+            mvec = TfidfVectorizer(token_pattern=r"\S+", lowercase=False)  # noqa: S106
+            try:
+                blocks.append(p["meta_weight"] * normalize(mvec.fit_transform(meta)))
+            except ValueError:
+                pass
+        if not blocks:
+            self.sim = sp.csr_matrix((n, n), dtype=np.float32)
+            return
+        X = normalize(sp.hstack(blocks).tocsr()).astype(np.float32)
+        sims = []
+        step = 2048
+        for start in range(0, n, step):  # chunked so a large catalogue never builds a dense n x n
+            block = X[start : start + step] @ X.T
+            sims.append(block)
+        self.sim = _top_k_rows(sp.vstack(sims).tocsr(), p["neighbours"])
+
+
+class Session(_Neighbours):
+    """Similar items for a session (or a person's recent items): co-purchase (item-item cosine)
+    blended with content similarity; falls back to whichever exists."""
+
+    name = "session"
+
+    def fit(self, *, data, state, catalog, params, fitted=None) -> None:
+        fitted = fitted or {}
+        parts = []
+        weight = params["session"]["content_weight"]
+        for name, w in (("item_item", 1.0 - weight), ("content", weight)):
+            rec = fitted.get(name)
+            if rec is not None and rec.sim.nnz:
+                parts.append((w, rec.sim))
+        n = state.n_items
+        sim = sp.csr_matrix((n, n), dtype=np.float32)
+        for w, s in parts:
+            s = s.tocsr().copy()
+            s.setdiag(0)
+            s.eliminate_zeros()
+            top = np.asarray(s.max(axis=1).todense()).ravel()
+            scale = np.where(top > 0, 1.0 / np.maximum(top, 1e-9), 0.0).astype(np.float32)
+            sim = sim + w * sp.diags(scale) @ s
+        self.sim = sim.tocsr()
+        self.half_life = float(params["session"]["recent_half_life_days"])
+
+    def feedback(self, state):
+        X = state.last_purchase.copy()
+        X.data = np.power(0.5, np.maximum(state.now_days - X.data, 0.0) / self.half_life).astype(np.float32)
+        return X
+
+
+# --- repeat-aware neighbourhood (TIFU-KNN style) ---------------------------------------------------
+
+
+class RepeatKNN(Recommender):
+    """Recency-weighted personal frequency blended with the same vectors of the most similar people
+    (in the spirit of TIFU-KNN): ``alpha * own + (1 - alpha) * mean of k neighbours``."""
+
+    name = "repeat_knn"
+
+    def fit(self, *, data, state, catalog, params, fitted=None) -> None:
+        from sklearn.preprocessing import normalize
+
+        p = params["repeat_knn"]
+        self.alpha = float(p["alpha"])
+        self.k = int(p["neighbours"])
+        kinds = params["kind_weights"]
+        by_kind = np.array([kinds["view"], kinds["cart"], kinds["purchase"]], dtype=np.float64)
+        age = np.maximum(state.now_days - data.ts / DAY, 0.0)
+        w = by_kind[data.kind] * np.power(0.5, age / float(p["half_life_days"]))
+        V = sp.csr_matrix((w.astype(np.float32), (data.user, data.item)), shape=(data.n_users, data.n_items))
+        V.sum_duplicates()
+        self.vectors = normalize(V).astype(np.float32).tocsr()
+
+    def components(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(own vector, mean vector of the k most similar people) for state rows, dense."""
+        own = self.vectors[rows]
+        sims = (own @ self.vectors.T).toarray()
+        sims[np.arange(len(rows)), rows] = 0.0
+        k = min(self.k, sims.shape[1] - 1)
+        if k > 0:
+            cut = np.partition(sims, -k, axis=1)[:, -k][:, None]
+            sims = np.where((sims >= cut) & (sims > 0), sims, 0.0)
+        total = sims.sum(axis=1, keepdims=True)
+        sims = np.divide(sims, total, out=np.zeros_like(sims), where=total > 0)
+        neighbours = (sp.csr_matrix(sims.astype(np.float32)) @ self.vectors).toarray()
+        return own.toarray(), neighbours
+
+    def score_users(self, state, rows):
+        own, neighbours = self.components(rows)
+        return np.asarray(self.alpha * own + (1.0 - self.alpha) * neighbours, dtype=np.float32)
+
+    def drop_users(self, keep):
+        self.vectors = self.vectors[keep]

@@ -37,7 +37,8 @@ class TrainState:
     - ``first_purchase``: users x items, epoch days of the first purchase.
     - ``user_orders``: per user, number of distinct purchase days; ``user_last``: last activity (epoch days);
       ``user_first``: first purchase (epoch days).
-    - ``buyers``: per item, distinct buyers; ``recent_buyers``: decayed buyers (trending).
+    - ``buyers``: per item, distinct buyers.
+    - ``browsed``/``last_browsed``: users x items, views and cart additions (count, last epoch day).
     """
 
     users: np.ndarray
@@ -51,6 +52,8 @@ class TrainState:
     user_last: np.ndarray
     buyers: np.ndarray
     now_days: float
+    browsed: sp.csr_matrix | None = None
+    last_browsed: sp.csr_matrix | None = None
 
     @property
     def n_users(self) -> int:
@@ -69,6 +72,9 @@ class TrainState:
         self.user_orders = self.user_orders[keep]
         self.user_first = self.user_first[keep]
         self.user_last = self.user_last[keep]
+        if self.browsed is not None:
+            self.browsed = self.browsed[keep]
+            self.last_browsed = self.last_browsed[keep]
 
 
 def build_state(data: Interactions, *, params: dict, now: float) -> TrainState:
@@ -95,6 +101,14 @@ def build_state(data: Interactions, *, params: dict, now: float) -> TrainState:
     user_last = np.zeros(n_u)
     np.maximum.at(user_last, data.user, data.ts / DAY)
     buyers = np.asarray((purchases > 0).sum(axis=0)).ravel().astype(np.float32)
+    looked = ~bought
+    browsed = sp.csr_matrix(
+        (np.ones(int(looked.sum()), dtype=np.float32), (data.user[looked], data.item[looked])),
+        shape=(n_u, n_i),
+        dtype=np.float32,
+    )
+    browsed.sum_duplicates()
+    last_browsed = _reduce(data.user[looked], data.item[looked], data.ts[looked] / DAY, (n_u, n_i), np.maximum)
     return TrainState(
         users=data.users.copy(),
         items=data.items.copy(),
@@ -107,6 +121,8 @@ def build_state(data: Interactions, *, params: dict, now: float) -> TrainState:
         user_last=user_last,
         buyers=buyers,
         now_days=now / DAY,
+        browsed=browsed,
+        last_browsed=last_browsed,
     )
 
 
