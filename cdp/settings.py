@@ -281,3 +281,22 @@ PRIVACY_CENTER_SHOP_NAME: str = env.str("PRIVACY_CENTER_SHOP_NAME", default="Our
 PRIVACY_CENTER_PRIMARY_COLOR: str = env.str("PRIVACY_CENTER_PRIMARY_COLOR", default="#2f5d62")
 PRIVACY_CENTER_ACCENT_COLOR: str = env.str("PRIVACY_CENTER_ACCENT_COLOR", default="#f4a261")
 PRIVACY_CENTER_FROM_EMAIL: str = env.str("PRIVACY_CENTER_FROM_EMAIL", default="privacy@localhost")
+
+# --- recommendations: catalog, model refresh, serving (docs/recommendations.md) ---
+# Categories (top level) where buying the same item again is normal; in every other category an item
+# bought in the last RECS_RECENT_PURCHASE_DAYS is not recommended again.
+RECS_REPEAT_CATEGORIES: list[str] = env.list(
+    "RECS_REPEAT_CATEGORIES", default=["beauty", "grocery", "food", "household", "pet supplies"]
+)
+RECS_RECENT_PURCHASE_DAYS: int = env.int("RECS_RECENT_PURCHASE_DAYS", default=90)
+RECS_MAX_PER_CATEGORY: int = env.int("RECS_MAX_PER_CATEGORY", default=3)  # diversity cap per list
+RECS_DEFAULT_K: int = env.int("RECS_DEFAULT_K", default=10)
+RECS_BOOST_FACTOR: float = env.float("RECS_BOOST_FACTOR", default=1.5)  # ?boost_categories=
+RECS_SESSION_MINUTES: int = env.int("RECS_SESSION_MINUTES", default=30)  # a gap longer ends a session
+# The refresh: temporal holdout length, metric that decides promotion, training parameters (JSON).
+RECS_HOLDOUT_DAYS: int = env.int("RECS_HOLDOUT_DAYS", default=14)
+RECS_PRIMARY_METRIC: str = env.str("RECS_PRIMARY_METRIC", default="ndcg@10")
+RECS_TRAIN_PARAMS: dict = env.json("RECS_TRAIN_PARAMS", default={})
+RECS_REFRESH_HOUR: int = env.int("RECS_REFRESH_HOUR", default=3)  # nightly refresh (UTC)
+# Serving processes check the active model version in Redis at most this often (seconds).
+RECS_VERSION_CHECK_SECONDS: float = env.float("RECS_VERSION_CHECK_SECONDS", default=1.0)

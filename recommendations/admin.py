@@ -1,1 +1,212 @@
-"""Admin of recommendations: registered here as its models arrive."""
+"""Admin of recommendations: catalog, model versions (metrics, promote/rollback, refresh now,
+progress, CTR per version), business rules, and the read-only log of recommendations served.
+Every write goes through ``recommendations.services``."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+
+from profiles.admin import pretty_json
+
+from . import reports, services
+from .models import BusinessRule, ModelStatus, ModelVersion, Product, RecommendationServed
+
+METRIC_COLUMNS = ("ndcg@10", "map@10", "precision@10", "recall@10", "hit_rate@10", "coverage")
+
+
+@admin.register(Product)
+class ProductAdmin(admin.ModelAdmin):
+    list_display = ["sku", "title", "category", "brand", "price", "in_stock", "first_seen_source", "updated_at"]
+    list_filter = ["in_stock", "first_seen_source"]
+    search_fields = ["sku", "title", "brand", "category"]
+    readonly_fields = ["first_seen_source", "created_at", "updated_at"]
+    actions = ["mark_in_stock", "mark_out_of_stock"]
+
+    def save_model(self, request, obj, form, change) -> None:
+        item = {"sku": obj.sku, **{f: getattr(obj, f) for f in services.PRODUCT_FIELDS}}
+        services.product_upsert_many(items=[item], source="api")
+
+    def _set_stock(self, request, queryset, in_stock: bool) -> None:
+        items = [{"sku": sku, "in_stock": in_stock} for sku in queryset.values_list("sku", flat=True)]
+        result = services.product_upsert_many(items=items)
+        self.message_user(request, f"{result.updated} products marked {'in' if in_stock else 'out of'} stock.")
+
+    @admin.action(description="Mark in stock")
+    def mark_in_stock(self, request, queryset):
+        self._set_stock(request, queryset, True)
+
+    @admin.action(description="Mark out of stock")
+    def mark_out_of_stock(self, request, queryset):
+        self._set_stock(request, queryset, False)
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    """Model versions: the refresh's progress, metrics beside the active model's, CTR; promote and
+    roll back through the registry services; a button starts a refresh now."""
+
+    list_display = ["__str__", "status", "progress_bar", "primary", "baseline", "ctr", "created_by", "created_at"]
+    list_filter = ["status"]
+    exclude = ["artifact", "metrics", "baseline_metrics", "data_stats", "context_stats", "params"]
+    readonly_fields = [
+        f.name
+        for f in ModelVersion._meta.fields
+        if f.name not in ("artifact", "metrics", "baseline_metrics", "data_stats", "context_stats", "params")
+    ] + ["progress_bar", "metrics_table", "ctr", "params_pretty", "data_stats_pretty", "context_pretty"]
+    actions = ["promote", "rollback"]
+    change_list_template = "admin/recommendations/modelversion/change_list.html"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer("artifact")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        self._ctr = reports.ctr_by_model_version()
+        return super().changelist_view(request, extra_context)
+
+    @admin.display(description="progress")
+    def progress_bar(self, obj: ModelVersion):
+        percent = round(100 * (obj.progress or 0))
+        return format_html(
+            '<progress max="100" value="{}" style="width:8em"></progress> {}% {}',
+            percent,
+            percent,
+            obj.error[:120] if obj.error else obj.progress_message,
+        )
+
+    @admin.display(description="ndcg@10 (holdout)")
+    def primary(self, obj: ModelVersion):
+        value = (obj.metrics or {}).get("ndcg@10")
+        return "—" if value is None else f"{value:.4f}"
+
+    @admin.display(description="active's ndcg@10")
+    def baseline(self, obj: ModelVersion):
+        value = (obj.baseline_metrics or {}).get("ndcg@10")
+        return "—" if value is None else f"{value:.4f}"
+
+    @admin.display(description="CTR (served / seen / clicked)")
+    def ctr(self, obj: ModelVersion):
+        table = getattr(self, "_ctr", None)
+        if table is None:
+            table = self._ctr = reports.ctr_by_model_version()
+        row = table.get(obj.pk)
+        if not row:
+            return "—"
+        return f"{row['ctr']:.1%} ({row['served']} / {row['seen']} / {row['clicked']})"
+
+    @admin.display(description="metrics on the holdout")
+    def metrics_table(self, obj: ModelVersion):
+        ours, theirs = obj.metrics or {}, obj.baseline_metrics or {}
+        rows = [(name, _fmt(ours.get(name)), _fmt(theirs.get(name))) for name in METRIC_COLUMNS if name in ours]
+        body = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", rows)
+        return format_html(
+            "<table><tr><th>metric</th><th>this version</th><th>active model's recipe</th></tr>{}</table><p>{}</p>",
+            body,
+            obj.decision,
+        )
+
+    @admin.display(description="params")
+    def params_pretty(self, obj):
+        return pretty_json(obj.params)
+
+    @admin.display(description="data")
+    def data_stats_pretty(self, obj):
+        return pretty_json(obj.data_stats)
+
+    @admin.display(description="context statistics")
+    def context_pretty(self, obj):
+        return pretty_json(obj.context_stats)
+
+    @admin.action(description="Promote (make active)")
+    def promote(self, request, queryset):
+        self._activate(request, queryset, services.model_version_promote, "promoted")
+
+    @admin.action(description="Roll back to this retired version")
+    def rollback(self, request, queryset):
+        self._activate(request, queryset, services.model_version_rollback, "re-activated")
+
+    def _activate(self, request, queryset, service, verb: str) -> None:
+        if queryset.count() != 1:
+            self.message_user(request, "Choose exactly one version.", messages.ERROR)
+            return
+        version = queryset.first()
+        try:
+            version = service(version=version, by=request.user.get_username())
+        except services.RegistryError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+        else:
+            self.message_user(request, f"Model v{version.pk} {verb}; servers switch within a second.")
+
+    def get_urls(self):
+        return [
+            path(
+                "refresh/", self.admin_site.admin_view(self.refresh_view), name="recommendations_modelversion_refresh"
+            ),
+            *super().get_urls(),
+        ]
+
+    def refresh_view(self, request):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not request.user.has_perm("recommendations.change_modelversion"):
+            raise PermissionDenied
+        if ModelVersion.objects.filter(status=ModelStatus.TRAINING, finished_at__isnull=True).exists():
+            self.message_user(request, "A refresh is already running.", messages.WARNING)
+        else:
+            version = services.model_refresh_start(requested_by=request.user.get_username())
+            self.message_user(request, f"Model refresh v{version.pk} queued; progress shows here.")
+        return HttpResponseRedirect(reverse("admin:recommendations_modelversion_changelist"))
+
+
+def _fmt(value) -> str:
+    return "—" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+@admin.register(BusinessRule)
+class BusinessRuleAdmin(admin.ModelAdmin):
+    list_display = ["kind", "category", "factor", "placement", "is_active", "note", "updated_at"]
+    list_filter = ["kind", "is_active"]
+    search_fields = ["category", "note"]
+
+    def save_model(self, request, obj, form, change) -> None:
+        super().save_model(request, obj, form, change)
+        services.catalog_changed()  # serving reloads the rules with the catalog
+
+    def delete_model(self, request, obj) -> None:
+        super().delete_model(request, obj)
+        services.catalog_changed()
+
+
+@admin.register(RecommendationServed)
+class RecommendationServedAdmin(admin.ModelAdmin):
+    list_display = ["id", "created_at", "placement", "personalised", "model_version", "profile_id", "item_count"]
+    list_filter = ["personalised", "placement"]
+    list_select_related = ["model_version"]
+    search_fields = ["=id", "=profile__id"]
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in RecommendationServed._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="items")
+    def item_count(self, obj) -> int:
+        return len(obj.items or [])

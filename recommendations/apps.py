@@ -5,3 +5,11 @@ class RecommendationsConfig(AppConfig):
     name = "recommendations"
     verbose_name = "Recommendations"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from profiles import hooks
+
+        from . import privacy
+
+        hooks.on_events_stored.subscribe(privacy.on_events_stored)
+        privacy.register()

@@ -1,1 +1,146 @@
-"""Models of recommendations arrive with its issue; the app is installed from the start (ARCHITECTURE.md)."""
+"""Catalog, model registry, the log of recommendations served, and business rules.
+
+- ``Product``: the shop's catalog (upsert API, import command, or created from events).
+- ``ModelVersion``: one trained model with its data window, metrics on a temporal holdout, the
+  artifact (bytea: every web process loads it from PostgreSQL) and its lifecycle
+  (training → candidate | active → retired; failed). At most one version is active.
+- ``RecommendationServed``: each answer of the serving API (its id comes back on impression and
+  click events, which is how models are joined to outcomes). It is "recommendations shown" for the
+  privacy export.
+- ``BusinessRule``: exclude or boost a category, for every placement or one.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+
+class ProductSource(models.TextChoices):
+    EVENT = "event"
+    API = "api"
+    IMPORT = "import"
+
+
+class Product(models.Model):
+    sku = models.CharField(max_length=100, unique=True)
+    title = models.CharField(max_length=500, blank=True, default="")
+    description = models.TextField(blank=True, default="")
+    category = models.CharField(
+        max_length=500, blank=True, default="", help_text='category path, levels separated by " > "'
+    )
+    brand = models.CharField(max_length=200, blank=True, default="")
+    price = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    attributes = models.JSONField(default=dict, blank=True)
+    in_stock = models.BooleanField(default=True)
+    first_seen_source = models.CharField(max_length=8, choices=ProductSource.choices, default=ProductSource.API)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    class Meta:
+        ordering = ["sku"]
+
+    def __str__(self) -> str:
+        return f"{self.sku} {self.title}".strip()
+
+    @property
+    def top_category(self) -> str:
+        return self.category.split(" > ")[0] if self.category else ""
+
+
+class ModelStatus(models.TextChoices):
+    TRAINING = "training"
+    CANDIDATE = "candidate"
+    ACTIVE = "active"
+    RETIRED = "retired"
+    FAILED = "failed"
+
+
+class ModelVersion(models.Model):
+    kind = models.CharField(max_length=32, default="hybrid")
+    params = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=10, choices=ModelStatus.choices, default=ModelStatus.TRAINING, db_index=True)
+    data_since = models.DateTimeField(null=True, blank=True, help_text="first interaction used")
+    data_until = models.DateTimeField(null=True, blank=True, help_text="last interaction used")
+    holdout_since = models.DateTimeField(null=True, blank=True, help_text="start of the temporal holdout")
+    metrics = models.JSONField(default=dict, blank=True, help_text="this model on the holdout")
+    baseline_metrics = models.JSONField(
+        default=dict, blank=True, help_text="the model active at training time, on the same holdout"
+    )
+    decision = models.TextField(blank=True, default="", help_text="why it was or was not promoted")
+    data_stats = models.JSONField(default=dict, blank=True, help_text="users, items, interactions")
+    context_stats = models.JSONField(default=dict, blank=True, help_text="category shares by device and hour")
+    artifact = models.BinaryField(null=True, blank=True, editable=False)
+    artifact_bytes = models.PositiveBigIntegerField(default=0)
+    artifact_revision = models.PositiveIntegerField(
+        default=1, help_text="bumped when the artifact is republished (e.g. after an erasure)"
+    )
+    progress = models.FloatField(default=0.0)
+    progress_message = models.CharField(max_length=200, blank=True, default="")
+    error = models.TextField(blank=True, default="")
+    created_by = models.CharField(max_length=150, blank=True, default="schedule")
+    promoted_by = models.CharField(max_length=150, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    promoted_at = models.DateTimeField(null=True, blank=True)
+    retired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["status"], condition=models.Q(status="active"), name="modelversion_one_active"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"model v{self.pk} ({self.kind}, {self.status})"
+
+    def primary_metric(self, name: str) -> float | None:
+        value = (self.metrics or {}).get(name)
+        return float(value) if value is not None else None
+
+
+class RecommendationServed(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    profile = models.ForeignKey(
+        "profiles.Profile", null=True, blank=True, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    model_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    placement = models.CharField(max_length=100, blank=True, default="")
+    personalised = models.BooleanField(default=False)
+    items = models.JSONField(default=list, help_text="skus in the order shown")
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["profile", "created_at"], name="recserved_profile_time")]
+        verbose_name = "recommendation served"
+        verbose_name_plural = "recommendations served"
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.placement or 'no placement'})"
+
+
+class RuleKind(models.TextChoices):
+    EXCLUDE = "exclude", "exclude the category"
+    BOOST = "boost", "boost the category"
+
+
+class BusinessRule(models.Model):
+    kind = models.CharField(max_length=8, choices=RuleKind.choices)
+    category = models.CharField(max_length=500, help_text="a category path or its top level; matches the prefix")
+    factor = models.FloatField(default=1.5, help_text="boost: the score is multiplied by this")
+    placement = models.CharField(max_length=100, blank=True, default="", help_text="empty: every placement")
+    is_active = models.BooleanField(default=True)
+    note = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["kind", "category"]
+
+    def __str__(self) -> str:
+        where = f" on {self.placement}" if self.placement else ""
+        return f"{self.kind} {self.category}{where}"

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-from django.urls import URLPattern
+from django.urls import URLPattern, path
 from rest_framework.routers import DefaultRouter
 
-# paths under /api/v1/ that are not viewsets on the router
-urlpatterns: list[URLPattern] = []
+from .views import ProductViewSet, RecommendationViewSet
+
+# the catalog takes PUT/POST on the collection (bulk upsert), which the router does not map
+urlpatterns: list[URLPattern] = [
+    path(
+        "products/",
+        ProductViewSet.as_view({"get": "list", "post": "upsert", "put": "upsert"}),
+        name="product-list",
+    ),
+    path("products/<str:sku>/", ProductViewSet.as_view({"get": "retrieve"}), name="product-detail"),
+    path("products/<str:sku>/similar/", ProductViewSet.as_view({"get": "similar"}), name="product-similar"),
+]
 
 
 def register(router: DefaultRouter) -> None:
     """Register this app's viewsets on the shared /api/v1/ router."""
+    router.register("recommendations", RecommendationViewSet, basename="recommendation")

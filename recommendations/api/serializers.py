@@ -1,0 +1,135 @@
+"""Input and output serializers of the recommendations API (separate, as STYLE.md asks)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from rest_framework import serializers
+
+from recommendations.models import Product
+
+MAX_UPSERT = 1000
+MAX_K = 100
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+class ProductInput(serializers.Serializer):
+    """One product. Fields left out keep their stored value (a new product gets the defaults)."""
+
+    sku = serializers.CharField(max_length=100, trim_whitespace=True)
+    title = serializers.CharField(max_length=500, required=False, allow_blank=True)
+    description = serializers.CharField(max_length=20_000, required=False, allow_blank=True)
+    category = serializers.CharField(
+        max_length=500, required=False, allow_blank=True, help_text='Category path, levels joined by " > ".'
+    )
+    brand = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    price = serializers.DecimalField(max_digits=12, decimal_places=2, min_value=0, required=False, allow_null=True)
+    attributes = serializers.DictField(required=False, help_text="Free-form attributes (JSON object).")
+    in_stock = serializers.BooleanField(required=False)
+
+    def validate_sku(self, value: str) -> str:
+        if "/" in value:
+            raise serializers.ValidationError("A sku cannot contain '/'.")
+        return value
+
+    def validate_category(self, value: str) -> str:
+        return " > ".join(part.strip() for part in value.split(">") if part.strip())
+
+
+class ProductUpsertInput(serializers.Serializer):
+    products = ProductInput(many=True, allow_empty=False, max_length=MAX_UPSERT)
+
+
+class ProductOutput(serializers.ModelSerializer):
+    attributes = serializers.DictField(read_only=True)
+
+    class Meta:
+        model = Product
+        fields = [
+            "sku",
+            "title",
+            "description",
+            "category",
+            "brand",
+            "price",
+            "attributes",
+            "in_stock",
+            "first_seen_source",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class UpsertOutput(serializers.Serializer):
+    created = serializers.IntegerField()
+    updated = serializers.IntegerField()
+    skus = serializers.ListField(child=serializers.CharField())
+
+
+class CsvListField(serializers.CharField):
+    """A comma-separated query parameter, as a list."""
+
+    def to_internal_value(self, data) -> list[str]:
+        return _split(super().to_internal_value(data))
+
+
+class RecommendationQueryInput(serializers.Serializer):
+    profile_id = serializers.UUIDField(required=False, help_text="A profile id (a merged-away id works).")
+    user_id = serializers.CharField(max_length=255, required=False, help_text="The shop's user id.")
+    anonymous_id = serializers.CharField(max_length=255, required=False, help_text="An anonymous id.")
+    k = serializers.IntegerField(min_value=1, max_value=MAX_K, required=False, help_text="How many items (1-100).")
+    placement = serializers.CharField(max_length=100, required=False, default="", help_text="e.g. home, cart, pdp")
+    device = serializers.ChoiceField(
+        choices=["desktop", "mobile", "tablet"], required=False, help_text="Default: the session's device."
+    )
+    local_hour = serializers.IntegerField(
+        min_value=0, max_value=23, required=False, help_text="The shopper's local hour (default: from the session)."
+    )
+    session_items = CsvListField(
+        max_length=2000, required=False, help_text="Comma-separated skus on screen now (the page's context)."
+    )
+    exclude_categories = CsvListField(max_length=2000, required=False, help_text="Comma-separated categories.")
+    boost_categories = CsvListField(max_length=2000, required=False, help_text="Comma-separated categories.")
+    max_per_category = serializers.IntegerField(
+        min_value=1, max_value=MAX_K, required=False, help_text="Diversity cap (default RECS_MAX_PER_CATEGORY)."
+    )
+
+    def validate(self, attrs: dict) -> dict:
+        named = [key for key in ("profile_id", "user_id", "anonymous_id") if attrs.get(key)]
+        if len(named) > 1:
+            raise serializers.ValidationError(
+                {key: ["Give one of profile_id, user_id, anonymous_id."] for key in named}
+            )
+        attrs.setdefault("k", settings.RECS_DEFAULT_K)
+        return attrs
+
+
+class SimilarQueryInput(serializers.Serializer):
+    k = serializers.IntegerField(min_value=1, max_value=MAX_K, required=False, default=10)
+
+
+class RecommendedItemOutput(serializers.Serializer):
+    sku = serializers.CharField()
+    title = serializers.CharField()
+    category = serializers.CharField(help_text="Top-level category.")
+    score = serializers.FloatField()
+    recommender = serializers.CharField(help_text="buy_again, als, item_item, content, session, popularity, …")
+    reason = serializers.DictField(help_text='Machine-readable reason, e.g. {"type": "bought", "item_id": "X"}.')
+    explanation = serializers.CharField(help_text='A sentence for the shopper, e.g. "Because you bought X".')
+
+
+class RecommendationOutput(serializers.Serializer):
+    recommendation_id = serializers.UUIDField(
+        help_text="Send it back as properties.recommendation_id on Recommendation Viewed / Product Clicked."
+    )
+    model_version = serializers.IntegerField(allow_null=True)
+    personalised = serializers.BooleanField(
+        help_text="False when the shopper is unknown or has not consented to personalisation."
+    )
+    profile_id = serializers.UUIDField(allow_null=True)
+    placement = serializers.CharField()
+    context = serializers.DictField()
+    items = RecommendedItemOutput(many=True)

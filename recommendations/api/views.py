@@ -1,0 +1,110 @@
+"""The recommendations API (secret key): catalog upsert and read, recommendations, similar items."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from django.http import Http404
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, viewsets
+from rest_framework.pagination import CursorPagination
+from rest_framework.response import Response
+
+from recommendations import services, serving
+from recommendations.models import Product
+
+from .serializers import (
+    ProductOutput,
+    ProductUpsertInput,
+    RecommendationOutput,
+    RecommendationQueryInput,
+    SimilarQueryInput,
+    UpsertOutput,
+)
+
+
+class ProductPagination(CursorPagination):
+    ordering = "sku"
+    page_size = 100
+
+
+class ProductViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """The product catalog: bulk upsert by sku, read one, list, and similar items."""
+
+    queryset = Product.objects.all()
+    serializer_class = ProductOutput
+    lookup_field = "sku"
+    lookup_value_regex = "[^/]+"
+    pagination_class = ProductPagination
+
+    @extend_schema(
+        request=ProductUpsertInput,
+        responses={200: UpsertOutput},
+        description=(
+            'Create or update up to 1000 products by sku: `{"products": [{"sku": …, "title": …}, …]}` (a bare '
+            "list works too). All or nothing: any invalid item answers 400 with messages per field, e.g. "
+            "`products.3.price`. Fields left out keep their stored value."
+        ),
+    )
+    def upsert(self, request):
+        body = request.data
+        data = ProductUpsertInput(data={"products": body} if isinstance(body, list) else body)
+        data.is_valid(raise_exception=True)
+        result = services.product_upsert_many(items=data.validated_data["products"])
+        return Response(UpsertOutput({"created": result.created, "updated": result.updated, "skus": result.skus}).data)
+
+    @extend_schema(parameters=[SimilarQueryInput], responses={200: RecommendationOutput})
+    def similar(self, request, sku: str):
+        """Products similar to this one (in stock), from the active model."""
+        query = SimilarQueryInput(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        answer = serving.similar(sku=sku, k=query.validated_data["k"])
+        if answer is None:
+            raise Http404
+        return Response(RecommendationOutput(asdict(answer)).data)
+
+
+class RecommendationViewSet(viewsets.GenericViewSet):
+    """What this shopper should see: ranked, filtered, explained, logged."""
+
+    serializer_class = RecommendationOutput
+    pagination_class = None
+
+    def get_queryset(self):  # pragma: no cover - not a model endpoint
+        return Product.objects.none()
+
+    @extend_schema(
+        parameters=[RecommendationQueryInput],
+        responses={200: RecommendationOutput},
+        description=(
+            "Recommendations for a profile (`profile_id`), a shop user (`user_id`) or a visitor (`anonymous_id`); "
+            "none of them: a non-personalised list. Without personalisation consent the list is not personalised "
+            "(`personalised: false`). Send `recommendation_id` back on the impression and click events."
+        ),
+    )
+    def list(self, request):
+        query = RecommendationQueryInput(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        values = query.validated_data
+        try:
+            answer = serving.recommend(
+                serving.Query(
+                    profile_id=str(values["profile_id"]) if values.get("profile_id") else None,
+                    user_id=values.get("user_id"),
+                    anonymous_id=values.get("anonymous_id"),
+                    k=values["k"],
+                    placement=values.get("placement", ""),
+                    device=values.get("device", ""),
+                    local_hour=values.get("local_hour"),
+                    session_items=values.get("session_items", []),
+                    exclude_categories=values.get("exclude_categories", []),
+                    boost_categories=values.get("boost_categories", []),
+                    max_per_category=values.get("max_per_category"),
+                )
+            )
+        except serving.UnknownProfile:
+            raise Http404 from None
+        return Response(RecommendationOutput(asdict(answer)).data)
+
+
+__all__ = ["ProductViewSet", "RecommendationViewSet"]

@@ -1,0 +1,36 @@
+"""The recommendations app's hooks into lower layers: the privacy registry and new events."""
+
+from __future__ import annotations
+
+import logging
+
+logger = logging.getLogger("cdp.recommendations")
+
+
+def export(profile_ids: list[str]) -> dict:
+    from .reports import served_export
+
+    return {"recommendations_shown": served_export(profile_ids=profile_ids)}
+
+
+def erase(profile_ids: list[str]) -> None:
+    from .services import recommendations_erase
+
+    recommendations_erase(profile_ids=profile_ids)
+
+
+def register() -> None:
+    try:
+        from consent.privacy import privacy_register
+    except ImportError:  # consent's registry not there
+        return
+    from .models import RecommendationServed
+
+    privacy_register(name="recommendations", models=[RecommendationServed], export=export, erase=erase, order=90)
+
+
+def on_events_stored(*, events: list[dict]) -> None:
+    """Products first seen in events are created from their properties (one cheap statement)."""
+    from .services import products_from_events
+
+    products_from_events(events=events)

@@ -1,0 +1,584 @@
+"""Writes of the recommendations app: the catalog, the model registry and refresh, erasure.
+
+The refresh (``model_refresh_execute``) is the long one: extract interactions from PostgreSQL,
+split off a temporal holdout, train a candidate on what comes before it, evaluate it and the
+active model's recipe on the same holdout, and promote the candidate only when it is better
+(decision 0018). A promoted candidate is retrained on all data before it is published.
+Publishing sets ``recs:active`` in Redis; serving processes look at it at most once a second
+(``recommendations.serving``) and load the new artifact from PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from .models import ModelStatus, ModelVersion, Product, ProductSource, RecommendationServed
+
+logger = logging.getLogger("cdp.recommendations")
+
+ACTIVE_KEY = "recs:active"  # "<version id>:<artifact revision>" of the active model
+CATALOG_KEY = "recs:catalog"  # bumped whenever products change; serving reloads its catalog arrays
+PRODUCT_FIELDS = ("title", "description", "category", "brand", "price", "attributes", "in_stock")
+KEEP_ARTIFACTS = 5  # artifacts of the newest non-active versions kept for rollback; older ones are dropped
+
+
+# --- catalog ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class UpsertResult:
+    created: int = 0
+    updated: int = 0
+    skus: list[str] = field(default_factory=list)
+
+
+def catalog_changed() -> None:
+    """Tell serving processes the catalog changed (they reload titles and stock within a second)."""
+    try:
+        try:
+            cache.incr(CATALOG_KEY)
+        except ValueError:
+            cache.set(CATALOG_KEY, 1, timeout=None)
+    except Exception as exc:  # Redis down: serving reloads on its own TTL
+        logger.warning("could not bump the catalog version: %s", exc)
+
+
+def product_upsert_many(*, items: list[dict], source: str = ProductSource.API) -> UpsertResult:
+    """Create or update products by sku. Fields absent from an item keep their stored value (new
+    products get the defaults); ``first_seen_source`` is set once, on creation. Items must be clean
+    (the API's and the import's input validation)."""
+    result = UpsertResult()
+    if not items:
+        return result
+    by_sku: dict[str, dict] = {}
+    for item in items:  # the last occurrence of a sku wins, as if sent one after the other
+        by_sku[item["sku"]] = {**by_sku.get(item["sku"], {}), **item}
+    existing = set(Product.objects.filter(sku__in=list(by_sku)).values_list("sku", flat=True))
+    groups: dict[tuple[str, ...], list[Product]] = {}
+    for sku, item in by_sku.items():
+        fields = tuple(f for f in PRODUCT_FIELDS if f in item)
+        groups.setdefault(fields, []).append(Product(sku=sku, first_seen_source=source, **{f: item[f] for f in fields}))
+    with transaction.atomic():
+        for fields, products in groups.items():
+            if fields:
+                Product.objects.bulk_create(
+                    products,
+                    batch_size=1000,
+                    update_conflicts=True,
+                    unique_fields=["sku"],
+                    update_fields=[*fields, "updated_at"],
+                )
+            else:
+                Product.objects.bulk_create(products, batch_size=1000, ignore_conflicts=True)
+        transaction.on_commit(catalog_changed)
+    result.created = len(by_sku) - len(existing)
+    result.updated = len(existing)
+    result.skus = list(by_sku)
+    return result
+
+
+def _decimal(value) -> Decimal | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = Decimal(str(value)).quantize(Decimal("0.01"))
+    except (InvalidOperation, ValueError):
+        return None
+    return number if number.is_finite() and abs(number) < Decimal("1e10") else None
+
+
+def _product_from_properties(props: dict) -> dict | None:
+    sku = props.get("product_id") or props.get("sku")
+    if sku is None or isinstance(sku, (dict, list, bool)):
+        return None
+    sku = str(sku).strip()[:100]
+    if not sku:
+        return None
+    return {
+        "sku": sku,
+        "title": str(props.get("name") or "")[:500],
+        "category": str(props.get("category") or "")[:500],
+        "brand": str(props.get("brand") or "")[:200],
+        "price": _decimal(props.get("price")),
+    }
+
+
+# skus this process has already seen in events (so the common case costs no statement at all)
+_seen_skus: set[str] = set()
+_SEEN_MAX = 200_000
+PRODUCT_EVENTS = ("Product Viewed", "Product Added", "Product Clicked", "Product Removed")
+ORDER_EVENTS = ("Order Completed",)
+
+
+def products_from_events(*, events: Iterable[dict]) -> int:
+    """Products first seen in tracking events, created from their properties (one INSERT … ON
+    CONFLICT DO NOTHING for the skus this process has not seen). Returns how many were created."""
+    found: dict[str, dict] = {}
+    for event in events:
+        name = event.get("name")
+        props = event.get("properties") or {}
+        if name in PRODUCT_EVENTS:
+            lines = [props]
+        elif name in ORDER_EVENTS and isinstance(props.get("products"), list):
+            lines = [p for p in props["products"] if isinstance(p, dict)]
+        else:
+            continue
+        for line in lines:
+            product = _product_from_properties(line)
+            if product and product["sku"] not in _seen_skus:
+                found.setdefault(product["sku"], product)
+    if not found:
+        return 0
+    created = products_insert_missing(products=list(found.values()), source=ProductSource.EVENT)
+    if len(_seen_skus) > _SEEN_MAX:
+        _seen_skus.clear()
+    _seen_skus.update(found)
+    return created
+
+
+def products_insert_missing(*, products: list[dict], source: str) -> int:
+    """Insert the products whose sku is unknown, in one statement; existing rows are left alone."""
+    if not products:
+        return 0
+    columns = [[] for _ in range(5)]
+    for p in products:
+        for column, value in zip(
+            columns,
+            (p["sku"], p.get("title", ""), p.get("category", ""), p.get("brand", ""), p.get("price")),
+            strict=True,
+        ):
+            column.append(value)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO recommendations_product
+                (sku, title, description, category, brand, price, attributes, in_stock, first_seen_source,
+                 created_at, updated_at)
+            SELECT sku, title, '', category, brand, price, '{}'::jsonb, true, %s, now(), now()
+            FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::numeric[])
+                AS t(sku, title, category, brand, price)
+            ON CONFLICT (sku) DO NOTHING
+            """,
+            [source, *columns],
+        )
+        created = cursor.rowcount
+    if created:
+        transaction.on_commit(catalog_changed)
+    return created
+
+
+# --- model registry --------------------------------------------------------------------------------
+
+
+def publish_active(*, version_id: int | None, revision: int = 1) -> None:
+    """Set the active version key that serving processes poll (never fails the caller)."""
+    try:
+        if version_id is None:
+            cache.delete(ACTIVE_KEY)
+        else:
+            cache.set(ACTIVE_KEY, f"{version_id}:{revision}", timeout=None)
+    except Exception as exc:  # serving falls back to asking PostgreSQL
+        logger.warning("could not publish the active model version: %s", exc)
+
+
+def _publish_on_commit(version: ModelVersion) -> None:
+    version_id, revision = version.pk, version.artifact_revision
+    transaction.on_commit(lambda: publish_active(version_id=version_id, revision=revision))
+
+
+class RegistryError(ValueError):
+    """A registry action that cannot be done (the message says why)."""
+
+
+@transaction.atomic
+def model_version_promote(*, version: ModelVersion, by: str, reason: str = "") -> ModelVersion:
+    """Make ``version`` the active model (retiring the active one). Works for candidates and, as a
+    rollback, for retired versions; needs an artifact."""
+    version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+    if version.status == ModelStatus.ACTIVE:
+        return version
+    if version.status not in (ModelStatus.CANDIDATE, ModelStatus.RETIRED):
+        raise RegistryError(
+            f"Model v{version.pk} is {version.status}; only candidates and retired versions can go live."
+        )
+    if not ModelVersion.objects.filter(pk=version.pk, artifact__isnull=False).exists():
+        raise RegistryError(f"Model v{version.pk} has no stored artifact any more (only the newest are kept).")
+    now = timezone.now()
+    ModelVersion.objects.select_for_update().filter(status=ModelStatus.ACTIVE).update(
+        status=ModelStatus.RETIRED, retired_at=now
+    )
+    version.status = ModelStatus.ACTIVE
+    version.promoted_at = now
+    version.promoted_by = by
+    version.retired_at = None
+    if reason:
+        version.decision = f"{version.decision}\n{now:%Y-%m-%d %H:%M} {by}: {reason}".strip()
+    version.save(update_fields=["status", "promoted_at", "promoted_by", "retired_at", "decision"])
+    _publish_on_commit(version)
+    return version
+
+
+def model_version_rollback(*, version: ModelVersion, by: str) -> ModelVersion:
+    """Re-activate a retired version (the active one is retired)."""
+    if version.status != ModelStatus.RETIRED:
+        raise RegistryError(f"Model v{version.pk} is {version.status}; rollback re-activates a retired version.")
+    return model_version_promote(version=version, by=by, reason="rolled back to this version")
+
+
+def model_refresh_start(*, requested_by: str, params: dict | None = None, queue: bool = True) -> ModelVersion:
+    """Record a refresh (a version in status training) and queue the Celery task on commit."""
+    with transaction.atomic():
+        version = ModelVersion.objects.create(
+            kind="hybrid",
+            params={**settings.RECS_TRAIN_PARAMS, **(params or {})},
+            created_by=requested_by,
+            progress_message="queued",
+        )
+        if queue:
+            from .tasks import ml_model_refresh
+
+            version_id = version.pk
+            transaction.on_commit(lambda: _queue(ml_model_refresh, version_id))
+    return version
+
+
+def _queue(task, version_id: int) -> None:
+    try:
+        task.apply_async(args=[version_id], retry=False)
+    except Exception as exc:
+        logger.warning("could not queue model refresh %s: %s", version_id, exc)
+        ModelVersion.objects.filter(pk=version_id, status=ModelStatus.TRAINING).update(
+            status=ModelStatus.FAILED, error=f"could not queue the refresh: {exc}", finished_at=timezone.now()
+        )
+
+
+class _Progress:
+    """Writes progress to the version row at most every half second (visible in admin)."""
+
+    def __init__(self, version: ModelVersion, start: float, end: float) -> None:
+        self.version, self.start, self.end = version, start, end
+        self.last = 0.0
+
+    def span(self, start: float, end: float) -> _Progress:
+        return _Progress(self.version, start, end)
+
+    def __call__(self, fraction: float, message: str) -> None:
+        now = time.monotonic()
+        if now - self.last < 0.5 and fraction < 1.0:
+            return
+        self.last = now
+        value = self.start + (self.end - self.start) * max(0.0, min(1.0, fraction))
+        ModelVersion.objects.filter(pk=self.version.pk).update(progress=round(value, 3), progress_message=message[:200])
+
+
+def _ts(epoch: float) -> datetime:
+    return datetime.fromtimestamp(float(epoch), tz=UTC)
+
+
+def model_refresh_execute(*, version_id: int) -> ModelVersion:
+    """Run a queued refresh; idempotent (a version that is no longer training is returned as is)."""
+    claimed = ModelVersion.objects.filter(pk=version_id, status=ModelStatus.TRAINING, progress=0).update(
+        progress=0.01, progress_message="starting"
+    )
+    version = ModelVersion.objects.get(pk=version_id)
+    if not claimed:
+        return version
+    try:
+        return _refresh(version)
+    except Exception as exc:
+        logger.exception("model refresh %s failed", version_id)
+        ModelVersion.objects.filter(pk=version_id).update(
+            status=ModelStatus.FAILED, error=f"{type(exc).__name__}: {exc}"[:4000], finished_at=timezone.now()
+        )
+        version.refresh_from_db()
+        return version
+
+
+def _refresh(version: ModelVersion) -> ModelVersion:
+    from recommendations.engine.bundle import ModelBundle, train_bundle
+    from recommendations.engine.evaluate import evaluate_bundle, holdout_split
+    from recommendations.selectors import interactions_extract
+
+    progress = _Progress(version, 0.0, 1.0)
+    started = time.monotonic()
+    timings: dict[str, float] = {}
+    metric = settings.RECS_PRIMARY_METRIC
+    k = _metric_k(metric)
+
+    progress(0.02, "extracting interactions")
+    t0 = time.monotonic()
+    data, catalog = interactions_extract()
+    timings["extract"] = round(time.monotonic() - t0, 3)
+    if len(data) == 0:
+        raise RegistryError("No interactions to train on yet (no orders, views or carts).")
+    created = _products_from_catalog(catalog)
+    now = float(data.ts.max())
+
+    progress(0.1, "splitting the temporal holdout")
+    train, truth = holdout_split(data, settings.RECS_HOLDOUT_DAYS)
+    if len(train) == 0:
+        raise RegistryError(
+            f"All interactions fall in the {settings.RECS_HOLDOUT_DAYS}-day holdout; nothing to train on."
+        )
+    t0 = time.monotonic()
+    candidate = train_bundle(
+        data=train, catalog=catalog, params=version.params, now=truth.cutoff, progress=progress.span(0.1, 0.4)
+    )
+    timings["train_candidate"] = round(time.monotonic() - t0, 3)
+    progress(0.4, "evaluating the candidate")
+    t0 = time.monotonic()
+    cand_metrics = evaluate_bundle(candidate, truth, k)
+    timings["evaluate"] = round(time.monotonic() - t0, 3)
+
+    active = ModelVersion.objects.filter(status=ModelStatus.ACTIVE).defer("artifact").first()
+    baseline: dict = {}
+    if active is None:
+        promote, decision = True, "no active model: the first model is promoted"
+    else:
+        same_recipe = _recipe(active.params) == _recipe(version.params)
+        if same_recipe:
+            baseline = {**cand_metrics, "recipe": "same as the candidate"}
+        else:
+            progress(0.45, f"re-fitting the active model v{active.pk}'s recipe on the same window")
+            champion = train_bundle(
+                data=train, catalog=catalog, params=active.params, now=truth.cutoff, progress=progress.span(0.45, 0.6)
+            )
+            baseline = evaluate_bundle(champion, truth, k)
+            del champion
+        baseline["active_version"] = active.pk
+        # the stored artifact itself, for information: it has seen part of this holdout in training
+        blob = ModelVersion.objects.filter(pk=active.pk).values_list("artifact", flat=True).first()
+        if blob is not None:
+            try:
+                stored = evaluate_bundle(ModelBundle.from_bytes(bytes(blob)), truth, k)
+                baseline["stored_artifact"] = {key: stored[key] for key in stored if "@" in key}
+            except Exception as exc:  # an artifact of an older format: informative only
+                baseline["stored_artifact_error"] = str(exc)[:200]
+        ours, theirs = float(cand_metrics.get(metric, 0.0)), float(baseline.get(metric, 0.0))
+        if same_recipe:
+            promote = ours >= theirs
+            decision = (
+                f"same recipe as the active v{active.pk}: retrained on fresher data "
+                f"({metric} {ours:.4f} on the holdout)"
+            )
+        else:
+            promote = ours > theirs
+            verb = "beats" if promote else "does not beat"
+            decision = f"{metric} {ours:.4f} {verb} the active v{active.pk}'s recipe {theirs:.4f} on the same holdout"
+    if len(truth) == 0 and active is not None:
+        promote, decision = False, "the holdout has no customers to evaluate on: nothing promoted"
+
+    if promote:
+        progress(0.62, "retraining the promoted model on all data")
+        t0 = time.monotonic()
+        final = train_bundle(
+            data=data, catalog=catalog, params=version.params, now=now, progress=progress.span(0.62, 0.85)
+        )
+        timings["train_final"] = round(time.monotonic() - t0, 3)
+    else:
+        final = candidate
+    progress(0.86, "segment popularity")
+    segments = _segment_popularity(final)
+    progress(0.9, "context statistics")
+    context_stats = context_stats_compute(since=_ts(float(data.ts.min())))
+    progress(0.93, "storing the artifact")
+    t0 = time.monotonic()
+    blob = final.to_bytes()
+    timings["serialise"] = round(time.monotonic() - t0, 3)
+    timings["total"] = round(time.monotonic() - started, 3)
+    with transaction.atomic():
+        ModelVersion.objects.filter(pk=version.pk).update(
+            kind=str(final.params.get("primary", "hybrid"))[:32],
+            params=version.params,
+            data_since=_ts(float(data.ts.min())),
+            data_until=_ts(now),
+            holdout_since=_ts(truth.cutoff),
+            metrics={**cand_metrics, "train": candidate.metrics},
+            baseline_metrics=baseline,
+            decision=decision,
+            data_stats={
+                "users": int(data.n_users),
+                "items": int(data.n_items),
+                "interactions": len(data),
+                "holdout_users": len(truth),
+                "products_created": created,
+                "segments": segments,
+                "seconds": timings,
+            },
+            context_stats=context_stats,
+            artifact=blob,
+            artifact_bytes=len(blob),
+            status=ModelStatus.CANDIDATE,
+            progress=1.0 if not promote else 0.97,
+            progress_message="candidate (not promoted)" if not promote else "promoting",
+            finished_at=timezone.now(),
+        )
+        version.refresh_from_db()
+        if promote:
+            version = model_version_promote(version=version, by="refresh", reason=decision)
+            ModelVersion.objects.filter(pk=version.pk).update(progress=1.0, progress_message="active")
+            version.refresh_from_db()
+    _drop_old_artifacts()
+    return version
+
+
+def _metric_k(metric: str) -> int:
+    try:
+        return int(metric.split("@", 1)[1])
+    except (IndexError, ValueError):
+        return 10
+
+
+def _recipe(params: dict) -> str:
+    from recommendations.engine.params import merge_params
+
+    return json.dumps(merge_params(params), sort_keys=True, default=str)
+
+
+def _products_from_catalog(catalog) -> int:
+    """Products that orders imported in bulk (no hooks) know about but the catalog does not."""
+    if catalog is None or len(catalog) == 0:
+        return 0
+    known = set(Product.objects.filter(sku__in=list(catalog.items)).values_list("sku", flat=True))
+    missing = [
+        {
+            "sku": str(sku)[:100],
+            "title": str(catalog.title[n])[:500],
+            "category": str(catalog.category[n])[:500],
+            "brand": str(catalog.brand[n])[:200],
+            "price": _decimal(None if catalog.price[n] != catalog.price[n] else catalog.price[n]),
+        }
+        for n, sku in enumerate(catalog.items)
+        if sku not in known and str(sku).strip()
+    ]
+    return products_insert_missing(products=missing, source=ProductSource.IMPORT)
+
+
+def _segment_popularity(bundle) -> int:
+    """Popularity among the members of each active segment (needs the segments app's selectors)."""
+    try:
+        from segments.selectors import segment_member_ids, segments_active
+    except ImportError:  # segments not there (yet)
+        return 0
+    count = 0
+    for segment in segments_active():
+        bundle.segment_popularity_set(
+            slug=segment.slug, name=segment.name, user_ids=segment_member_ids(segment=segment)
+        )
+        count += 1
+    return count
+
+
+def context_stats_compute(*, since: datetime) -> dict:
+    """How each top category's share of product interest changes with the device and the hour of
+    day: ``{"device": {"mobile": {"fashion": 1.3, …}}, "daypart": {"evening": {…}}}`` (lifts,
+    1.0 = as usual). One aggregate over the events; serving multiplies scores by these lifts."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT device_type,
+                   CASE WHEN local_hour IS NULL THEN ''
+                        WHEN local_hour < 6 THEN 'night' WHEN local_hour < 12 THEN 'morning'
+                        WHEN local_hour < 18 THEN 'afternoon' ELSE 'evening' END AS daypart,
+                   split_part(coalesce(properties->>'category', ''), ' > ', 1) AS category,
+                   count(*)
+            FROM profiles_event
+            WHERE name IN ('Product Viewed', 'Product Added') AND occurred_at >= %s
+              AND properties ? 'category'
+            GROUP BY 1, 2, 3
+            """,
+            [since],
+        )
+        rows = cursor.fetchall()
+    total: dict[str, float] = {}
+    by: dict[str, dict[str, dict[str, float]]] = {"device": {}, "daypart": {}}
+    for device, daypart, category, n in rows:
+        if not category:
+            continue
+        total[category] = total.get(category, 0) + n
+        if device:
+            by["device"].setdefault(device, {}).setdefault(category, 0)
+            by["device"][device][category] += n
+        if daypart:
+            by["daypart"].setdefault(daypart, {}).setdefault(category, 0)
+            by["daypart"][daypart][category] += n
+    grand = sum(total.values())
+    out: dict[str, dict] = {"device": {}, "daypart": {}}
+    if not grand:
+        return out
+    for dimension, values in by.items():
+        for value, counts in values.items():
+            n = sum(counts.values())
+            if n < 50:  # too few to say anything
+                continue
+            out[dimension][value] = {
+                category: round((counts.get(category, 0) / n) / (total[category] / grand), 3) for category in total
+            }
+    return out
+
+
+def _drop_old_artifacts() -> None:
+    keep = list(
+        ModelVersion.objects.exclude(status=ModelStatus.ACTIVE)
+        .filter(artifact__isnull=False)
+        .order_by("-created_at")
+        .values_list("pk", flat=True)[:KEEP_ARTIFACTS]
+    )
+    ModelVersion.objects.exclude(status=ModelStatus.ACTIVE).exclude(pk__in=keep).filter(artifact__isnull=False).update(
+        artifact=None
+    )
+
+
+# --- served log and erasure ------------------------------------------------------------------------
+
+
+def recommendation_served_record(
+    *, id, profile_id, model_version_id: int | None, placement: str, personalised: bool, items: list[str]
+) -> None:
+    """Log one answer of the serving API (one INSERT, no ORM instance: this is on the hot path)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO recommendations_recommendationserved "
+            "(id, profile_id, model_version_id, placement, personalised, items, created_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s::jsonb, now())",
+            [id, profile_id, model_version_id, placement, personalised, json.dumps(items)],
+        )
+
+
+def recommendations_erase(*, profile_ids: list[str]) -> dict:
+    """Erasure: the served log of these people goes, and their rows and factors leave every stored
+    model (the active one first, republished at once so every server reloads it)."""
+    from recommendations.engine.bundle import ModelBundle
+
+    deleted, _ = RecommendationServed.objects.filter(profile_id__in=profile_ids).delete()
+    forgotten: list[int] = []
+    versions = ModelVersion.objects.filter(artifact__isnull=False).order_by("-status", "-created_at")
+    for version_id, status in versions.values_list("pk", "status"):
+        row = ModelVersion.objects.select_for_update().filter(pk=version_id).values_list("artifact", flat=True).first()
+        if row is None:
+            continue
+        bundle = ModelBundle.from_bytes(bytes(row))
+        if not any(bundle.known_user(pid) for pid in profile_ids):
+            continue
+        bundle.forget_users(list(profile_ids))
+        blob = bundle.to_bytes()
+        ModelVersion.objects.filter(pk=version_id).update(
+            artifact=blob, artifact_bytes=len(blob), artifact_revision=F("artifact_revision") + 1
+        )
+        forgotten.append(version_id)
+        if status == ModelStatus.ACTIVE:
+            revision = ModelVersion.objects.filter(pk=version_id).values_list("artifact_revision", flat=True).first()
+            transaction.on_commit(lambda v=version_id, r=revision: publish_active(version_id=v, revision=r))
+    return {"served_deleted": deleted, "models_updated": forgotten}

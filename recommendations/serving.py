@@ -1,0 +1,471 @@
+"""The serving path: the active model and the catalog, cached in each process, and the ranking.
+
+Per request: at most one Redis round trip a second (the active version key and the catalog
+version, one MGET), and a handful of small queries — the profile, consent, the profile's recent
+events, its segments, and the insert of the served log. The model is loaded from PostgreSQL only
+when the published version changes (a refresh, a rollback, an erasure), by one thread while the
+others keep answering with the model they have. With Redis unreachable the active version is read
+from PostgreSQL instead (at most once a second).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection
+from django.utils import timezone
+
+from profiles.models import Identifier, Profile
+from profiles.normalize import normalize_identifier
+
+from .models import BusinessRule, ModelStatus, ModelVersion, Product, RuleKind
+from .services import ACTIVE_KEY, CATALOG_KEY, recommendation_served_record
+
+logger = logging.getLogger("cdp.recommendations")
+
+CATALOG_MAX_AGE = 60.0  # seconds: reload the catalog at least this often even without a version bump
+RECENT_EVENTS = 200
+SESSION_BOOST = 1.3
+CONTEXT_CLIP = (0.8, 1.25)
+OVERFETCH = 4
+
+
+@dataclass
+class ActiveModel:
+    version_id: int
+    revision: int
+    bundle: object
+    context_stats: dict
+
+
+@dataclass
+class CatalogArrays:
+    version: object
+    loaded_at: float
+    title: dict[str, str] = field(default_factory=dict)
+    category: dict[str, str] = field(default_factory=dict)  # top level
+    out_of_stock: set[str] = field(default_factory=set)
+    known: set[str] = field(default_factory=set)
+    rules: list[tuple[str, str, float, str]] = field(default_factory=list)  # kind, category, factor, placement
+
+
+class _Runtime:
+    """What one process keeps between requests."""
+
+    def __init__(self) -> None:
+        self.model: ActiveModel | None = None
+        self.catalog: CatalogArrays | None = None
+        self.checked_at = -1e9
+        self.lock = threading.Lock()
+
+    def reset(self) -> None:
+        self.model = None
+        self.catalog = None
+        self.checked_at = -1e9
+
+
+runtime = _Runtime()
+
+
+def _published() -> tuple[str | None, object]:
+    """(active key, catalog version) from Redis; the active key from PostgreSQL when Redis fails."""
+    try:
+        values = cache.get_many([ACTIVE_KEY, CATALOG_KEY])
+        active = values.get(ACTIVE_KEY)
+        if active is None:
+            active = _active_from_db()
+            if active is not None:
+                cache.set(ACTIVE_KEY, active, timeout=None)
+        return active, values.get(CATALOG_KEY, 0)
+    except Exception as exc:
+        logger.warning("recommendations: Redis unavailable (%s); reading the active model from PostgreSQL", exc)
+        return _active_from_db(), None
+
+
+def _active_from_db() -> str | None:
+    row = ModelVersion.objects.filter(status=ModelStatus.ACTIVE).values_list("pk", "artifact_revision").first()
+    return f"{row[0]}:{row[1]}" if row else None
+
+
+def _load_model(key: str) -> ActiveModel | None:
+    from recommendations.engine.bundle import ModelBundle
+
+    version_id = key.partition(":")[0]
+    row = (
+        ModelVersion.objects.filter(pk=int(version_id))
+        .values_list("artifact", "artifact_revision", "context_stats")
+        .first()
+    )
+    if row is None or row[0] is None:
+        return None
+    started = time.monotonic()
+    bundle = ModelBundle.from_bytes(bytes(row[0]))
+    logger.info("recommendations: loaded model v%s.%s in %.2fs", version_id, row[1], time.monotonic() - started)
+    return ActiveModel(version_id=int(version_id), revision=int(row[1]), bundle=bundle, context_stats=row[2] or {})
+
+
+def _load_catalog(version: object) -> CatalogArrays:
+    arrays = CatalogArrays(version=version, loaded_at=time.monotonic())
+    rows = Product.objects.values_list("sku", "title", "category", "in_stock").iterator(chunk_size=10_000)
+    for sku, title, category, in_stock in rows:
+        arrays.known.add(sku)
+        arrays.title[sku] = title
+        arrays.category[sku] = category.split(" > ")[0] if category else ""
+        if not in_stock:
+            arrays.out_of_stock.add(sku)
+    arrays.rules = list(
+        BusinessRule.objects.filter(is_active=True).values_list("kind", "category", "factor", "placement")
+    )
+    return arrays
+
+
+def current() -> tuple[ActiveModel | None, CatalogArrays]:
+    """The active model and the catalog for this request (reloaded when their versions change)."""
+    rt = runtime
+    now = time.monotonic()
+    if now - rt.checked_at >= settings.RECS_VERSION_CHECK_SECONDS or rt.catalog is None:
+        rt.checked_at = now
+        active, catalog_version = _published()
+        model_key = f"{rt.model.version_id}:{rt.model.revision}" if rt.model else None
+        stale_catalog = (
+            rt.catalog is None
+            or (catalog_version is not None and catalog_version != rt.catalog.version)
+            or now - rt.catalog.loaded_at > CATALOG_MAX_AGE
+        )
+        # one thread reloads; the others keep answering with what they have (if anything)
+        if (active != model_key or stale_catalog) and rt.lock.acquire(blocking=rt.model is None or rt.catalog is None):
+            try:
+                if stale_catalog:
+                    rt.catalog = _load_catalog(catalog_version)
+                if active is None:
+                    rt.model = None
+                elif active != model_key:
+                    rt.model = _load_model(active)
+            finally:
+                rt.lock.release()
+    return rt.model, rt.catalog  # type: ignore[return-value]
+
+
+# --- the request ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Query:
+    profile_id: str | None = None
+    user_id: str | None = None
+    anonymous_id: str | None = None
+    k: int = 10
+    placement: str = ""
+    device: str = ""
+    local_hour: int | None = None
+    session_items: list[str] = field(default_factory=list)
+    exclude_categories: list[str] = field(default_factory=list)
+    boost_categories: list[str] = field(default_factory=list)
+    max_per_category: int | None = None
+
+
+class UnknownProfile(LookupError):
+    pass
+
+
+def resolve_profile(query: Query) -> str | None:
+    """The live profile id the query names (None: nobody named; UnknownProfile: a profile_id that
+    does not exist). Unknown user/anonymous ids are simply anonymous shoppers."""
+    if query.profile_id:
+        row = Profile.objects.filter(pk=query.profile_id).values_list("pk", "merged_into_id").first()
+        if row is None:
+            raise UnknownProfile(query.profile_id)
+        return str(row[1] or row[0])
+    for kind, value in (("user_id", query.user_id), ("anonymous_id", query.anonymous_id)):
+        if value:
+            normalised = normalize_identifier(kind, value)
+            if normalised is None:
+                continue
+            row = (
+                Identifier.objects.filter(kind=kind, value=normalised)
+                .values_list("profile_id", "profile__merged_into_id")
+                .first()
+            )
+            if row is not None:
+                return str(row[1] or row[0])
+    return None
+
+
+def personalisation_allowed(profile_id: str) -> bool:
+    from consent.selectors import consent_granted
+
+    return bool(consent_granted(profile_id=profile_id, purpose="personalisation"))
+
+
+def profile_segments(profile_id: str) -> list[tuple[str, str]]:
+    try:
+        from segments.selectors import profile_segments as segments_of
+    except ImportError:
+        return []
+    return list(segments_of(profile_id=profile_id).values_list("slug", "name"))
+
+
+@dataclass
+class History:
+    bought: dict[str, float] = field(default_factory=dict)  # sku -> epoch seconds of the latest purchase
+    session_items: list[str] = field(default_factory=list)  # most recent first
+    session_category: str = ""
+    device: str = ""
+    local_hour: int | None = None
+
+
+def recent_history(profile_id: str, catalog: CatalogArrays) -> History:
+    """One query: the profile's latest product events (purchases in the recent window, the current
+    session's items and category, its device and local hour)."""
+    now = timezone.now()
+    since = now - timedelta(days=settings.RECS_RECENT_PURCHASE_DAYS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT name, properties, occurred_at, device_type, local_hour FROM profiles_event
+            WHERE profile_id = %s AND occurred_at >= %s
+              AND name IN ('Order Completed', 'Product Viewed', 'Product Added', 'Product Clicked')
+            ORDER BY occurred_at DESC LIMIT %s
+            """,
+            [profile_id, since, RECENT_EVENTS],
+        )
+        rows = cursor.fetchall()
+    history = History()
+    gap = timedelta(minutes=settings.RECS_SESSION_MINUTES)
+    in_session = bool(rows) and now - rows[0][2] <= gap
+    previous = rows[0][2] if rows else None
+    categories: dict[str, int] = {}
+    for name, props, at, device, hour in rows:
+        if isinstance(props, str):
+            props = json.loads(props)
+        if in_session and previous - at > gap:
+            in_session = False
+        previous = at
+        if name == "Order Completed":
+            for line in props.get("products") or []:
+                if isinstance(line, dict):
+                    sku = str(line.get("product_id") or line.get("sku") or "")
+                    if sku:
+                        history.bought.setdefault(sku, at.timestamp())
+        elif in_session:
+            sku = str(props.get("product_id") or props.get("sku") or "")
+            if sku and sku not in history.session_items:
+                history.session_items.append(sku)
+                category = catalog.category.get(sku) or str(props.get("category") or "").split(" > ")[0]
+                if category:
+                    categories[category] = categories.get(category, 0) + 1
+            if not history.device and device:
+                history.device = device
+            if history.local_hour is None and hour is not None:
+                history.local_hour = hour
+    if categories:
+        history.session_category = max(categories, key=categories.get)
+    return history
+
+
+def _daypart(hour: int | None) -> str:
+    if hour is None:
+        return ""
+    return "night" if hour < 6 else "morning" if hour < 12 else "afternoon" if hour < 18 else "evening"
+
+
+def _matches(category: str, patterns: list[str]) -> bool:
+    return any(category == p or category.startswith(p + " > ") for p in patterns)
+
+
+def explanation(reason: dict, catalog: CatalogArrays, personalised: bool) -> str:
+    kind = reason.get("type")
+    title = catalog.title.get(str(reason.get("item_id", ""))) or "an item"
+    if kind == "bought":
+        return f"Because you bought {title}"
+    if kind == "similar_to":
+        return f"Similar to {title} you viewed"
+    if kind == "popular_in_segment":
+        return f"Popular with {reason.get('name') or reason.get('segment')}"
+    if kind == "trending":
+        return "Trending now"
+    if kind == "popular":
+        return "Popular in our shop"
+    return "Picked for you" if personalised else "Popular in our shop"
+
+
+@dataclass
+class Answer:
+    recommendation_id: str
+    model_version: int | None
+    personalised: bool
+    profile_id: str | None
+    placement: str
+    items: list[dict]
+    context: dict
+
+
+def recommend(query: Query) -> Answer:
+    """Rank products for the shopper the query names: consent, filters, business rules, context
+    re-ranking, diversity; the answer is logged as served."""
+    model, catalog = current()
+    profile_id = resolve_profile(query)
+    personalised = bool(profile_id) and personalisation_allowed(profile_id)
+    history = History()
+    segments: list[tuple[str, str]] = []
+    if personalised:
+        history = recent_history(profile_id, catalog)
+        segments = profile_segments(profile_id)
+    device = query.device or history.device
+    hour = query.local_hour if query.local_hour is not None else history.local_hour
+    # explicit session items are the page's context (allowed without consent); stored ones need it
+    session_items = list(dict.fromkeys([*query.session_items, *history.session_items]))[:20]
+    session_category = history.session_category or (
+        catalog.category.get(query.session_items[0], "") if query.session_items else ""
+    )
+    exclude_categories = list(query.exclude_categories)
+    boosts = [(c, settings.RECS_BOOST_FACTOR) for c in query.boost_categories]
+    for kind, category, factor, placement in catalog.rules:
+        if placement and placement != query.placement:
+            continue
+        if kind == RuleKind.EXCLUDE:
+            exclude_categories.append(category)
+        else:
+            boosts.append((category, factor))
+    repeat = set(settings.RECS_REPEAT_CATEGORIES)
+    exclude = {sku for sku in history.bought if catalog.category.get(sku, "") not in repeat}
+    exclude.update(query.session_items)
+
+    items: list[dict] = []
+    if model is not None:
+        bundle = model.bundle
+        context = {
+            "segments": [slug for slug, _ in segments],
+            "device": device,
+            "local_hour": hour,
+            "session_category": session_category,
+            "placement": query.placement,
+        }
+        fetch = query.k * OVERFETCH + len(exclude)
+        recs = bundle.recommend(
+            user_id=profile_id if personalised else None,
+            session_items=session_items,
+            k=fetch,
+            exclude=exclude,
+            context=context,
+        )
+        items = _rank(
+            recs, query, catalog, model, exclude_categories, boosts, device, hour, session_category, personalised
+        )
+    answer = Answer(
+        recommendation_id=str(uuid.uuid4()),
+        model_version=model.version_id if model else None,
+        personalised=personalised,
+        profile_id=profile_id,
+        placement=query.placement,
+        items=items,
+        context={"device": device, "local_hour": hour, "session_category": session_category},
+    )
+    recommendation_served_record(
+        id=answer.recommendation_id,
+        profile_id=profile_id,
+        model_version_id=answer.model_version,
+        placement=query.placement,
+        personalised=personalised,
+        items=[item["sku"] for item in items],
+    )
+    return answer
+
+
+def _rank(recs, query, catalog, model, exclude_categories, boosts, device, hour, session_category, personalised):
+    stats = model.context_stats or {}
+    device_lift = (stats.get("device") or {}).get(device) or {}
+    hour_lift = (stats.get("daypart") or {}).get(_daypart(hour)) or {}
+    low, high = CONTEXT_CLIP
+    scored = []
+    for rec in recs:
+        sku = rec.item_id
+        if sku in catalog.out_of_stock or (catalog.known and sku not in catalog.known):
+            continue
+        category = catalog.category.get(sku, "")
+        if exclude_categories and _matches(category, exclude_categories):
+            continue
+        score = float(rec.score)
+        factor = 1.0
+        for pattern, boost in boosts:
+            if _matches(category, [pattern]):
+                factor *= boost
+        if category:
+            factor *= min(high, max(low, device_lift.get(category, 1.0)))
+            factor *= min(high, max(low, hour_lift.get(category, 1.0)))
+            if session_category and category == session_category:
+                factor *= SESSION_BOOST
+        scored.append((score * factor if score >= 0 else score / factor, rec, category))
+    scored.sort(key=lambda row: -row[0])
+    cap = query.max_per_category or settings.RECS_MAX_PER_CATEGORY
+    per_category: dict[str, int] = {}
+    out: list[dict] = []
+    for score, rec, category in scored:
+        if per_category.get(category, 0) >= cap and category:
+            continue
+        per_category[category] = per_category.get(category, 0) + 1
+        out.append(
+            {
+                "sku": rec.item_id,
+                "title": catalog.title.get(rec.item_id, ""),
+                "category": category,
+                "score": round(score, 6),
+                "recommender": rec.recommender,
+                "reason": rec.reason,
+                "explanation": explanation(rec.reason, catalog, personalised),
+            }
+        )
+        if len(out) >= query.k:
+            break
+    return out
+
+
+def similar(*, sku: str, k: int) -> Answer | None:
+    """Items similar to ``sku`` (in stock), logged as served; None for an unknown product."""
+    model, catalog = current()
+    if sku not in catalog.known and not Product.objects.filter(sku=sku).exists():
+        return None
+    items: list[dict] = []
+    if model is not None:
+        for rec in model.bundle.similar(item_id=sku, k=k * OVERFETCH):
+            if rec.item_id in catalog.out_of_stock:
+                continue
+            items.append(
+                {
+                    "sku": rec.item_id,
+                    "title": catalog.title.get(rec.item_id, ""),
+                    "category": catalog.category.get(rec.item_id, ""),
+                    "score": round(float(rec.score), 6),
+                    "recommender": rec.recommender,
+                    "reason": rec.reason,
+                    "explanation": explanation(rec.reason, catalog, False).replace(" you viewed", ""),
+                }
+            )
+            if len(items) >= k:
+                break
+    answer = Answer(
+        recommendation_id=str(uuid.uuid4()),
+        model_version=model.version_id if model else None,
+        personalised=False,
+        profile_id=None,
+        placement="similar",
+        items=items,
+        context={},
+    )
+    recommendation_served_record(
+        id=answer.recommendation_id,
+        profile_id=None,
+        model_version_id=answer.model_version,
+        placement="similar",
+        personalised=False,
+        items=[item["sku"] for item in items],
+    )
+    return answer

@@ -1,0 +1,15 @@
+"""Celery tasks of the recommendations app: thin wrappers over services, safe to run twice."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from recommendations import services
+
+
+@shared_task(name="recommendations.tasks.ml_model_refresh", acks_late=True)
+def ml_model_refresh(version_id: int | None = None) -> int:
+    """Train, evaluate and maybe promote a model (``version_id`` from admin; none: nightly, a new one)."""
+    if version_id is None:
+        version_id = services.model_refresh_start(requested_by="schedule", queue=False).pk
+    return services.model_refresh_execute(version_id=version_id).pk
