@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
-ENTRIES: dict[str, dict] = {}
+from celery.schedules import crontab
+
+ENTRIES: dict[str, dict] = {
+    # conditions relative to now (windows, "days ago"), consent and cluster references change
+    # without an event of the profile: refresh those segments every 15 minutes
+    "segments-refresh-time-based": {
+        "task": "segments.tasks.heavy_segments_refresh",
+        "schedule": crontab(minute="*/15"),
+        "kwargs": {"time_based_only": True},
+        "options": {"expires": 14 * 60},
+    },
+    # every rule segment after the nightly computed-traits batch (02:15)
+    "segments-refresh-nightly": {
+        "task": "segments.tasks.heavy_segments_refresh",
+        "schedule": crontab(hour=3, minute=0),
+        "options": {"expires": 3600},
+    },
+}
 
 # --- clustering (segments/clustering/, owner CLUSTERING) ---
 from celery.schedules import crontab  # noqa: E402

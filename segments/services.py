@@ -90,3 +90,338 @@ def segment_membership_set(
     ids = _uuid_list(profile_ids)
     sql = "SELECT p.id FROM profiles_profile p WHERE p.id = ANY(%s::uuid[]) AND p.merged_into_id IS NULL"
     return _membership_apply(segment=segment, members_sql=sql, members_params=[ids], scope=None, at=at, full=True)
+
+
+# --- rule segments ------------------------------------------------------------------------------
+
+PREVIEW_SAMPLE = 20
+REALTIME_CHUNK = 200
+
+
+class SegmentInvalid(ValueError):
+    """A definition or segment field failed validation; ``errors`` maps field paths to messages."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__("; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items()))
+        self.errors = errors
+
+
+def _validate(*, definition, slug: str | None) -> None:
+    from segments.rules.validate import definition_errors
+
+    errors = definition_errors(definition, slug=slug)
+    if errors:
+        raise SegmentInvalid(errors)
+
+
+def _queue_refresh(segment: Segment) -> None:
+    from segments import tasks
+
+    transaction.on_commit(lambda: tasks.segment_refresh.delay(segment.pk))
+
+
+def segment_create(
+    *,
+    slug: str,
+    name: str,
+    definition: dict,
+    description: str = "",
+    created_by: str = "",
+    refresh: str = "queue",
+) -> Segment:
+    """A new active rule segment. ``refresh``: "queue" (a Celery task after commit), "now" or "no"."""
+    if Segment.objects.filter(slug=slug).exists():
+        raise SegmentInvalid({"slug": [f"A segment '{slug}' already exists."]})
+    _validate(definition=definition, slug=slug)
+    with transaction.atomic():
+        segment = Segment.objects.create(
+            slug=slug, name=name, description=description, definition=definition, created_by=created_by
+        )
+        _index_changed()
+        if refresh == "queue":
+            _queue_refresh(segment)
+    if refresh == "now":
+        segment_refresh(segment=segment)
+    return segment
+
+
+def segment_update(*, segment: Segment, refresh: str = "queue", **fields) -> Segment:
+    """Change name, description, slug, status or definition (validated as on creation)."""
+    allowed = {"slug", "name", "description", "definition", "status"}
+    unknown = set(fields) - allowed
+    if unknown:
+        raise SegmentInvalid({k: ["This field cannot be changed."] for k in sorted(unknown)})
+    if "slug" in fields and fields["slug"] != segment.slug and Segment.objects.filter(slug=fields["slug"]).exists():
+        raise SegmentInvalid({"slug": [f"A segment '{fields['slug']}' already exists."]})
+    if "definition" in fields:
+        if segment.kind != "rule":
+            raise SegmentInvalid({"definition": ["A cluster segment has no definition; its clustering run decides."]})
+        _validate(definition=fields["definition"], slug=fields.get("slug", segment.slug))
+    with transaction.atomic():
+        for key, value in fields.items():
+            setattr(segment, key, value)
+        segment.save()
+        _index_changed()
+        if "definition" in fields and refresh == "queue" and segment.status == "active":
+            _queue_refresh(segment)
+    if "definition" in fields and refresh == "now":
+        segment_refresh(segment=segment)
+    return segment
+
+
+def segment_delete(*, segment: Segment) -> None:
+    """Delete a segment with its memberships and size history (other segments referring to it no
+    longer match through it)."""
+    with transaction.atomic():
+        segment.delete()
+        _index_changed()
+
+
+def _resolve():
+    from segments.rules.evaluate import db_resolver
+
+    return db_resolver()
+
+
+def segment_refresh(*, segment: Segment, at: datetime | None = None) -> tuple[int, int]:
+    """Full refresh of a rule segment: one SQL query over every live profile decides membership.
+
+    Returns (entered, exited). Cluster segments are not rule-evaluated (returns (0, 0)).
+    """
+    from segments.rules.compile import members_queryset
+
+    if segment.kind != "rule" or not isinstance(segment.definition, dict):
+        return 0, 0
+    at = at or timezone.now()
+    query = members_queryset(segment.definition, now=at, resolve=_resolve(), slug=segment.slug).values("pk")
+    sql, params = query.query.sql_with_params()
+    return _membership_apply(
+        segment=segment, members_sql=sql, members_params=list(params), scope=None, at=at, full=True
+    )
+
+
+def segments_refresh_all(*, time_based_only: bool = False, at: datetime | None = None, progress=None) -> int:
+    """Full refresh of every active rule segment (or only those with time-relative conditions)."""
+    from segments.selectors import rule_segments_active
+
+    done = 0
+    index = segments_index()
+    for segment in rule_segments_active().order_by("pk"):
+        entry = index.get(segment.pk)
+        if time_based_only and (entry is None or not entry.scheduled):
+            continue
+        segment_refresh(segment=segment, at=at)
+        done += 1
+        if progress:
+            progress(done)
+    return done
+
+
+def segment_preview(*, definition: dict, sample: int = PREVIEW_SAMPLE, slug: str | None = None, at=None) -> dict:
+    """Size and a sample of members of a definition, without saving anything."""
+    from segments.rules.compile import members_queryset
+
+    _validate(definition=definition, slug=slug)
+    at = at or timezone.now()
+    members = members_queryset(definition, now=at, resolve=_resolve(), slug=slug or "")
+    rows = list(members.order_by("-last_seen_at", "pk").values("pk", "traits", "last_seen_at")[:sample])
+    return {
+        "size": members.count(),
+        "sample": [
+            {
+                "id": str(r["pk"]),
+                "email": (r["traits"] or {}).get("email"),
+                "name": (r["traits"] or {}).get("name"),
+                "last_seen_at": r["last_seen_at"],
+            }
+            for r in rows
+        ],
+        "at": at,
+    }
+
+
+# --- real time: which segments can change for an event, and single-profile evaluation ----------
+
+
+class _IndexEntry:
+    __slots__ = ("definition", "kind", "needs", "scheduled", "segment_id", "slug")
+
+    def __init__(self, segment_id: int, slug: str, definition: dict, needs) -> None:
+        self.segment_id, self.slug, self.definition, self.needs = segment_id, slug, definition, needs
+        self.kind = "rule"
+        # time-relative conditions, consent and cluster references change without an event of the
+        # profile: the scheduled refresh keeps those true
+        self.scheduled = bool(needs.time_based or needs.consent or needs.clusters or needs.computed_keys)
+
+    def relevant(self, event_names: set[str] | None) -> bool:
+        n = self.needs
+        if event_names is None:  # the activity hook did not say which events: anything may have changed
+            return bool(n.event_names or n.latest or n.computed_keys or n.trait_keys)
+        return bool(n.event_names & event_names or n.latest or n.computed_keys or n.trait_keys)
+
+
+_INDEX: dict = {"key": None, "entries": {}}
+
+
+def _index_changed() -> None:
+    _INDEX["key"] = None
+
+
+def segments_index() -> dict[int, _IndexEntry]:
+    """Active rule segments with what their conditions depend on (event names, trait keys…),
+    rebuilt when any segment changes (checked with one cheap query)."""
+    from django.db.models import Count, Max
+
+    from segments.rules.evaluate import definition_needs
+    from segments.selectors import rule_segments_active
+
+    stamp = Segment.objects.aggregate(n=Count("pk"), at=Max("updated_at"))
+    key = (stamp["n"], stamp["at"])
+    if _INDEX["key"] != key:
+        resolve = _resolve()
+        entries = {}
+        for seg in rule_segments_active().only("pk", "slug", "definition"):
+            if isinstance(seg.definition, dict):
+                needs = definition_needs(seg.definition, resolve=resolve, stack=(seg.slug,))
+                entries[seg.pk] = _IndexEntry(seg.pk, seg.slug, seg.definition, needs)
+        _INDEX.update(key=key, entries=entries)
+    return _INDEX["entries"]
+
+
+def profile_segments_evaluate(
+    *, profile_id: str, segments: list | None = None, at: datetime | None = None, resolve=None
+) -> dict[int, bool]:
+    """Single-profile evaluation: {segment id: member?} for the given (default: all active) rule
+    segments, from that profile's rows loaded with a few queries. A merged or unknown profile is a
+    member of nothing."""
+    from segments.rules.evaluate import Needs, definition_match, facts_load
+
+    at = at or timezone.now()
+    entries = segments if segments is not None else list(segments_index().values())
+    needs = Needs()
+    for entry in entries:
+        needs.merge(entry.needs)
+    facts = facts_load(profile_id=profile_id, needs=needs, thresholds=_cached_threshold)
+    if facts is None:
+        return {entry.segment_id: False for entry in entries}
+    resolve = resolve or _resolve()
+    return {
+        entry.segment_id: definition_match(entry.definition, facts, now=at, resolve=resolve, stack=(entry.slug,))
+        for entry in entries
+    }
+
+
+PERCENTILE_CACHE_SECONDS = 300
+
+
+def _cached_threshold(key: tuple):
+    """Percentile cut-offs for real-time evaluation, cached a few minutes (the full refresh
+    computes them exactly in its query)."""
+    from django.core.cache import cache
+
+    from segments.rules.evaluate import percentile_threshold
+
+    cache_key = "segments:pct:" + "|".join(map(str, key))
+    value = cache.get(cache_key)
+    if value is None:
+        value = percentile_threshold(key)
+        cache.set(cache_key, ("v", value), PERCENTILE_CACHE_SECONDS)
+        return value
+    return value[1]
+
+
+def segments_profiles_refresh(
+    *, profile_ids: Iterable[str], event_names: Iterable[str] | None = None, at: datetime | None = None
+) -> tuple[int, int]:
+    """Real time: re-evaluate these profiles in the rule segments their activity could change.
+
+    Returns (entered, exited) summed over segments. Merged-away profiles leave every segment
+    (cluster segments included: members are live profiles).
+    """
+    at = at or timezone.now()
+    ids = _uuid_list(profile_ids)
+    names = set(event_names) if event_names is not None else None
+    entries = [e for e in segments_index().values() if e.relevant(names)]
+    entered = exited = 0
+    resolve = _resolve()
+    for start in range(0, len(ids), REALTIME_CHUNK):
+        chunk = ids[start : start + REALTIME_CHUNK]
+        members: dict[int, list[str]] = {e.segment_id: [] for e in entries}
+        for pid in chunk:
+            for seg_id, is_member in profile_segments_evaluate(
+                profile_id=pid, segments=entries, at=at, resolve=resolve
+            ).items():
+                if is_member:
+                    members[seg_id].append(pid)
+        for entry in entries:
+            e, x = _membership_apply(
+                segment=Segment(pk=entry.segment_id),
+                members_sql="SELECT unnest(%s::uuid[])",
+                members_params=[members[entry.segment_id]],
+                scope=chunk,
+                at=at,
+                full=False,
+            )
+            entered, exited = entered + e, exited + x
+        exited += _merged_exit(profile_ids=chunk, at=at)
+    return entered, exited
+
+
+def _merged_exit(*, profile_ids: list[str], at: datetime) -> int:
+    """Close the open memberships of profiles that were merged away (in any segment)."""
+    from segments.models import SegmentMembership
+
+    rows = SegmentMembership.objects.filter(
+        profile_id__in=profile_ids, profile__merged_into__isnull=False, exited_at__isnull=True
+    )
+    segment_ids = set(rows.values_list("segment_id", flat=True))
+    if not segment_ids:
+        return 0
+    closed = 0
+    for seg in Segment.objects.filter(pk__in=segment_ids):
+        _, x = _membership_apply(
+            segment=seg, members_sql="SELECT NULL::uuid", members_params=[], scope=profile_ids, at=at, full=False
+        )
+        closed += x
+    return closed
+
+
+def segments_on_merge(*, winner_id: str, loser_id: str) -> tuple[int, int]:
+    """After a merge or unmerge: both profiles re-evaluated in every active rule segment."""
+    return segments_profiles_refresh(profile_ids=[winner_id, loser_id], event_names=None)
+
+
+# --- privacy (registered with consent's registry in apps.py) ------------------------------------
+
+
+def privacy_export(profile_ids: list[str]) -> dict:
+    from segments.models import SegmentMembership
+
+    rows = (
+        SegmentMembership.objects.filter(profile_id__in=profile_ids)
+        .select_related("segment")
+        .order_by("entered_at", "pk")
+    )
+    return {
+        "segment_memberships": [
+            {
+                "segment": r.segment.slug,
+                "segment_name": r.segment.name,
+                "profile_id": str(r.profile_id),
+                "entered_at": r.entered_at.isoformat(),
+                "exited_at": r.exited_at.isoformat() if r.exited_at else None,
+            }
+            for r in rows
+        ]
+    }
+
+
+def privacy_erase(profile_ids: list[str]) -> None:
+    from segments.models import SegmentMembership
+
+    affected = set(SegmentMembership.objects.filter(profile_id__in=profile_ids).values_list("segment_id", flat=True))
+    SegmentMembership.objects.filter(profile_id__in=profile_ids).delete()
+    for seg_id in affected:
+        Segment.objects.filter(pk=seg_id).update(
+            size=SegmentMembership.objects.filter(segment_id=seg_id, exited_at__isnull=True).count()
+        )

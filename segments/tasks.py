@@ -4,6 +4,35 @@ from __future__ import annotations
 
 from celery import shared_task
 
+# --- rule segments (owner SEGMENTS) ---
+
+
+@shared_task(name="segments.tasks.segment_refresh", acks_late=True)
+def segment_refresh(segment_id: int) -> list[int] | None:
+    """Full refresh of one rule segment (after it is saved). Idempotent."""
+    from segments.models import Segment
+    from segments.services import segment_refresh as refresh
+
+    segment = Segment.objects.filter(pk=segment_id).first()
+    return list(refresh(segment=segment)) if segment else None
+
+
+@shared_task(name="segments.tasks.segments_profiles_refresh", acks_late=True)
+def segments_profiles_refresh(profile_ids: list[str], event_names: list[str] | None = None) -> list[int]:
+    """Real time: re-evaluate these profiles in the segments their activity could change."""
+    from segments.services import segments_profiles_refresh as refresh
+
+    return list(refresh(profile_ids=profile_ids, event_names=event_names))
+
+
+@shared_task(name="segments.tasks.heavy_segments_refresh")
+def heavy_segments_refresh(time_based_only: bool = False) -> int:
+    """Scheduled full refresh (time windows move, consent changes, nightly traits)."""
+    from segments.services import segments_refresh_all
+
+    return segments_refresh_all(time_based_only=time_based_only)
+
+
 # --- clustering (segments/clustering/, owner CLUSTERING) ---
 
 
