@@ -355,6 +355,7 @@ class Session(_Neighbours):
     blended with content similarity; falls back to whichever exists."""
 
     name = "session"
+    requires = ("item_item", "content")
 
     def fit(self, *, data, state, catalog, params, fitted=None) -> None:
         fitted = fitted or {}

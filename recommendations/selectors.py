@@ -1,0 +1,156 @@
+"""Reads of recommendations.
+
+``interactions_extract`` (RECS-ENGINE) turns stored events into the engine's ``Interactions`` and
+``Catalog`` with one set-based query; other selectors of the app follow below it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+from django.db import connection
+
+from profiles.traits import CART_EVENT, ORDER_EVENT, VIEW_EVENT
+from recommendations.engine.data import CART, PURCHASE, VIEW, Catalog, Interactions
+
+assert (VIEW, CART, PURCHASE) == (0, 1, 2)  # the kinds are written into the SQL below
+
+# One row per interaction of a LIVE profile (a merged-away profile's events count for the survivor;
+# merged_into is re-pointed on every merge, so one hop reaches the live profile). Order lines come
+# from properties.products[] of "Order Completed" (kind 2); views (0) and cart additions (1) from the
+# properties.
+_INTERACTIONS_SQL = """
+WITH ev AS (
+    SELECT COALESCE(p.merged_into_id, p.id) AS pid, e.name, e.properties, e.occurred_at
+    FROM profiles_event e JOIN profiles_profile p ON p.id = e.profile_id
+    WHERE e.type = 'track' AND e.name IN (%(order)s, %(view)s, %(cart)s)
+      AND (%(since)s::timestamptz IS NULL OR e.occurred_at >= %(since)s::timestamptz)
+      AND (%(until)s::timestamptz IS NULL OR e.occurred_at < %(until)s::timestamptz)
+      AND (%(sources)s::bigint[] IS NULL OR e.source_id = ANY(%(sources)s::bigint[]))
+), line AS (
+    SELECT ev.pid, 2 AS kind, COALESCE(NULLIF(x.sku, ''), NULLIF(x.product_id, '')) AS item,
+           x.quantity AS quantity, ev.occurred_at, ev.properties ->> 'order_id' AS order_id
+    FROM ev CROSS JOIN LATERAL jsonb_to_recordset(
+        CASE WHEN jsonb_typeof(ev.properties -> 'products') = 'array' THEN ev.properties -> 'products'
+             ELSE '[]'::jsonb END
+    ) AS x(sku text, product_id text, quantity text)
+    WHERE ev.name = %(order)s
+    UNION ALL
+    SELECT ev.pid, CASE WHEN ev.name = %(view)s THEN 0 ELSE 1 END,
+           COALESCE(NULLIF(ev.properties ->> 'sku', ''), NULLIF(ev.properties ->> 'product_id', '')),
+           ev.properties ->> 'quantity', ev.occurred_at, NULL
+    FROM ev WHERE ev.name IN (%(view)s, %(cart)s)
+)
+SELECT pid::text, kind, item,
+       CASE WHEN quantity ~ '^\\s*[0-9]+(\\.[0-9]+)?\\s*$' THEN quantity::float8 ELSE 1 END AS quantity,
+       extract(epoch FROM occurred_at)::float8, COALESCE(order_id, '')
+FROM line
+WHERE item IS NOT NULL AND item <> ''
+  AND NOT (kind = 2 AND quantity ~ '^\\s*-?[0-9]+(\\.[0-9]+)?\\s*$' AND quantity::float8 <= 0)
+"""
+
+# what events say of each product: the latest name, category and price seen
+_EVENT_CATALOG_SQL = """
+WITH ev AS (
+    SELECT e.name, e.properties, e.occurred_at FROM profiles_event e
+    WHERE e.type = 'track' AND e.name IN (%(order)s, %(view)s, %(cart)s)
+), prod AS (
+    SELECT COALESCE(NULLIF(x.sku, ''), NULLIF(x.product_id, '')) AS item, x.name, x.category, x.brand, x.price,
+           ev.occurred_at
+    FROM ev CROSS JOIN LATERAL jsonb_to_recordset(
+        CASE WHEN jsonb_typeof(ev.properties -> 'products') = 'array' THEN ev.properties -> 'products'
+             ELSE '[]'::jsonb END
+    ) AS x(sku text, product_id text, name text, category text, brand text, price text)
+    WHERE ev.name = %(order)s
+    UNION ALL
+    SELECT COALESCE(NULLIF(ev.properties ->> 'sku', ''), NULLIF(ev.properties ->> 'product_id', '')),
+           ev.properties ->> 'name', ev.properties ->> 'category', ev.properties ->> 'brand',
+           ev.properties ->> 'price', ev.occurred_at
+    FROM ev WHERE ev.name IN (%(view)s, %(cart)s)
+)
+SELECT DISTINCT ON (item) item, COALESCE(name, ''), COALESCE(category, ''), COALESCE(brand, ''),
+       CASE WHEN price ~ '^\\s*[0-9]+(\\.[0-9]+)?\\s*$' THEN price::float8 END
+FROM prod WHERE item IS NOT NULL AND item <> ''
+ORDER BY item, occurred_at DESC
+"""
+
+_PRODUCT_CATALOG_SQL = """
+SELECT sku, title, description, category, brand, price::float8, in_stock FROM recommendations_product
+"""
+
+
+def interactions_extract(
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    source_ids: list[int] | None = None,
+    catalog: bool = True,
+) -> tuple[Interactions, Catalog]:
+    """Interactions of live profiles from stored events, and the catalog of their items.
+
+    Kinds: ``Order Completed`` products[] are purchases (one row per line, with the order id),
+    ``Product Viewed`` views, ``Product Added`` cart additions. The catalog comes from the Product
+    table where it has the item, else from what the events said of it (name, category, price).
+    ``source_ids`` restricts to events of those sources (an evaluation reads only what it imported).
+    """
+    args = {
+        "order": ORDER_EVENT,
+        "view": VIEW_EVENT,
+        "cart": CART_EVENT,
+        "since": since,
+        "until": until,
+        "sources": list(source_ids) if source_ids is not None else None,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_INTERACTIONS_SQL, args)
+        rows = cursor.fetchall()
+    if rows:
+        pid, kind, item, quantity, ts, order = (np.array(col, dtype=object) for col in zip(*rows, strict=True))
+    else:
+        pid = kind = item = quantity = ts = order = np.empty(0, dtype=object)
+    del rows
+    users, user = np.unique(pid.astype(str), return_inverse=True)
+    items, item_ix = np.unique(item.astype(str), return_inverse=True)
+    data = Interactions(
+        users=users.astype(object),
+        items=items.astype(object),
+        user=user.astype(np.int32),
+        item=item_ix.astype(np.int32),
+        kind=kind.astype(np.int8),
+        quantity=quantity.astype(np.float32),
+        ts=ts.astype(np.float64),
+        order=order,
+    )
+    return data, (catalog_extract(items=data.items) if catalog else Catalog(items=data.items))
+
+
+def catalog_extract(*, items: np.ndarray) -> Catalog:
+    """Catalog rows aligned on ``items``: the Product table first, the events' product properties after."""
+    known: dict[str, tuple] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(_EVENT_CATALOG_SQL, {"order": ORDER_EVENT, "view": VIEW_EVENT, "cart": CART_EVENT})
+        for sku, name, category, brand, price in cursor.fetchall():
+            known[sku] = (name, "", category, brand, price, True)
+        cursor.execute(_PRODUCT_CATALOG_SQL)
+        for sku, title, description, category, brand, price, in_stock in cursor.fetchall():
+            old = known.get(sku, ("", "", "", "", None, True))
+            known[sku] = (
+                title or old[0],
+                description or "",
+                category or old[2],
+                brand or old[3],
+                price if price is not None else old[4],
+                bool(in_stock),
+            )
+    empty = ("", "", "", "", None, True)
+    values = [known.get(str(sku), empty) for sku in items]
+    return Catalog(
+        items=items,
+        title=[v[0] for v in values],
+        description=[v[1] for v in values],
+        category=[v[2] for v in values],
+        brand=[v[3] for v in values],
+        price=[v[4] for v in values],
+        in_stock=[v[5] for v in values],
+    )
