@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 import uuid
@@ -386,14 +387,15 @@ def _rank(recs, query, catalog, model, exclude_categories, boosts, device, hour,
     hour_lift = (stats.get("daypart") or {}).get(_daypart(hour)) or {}
     low, high = CONTEXT_CLIP
     scored = []
-    for rec in recs:
+    # the bundle's order is the ranking (its tiers: the person's model, the session, segment and global
+    # popularity, have scores on different scales); re-ranking works on a rank-based score
+    for rank, rec in enumerate(recs):
         sku = rec.item_id
         if sku in catalog.out_of_stock or (catalog.known and sku not in catalog.known):
             continue
         category = catalog.category.get(sku, "")
         if exclude_categories and _matches(category, exclude_categories):
             continue
-        score = float(rec.score)
         factor = 1.0
         for pattern, boost in boosts:
             if _matches(category, [pattern]):
@@ -403,7 +405,7 @@ def _rank(recs, query, catalog, model, exclude_categories, boosts, device, hour,
             factor *= min(high, max(low, hour_lift.get(category, 1.0)))
             if session_category and category == session_category:
                 factor *= SESSION_BOOST
-        scored.append((score * factor if score >= 0 else score / factor, rec, category))
+        scored.append((factor / math.log2(rank + 2), rec, category))
     scored.sort(key=lambda row: -row[0])
     cap = query.max_per_category or settings.RECS_MAX_PER_CATEGORY
     per_category: dict[str, int] = {}

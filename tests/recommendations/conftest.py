@@ -186,13 +186,19 @@ def publish(bundle, *, params: dict | None = None, context_stats: dict | None = 
 
 
 @pytest.fixture
-def shop(db) -> Shop:
+def shop_data(db) -> Shop:
+    """Products, twelve people (the last two without orders) and their orders as stored events."""
     from profiles.services import source_create
 
     source, _ = source_create(name="shop")
     make_products()
-    people = make_people(source, len(ORDERS) + 2)  # the last two have no orders
+    people = make_people(source, len(ORDERS) + 2)
     store_orders(source, people)
-    shop = Shop(source=source, people=people)
-    shop.version = publish(train_from_events())
-    return shop
+    return Shop(source=source, people=people)
+
+
+@pytest.fixture
+def shop(shop_data) -> Shop:
+    """The shop with a model trained on its orders as the active version."""
+    shop_data.version = publish(train_from_events())
+    return shop_data
