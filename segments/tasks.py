@@ -43,7 +43,7 @@ def ml_clustering_run(run_id: int | None = None) -> int | None:
     from segments.clustering.services import clustering_run_execute, clustering_run_start, run_queued_clustering
 
     if run_id is None:
-        run = clustering_run_start(requested_by="schedule")
+        run = clustering_run_start(requested_by="schedule", queue=False)
         run_queued_clustering()
         return run.pk
     return clustering_run_execute(run_id=run_id).pk

@@ -111,16 +111,26 @@ def clustering_compute(
 # --- runs ----------------------------------------------------------------------------------------
 
 
-def clustering_run_start(*, requested_by: str = "schedule", params: dict | None = None) -> ClusteringRun:
-    """Create a run and queue it for the ``ml`` worker after commit. A run already queued or
-    running is returned instead of a second one. Raises ``ClusteringError`` for bad parameters."""
+def clustering_run_start(
+    *, requested_by: str = "schedule", params: dict | None = None, queue: bool = True
+) -> ClusteringRun:
+    """Create a run and queue it for the ``ml`` worker after commit (``queue=False``: the caller
+    executes it). A run already queued or running is returned instead of a second one. Raises
+    ``ClusteringError`` for bad parameters."""
     checked = ClusteringParams.from_dict(params)
     active = ClusteringRun.objects.filter(status__in=[ClusteringRunStatus.QUEUED, ClusteringRunStatus.RUNNING]).first()
     if active:
         return active
     run = ClusteringRun.objects.create(requested_by=requested_by, params=checked.to_dict(), progress_message="queued")
-    transaction.on_commit(lambda: _queue(run.pk))
+    if queue:
+        transaction.on_commit(lambda: _queue(run.pk))
     return run
+
+
+def clustering_run_now(*, requested_by: str, params: dict | None = None) -> ClusteringRun:
+    """Start and execute a run in this process (the demo, a shell): no worker needed."""
+    run = clustering_run_start(requested_by=requested_by, params=params, queue=False)
+    return clustering_run_execute(run_id=run.pk)
 
 
 def _queue(run_id: int) -> None:

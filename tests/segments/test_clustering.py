@@ -330,3 +330,21 @@ def test_admin_runs_clustering_shows_the_report_and_takes_decisions(admin_client
     other.refresh_from_db()
     assert other.status == "dismissed"
     assert admin_client.get(reverse("admin:segments_clusteringrun_start")).status_code == 405
+
+
+@pytest.mark.django_db
+def test_the_weekly_task_and_run_now_execute_in_process():
+    from segments.tasks import ml_clustering_run
+
+    shop(now=timezone.now(), per_group=15)
+    run_id = ml_clustering_run()
+    weekly = ClusteringRun.objects.get(pk=run_id)
+    assert weekly.requested_by == "schedule" and weekly.status == "done", weekly.error
+    assert 4 <= weekly.chosen["k"] <= 12
+    assert ml_clustering_run(run_id) == run_id  # again: nothing happens
+
+    from segments.clustering.services import clustering_run_now
+
+    now_run = clustering_run_now(requested_by="demo", params=FAST)
+    assert now_run.status == "done" and now_run.pk != run_id
+    assert Segment.objects.filter(clustering_run=weekly, status="dismissed").count() == weekly.chosen["k"]
