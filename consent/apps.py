@@ -10,6 +10,9 @@ class ConsentConfig(AppConfig):
         from profiles import hooks
 
         from . import ingest, services
+        from .privacy_entries import privacy_entries_register
+
+        privacy_entries_register()
 
         hooks.ingest_filter_identifiers.subscribe(ingest.filter_suppressed)
         hooks.ingest_filter_profiles.subscribe(ingest.filter_consent)

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 from django.http import Http404
-from drf_spectacular.utils import OpenApiExample, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers, viewsets
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -149,7 +150,18 @@ class ProfileConsentViewSet(viewsets.ViewSet):
     authentication_classes = [ApiKeyAuthentication]
     permission_classes = [IsSecretKeyOrStaff]
 
-    @extend_schema(responses={200: ProfileConsentOutput, 404: ErrorResponse}, operation_id="profile_consent")
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "profile_id",
+                OpenApiTypes.UUID,
+                OpenApiParameter.PATH,
+                description="a profile id (a merged-away id answers for its survivor)",
+            )
+        ],
+        responses={200: ProfileConsentOutput, 404: ErrorResponse},
+        operation_id="profile_consent",
+    )
     def list(self, request, profile_id: str):
         live = selectors.profile_live_id(profile_id=profile_id)
         if live is None:
