@@ -47,7 +47,8 @@ SELECT pid::text, kind, item,
        extract(epoch FROM occurred_at)::float8, COALESCE(order_id, '')
 FROM line
 WHERE item IS NOT NULL AND item <> ''
-  AND NOT (kind = 2 AND quantity ~ '^\\s*-?[0-9]+(\\.[0-9]+)?\\s*$' AND quantity::float8 <= 0)
+  AND NOT (kind = 2 AND CASE WHEN quantity ~ '^\\s*-?[0-9]+(\\.[0-9]+)?\\s*$' THEN quantity::float8 <= 0
+                             ELSE false END)
 """
 
 # what events say of each product: the latest name, category and price seen

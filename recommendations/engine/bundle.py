@@ -183,10 +183,10 @@ class ModelBundle:
                 reason = self._reason(row, int(item), name, history)
                 out.append(Rec(str(self.state.items[item]), float(scores[item]), name, reason))
         else:
+            banned[session] = True  # what the session already holds is not suggested back
             found = self._session_scores(session) if session else None
             if found is not None:
                 scores, name = found
-                scores = np.where(np.isin(np.arange(len(scores)), session), -np.inf, scores)
                 positive = scores > 0
                 for item in self._top(scores, k, banned | ~positive):
                     anchor = self._nearest(session, int(item))

@@ -1,0 +1,220 @@
+"""The engine's recommenders on small synthetic shops whose structure is planted and known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recommendations.engine.bundle import ModelBundle, Rec, train_bundle
+from recommendations.engine.data import PURCHASE, VIEW, Catalog, Interactions
+from recommendations.engine.evaluate import evaluate_bundle, holdout_split
+
+DAY = 86400.0
+NOW = 400 * DAY
+GROUPS = {
+    "coffee": ["espresso beans", "filter coffee", "coffee grinder", "moka pot", "coffee mug"],
+    "garden": ["garden hose", "rose seeds", "watering can", "garden gloves", "plant pot"],
+    "toys": ["toy robot", "plush bear", "building blocks", "toy car", "puzzle box"],
+    "books": ["crime novel", "cook book", "travel guide", "poetry book", "history book"],
+}
+SMALL = {"als": {"iterations": 8, "factors": 16}, "bpr": {"iterations": 40, "factors": 16}}
+
+
+def catalog_of(items: list[str]) -> Catalog:
+    titles = {f"{g}-{n}": title for g, titles in GROUPS.items() for n, title in enumerate(titles)}
+    return Catalog(
+        items=items,
+        title=[titles.get(s, s) for s in items],
+        category=[s.split("-")[0] for s in items],
+        price=[5.0 + 3 * (hash(s) % 7) for s in items],
+    )
+
+
+def planted_shop(seed: int = 3, users_per_group: int = 30, days: int = 240) -> Interactions:
+    """Each shopper belongs to a group, buys its two anchor items (X-0 and X-1) together, re-buys a
+    personal staple of the group on a regular cycle, and sometimes one more item of the group."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    order = 0
+    for g in GROUPS:
+        for u in range(users_per_group):
+            user = f"{g}-u{u}"
+            staple = f"{g}-{2 + u % 3}"
+            cycle = 10 + (u % 4) * 5
+            start = rng.uniform(0, cycle)
+            t = start
+            while t < days:
+                order += 1
+                basket = {staple}
+                if rng.random() < 0.3:
+                    basket |= {f"{g}-0", f"{g}-1"}
+                if rng.random() < 0.1:
+                    basket.add(f"{g}-{rng.integers(0, 5)}")
+                for item in sorted(basket):
+                    rows.append((user, item, PURCHASE, 1.0, NOW - (days - t) * DAY, f"o{order}"))
+                t += cycle * rng.uniform(0.8, 1.2)
+    return Interactions.from_rows(rows)
+
+
+@pytest.fixture(scope="module")
+def shop():
+    data = planted_shop()
+    return data, catalog_of(list(data.items))
+
+
+@pytest.fixture(scope="module")
+def bundle(shop):
+    data, catalog = shop
+    return train_bundle(data=data, catalog=catalog, params=SMALL, now=NOW)
+
+
+def ranked(bundle: ModelBundle, user: str, recommender: str) -> list[str]:
+    row = bundle.user_index[user]
+    scores = bundle.score_users(np.array([row]), recommender)[0]
+    return [str(bundle.items[i]) for i in np.argsort(-scores, kind="stable")]
+
+
+def test_popularity_ranks_the_item_with_most_distinct_buyers_first():
+    # given A bought by three people (once each), B by one person five times
+    rows = [(f"p{n}", "A", PURCHASE, 1, NOW - DAY, f"a{n}") for n in range(3)]
+    rows += [("p9", "B", PURCHASE, 1, NOW - n * DAY, f"b{n}") for n in range(5)]
+    rows += [("p8", "C", VIEW, 1, NOW - DAY, "")]
+    b = train_bundle(data=Interactions.from_rows(rows), catalog=None, params={"recommenders": []}, now=NOW)
+    # then distinct buyers decide, and ties break by item id; a view counts only after purchases
+    assert [r.item_id for r in b.popular(k=3)] == ["A", "B", "C"]
+    assert all(r.reason == {"type": "popular"} and r.recommender == "popularity" for r in b.popular(k=3))
+
+
+def test_buy_again_ranks_own_items_by_purchase_count_then_popularity(bundle):
+    user = "coffee-u0"  # staple coffee-2
+    top = ranked(bundle, user, "buy_again")
+    assert top[0] == "coffee-2"
+    own = set(bundle.items[bundle.state.purchases[bundle.user_index[user]].indices])
+    assert set(top[: len(own)]) == own
+
+
+@pytest.mark.parametrize("name", ["als", "bpr", "item_item", "item_item_bm25", "repeat_knn", "hybrid"])
+def test_collaborative_recommenders_rank_the_shoppers_own_group_first(bundle, name):
+    # every shopper's purchases stay inside their group: the group's items lead their list
+    for user in ("coffee-u1", "garden-u4", "toys-u7", "books-u2"):
+        group = user.split("-")[0]
+        top = ranked(bundle, user, name)[:3]
+        assert all(item.startswith(group) for item in top), (name, user, top)
+
+
+def test_item_neighbours_find_the_planted_pair(bundle):
+    # X-0 and X-1 are always bought together
+    for name in ("item_item", "item_item_bm25", "session"):
+        rec = bundle.recommenders[name]
+        scores = rec.score_session(bundle.state, np.array([bundle.item_index["garden-0"]]))
+        scores[bundle.item_index["garden-0"]] = -np.inf
+        assert bundle.items[int(np.argmax(scores))] == "garden-1", name
+    assert bundle.similar(item_id="toys-0", k=1)[0].item_id == "toys-1"
+    assert bundle.similar(item_id="toys-0", k=1)[0].reason == {"type": "similar_to", "item_id": "toys-0"}
+
+
+def test_content_finds_items_with_the_same_words():
+    items = ["a", "b", "c", "d"]
+    catalog = Catalog(items=items, title=["red wool scarf", "blue wool scarf", "garden hose", "steel hammer"])
+    rows = [(f"u{n}", items[n % 4], PURCHASE, 1, NOW - DAY, f"o{n}") for n in range(8)]
+    b = train_bundle(data=Interactions.from_rows(rows), catalog=catalog, params={"recommenders": ["content"]}, now=NOW)
+    scores = b.recommenders["content"].score_session(b.state, np.array([b.item_index["a"]]))
+    assert b.items[int(np.argmax(scores))] == "b"
+    assert scores[b.item_index["c"]] == 0
+
+
+def test_trending_prefers_recent_interest_over_old_popularity():
+    rows = [(f"old{n}", "OLD", PURCHASE, 1, NOW - 200 * DAY, f"o{n}") for n in range(10)]
+    rows += [(f"new{n}", "NEW", PURCHASE, 1, NOW - DAY, f"n{n}") for n in range(4)]
+    b = train_bundle(data=Interactions.from_rows(rows), catalog=None, params={"recommenders": ["trending"]}, now=NOW)
+    assert b.popular(k=1)[0].item_id == "OLD"
+    assert b.trending(k=1)[0].item_id == "NEW"
+    assert b.trending(k=1)[0].reason == {"type": "trending"}
+
+
+def test_event_kinds_are_weighted_view_below_cart_below_purchase():
+    from recommendations.engine.data import CART
+
+    rows = [("u", "V", VIEW, 1, NOW, ""), ("u", "C", CART, 1, NOW, ""), ("u", "P", PURCHASE, 1, NOW, "o")]
+    b = train_bundle(data=Interactions.from_rows(rows), catalog=None, params={"recommenders": []}, now=NOW)
+    w = b.state.interactions[0].toarray()[0]
+    assert w[b.item_index["V"]] < w[b.item_index["C"]] < w[b.item_index["P"]]
+    # time decay: the same purchase a half-life ago weighs half
+    old = [("u", "P", PURCHASE, 1, NOW - 180 * DAY, "o")]
+    b2 = train_bundle(data=Interactions.from_rows(old), catalog=None, params={"recommenders": []}, now=NOW)
+    assert b2.state.interactions[0, 0] == pytest.approx(w[b.item_index["P"]] / 2, rel=1e-4)
+
+
+def test_hybrid_is_at_least_as_good_as_its_components_on_the_planted_shop(shop):
+    # given the planted repeat cycle (staples) and neighbourhood (group anchors), judged on a holdout
+    data, catalog = shop
+    train, truth = holdout_split(data, 20)
+    b = train_bundle(data=train, catalog=catalog, params=SMALL, now=truth.cutoff)
+    ndcg = {name: evaluate_bundle(b, truth, 5, recommender=name)["ndcg@5"] for name in b.recommenders}
+    assert b.recommenders["hybrid"].model is not None  # the learned blend, not the fallback
+    best_component = max(v for k, v in ndcg.items() if k != "hybrid")
+    assert ndcg["hybrid"] >= best_component - 0.01, ndcg
+    assert ndcg["hybrid"] > ndcg["popularity"] + 0.2
+
+
+def test_recommend_for_a_known_user_explains_each_item(bundle):
+    recs = bundle.recommend(user_id="coffee-u0", session_items=[], k=5, exclude=set(), context={})
+    assert len(recs) == 5 and all(isinstance(r, Rec) for r in recs)
+    assert recs[0].item_id == "coffee-2" and recs[0].recommender == "hybrid"
+    assert recs[0].reason == {"type": "bought", "item_id": "coffee-2"}
+    assert bundle.recommend(user_id="coffee-u0", k=5, exclude={"coffee-2"})[0].item_id != "coffee-2"
+
+
+def test_cold_start_uses_session_then_segment_then_global_popularity(bundle):
+    # a session: similar items of what is in it first
+    recs = bundle.recommend(user_id="stranger", session_items=["books-0"], k=8, exclude=set(), context={})
+    assert recs[0].item_id == "books-1" and recs[0].recommender == "session"
+    assert recs[0].reason == {"type": "similar_to", "item_id": "books-0"}
+    assert "books-0" not in [r.item_id for r in recs]
+    # no session: the person's segments' popularity, then global popularity
+    bundle.segment_popularity_set(slug="gardeners", name="Gardeners", user_ids=["garden-u1", "garden-u2", "nobody"])
+    recs = bundle.recommend(user_id=None, session_items=[], k=12, exclude=set(), context={"segments": ["gardeners"]})
+    kinds = [r.recommender for r in recs]
+    assert kinds[0] == "segment_popularity" and kinds[-1] == "popularity"
+    assert kinds.index("popularity") == kinds.count("segment_popularity")  # segment ones all come first
+    assert recs[0].reason == {"type": "popular_in_segment", "segment": "gardeners", "name": "Gardeners"}
+    assert all(r.item_id.startswith("garden") for r in recs if r.recommender == "segment_popularity")
+    assert len({r.item_id for r in recs}) == 12
+    # neither: global popularity
+    recs = bundle.recommend(user_id=None, session_items=["unknown-sku"], k=3, exclude=set(), context={})
+    assert [r.recommender for r in recs] == ["popularity"] * 3
+
+
+def test_forget_users_erases_rows_and_factors(shop):
+    data, catalog = shop
+    b = train_bundle(data=data, catalog=catalog, params=SMALL, now=NOW)
+    n_users = b.state.n_users
+    before = b.recommend(user_id="toys-u3", k=5)
+    b.forget_users(["toys-u3", "not-a-user"])
+    assert not b.known_user("toys-u3") and "toys-u3" not in set(b.state.users)
+    assert b.state.n_users == n_users - 1
+    for name in ("als", "bpr"):
+        assert b.recommenders[name].user_factors.shape[0] == n_users - 1
+    assert b.recommenders["repeat_knn"].vectors.shape[0] == n_users - 1
+    # they are now a stranger; everybody else still gets their own list
+    assert [r.recommender for r in b.recommend(user_id="toys-u3", k=5)] == ["popularity"] * 5
+    assert b.recommend(user_id="toys-u4", k=3)[0].reason["type"] == "bought"
+    assert before[0].reason["type"] == "bought"
+    # and the erasure survives storage
+    assert not ModelBundle.from_bytes(b.to_bytes()).known_user("toys-u3")
+
+
+def test_to_bytes_round_trip_gives_the_same_answers(bundle):
+    copy = ModelBundle.from_bytes(bundle.to_bytes())
+    for user in ("coffee-u0", "toys-u9"):
+        assert copy.recommend(user_id=user, k=5) == bundle.recommend(user_id=user, k=5)
+    assert copy.similar(item_id="books-0", k=3) == bundle.similar(item_id="books-0", k=3)
+    assert copy.params == bundle.params and copy.metrics == bundle.metrics
+    with pytest.raises(ValueError):
+        ModelBundle.from_bytes(__import__("pickle").dumps({"not": "a bundle"}))
+
+
+def test_unknown_recommender_is_a_clear_error(shop):
+    data, catalog = shop
+    with pytest.raises(ValueError, match="Unknown recommender 'nope'"):
+        train_bundle(data=data, catalog=catalog, params={"recommenders": ["nope"]}, now=NOW)
