@@ -51,3 +51,30 @@ def segment_member_ids(*, segment: Segment) -> list[str]:
         .order_by("profile_id")
         .values_list("profile_id", flat=True)
     ]
+
+
+def segment_members_for_export(*, segment: Segment, purpose: str | None = None):
+    """(profile id, traits, entered_at) of current members, for CSV; with ``purpose`` only the
+    members who granted it (consent.selectors.consent_granted_q)."""
+    rows = SegmentMembership.objects.filter(segment=segment, exited_at__isnull=True)
+    if purpose:
+        from consent.selectors import consent_granted_q
+
+        rows = rows.filter(consent_granted_q(purpose=purpose, profile_field="profile_id"))
+    return rows.order_by("entered_at", "pk").values_list("profile_id", "profile__traits", "entered_at").iterator(2000)
+
+
+def profile_segments_with_entry(*, profile_id) -> list[dict]:
+    """Active segments of the live profile with when it entered each: [{slug, name, kind, entered_at}]."""
+    live = _live_profile_id(profile_id)
+    if live is None:
+        return []
+    rows = (
+        SegmentMembership.objects.filter(profile_id=live, exited_at__isnull=True, segment__status=SegmentStatus.ACTIVE)
+        .select_related("segment")
+        .order_by("segment__name", "segment_id")
+    )
+    return [
+        {"slug": r.segment.slug, "name": r.segment.name, "kind": r.segment.kind, "entered_at": r.entered_at}
+        for r in rows
+    ]

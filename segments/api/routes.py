@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from django.urls import URLPattern
+from django.urls import URLPattern, path
 from rest_framework.routers import DefaultRouter
 
+from segments.api.views import ProfileSegmentsView, SegmentViewSet
+
 # paths under /api/v1/ that are not viewsets on the router
-urlpatterns: list[URLPattern] = []
+urlpatterns: list[URLPattern] = [
+    path("profiles/<str:profile_id>/segments/", ProfileSegmentsView.as_view(), name="profile-segments"),
+]
 
 
 def register(router: DefaultRouter) -> None:
     """Register this app's viewsets on the shared /api/v1/ router."""
+    router.register("segments", SegmentViewSet, basename="segment")

@@ -31,6 +31,7 @@ from profiles.models import Event, Profile
 from segments.rules import ops
 from segments.rules.evaluate import SegmentResolver, db_resolver, split_array_path
 
+ALWAYS = Q(pk__isnull=False)
 NEVER = Q(pk__isnull=True)  # always false, without Django's EmptyResultSet
 
 
@@ -228,8 +229,10 @@ class _Compiler:
 
     def node(self, node: dict, stack: tuple[str, ...]) -> Q:
         if "all" in node:
-            q = Q()
-            for child in node["all"]:
+            if not node["all"]:
+                return ALWAYS  # (an empty Q would vanish under "not")
+            q = self.node(node["all"][0], stack)
+            for child in node["all"][1:]:
                 q &= self.node(child, stack)
             return q
         if "any" in node:
