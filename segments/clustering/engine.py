@@ -161,10 +161,17 @@ class _Fitter:
     def __init__(self, algorithm: str, x: np.ndarray, seed: int) -> None:
         self.algorithm, self.x, self.seed = algorithm, x, seed
         self.tree = linkage(x.astype(np.float64), method="ward") if algorithm == "agglomerative" else None
+        self.bic: dict[int, float] = {}  # Gaussian mixture: reported beside the rule, never used by it
 
     def labels(self, k: int) -> np.ndarray:
         if self.tree is not None:
             return _cut(self.tree, self.x, k)[0]
+        if self.algorithm == "gmm":
+            model = GaussianMixture(
+                n_components=k, covariance_type="full", reg_covar=1e-4, max_iter=200, random_state=self.seed
+            ).fit(self.x)
+            self.bic[k] = float(model.bic(self.x))
+            return model.predict(self.x).astype(np.int32)
         return _fit_labels(self.algorithm, self.x, k, self.seed)[0]
 
 
@@ -204,6 +211,7 @@ class Candidate:
     min_share: float
     eligible: bool
     score: float
+    bic: float | None = None
 
 
 @dataclass
@@ -269,7 +277,7 @@ def select_k(
         sil = _silhouette(xs, labels, params.silhouette_sample, rng)
         stab = stability([(idx, fitter.labels(k)) for idx, fitter in boot])
         eligible = smallest >= params.min_share and len(np.unique(labels)) == k
-        out.append(Candidate(k, sil, stab, smallest, eligible, max(sil, 0.0) * stab))
+        out.append(Candidate(k, sil, stab, smallest, eligible, max(sil, 0.0) * stab, main.bic.get(k)))
         if progress:
             progress((i + 1) / len(ks))
     return out
@@ -330,6 +338,7 @@ def run_algorithm(
                     round(c.min_share, 4),
                     c.eligible,
                     round(c.score, 4),
+                    None if c.bic is None else round(c.bic, 1),
                 )
                 for c in candidates
             ],

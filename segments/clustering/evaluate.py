@@ -54,6 +54,7 @@ def clustering_evaluate(
     models = {}
     for result in outcome.results:
         silhouette_only = max(result.candidates, key=lambda c: c.silhouette).k if result.candidates else None
+        with_bic = [c for c in result.candidates if c.bic is not None]
         models[result.algorithm] = {
             "k": result.k,
             "silhouette": result.silhouette,
@@ -64,6 +65,7 @@ def clustering_evaluate(
             "score": result.score,
             "seconds": result.seconds,
             "k_by_silhouette_alone": silhouette_only,
+            "k_by_bic": min(with_bic, key=lambda c: c.bic).k if with_bic else None,
             "note": result.note,
             "candidates": [c.__dict__ for c in result.candidates],
         }

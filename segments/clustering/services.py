@@ -87,8 +87,15 @@ def clustering_compute(
     """Scale, cluster with every algorithm, choose, describe. Raises ``ClusteringError``."""
     started = time.monotonic()
     transform = FeatureTransform.fit(frame)
-    x = transform.transform(frame)
-    results = cluster(x, params, progress=progress)
+    # rows in an order given by their values, not their (random uuid) ids: the same population
+    # gives the same clustering whatever order the database returned it in
+    order = np.lexsort(np.nan_to_num(frame.values, nan=-1.0).T[::-1])
+    results = cluster(transform.transform(frame)[order], params, progress=progress)
+    for result in results:
+        if result.labels is not None:
+            labels = np.empty_like(result.labels)
+            labels[order] = result.labels
+            result.labels = labels
     chosen = best(results)
     if chosen is None:
         notes = "; ".join(f"{r.algorithm}: {r.note}" for r in results)

@@ -16,18 +16,18 @@ DAY = timedelta(days=1)
 GROUPS: dict[str, dict] = {
     "big": {
         "orders": 6,
-        "value": (400, 600),
-        "last": (1, 10),
+        "value": (480, 520),
+        "last": (2, 4),
         "device": "desktop",
         "category": "home decor",
         "views": 3,
     },
-    "lapsed": {"orders": 1, "value": (20, 40), "last": (200, 300), "device": "mobile", "category": "toys", "views": 1},
-    "browsers": {"orders": 0, "value": (0, 0), "last": (0, 3), "device": "mobile", "category": "garden", "views": 8},
+    "lapsed": {"orders": 1, "value": (25, 30), "last": (240, 260), "device": "mobile", "category": "toys", "views": 1},
+    "browsers": {"orders": 0, "value": (0, 0), "last": (1, 2), "device": "mobile", "category": "garden", "views": 8},
     "regulars": {
         "orders": 12,
-        "value": (10, 20),
-        "last": (1, 5),
+        "value": (14, 16),
+        "last": (2, 4),
         "device": "tablet",
         "category": "kitchen",
         "views": 2,
@@ -46,7 +46,7 @@ def customer(kind: str, *, now: datetime, rng: random.Random) -> tuple[Profile, 
     spec = GROUPS[kind]
     source = _source()
     last = now - rng.uniform(*spec["last"]) * DAY
-    times = [last - i * rng.uniform(10, 20) * DAY for i in range(spec["orders"])]
+    times = [last - i * rng.uniform(14, 16) * DAY for i in range(spec["orders"])]
     views = [last - rng.uniform(0, 2) * DAY for _ in range(spec["views"])]
     stamps = times + views
     profile = Profile.objects.create(first_seen_at=min(stamps), last_seen_at=max(stamps))

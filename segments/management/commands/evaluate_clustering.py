@@ -119,14 +119,14 @@ class Command(BaseCommand):
         )
         write(
             f"{'algorithm':<22}{'k':>4}{'silhouette':>12}{'Davies-B.':>11}{'Calinski-H.':>13}{'stability':>11}"
-            f"{'min share':>11}{'seconds':>9}{'k by sil. alone':>17}"
+            f"{'min share':>11}{'seconds':>9}{'k by sil. alone':>17}{'k by BIC':>10}"
         )
         for name, m in result["models"].items():
             write(
                 f"{ALGORITHM_LABELS[name]:<22}{fmt(m['k'], 'd'):>4}{fmt(m['silhouette'], '.3f'):>12}"
                 f"{fmt(m['davies_bouldin'], '.3f'):>11}{fmt(m['calinski_harabasz'], '.0f'):>13}"
                 f"{fmt(m['stability'], '.3f'):>11}{fmt(m['min_share'], '.1%'):>11}{m['seconds']:>9.1f}"
-                f"{fmt(m['k_by_silhouette_alone'], 'd'):>17}"
+                f"{fmt(m['k_by_silhouette_alone'], 'd'):>17}{fmt(m['k_by_bic'], 'd'):>10}"
             )
         chosen = result["chosen"]
         write(f"chosen: {ALGORITHM_LABELS[chosen['algorithm']]}, k={chosen['k']}")
