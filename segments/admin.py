@@ -1,3 +1,288 @@
-"""Admin of segments: registered here as its models arrive."""
+"""Admin of segments: a rule editor with live validation and preview, members, size over time.
 
-from segments import admin_clustering  # noqa: F401  (clustering runs and proposals)
+The definition is JSON edited in a textarea; a few lines of vanilla JS post it to the ``validate``
+view as you type, which answers with the same field-path messages as the API and, when valid, the
+size and a sample of members (``segment_preview``). Saving goes through the services.
+"""
+
+from __future__ import annotations
+
+import json
+
+from django import forms
+from django.contrib import admin, messages
+from django.http import JsonResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+
+from segments import (
+    admin_clustering,  # noqa: F401  (clustering runs and proposals)
+    selectors,
+    services,
+)
+from segments.models import Segment, SegmentKind, SegmentSize
+from segments.rules.validate import definition_errors
+
+EXAMPLES = {
+    "Hot leads (viewed 3+ outdoor products in 24 h, bought none)": {
+        "all": [
+            {
+                "event": "Product Viewed",
+                "where": [{"property": "category", "op": "=", "value": "outdoor"}],
+                "within_last": {"hours": 24},
+                "count": {"op": ">=", "value": 3},
+            },
+            {
+                "event": "Order Completed",
+                "where": [{"property": "products[].category", "op": "=", "value": "outdoor"}],
+                "within_last": {"hours": 24},
+                "did_not": True,
+            },
+        ]
+    },
+    "At-risk VIPs (spent 500+ in a year, no order for 90 days)": {
+        "all": [
+            {"computed": "revenue_365d", "op": ">=", "value": 500},
+            {"computed": "last_order_at", "op": "before", "value": {"days_ago": 90}},
+        ]
+    },
+    "Marketing-consenting buyers": {"all": [{"event": "Order Completed"}, {"consent": "marketing"}]},
+}
+
+
+class DefinitionWidget(forms.Textarea):
+    def __init__(self) -> None:
+        super().__init__(attrs={"rows": 18, "cols": 90, "style": "font-family: monospace", "class": "seg-definition"})
+
+    def format_value(self, value):
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                return value
+        return json.dumps(value, indent=2, ensure_ascii=False) if value is not None else ""
+
+
+class SegmentForm(forms.ModelForm):
+    definition = forms.JSONField(
+        required=False,
+        widget=DefinitionWidget(),
+        help_text="Conditions as JSON (docs/segments.md). Checked and previewed as you type.",
+    )
+
+    class Meta:
+        model = Segment
+        fields = ["name", "slug", "description", "status", "definition"]
+
+    def clean(self):
+        data = super().clean()
+        if self.instance.pk and self.instance.kind != SegmentKind.RULE:
+            data["definition"] = self.instance.definition
+            return data
+        if "definition" in self.errors:
+            return data
+        errors = definition_errors(data.get("definition"), slug=data.get("slug") or self.instance.slug or None)
+        if errors:
+            self.add_error("definition", [f"{path}: {msg}" for path, msgs in errors.items() for msg in msgs])
+        return data
+
+
+def size_chart_svg(sizes: list[tuple], width: int = 640, height: int = 160) -> str:
+    """An inline SVG line chart of (at, size) samples (server-side, no JS)."""
+    if not sizes:
+        return "<p>No size recorded yet (the first refresh records one).</p>"
+    pad = 30
+    t0, t1 = sizes[0][0].timestamp(), sizes[-1][0].timestamp()
+    top = max(s for _, s in sizes) or 1
+    span = (t1 - t0) or 1
+
+    def xy(at, size) -> str:
+        x = pad + (at.timestamp() - t0) / span * (width - 2 * pad) if len(sizes) > 1 else width / 2
+        y = height - pad - size / top * (height - 2 * pad)
+        return f"{x:.1f},{y:.1f}"
+
+    points = " ".join(xy(at, s) for at, s in sizes)
+    return (
+        f'<svg width="{width}" height="{height}" role="img" aria-label="segment size over time" '
+        f'style="background:#fafafa;border:1px solid #ddd">'
+        f'<polyline fill="none" stroke="#417690" stroke-width="2" points="{points}"/>'
+        f'<text x="4" y="{pad - 8}" font-size="11">{top}</text>'
+        f'<text x="4" y="{height - pad + 4}" font-size="11">0</text>'
+        f'<text x="{pad}" y="{height - 8}" font-size="11">{sizes[0][0]:%Y-%m-%d %H:%M}</text>'
+        f'<text x="{width - pad}" y="{height - 8}" font-size="11" text-anchor="end">'
+        f"{sizes[-1][0]:%Y-%m-%d %H:%M}</text>"
+        f"</svg>"
+    )
+
+
+_LIVE_JS = """
+<div id="seg-live" style="margin:8px 0;padding:8px;border:1px solid #ddd;max-width:760px">
+  <label>Start from an example: <select id="seg-example"><option value="">—</option></select></label>
+  <div id="seg-status" style="margin-top:6px">Type a definition to check it.</div>
+  <ul id="seg-errors" style="color:#ba2121"></ul>
+  <div id="seg-sample"></div>
+</div>
+<script>
+(function () {
+  var area = document.querySelector("textarea.seg-definition");
+  if (!area) return;
+  var live = document.getElementById("seg-live");
+  area.parentNode.appendChild(live);
+  var examples = %(examples)s, select = document.getElementById("seg-example");
+  Object.keys(examples).forEach(function (k) {
+    var o = document.createElement("option"); o.textContent = k; select.appendChild(o); });
+  select.onchange = function () {
+    if (select.value) { area.value = JSON.stringify(examples[select.value], null, 2); check(); } };
+  var token = document.querySelector("[name=csrfmiddlewaretoken]").value, timer = null;
+  var slug = document.querySelector("[name=slug]");
+  function text(el, value) { el.textContent = value; }
+  function check() {
+    var status = document.getElementById("seg-status"), errs = document.getElementById("seg-errors"),
+        sample = document.getElementById("seg-sample");
+    errs.innerHTML = ""; sample.innerHTML = "";
+    fetch("%(url)s", {method: "POST", headers: {"Content-Type": "application/json", "X-CSRFToken": token},
+      body: JSON.stringify({definition: area.value, slug: slug ? slug.value : ""})})
+    .then(function (r) { return r.json(); }).then(function (data) {
+      var paths = Object.keys(data.errors || {});
+      if (paths.length) {
+        text(status, "Not valid yet:");
+        paths.forEach(function (p) { data.errors[p].forEach(function (m) {
+          var li = document.createElement("li"); text(li, p + ": " + m); errs.appendChild(li); }); });
+        return;
+      }
+      text(status, "Valid. " + data.size + " profiles match now. A sample:");
+      var ul = document.createElement("ul");
+      data.sample.forEach(function (m) { var li = document.createElement("li");
+        text(li, (m.email || m.name || m.id) + " (last seen " + m.last_seen_at + ")"); ul.appendChild(li); });
+      sample.appendChild(ul);
+    }).catch(function () { text(status, "Could not check right now."); });
+  }
+  area.addEventListener("input", function () { clearTimeout(timer); timer = setTimeout(check, 500); });
+  if (area.value.trim()) check();
+})();
+</script>
+"""
+
+
+@admin.register(Segment)
+class SegmentAdmin(admin.ModelAdmin):
+    form = SegmentForm
+    list_display = ["name", "slug", "kind", "status", "size", "last_refreshed_at"]
+    list_filter = ["kind", "status"]
+    search_fields = ["name", "slug", "description"]
+    prepopulated_fields = {"slug": ["name"]}
+    actions = ["refresh_now"]
+
+    def get_readonly_fields(self, request, obj=None):
+        base = ["kind", "size", "last_refreshed_at", "created_by", "created_at", "updated_at"]
+        if obj is None:
+            return ["live_editor"]
+        extra = ["size_chart", "member_list", "live_editor"]
+        if obj.kind != SegmentKind.RULE:
+            extra = ["cluster_profile", *extra]
+        return [*base, *extra]
+
+    def get_fields(self, request, obj=None):
+        fields = ["name", "slug", "description", "status"]
+        if obj is None or obj.kind == SegmentKind.RULE:
+            fields += ["definition", "live_editor"]
+        if obj is not None:
+            fields += self.get_readonly_fields(request, obj)
+            fields.remove("live_editor")
+            if obj.kind == SegmentKind.RULE:
+                fields.insert(fields.index("definition") + 1, "live_editor")
+        return list(dict.fromkeys(fields))
+
+    def get_urls(self):
+        urls = [
+            path("validate/", self.admin_site.admin_view(self.validate_view), name="segments_segment_validate"),
+        ]
+        return urls + super().get_urls()
+
+    def validate_view(self, request):
+        """POST {definition: text, slug}: the API's field messages, or size and sample of members."""
+        if request.method != "POST":
+            return JsonResponse({"errors": {"": ["POST a definition."]}}, status=405)
+        try:
+            body = json.loads(request.body or b"{}")
+            text = body.get("definition", "")
+            definition = json.loads(text) if isinstance(text, str) else text
+        except (ValueError, AttributeError) as exc:
+            return JsonResponse({"errors": {"definition": [f"Not valid JSON: {exc}"]}})
+        slug = body.get("slug") or None
+        errors = definition_errors(definition, slug=slug)
+        if errors:
+            return JsonResponse({"errors": errors})
+        preview = services.segment_preview(definition=definition, sample=10, slug=slug)
+        return JsonResponse(
+            {
+                "errors": {},
+                "size": preview["size"],
+                "sample": [{**m, "last_seen_at": m["last_seen_at"].isoformat()} for m in preview["sample"]],
+            }
+        )
+
+    @admin.display(description="Check and preview")
+    def live_editor(self, obj):
+        url = reverse("admin:segments_segment_validate")
+        return mark_safe(_LIVE_JS % {"url": url, "examples": json.dumps(EXAMPLES)})  # noqa: S308  (constants)
+
+    @admin.display(description="Size over time")
+    def size_chart(self, obj):
+        rows = list(SegmentSize.objects.filter(segment=obj).order_by("-at").values_list("at", "size")[:500])
+        return mark_safe(size_chart_svg(rows[::-1]))  # noqa: S308  (numbers and dates only)
+
+    @admin.display(description="Members")
+    def member_list(self, obj):
+        members = list(selectors.segment_members(segment=obj).select_related("profile")[:50])
+        rows = format_html_join(
+            "",
+            '<tr><td><a href="{}">{}</a></td><td>{}</td></tr>',
+            (
+                (
+                    reverse("admin:profiles_profile_change", args=[m.profile_id]),
+                    str(m.profile),
+                    f"{m.entered_at:%Y-%m-%d %H:%M}",
+                )
+                for m in members
+            ),
+        )
+        export = f"/api/v1/segments/{obj.slug}/members/export/"
+        return format_html(
+            '<p>{} members (first 50 shown). CSV: <a href="{}">all</a> · '
+            '<a href="{}?purpose=marketing">marketing-consenting only</a></p>'
+            "<table><tr><th>profile</th><th>entered</th></tr>{}</table>",
+            obj.size,
+            export,
+            export,
+            rows,
+        )
+
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
+        who = f"admin:{request.user.get_username()}"
+        if not change:
+            created = services.segment_create(
+                slug=data["slug"],
+                name=data["name"],
+                description=data.get("description", ""),
+                definition=data["definition"],
+                created_by=who,
+                refresh="now",
+            )
+            obj.pk = created.pk
+            return
+        fields = {k: data[k] for k in ("slug", "name", "description", "status") if k in data}
+        if obj.kind == SegmentKind.RULE:
+            fields["definition"] = data["definition"]
+        current = Segment.objects.get(pk=obj.pk)
+        services.segment_update(segment=current, refresh="now", **fields)
+
+    @admin.action(description="Refresh members now")
+    def refresh_now(self, request, queryset):
+        total_in = total_out = 0
+        for segment in queryset.filter(kind=SegmentKind.RULE):
+            entered, exited = services.segment_refresh(segment=segment)
+            total_in, total_out = total_in + entered, total_out + exited
+        self.message_user(request, f"Refreshed: {total_in} entered, {total_out} exited.", messages.SUCCESS)
