@@ -281,6 +281,9 @@ PRIVACY_CENTER_SHOP_NAME: str = env.str("PRIVACY_CENTER_SHOP_NAME", default="Our
 PRIVACY_CENTER_PRIMARY_COLOR: str = env.str("PRIVACY_CENTER_PRIMARY_COLOR", default="#2f5d62")
 PRIVACY_CENTER_ACCENT_COLOR: str = env.str("PRIVACY_CENTER_ACCENT_COLOR", default="#f4a261")
 PRIVACY_CENTER_FROM_EMAIL: str = env.str("PRIVACY_CENTER_FROM_EMAIL", default="privacy@localhost")
+# E-mail (the privacy center's verification links): console in development, SMTP from EMAIL_URL otherwise.
+EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://" if DEBUG else "smtp://localhost:25")
+vars().update(EMAIL_CONFIG)
 
 # --- recommendations: catalog, model refresh, serving (docs/recommendations.md) ---
 # Categories (top level) where buying the same item again is normal; in every other category an item

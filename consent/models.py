@@ -208,6 +208,9 @@ class PrivacyCenterToken(models.Model):
 
     token_hash = models.CharField(max_length=64, unique=True)
     email_hash = models.CharField(max_length=64, db_index=True)
+    email_sealed = models.TextField(
+        blank=True, default="", help_text="the address, encrypted with a key only the link itself carries"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField()
     used_at = models.DateTimeField(null=True, blank=True)

@@ -1,0 +1,122 @@
+"""The privacy center's e-mail verification: one-time, expiring links (only hashes are stored).
+
+A link is sent whether or not the address is known, so neither the page nor the mailbox tells an
+attacker anything the address's owner would not see anyway (enumeration). Sending is limited per
+address and per client address; the answer on screen stays the same when the limit is hit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.cache import cache
+from django.core.mail import send_mail
+from django.db import transaction
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from profiles.normalize import normalize_identifier
+
+from .models import PrivacyCenterToken
+from .services import salted_hash
+
+logger = logging.getLogger("cdp.privacy")
+
+SEND_LIMIT_PER_HOUR = 5
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _keystream(token: str, n: int) -> bytes:
+    out = b""
+    counter = 0
+    while len(out) < n:
+        out += hashlib.sha256(f"cdp-privacy-center:{token}:{counter}".encode()).digest()
+        counter += 1
+    return out[:n]
+
+
+def _seal(token: str, email: str) -> str:
+    """The address encrypted with a key derived from the link's token: the database alone cannot
+    read it, the link holder can (the link may be opened in another browser than the one that asked)."""
+    data = email.encode()
+    return bytes(a ^ b for a, b in zip(data, _keystream(token, len(data)), strict=True)).hex()
+
+
+def _unseal(token: str, sealed: str) -> str:
+    data = bytes.fromhex(sealed)
+    return bytes(a ^ b for a, b in zip(data, _keystream(token, len(data)), strict=True)).decode(errors="replace")
+
+
+def center_email_normalise(*, email: str) -> str | None:
+    return normalize_identifier("email", email or "")
+
+
+def _limited(key: str) -> bool:
+    try:
+        cache.add(key, 0, timeout=3600)
+        return cache.incr(key) > SEND_LIMIT_PER_HOUR
+    except Exception:  # cache down: do not block people from their rights
+        return False
+
+
+def center_link_send(*, email: str, client_ip: str, build_url) -> bool:
+    """Send a one-time link to ``email`` (known or not). Returns whether a mail went out (callers
+    must not show this to the visitor)."""
+    normalised = center_email_normalise(email=email)
+    if not normalised:
+        return False
+    email_hash = salted_hash(f"email:{normalised}")
+    if _limited(f"privacy-center:send:{email_hash}") or _limited(f"privacy-center:ip:{salted_hash(client_ip)}"):
+        logger.info("privacy center: send limit reached")
+        return False
+    token = secrets.token_urlsafe(32)
+    PrivacyCenterToken.objects.create(
+        token_hash=_token_hash(token),
+        email_hash=email_hash,
+        email_sealed=_seal(token, normalised),
+        expires_at=timezone.now() + timedelta(minutes=settings.PRIVACY_CENTER_LINK_MINUTES),
+    )
+    context = {
+        "shop_name": settings.PRIVACY_CENTER_SHOP_NAME,
+        "url": build_url(token),
+        "minutes": settings.PRIVACY_CENTER_LINK_MINUTES,
+    }
+    send_mail(
+        subject=f"{settings.PRIVACY_CENTER_SHOP_NAME}: your privacy center link",
+        message=render_to_string("consent/center/email.txt", context),
+        from_email=settings.PRIVACY_CENTER_FROM_EMAIL,
+        recipient_list=[email.strip()],
+    )
+    return True
+
+
+def center_token_valid(*, token: str) -> PrivacyCenterToken | None:
+    return PrivacyCenterToken.objects.filter(
+        token_hash=_token_hash(token), used_at__isnull=True, expires_at__gt=timezone.now()
+    ).first()
+
+
+@transaction.atomic
+def center_token_use(*, token: str) -> str | None:
+    """Consume a link (once): the verified, normalised address, or None (unknown, used, expired)."""
+    row = (
+        PrivacyCenterToken.objects.select_for_update()
+        .filter(token_hash=_token_hash(token), used_at__isnull=True, expires_at__gt=timezone.now())
+        .first()
+    )
+    if row is None:
+        return None
+    email = _unseal(token, row.email_sealed)
+    if row.email_hash != salted_hash(f"email:{email}"):
+        return None
+    row.used_at = timezone.now()
+    row.email_sealed = ""  # nothing left to read once used
+    row.save(update_fields=["used_at", "email_sealed"])
+    return email
