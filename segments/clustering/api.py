@@ -27,6 +27,7 @@ RECENT_RUNS = 50
 
 
 class ProposalOutput(serializers.ModelSerializer):
+    status = serializers.CharField(read_only=True, help_text="proposed, active (accepted) or dismissed")
     cluster_profile = serializers.DictField(read_only=True, help_text="size, share, description, medians, z-scores")
 
     class Meta:
@@ -36,6 +37,7 @@ class ProposalOutput(serializers.ModelSerializer):
 
 
 class ClusteringRunOutput(serializers.ModelSerializer):
+    status = serializers.CharField(read_only=True, help_text="queued, running, done or failed")
     chosen = serializers.DictField(read_only=True, help_text="algorithm, k and metrics of the chosen model")
 
     class Meta:
