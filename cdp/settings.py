@@ -301,5 +301,7 @@ RECS_HOLDOUT_DAYS: int = env.int("RECS_HOLDOUT_DAYS", default=14)
 RECS_PRIMARY_METRIC: str = env.str("RECS_PRIMARY_METRIC", default="ndcg@10")
 RECS_TRAIN_PARAMS: dict = env.json("RECS_TRAIN_PARAMS", default={})
 RECS_REFRESH_HOUR: int = env.int("RECS_REFRESH_HOUR", default=3)  # nightly refresh (UTC)
+# After a promotion, retrain the same recipe on all data (holdout included) and republish it.
+RECS_RETRAIN_ON_ALL_DATA: bool = env.bool("RECS_RETRAIN_ON_ALL_DATA", default=True)
 # Serving processes check the active model version in Redis at most this often (seconds).
 RECS_VERSION_CHECK_SECONDS: float = env.float("RECS_VERSION_CHECK_SECONDS", default=1.0)

@@ -380,30 +380,17 @@ def _refresh(version: ModelVersion) -> ModelVersion:
     if len(truth) == 0 and active is not None:
         promote, decision = False, "the holdout has no customers to evaluate on: nothing promoted"
 
-    if promote:
-        progress(0.62, "retraining the promoted model on all data")
-        t0 = time.monotonic()
-        final = train_bundle(
-            data=data, catalog=catalog, params=version.params, now=now, progress=progress.span(0.62, 0.85)
-        )
-        timings["train_final"] = round(time.monotonic() - t0, 3)
-    else:
-        final = candidate
-    progress(0.86, "segment popularity")
-    segments = _segment_popularity(final)
-    progress(0.9, "context statistics")
+    progress(0.6, "segment popularity and context statistics")
+    segments = _segment_popularity(candidate)
     context_stats = context_stats_compute(since=_ts(float(data.ts.min())))
-    progress(0.93, "storing the artifact")
-    t0 = time.monotonic()
-    blob = final.to_bytes()
-    timings["serialise"] = round(time.monotonic() - t0, 3)
-    timings["total"] = round(time.monotonic() - started, 3)
+    _forget_erased(candidate)
+    blob = candidate.to_bytes()
     with transaction.atomic():
         ModelVersion.objects.filter(pk=version.pk).update(
-            kind=str(final.params.get("primary", "hybrid"))[:32],
+            kind=str(candidate.params.get("primary", "hybrid"))[:32],
             params=version.params,
             data_since=_ts(float(data.ts.min())),
-            data_until=_ts(now),
+            data_until=_ts(truth.cutoff),
             holdout_since=_ts(truth.cutoff),
             metrics={**cand_metrics, "train": candidate.metrics},
             baseline_metrics=baseline,
@@ -416,22 +403,72 @@ def _refresh(version: ModelVersion) -> ModelVersion:
                 "products_created": created,
                 "segments": segments,
                 "seconds": timings,
+                "artifact_data": "the training window (before the holdout)",
             },
             context_stats=context_stats,
             artifact=blob,
             artifact_bytes=len(blob),
             status=ModelStatus.CANDIDATE,
-            progress=1.0 if not promote else 0.97,
-            progress_message="candidate (not promoted)" if not promote else "promoting",
+            progress=1.0 if not promote else 0.65,
+            progress_message="candidate (not promoted)" if not promote else "active; retraining on all data",
             finished_at=timezone.now(),
         )
         version.refresh_from_db()
         if promote:
             version = model_version_promote(version=version, by="refresh", reason=decision)
-            ModelVersion.objects.filter(pk=version.pk).update(progress=1.0, progress_message="active")
-            version.refresh_from_db()
+    timings["published"] = round(time.monotonic() - started, 3)
+    del candidate, blob
+    if promote and settings.RECS_RETRAIN_ON_ALL_DATA:
+        # the evaluated model is live; now the same recipe on all the data (holdout included) replaces it
+        t0 = time.monotonic()
+        final = train_bundle(
+            data=data, catalog=catalog, params=version.params, now=now, progress=progress.span(0.65, 0.95)
+        )
+        timings["train_final"] = round(time.monotonic() - t0, 3)
+        _segment_popularity(final)
+        _forget_erased(final)
+        version = model_version_republish(version=version, bundle=final, data_until=_ts(now))
+    timings["total"] = round(time.monotonic() - started, 3)
+    stats = {**version.data_stats, "seconds": timings}
+    if promote and settings.RECS_RETRAIN_ON_ALL_DATA:
+        stats["artifact_data"] = "all the data (retrained after the evaluation)"
+    ModelVersion.objects.filter(pk=version.pk).update(progress=1.0, progress_message=version.status, data_stats=stats)
+    version.refresh_from_db()
     _drop_old_artifacts()
     return version
+
+
+def model_version_republish(*, version: ModelVersion, bundle, data_until: datetime | None = None) -> ModelVersion:
+    """Replace a version's artifact (a new revision); when it is the active one, servers reload it."""
+    blob = bundle.to_bytes()
+    with transaction.atomic():
+        locked = ModelVersion.objects.select_for_update().defer("artifact").get(pk=version.pk)
+        fields = {"artifact": blob, "artifact_bytes": len(blob), "artifact_revision": locked.artifact_revision + 1}
+        if data_until is not None:
+            fields["data_until"] = data_until
+        ModelVersion.objects.filter(pk=locked.pk).update(**fields)
+        locked.refresh_from_db()
+        if locked.status == ModelStatus.ACTIVE:
+            _publish_on_commit(locked)
+    return locked
+
+
+def _forget_erased(bundle) -> None:
+    """People erased (or merged away) while the model trained leave it before it is stored."""
+    users = [str(u) for u in bundle.state.users]
+    if not users:
+        return
+    live: set[str] = set()
+    with connection.cursor() as cursor:
+        for start in range(0, len(users), 50_000):
+            cursor.execute(
+                "SELECT id::text FROM profiles_profile WHERE id = ANY(%s::uuid[]) AND merged_into_id IS NULL",
+                [users[start : start + 50_000]],
+            )
+            live.update(row[0] for row in cursor.fetchall())
+    gone = [u for u in users if u not in live]
+    if gone:
+        bundle.forget_users(gone)
 
 
 def _metric_k(metric: str) -> int:

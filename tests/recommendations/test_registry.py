@@ -31,7 +31,9 @@ def test_first_refresh_trains_evaluates_and_publishes(shop_data, django_capture_
     assert version.data_stats["interactions"] == 22
     assert version.holdout_since > version.data_since
     assert version.artifact_bytes > 0
-    assert cache.get(services.ACTIVE_KEY) == f"{version.pk}:1"
+    assert version.artifact_revision == 2  # the evaluated model, then its retrain on all data
+    assert cache.get(services.ACTIVE_KEY) == f"{version.pk}:2"
+    assert version.data_stats["seconds"]["published"] <= version.data_stats["seconds"]["total"]
     assert "first model" in version.decision
 
 
@@ -45,7 +47,7 @@ def test_a_worse_candidate_stays_candidate_and_a_better_one_is_promoted(shop_dat
     assert "does not beat" in worse.decision
     first.refresh_from_db()
     assert first.status == ModelStatus.ACTIVE
-    assert cache.get(services.ACTIVE_KEY) == f"{first.pk}:1"
+    assert cache.get(services.ACTIVE_KEY) == f"{first.pk}:{first.artifact_revision}"
 
     with django_capture_on_commit_callbacks(execute=True):
         better = refresh({"primary": "popularity"})
@@ -53,7 +55,7 @@ def test_a_worse_candidate_stays_candidate_and_a_better_one_is_promoted(shop_dat
     assert better.metrics["ndcg@10"] > better.baseline_metrics["ndcg@10"]
     first.refresh_from_db()
     assert (first.status, first.retired_at is not None) == (ModelStatus.RETIRED, True)
-    assert cache.get(services.ACTIVE_KEY) == f"{better.pk}:1"
+    assert cache.get(services.ACTIVE_KEY) == f"{better.pk}:{better.artifact_revision}"
 
 
 def test_the_same_recipe_on_fresher_data_is_promoted(shop_data, django_capture_on_commit_callbacks):
@@ -78,7 +80,7 @@ def test_rollback_reactivates_a_retired_version(shop_data, django_capture_on_com
     second.refresh_from_db()
     assert (first.status, first.promoted_by) == (ModelStatus.ACTIVE, "admin")
     assert second.status == ModelStatus.RETIRED
-    assert cache.get(services.ACTIVE_KEY) == f"{first.pk}:1"
+    assert cache.get(services.ACTIVE_KEY) == f"{first.pk}:{first.artifact_revision}"
     assert ModelVersion.objects.filter(status=ModelStatus.ACTIVE).count() == 1
 
 

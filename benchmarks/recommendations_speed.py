@@ -1,0 +1,474 @@
+"""Recommendations speed: the serving API under load, and the model refresh on Online Retail.
+
+    python benchmarks/recommendations_speed.py [--products 50000] [--profiles 200000] [--rate 300]
+        [--seconds 30] [--workers 2] [--threads 4] [--part serving|retail|all] [--keep]
+
+Serving: a scratch database (``cdp_bench_recs``) gets 50,000 products, 200,000 profiles with a
+user id each, about a million interactions (orders and product views, generated with set-based
+SQL), personalisation consent for 70 % of the people and five segments; a model is trained by the
+refresh service; gunicorn (``--workers`` gthread workers) serves it. An open-loop load generator
+(asyncio; each request has a fixed start time, latency is measured from that time, so a slow
+server cannot slow the generator down and hide its own queueing) sends ``--rate`` requests/s for
+``--seconds`` to a trivial authenticated DRF endpoint (``GET /api/v1/products/{sku}/``: key auth,
+throttle, one query) and then to ``GET /api/v1/recommendations/`` in the same run, against the
+same server. Prints p50/p95/p99 and the ratio.
+
+Retail: another scratch database (``cdp_bench_recs_retail``) imports
+/work/shared/datasets/online_retail/online_retail.csv.gz with profiles' import_orders (timed apart),
+then the model refresh end to end (extract from PostgreSQL, holdout split, train, evaluate, retrain
+on all data, publish) is timed, twice: the first model, and a second refresh that also evaluates
+the active model.
+
+The databases are dropped at the end unless ``--keep``. Redis DB ``--redis-db`` (default 14) is
+used by the server; do not run tests on it meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+RETAIL = Path("/work/shared/datasets/online_retail/online_retail.csv.gz")
+
+
+def server_url() -> str:
+    from cdp.envfiles import load_env_files
+
+    load_env_files()
+    return os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/cdp")
+
+
+def with_db(url: str, name: str) -> str:
+    head, _, _ = url.rpartition("/")
+    return f"{head}/{name}"
+
+
+def redis_url(db: int) -> str:
+    base = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    head, _, _ = base.rpartition("/")
+    return f"{head}/{db}"
+
+
+def bench_env(url: str, args) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": url,
+        "REDIS_URL": redis_url(args.redis_db),
+        "CACHE_KEY_PREFIX": "cdp-bench-recs",
+        "DEBUG": "false",
+        "SECRET_KEY": "benchmark-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "SECURE_SSL_REDIRECT": "false",
+        "LOG_LEVEL": "WARNING",
+        "DB_STATEMENT_TIMEOUT_MS": "0",
+        "OPENBLAS_NUM_THREADS": "1",
+        "DJANGO_SETTINGS_MODULE": "cdp.settings",
+    }
+
+
+def create_db(name: str, args) -> str:
+    url = server_url()
+    admin = with_db(url, "postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    env = bench_env(with_db(url, name), args)
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=REPO, env=env, check=True)
+    return with_db(url, name)
+
+
+def drop_db(name: str) -> None:
+    admin = with_db(server_url(), "postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+GENERATE_SQL = """
+SELECT setseed(0.42);
+INSERT INTO profiles_source (name, write_key_prefix, write_key_hash, is_active, created_at)
+VALUES ('bench', 'wk_bench', md5('bench'), true, now());
+
+INSERT INTO recommendations_product
+    (sku, title, description, category, brand, price, attributes, in_stock, first_seen_source, created_at, updated_at)
+SELECT 'P' || lpad(g::text, 6, '0'), 'Product ' || g, '', 'cat' || (g % 40) || ' > sub' || (g % 7),
+       'brand' || (g % 300), (5 + (g * 7919) % 500)::numeric, '{}'::jsonb, (g % 23) <> 0, 'import', now(), now()
+FROM generate_series(1, %(products)s) g;
+
+CREATE TEMP TABLE bench_people AS
+SELECT g AS n, md5('person' || g)::uuid AS id FROM generate_series(1, %(profiles)s) g;
+
+INSERT INTO profiles_profile (id, traits, trait_meta, computed, first_seen_at, last_seen_at, created_at, updated_at)
+SELECT id, jsonb_build_object('user_id', 'u' || n), '{}'::jsonb, '{}'::jsonb, now() - interval '120 days',
+       now(), now(), now()
+FROM bench_people;
+
+INSERT INTO profiles_identifier (kind, value, profile_id, created_at, last_seen_at)
+SELECT 'user_id', 'u' || n, id, now(), now() FROM bench_people;
+
+-- orders: 60 %% of people, 1-2 orders of 1-3 lines; item popularity skewed (a few best sellers)
+CREATE TEMP TABLE bench_lines AS
+SELECT p.n, p.id, o AS order_no, 1 + floor(%(products)s * power(random(), 2.5))::int AS item,
+       now() - (random() * interval '90 days') AS at
+FROM bench_people p
+CROSS JOIN LATERAL generate_series(1, 1 + (p.n %% 2)) o
+CROSS JOIN LATERAL generate_series(1, 1 + (p.n * 7 + o) %% 3) l
+WHERE p.n %% 10 < 6;
+
+INSERT INTO profiles_event
+    (source_id, message_id, profile_id, type, name, user_id, anonymous_id, properties, traits, context,
+     occurred_at, original_timestamp, sent_at, received_at, device_type, local_hour)
+SELECT (SELECT id FROM profiles_source WHERE name = 'bench'), 'order-' || n || '-' || order_no, id, 'track',
+       'Order Completed', 'u' || n, '',
+       jsonb_build_object('order_id', 'o' || n || '-' || order_no, 'products', jsonb_agg(jsonb_build_object(
+           'product_id', 'P' || lpad(item::text, 6, '0'), 'quantity', 1, 'price', 20,
+           'category', 'cat' || (item %% 40) || ' > sub' || (item %% 7)))),
+       '{}'::jsonb, '{}'::jsonb, min(at), min(at), min(at), min(at), 'desktop', 20
+FROM bench_lines GROUP BY n, id, order_no;
+
+-- product views: 0-6 per person
+INSERT INTO profiles_event
+    (source_id, message_id, profile_id, type, name, user_id, anonymous_id, properties, traits, context,
+     occurred_at, original_timestamp, sent_at, received_at, device_type, local_hour)
+SELECT (SELECT id FROM profiles_source WHERE name = 'bench'), 'view-' || p.n || '-' || v, p.id, 'track',
+       'Product Viewed', 'u' || p.n, '',
+       jsonb_build_object('product_id', 'P' || lpad(x.item::text, 6, '0'),
+                          'category', 'cat' || (x.item %% 40) || ' > sub' || (x.item %% 7)),
+       '{}'::jsonb, '{}'::jsonb, x.at, x.at, x.at, x.at,
+       CASE WHEN p.n %% 3 = 0 THEN 'mobile' ELSE 'desktop' END, (p.n %% 24)
+FROM bench_people p
+CROSS JOIN LATERAL generate_series(1, p.n %% 7) v
+CROSS JOIN LATERAL (SELECT 1 + floor(%(products)s * power(random() + v * 0, 2.5))::int AS item,
+                           now() - (random() * interval '90 days') AS at) x;
+
+-- personalisation consent for 70 %% of the people
+INSERT INTO consent_consentrecord
+    (profile_id, purpose_id, granted, source, policy_version, evidence, recorded_at, expires_at)
+SELECT id, (SELECT id FROM consent_purpose WHERE key = 'personalisation'), true, 'import', '1', '{}'::jsonb,
+       now() - interval '100 days', now() + interval '295 days'
+FROM bench_people WHERE n %% 10 < 7;
+
+-- five segments of 20,000 people each
+INSERT INTO segments_segment
+    (slug, name, description, kind, status, definition, cluster_profile, size, created_at, updated_at, created_by)
+SELECT 'bench-' || s, 'Bench segment ' || s, '', 'rule', 'active', NULL, '{}'::jsonb, 0, now(), now(), 'bench'
+FROM generate_series(1, 5) s;
+INSERT INTO segments_segmentmembership (segment_id, profile_id, entered_at, exited_at)
+SELECT seg.id, p.id, now(), NULL
+FROM bench_people p JOIN segments_segment seg ON seg.slug = 'bench-' || (1 + p.n %% 5)
+WHERE p.n %% 2 = 0;
+ANALYZE;
+"""
+
+
+def generate(args) -> dict:
+    """Inside the benchmark database (Django set up): data, consent state, a trained model, a key."""
+    from django.db import connection
+
+    from cdp.services import api_key_create
+    from consent.services import consent_state_rebuild, purposes_ensure
+    from recommendations import services
+
+    purposes_ensure()
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute(GENERATE_SQL, {"products": args.products, "profiles": args.profiles})
+        cursor.execute("SELECT count(*) FROM profiles_event")
+        (events,) = cursor.fetchone()
+    consent_state_rebuild()
+    generate_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    version = services.model_refresh_start(requested_by="benchmark", queue=False)
+    version = services.model_refresh_execute(version_id=version.pk)
+    if version.status != "active":
+        raise SystemExit(f"model refresh did not produce an active model: {version.status} {version.error}")
+    refresh_seconds = time.perf_counter() - started
+    _, key = api_key_create(name="benchmark")
+    return {
+        "events": events,
+        "generate_seconds": round(generate_seconds, 1),
+        "refresh_seconds": round(refresh_seconds, 1),
+        "refresh_timings": version.data_stats.get("seconds", {}),
+        "artifact_mb": round(version.artifact_bytes / 1e6, 1),
+        "ndcg": version.metrics.get("ndcg@10"),
+        "key": key,
+    }
+
+
+# --- the load generator ------------------------------------------------------------------------------
+
+
+async def _open(host: str, port: int):
+    return await asyncio.open_connection(host, port)
+
+
+async def _request(reader, writer, path: str, key: str) -> int:
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+        "Accept: application/json\r\n\r\n".encode()
+    )
+    status_line = await reader.readline()
+    status = int(status_line.split()[1])
+    length = 0
+    chunked = False
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b""):
+            break
+        name, _, value = line.decode("latin-1").partition(":")
+        if name.lower() == "content-length":
+            length = int(value)
+        elif name.lower() == "transfer-encoding" and "chunked" in value.lower():
+            chunked = True
+    if chunked:  # not expected from Django, but be correct
+        while True:
+            size = int((await reader.readline()).strip(), 16)
+            await reader.readexactly(size + 2)
+            if size == 0:
+                break
+    elif length:
+        await reader.readexactly(length)
+    return status
+
+
+async def load(host: str, port: int, key: str, paths: list[str], rate: float, seconds: float, conns: int) -> dict:
+    """Open loop: request i starts at t0 + i / rate whatever happened before; latency from that time."""
+    loop = asyncio.get_running_loop()
+    pool: asyncio.Queue = asyncio.Queue()
+    for _ in range(conns):
+        pool.put_nowait(await _open(host, port))
+    n = int(rate * seconds)
+    latencies = [0.0] * n
+    statuses = [0] * n
+    t0 = loop.time() + 0.2
+
+    async def one(i: int) -> None:
+        scheduled = t0 + i / rate
+        delay = scheduled - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        reader, writer = await pool.get()
+        try:
+            statuses[i] = await _request(reader, writer, paths[i % len(paths)], key)
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError, IndexError):
+            writer.close()
+            reader, writer = await _open(host, port)
+            statuses[i] = -1
+        finally:
+            pool.put_nowait((reader, writer))
+        latencies[i] = loop.time() - scheduled
+
+    tasks = []
+    for i in range(n):  # create tasks just ahead of their time (a few thousand sleeping tasks at most)
+        ahead = t0 + i / rate - loop.time()
+        if ahead > 1.0:
+            await asyncio.sleep(ahead - 1.0)
+        tasks.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*tasks)
+    while not pool.empty():
+        _, writer = pool.get_nowait()
+        writer.close()
+    import numpy as np
+
+    ms = np.array(latencies) * 1000
+    ok = sum(1 for s in statuses if s == 200)
+    achieved = n / (max(latencies[-1] + (n - 1) / rate, 1e-9))
+    return {
+        "requests": n,
+        "ok": ok,
+        "errors": n - ok,
+        "p50": round(float(np.percentile(ms, 50)), 2),
+        "p95": round(float(np.percentile(ms, 95)), 2),
+        "p99": round(float(np.percentile(ms, 99)), 2),
+        "max": round(float(ms.max()), 2),
+        "achieved_rate": round(achieved, 1),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serving_part(args) -> dict:
+    url = create_db(args.database, args)
+    env = bench_env(url, args)
+    try:
+        setup = subprocess.run(
+            [sys.executable, __file__, "--inner-generate", *sys.argv[1:]],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if setup.returncode != 0:
+            raise SystemExit(f"data generation failed:\n{setup.stderr[-4000:]}")
+        info = json.loads(setup.stdout.strip().splitlines()[-1])
+        port = free_port()
+        log = open(REPO / ".cdp" / "bench-recs-gunicorn.log", "w")  # noqa: SIM115
+        server = subprocess.Popen(
+            [
+                sys.executable, "-m", "gunicorn", "cdp.wsgi:application",
+                "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers), "--threads", str(args.threads),
+                "--worker-class", "gthread", "--keep-alive", "5", "--timeout", "120",
+            ],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                    break
+                except OSError:
+                    time.sleep(0.2)
+            rng = random.Random(7)
+            trivial = [f"/api/v1/products/P{rng.randint(1, args.products):06d}/" for _ in range(5000)]
+            recs = []
+            for _ in range(5000):
+                if rng.random() < 0.85:
+                    recs.append(
+                        f"/api/v1/recommendations/?user_id=u{rng.randint(1, args.profiles)}&k=10&placement=home"
+                    )
+                else:
+                    sku = f"P{rng.randint(1, 2000):06d}"
+                    recs.append(
+                        f"/api/v1/recommendations/?anonymous_id=visitor-{rng.randint(1, 10**9)}"
+                        f"&k=10&session_items={sku}"
+                    )
+            key = info["key"]
+            # warm-up: every worker loads the model and the catalog once
+            asyncio.run(load("127.0.0.1", port, key, recs, 50, 10, 16))
+            asyncio.run(load("127.0.0.1", port, key, trivial, 50, 3, 16))
+            results = {
+                "trivial": asyncio.run(load("127.0.0.1", port, key, trivial, args.rate, args.seconds, args.conns)),
+                "recommendations": asyncio.run(load("127.0.0.1", port, key, recs, args.rate, args.seconds, args.conns)),
+            }
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(30)
+            log.close()
+        return {**info, "key": "…", **results}
+    finally:
+        if not args.keep:
+            drop_db(args.database)
+
+
+# --- Online Retail refresh --------------------------------------------------------------------------
+
+
+def retail_inner(args) -> dict:
+    from django.core.management import call_command
+
+    from recommendations import services
+
+    started = time.perf_counter()
+    call_command("import_orders", str(RETAIL), "--no-progress", stdout=open(os.devnull, "w"))  # noqa: SIM115
+    import_seconds = time.perf_counter() - started
+    out = {"import_seconds": round(import_seconds, 1), "refreshes": []}
+    for _ in range(2):
+        started = time.perf_counter()
+        version = services.model_refresh_start(requested_by="benchmark", queue=False)
+        version = services.model_refresh_execute(version_id=version.pk)
+        seconds = time.perf_counter() - started
+        out["refreshes"].append(
+            {
+                "seconds": round(seconds, 1),
+                "status": version.status,
+                "error": version.error,
+                "timings": version.data_stats.get("seconds", {}),
+                "interactions": version.data_stats.get("interactions"),
+                "users": version.data_stats.get("users"),
+                "items": version.data_stats.get("items"),
+                "holdout_users": version.data_stats.get("holdout_users"),
+                "ndcg": version.metrics.get("ndcg@10"),
+                "baseline_ndcg": version.baseline_metrics.get("ndcg@10"),
+                "artifact_mb": round(version.artifact_bytes / 1e6, 1),
+            }
+        )
+    return out
+
+
+def retail_part(args) -> dict:
+    name = f"{args.database}_retail"
+    url = create_db(name, args)
+    try:
+        done = subprocess.run(
+            [sys.executable, __file__, "--inner-retail", *sys.argv[1:]],
+            cwd=REPO,
+            env=bench_env(url, args),
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"retail refresh failed:\n{done.stderr[-4000:]}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    finally:
+        if not args.keep:
+            drop_db(name)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--products", type=int, default=50_000)
+    parser.add_argument("--profiles", type=int, default=200_000)
+    parser.add_argument("--rate", type=float, default=300.0, help="requests per second")
+    parser.add_argument("--seconds", type=float, default=30.0, help="seconds of load per endpoint")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--conns", type=int, default=64, help="keep-alive connections of the load generator")
+    parser.add_argument("--part", choices=["serving", "retail", "all"], default="all")
+    parser.add_argument("--database", default="cdp_bench_recs")
+    parser.add_argument("--redis-db", type=int, default=14)
+    parser.add_argument("--keep", action="store_true", help="keep the scratch databases")
+    parser.add_argument("--inner-generate", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--inner-retail", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.inner_generate or args.inner_retail:
+        import django
+
+        django.setup()
+        result = generate(args) if args.inner_generate else retail_inner(args)
+        print(json.dumps(result, default=str))
+        return 0
+    report: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count()}
+    report["load_average_before"] = [round(x, 2) for x in os.getloadavg()]
+    if args.part in ("serving", "all"):
+        report["serving"] = serving_part(args)
+    if args.part in ("retail", "all"):
+        report["retail"] = retail_part(args)
+    report["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    print(json.dumps(report, indent=2, default=str))
+    if "serving" in report:
+        t, r = report["serving"]["trivial"], report["serving"]["recommendations"]
+        print("\n| endpoint | requests | errors | p50 ms | p95 ms | p99 ms | max ms |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for name, row in (("trivial: GET /api/v1/products/{sku}/", t), ("GET /api/v1/recommendations/", r)):
+            print(
+                f"| {name} | {row['requests']} | {row['errors']} | {row['p50']} | {row['p95']} | "
+                f"{row['p99']} | {row['max']} |"
+            )
+        print(f"\np99 ratio recommendations / trivial: {r['p99'] / max(t['p99'], 1e-9):.2f}")
+    if "retail" in report:
+        for n, row in enumerate(report["retail"]["refreshes"], start=1):
+            print(f"retail refresh {n}: {row['seconds']} s ({row['status']}; {row['timings']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
