@@ -11,7 +11,8 @@ arrivals; indexes built after the load). Then, in one run:
   (steady state); baseline: a plain COUNT of the same events, and the members query alone;
 - single-profile evaluation (``profile_segments_evaluate``: the path real time uses) of those
   segments for random profiles, p50/p99; baseline: reading the profile's events alone;
-- real-time latency: an event POSTed through the tracking API (in-process client, the real view
+- real-time latency: an event of an existing profile (its user id; ~50 events of history) POSTed
+  through the tracking API (in-process client, the real view
   and ingest path) with a real Celery worker running -> membership visible in the database;
   baseline: the profiles follow-up alone (computed traits refreshed) in the same runs.
 
@@ -27,7 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -114,6 +115,11 @@ LOAD_SQL = [
              'preferred_device', (ARRAY['mobile','desktop','tablet'])[1 + g % 3]),
            now(), NULL, now() - interval '60 days', now(), now(), now()
     FROM generate_series(1, {profiles}) g
+    """,
+    # a user id per profile, so real-time events reach existing profiles with their ~50 events
+    """
+    INSERT INTO profiles_identifier (kind, value, profile_id, created_at, last_seen_at)
+    SELECT 'user_id', 'u' || g, md5('p' || g)::uuid, now(), now() FROM generate_series(1, {profiles}) g
     """,
     """
     INSERT INTO profiles_event (source_id, message_id, profile_id, type, name, user_id, anonymous_id, properties,
@@ -365,10 +371,12 @@ def realtime(args, connection, Profile, SegmentMembership, segment_create) -> li
         while time.monotonic() < deadline and not app.control.ping(timeout=0.5):
             pass
         seg_lat, trait_lat = [], []
-        for i in range(args.realtime):
+        users = random.Random(9).sample(range(1, args.profiles + 1), args.realtime)
+        for g in users:
             time.sleep(1.2)  # profiles debounces its follow-up task to one a second
-            user_id = f"bench-rt-{i}"
+            user_id = f"u{g}"
             started = time.perf_counter()
+            posted_at = datetime.now(UTC)
             response = client.post(
                 "/v1/track",
                 {"userId": user_id, "event": "Product Viewed", "properties": {"category": "bench-realtime"}},
@@ -389,9 +397,8 @@ def realtime(args, connection, Profile, SegmentMembership, segment_create) -> li
                     if traits_at is None:
                         cursor.execute(
                             "SELECT 1 FROM profiles_profile p JOIN profiles_identifier i ON i.profile_id = p.id "
-                            "WHERE i.kind = 'user_id' AND i.value = %s AND (p.computed ->> 'events') IS NOT NULL "
-                            "AND p.computed_at >= now() - interval '30 seconds'",
-                            [user_id],
+                            "WHERE i.kind = 'user_id' AND i.value = %s AND p.computed_at >= %s",
+                            [user_id, posted_at],
                         )
                         if cursor.fetchone():
                             traits_at = time.perf_counter() - started
