@@ -22,6 +22,7 @@ import json
 from dataclasses import dataclass, field
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 CATEGORY_BLOCK_WEIGHT = 2.0
 DEVICE_BLOCK_WEIGHT = 1.0
@@ -220,8 +221,9 @@ def nearest(x: np.ndarray, centres: np.ndarray, chunk: int = 200_000) -> np.ndar
     out = np.empty(len(x), dtype=np.int32)
     c = centres.astype(np.float32)
     c_sq = (c * c).sum(axis=1)
-    for start in range(0, len(x), chunk):
-        block = x[start : start + chunk].astype(np.float32, copy=False)
-        distances = c_sq[None, :] - 2.0 * block @ c.T
-        out[start : start + chunk] = distances.argmin(axis=1)
+    with threadpool_limits(limits=1, user_api="blas"):  # never more BLAS threads than the worker was given
+        for start in range(0, len(x), chunk):
+            block = x[start : start + chunk].astype(np.float32, copy=False)
+            distances = c_sq[None, :] - 2.0 * block @ c.T
+            out[start : start + chunk] = distances.argmin(axis=1)
     return out

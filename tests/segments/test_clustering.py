@@ -348,3 +348,14 @@ def test_the_weekly_task_and_run_now_execute_in_process():
     now_run = clustering_run_now(requested_by="demo", params=FAST)
     assert now_run.status == "done" and now_run.pk != run_id
     assert Segment.objects.filter(clustering_run=weekly, status="dismissed").count() == weekly.chosen["k"]
+
+
+@pytest.mark.django_db
+def test_admin_pages_of_queued_and_failed_runs_render(admin_client):
+    queued = clustering_run_start(params=FAST)
+    failed = ClusteringRun.objects.create(status="failed", error="ClusteringError: Too few profiles to cluster: 3")
+    for run in (queued, failed):
+        page = admin_client.get(reverse("admin:segments_clusteringrun_change", args=[run.pk]))
+        assert page.status_code == 200
+    listing = admin_client.get(reverse("admin:segments_clusteringrun_changelist")).content.decode()
+    assert "Too few profiles to cluster" in listing and "queued" in listing
