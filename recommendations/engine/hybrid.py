@@ -24,6 +24,7 @@ COMPONENTS = ("buy_again", "repeat_knn", "item_item_bm25", "item_item", "als", "
 
 FEATURES = (
     "orders_ui",
+    "orders_ui_90d",
     "decayed_ui",
     "share_ui",
     "days_since_last_ui",
@@ -50,6 +51,7 @@ FEATURES = (
     "user_repeat_share",
     "item_buyers",
     "item_recent_buyers",
+    "item_momentum",
     "item_trending",
     "item_repeat_rate",
     "item_cycle",
@@ -61,8 +63,19 @@ FEATURES = (
 class _Stats:
     """Per-user and per-item aggregates of a state, as of its ``now_days``."""
 
-    def __init__(self, state: TrainState, catalog, recent_days: float) -> None:
+    def __init__(self, state: TrainState, catalog, recent_days: float, data: Interactions) -> None:
         now = state.now_days
+        # orders of each (person, item) in the last 90 days
+        days = data.ts / DAY
+        recent = (data.kind == PURCHASE) & (days >= now - 90.0) & (days < now)
+        key = np.unique(
+            np.stack([data.user[recent].astype(np.int64), data.item[recent], np.floor(days[recent]).astype(np.int64)]),
+            axis=1,
+        )
+        self.recent_orders = sp.csr_matrix(
+            (np.ones(key.shape[1], dtype=np.float32), (key[0], key[1])), shape=state.purchases.shape
+        )
+        self.recent_orders.sum_duplicates()
         P = state.purchases
         last = state.last_purchase
         first = state.first_purchase
@@ -98,6 +111,14 @@ class _Stats:
         self.item_cycle = np.where(cyc_n > 0, cyc_sum / np.maximum(cyc_n, 1), np.nan).astype(np.float32)
         recent = lc.data >= now - recent_days
         self.item_recent_buyers = np.bincount(lc.col[recent], minlength=n_i).astype(np.float32)
+        # buyers in the three windows before the recent one (by first purchase in that span)
+        before = (data.kind == PURCHASE) & (days >= now - 4 * recent_days) & (days < now - recent_days)
+        pairs = np.unique(data.user[before].astype(np.int64) * n_i + data.item[before])
+        previous = np.bincount(pairs % max(n_i, 1), minlength=n_i).astype(np.float32) / 3.0
+        recent_any = (data.kind == PURCHASE) & (days >= now - recent_days) & (days < now)
+        pairs = np.unique(data.user[recent_any].astype(np.int64) * n_i + data.item[recent_any])
+        current = np.bincount(pairs % max(n_i, 1), minlength=n_i).astype(np.float32)
+        self.item_momentum = ((current + 1.0) / (previous + 1.0)).astype(np.float32)
         fc_coo = first.tocoo()
         first_seen = np.full(n_i, np.inf)
         np.minimum.at(first_seen, fc_coo.col, fc_coo.data)
@@ -108,6 +129,7 @@ class _Stats:
             self.item_price = np.full(n_i, np.nan, dtype=np.float32)
 
     def drop_users(self, keep: np.ndarray) -> None:
+        self.recent_orders = self.recent_orders[keep]
         for name in (
             "user_orders",
             "user_items",
@@ -177,8 +199,10 @@ def candidate_features(
     rk_knn = _ranks(knn)[r, i]
     rk_bm25 = _ranks(bm25)[r, i]
     rk_als = _ranks(als)[r, i]
+    recent_orders = stats.recent_orders[rows].toarray()
     cols = [
         P[r, i],
+        recent_orders[r, i],
         decayed[r, i],
         np.where(orders > 0, P[r, i] / np.maximum(orders, 1), 0.0),
         since_last,
@@ -205,6 +229,7 @@ def candidate_features(
         stats.user_repeat_share[u],
         stats.item_buyers[i],
         stats.item_recent_buyers[i],
+        stats.item_momentum[i],
         trending[i],
         stats.item_repeat_rate[i],
         stats.item_cycle[i],
@@ -235,7 +260,7 @@ class Hybrid(Recommender):
             raise ValueError(f"The hybrid needs the recommenders {', '.join(missing)}.")
         self.params = p
         self.comps = {c: fitted[c] for c in COMPONENTS}
-        self.stats = _Stats(state, catalog, p["recent_days"])
+        self.stats = _Stats(state, catalog, p["recent_days"], data)
         self.fill = fitted["buy_again"].fill
         self.model = None
         self.report: dict = {"windows": []}
@@ -293,7 +318,7 @@ class Hybrid(Recommender):
         comps = fit_recommenders(
             names=COMPONENTS, data=prefix, state=sub_state, catalog=catalog, params=params, progress=None
         )
-        stats = _Stats(sub_state, catalog, p["recent_days"])
+        stats = _Stats(sub_state, catalog, p["recent_days"], prefix)
         has_history = np.diff(sub_state.interactions.indptr) > 0
         buyers = np.zeros(data.n_users, dtype=bool)
         buyers[data.user[label]] = True
