@@ -123,3 +123,12 @@ def test_bad_files_and_flags_get_a_clear_error(tmp_path, make, args, message):
         run(path, *args)
     assert message in str(error.value)
     assert not Profile.objects.exists()
+
+
+def test_a_file_without_prices_is_clustered_on_what_it_has(tmp_path):
+    rows = [[r[0], r[1], r[3], r[4], r[6]] for r in order_lines(customers_per_kind=20)]  # no price, no description
+    path = write(tmp_path / "no-prices.csv", rows)
+    result, _ = run(path, "--k-min", "3", "--k-max", "5", "--algorithms", "kmeans")
+    assert result["customers"] == 60
+    assert "frequency" in result["features"] and "monetary" not in result["features"]  # all zero: dropped
+    assert sum(c["size"] for c in result["clusters"]) == 60
