@@ -22,10 +22,14 @@ ENTRIES: dict[str, dict] = {
 }
 
 # --- clustering (segments/clustering/, owner CLUSTERING) ---
-from celery.schedules import crontab  # noqa: E402
-
 ENTRIES["segments-clustering-weekly"] = {
     # Sunday night, after the nightly computed-traits batch (02:15) has refreshed time windows
     "task": "segments.tasks.ml_clustering_run",
     "schedule": crontab(day_of_week="sun", hour=4, minute=0),
+}
+ENTRIES["segments-cluster-segments-daily"] = {
+    # accepted cluster segments: live profiles re-assigned to the nearest stored centre each night
+    "task": "segments.tasks.ml_cluster_segments_assign",
+    "schedule": crontab(hour=3, minute=30),
+    "options": {"expires": 3600},
 }

@@ -47,3 +47,11 @@ def ml_clustering_run(run_id: int | None = None) -> int | None:
         run_queued_clustering()
         return run.pk
     return clustering_run_execute(run_id=run_id).pk
+
+
+@shared_task(name="segments.tasks.ml_cluster_segments_assign")
+def ml_cluster_segments_assign() -> int:
+    """Nightly: accepted cluster segments take the live profiles nearest their stored centre."""
+    from segments.clustering.services import cluster_segments_assign
+
+    return cluster_segments_assign()

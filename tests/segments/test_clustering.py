@@ -359,3 +359,24 @@ def test_admin_pages_of_queued_and_failed_runs_render(admin_client):
         assert page.status_code == 200
     listing = admin_client.get(reverse("admin:segments_clusteringrun_changelist")).content.decode()
     assert "Too few profiles to cluster" in listing and "queued" in listing
+
+
+@pytest.mark.django_db
+def test_the_nightly_assignment_brings_new_profiles_into_accepted_cluster_segments():
+    from segments.tasks import ml_cluster_segments_assign
+
+    now = timezone.now()
+    groups = shop(now=now, per_group=20)
+    run = clustering_run_execute(run_id=clustering_run_start(params=FAST).pk, now=now)
+    regulars = Segment.objects.get(clustering_run=run, memberships__profile_id=groups["regulars"][0])
+    cluster_segment_accept(segment=regulars, actor="ada")
+    assert ml_cluster_segments_assign() == 1  # only accepted segments are kept current
+
+    newcomer = shop(now=now, per_group=1, seed=11)["regulars"][0]
+    assert newcomer not in segment_member_ids(segment=regulars)
+    assert ml_cluster_segments_assign() == 1
+    assert newcomer in segment_member_ids(segment=regulars)
+    assert set(groups["regulars"]) <= set(segment_member_ids(segment=regulars))
+    assert not SegmentMembership.objects.filter(
+        segment__clustering_run=run, segment__status="proposed", profile_id=newcomer
+    ).exists()  # proposals are a snapshot of their run

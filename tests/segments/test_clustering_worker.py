@@ -42,3 +42,6 @@ def test_the_weekly_entry_runs_the_clustering_task_on_the_ml_queue():
     assert entry["task"] == "segments.tasks.ml_clustering_run"
     assert entry["schedule"].day_of_week == {0}  # Sunday
     assert app.amqp.router.route({}, entry["task"])["queue"].name == "ml"
+    daily = beat_schedule()["segments-cluster-segments-daily"]
+    assert daily["task"] == "segments.tasks.ml_cluster_segments_assign" and daily["schedule"].hour == {3}
+    assert app.amqp.router.route({}, daily["task"])["queue"].name == "ml"
