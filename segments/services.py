@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from django.db import connection, transaction
 from django.utils import timezone
 
-from segments.models import Segment, SegmentSize
+from segments.models import Segment, SegmentMembership, SegmentSize
 
 # Real-time changes of one profile's membership record at most one size sample per this interval
 # (the latest sample within it is updated instead), so a busy shop does not write one row per event.
@@ -301,7 +301,7 @@ def profile_segments_evaluate(
     needs = Needs()
     for entry in entries:
         needs.merge(entry.needs)
-    facts = facts_load(profile_id=profile_id, needs=needs, thresholds=_cached_threshold)
+    facts = facts_load(profile_id=profile_id, needs=needs, thresholds=_cached_threshold, now=at)
     if facts is None:
         return {entry.segment_id: False for entry in entries}
     resolve = resolve or _resolve()
@@ -353,7 +353,14 @@ def segments_profiles_refresh(
             ).items():
                 if is_member:
                     members[seg_id].append(pid)
+        current: dict[int, set[str]] = {e.segment_id: set() for e in entries}
+        for seg_id, pid in SegmentMembership.objects.filter(
+            profile_id__in=chunk, segment_id__in=list(current), exited_at__isnull=True
+        ).values_list("segment_id", "profile_id"):
+            current[seg_id].add(str(pid))
         for entry in entries:
+            if set(members[entry.segment_id]) == current[entry.segment_id]:
+                continue  # nothing changes for these profiles: no write, no lock
             e, x = _membership_apply(
                 segment=Segment(pk=entry.segment_id),
                 members_sql="SELECT unnest(%s::uuid[])",

@@ -74,11 +74,21 @@ class Needs:
     trait_keys: set[str] = field(default_factory=set)
     computed_keys: set[str] = field(default_factory=set)
     time_based: bool = False  # conditions relative to now: a scheduled refresh keeps them true
+    # how far back event conditions look: timedeltas (rolling windows) and datetimes (between);
+    # None in the list = some condition looks at all history
+    event_horizons: list = field(default_factory=list)
+
+    def events_since(self, now: datetime) -> datetime | None:
+        """The oldest event time any condition can look at (None: all history)."""
+        if not self.event_horizons or None in self.event_horizons:
+            return None
+        return min(now - h if isinstance(h, timedelta) else h for h in self.event_horizons)
 
     def merge(self, other: Needs) -> None:
         for name in ("event_names", "latest", "consent", "clusters", "percentiles", "trait_keys", "computed_keys"):
             getattr(self, name).update(getattr(other, name))
         self.time_based = self.time_based or other.time_based
+        self.event_horizons.extend(other.event_horizons)
 
 
 def definition_needs(definition: dict, *, resolve: SegmentResolver, stack: tuple[str, ...] = ()) -> Needs:
@@ -104,6 +114,13 @@ def definition_needs(definition: dict, *, resolve: SegmentResolver, stack: tuple
             needs.event_names.add(node["event"])
             if "within_last" in node or "between" in node:
                 needs.time_based = True
+            if "within_last" in node:
+                w = node["within_last"]
+                needs.event_horizons.append(timedelta(days=float(w.get("days", 0)), hours=float(w.get("hours", 0))))
+            elif "between" in node:
+                needs.event_horizons.append(ops.parse_ts(node["between"][0]))
+            else:
+                needs.event_horizons.append(None)
             for flt in node.get("where", []):
                 if flt.get("op") == "within_last" or isinstance(flt.get("value"), dict):
                     needs.time_based = True
@@ -171,7 +188,11 @@ def percentile_threshold(key: tuple) -> Decimal | None:
 
 
 def facts_load(
-    *, profile_id: str, needs: Needs, thresholds: Callable[[tuple], Decimal | None] = percentile_threshold
+    *,
+    profile_id: str,
+    needs: Needs,
+    thresholds: Callable[[tuple], Decimal | None] = percentile_threshold,
+    now: datetime | None = None,
 ) -> Facts | None:
     """What ``needs`` asks for about one live profile; None when it is unknown or merged away."""
     import json
@@ -184,10 +205,11 @@ def facts_load(
     facts = Facts(profile_id=str(profile_id), traits=row[0] or {}, computed=row[1] or {})
     with connection.cursor() as cursor:
         if needs.event_names:
+            since = needs.events_since(now) if now is not None else None
             cursor.execute(
                 "SELECT id, name, properties, context, occurred_at, device_type, local_hour FROM profiles_event "
-                "WHERE profile_id = %s AND name = ANY(%s)",
-                [profile_id, sorted(needs.event_names)],
+                "WHERE profile_id = %s AND name = ANY(%s) AND (%s::timestamptz IS NULL OR occurred_at >= %s)",
+                [profile_id, sorted(needs.event_names), since, since],
             )
             for eid, name, props, ctx, at, device, hour in cursor.fetchall():
                 props = json.loads(props) if isinstance(props, str) else props

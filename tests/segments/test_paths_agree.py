@@ -185,7 +185,7 @@ def test_sql_and_single_profile_paths_agree(definition, people):
         needs = definition_needs(definition, resolve=no_segment)
         by_python = set()
         for p in profiles:
-            facts = facts_load(profile_id=str(p.pk), needs=needs, thresholds=percentile_threshold)
+            facts = facts_load(profile_id=str(p.pk), needs=needs, thresholds=percentile_threshold, now=NOW)
             if definition_match(definition, facts, now=NOW, resolve=no_segment):
                 by_python.add(str(p.pk))
         assert by_sql == by_python, definition
