@@ -36,7 +36,7 @@ CATALOG_MAX_AGE = 60.0  # seconds: reload the catalog at least this often even w
 RECENT_EVENTS = 200
 SESSION_BOOST = 1.3
 CONTEXT_CLIP = (0.8, 1.25)
-OVERFETCH = 4
+OVERFETCH = 2  # items asked of the model per item shown (filters and diversity drop some)
 
 
 @dataclass
@@ -177,27 +177,62 @@ class UnknownProfile(LookupError):
     pass
 
 
-def resolve_profile(query: Query) -> str | None:
-    """The live profile id the query names (None: nobody named; UnknownProfile: a profile_id that
-    does not exist). Unknown user/anonymous ids are simply anonymous shoppers."""
+_consent_q: tuple[float, dict] = (-1e9, {})
+
+
+def _consent_annotation(profile_field: str):
+    """consent.selectors.consent_granted_q as a boolean column, built at most once a second per
+    process (building it reads the purpose's default)."""
+    global _consent_q
+    from django.db.models import BooleanField, ExpressionWrapper
+
+    from consent.selectors import consent_granted_q
+
+    built_at, cached = _consent_q
+    now = time.monotonic()
+    if now - built_at > 1.0:
+        cached = {}
+        _consent_q = (now, cached)
+    if profile_field not in cached:
+        cached[profile_field] = ExpressionWrapper(
+            consent_granted_q(purpose="personalisation", profile_field=profile_field), output_field=BooleanField()
+        )
+    return cached[profile_field]
+
+
+def resolve_profile(query: Query) -> tuple[str | None, bool]:
+    """The live profile the query names and whether it may be personalised (its personalisation
+    consent), in one query in the usual case. (None, False): nobody named or an unknown
+    user/anonymous id (an anonymous shopper); UnknownProfile: a profile_id that does not exist."""
     if query.profile_id:
-        row = Profile.objects.filter(pk=query.profile_id).values_list("pk", "merged_into_id").first()
+        row = (
+            Profile.objects.filter(pk=query.profile_id)
+            .annotate(ok=_consent_annotation("pk"))
+            .values_list("pk", "merged_into_id", "ok")
+            .first()
+        )
         if row is None:
             raise UnknownProfile(query.profile_id)
-        return str(row[1] or row[0])
-    for kind, value in (("user_id", query.user_id), ("anonymous_id", query.anonymous_id)):
-        if value:
-            normalised = normalize_identifier(kind, value)
+    else:
+        row = None
+        for kind, value in (("user_id", query.user_id), ("anonymous_id", query.anonymous_id)):
+            normalised = normalize_identifier(kind, value) if value else None
             if normalised is None:
                 continue
             row = (
                 Identifier.objects.filter(kind=kind, value=normalised)
-                .values_list("profile_id", "profile__merged_into_id")
+                .annotate(ok=_consent_annotation("profile_id"))
+                .values_list("profile_id", "profile__merged_into_id", "ok")
                 .first()
             )
             if row is not None:
-                return str(row[1] or row[0])
-    return None
+                break
+        if row is None:
+            return None, False
+    pk, merged_into, ok = row
+    if merged_into is not None:  # a merged-away id: the survivor's consent decides
+        return str(merged_into), personalisation_allowed(str(merged_into))
+    return str(pk), bool(ok)
 
 
 def personalisation_allowed(profile_id: str) -> bool:
@@ -207,11 +242,17 @@ def personalisation_allowed(profile_id: str) -> bool:
 
 
 def profile_segments(profile_id: str) -> list[tuple[str, str]]:
+    """(slug, name) of the active segments the live profile is in (one query; the id is live)."""
     try:
-        from segments.selectors import profile_segments as segments_of
+        from segments.selectors import segments_active
     except ImportError:
         return []
-    return list(segments_of(profile_id=profile_id).values_list("slug", "name"))
+    return list(
+        segments_active()
+        .filter(memberships__profile_id=profile_id, memberships__exited_at__isnull=True)
+        .values_list("slug", "name")
+        .distinct()
+    )
 
 
 @dataclass
@@ -313,8 +354,7 @@ def recommend(query: Query) -> Answer:
     """Rank products for the shopper the query names: consent, filters, business rules, context
     re-ranking, diversity; the answer is logged as served."""
     model, catalog = current()
-    profile_id = resolve_profile(query)
-    personalised = bool(profile_id) and personalisation_allowed(profile_id)
+    profile_id, personalised = resolve_profile(query)
     history = History()
     segments: list[tuple[str, str]] = []
     if personalised:
@@ -350,17 +390,22 @@ def recommend(query: Query) -> Answer:
             "session_category": session_category,
             "placement": query.placement,
         }
-        fetch = query.k * OVERFETCH + len(exclude)
-        recs = bundle.recommend(
-            user_id=profile_id if personalised else None,
-            session_items=session_items,
-            k=fetch,
-            exclude=exclude,
-            context=context,
-        )
-        items = _rank(
-            recs, query, catalog, model, exclude_categories, boosts, device, hour, session_category, personalised
-        )
+        fetch = query.k * OVERFETCH
+        while True:
+            recs = bundle.recommend(
+                user_id=profile_id if personalised else None,
+                session_items=session_items,
+                k=fetch,
+                exclude=exclude,
+                context=context,
+            )
+            items = _rank(
+                recs, query, catalog, model, exclude_categories, boosts, device, hour, session_category, personalised
+            )
+            # filters and the diversity cap left too few: ask the model for more (rare)
+            if len(items) >= query.k or len(recs) < fetch or fetch >= query.k * 20:
+                break
+            fetch *= 4
     answer = Answer(
         recommendation_id=str(uuid.uuid4()),
         model_version=model.version_id if model else None,

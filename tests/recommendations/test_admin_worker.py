@@ -10,7 +10,7 @@ from django.urls import reverse
 from recommendations import services
 from recommendations.models import ModelStatus, ModelVersion
 
-from .conftest import make_people, make_products, store_orders
+from .conftest import WORSE_PARAMS, make_people, make_products, store_orders
 
 
 def refresh(params=None):
@@ -23,7 +23,7 @@ def test_admin_promote_and_rollback_go_through_the_registry(
     shop_data, admin_client, django_capture_on_commit_callbacks
 ):
     first = refresh()
-    worse = refresh({"primary": "bpr"})
+    worse = refresh(WORSE_PARAMS)
     assert worse.status == ModelStatus.CANDIDATE
     url = reverse("admin:recommendations_modelversion_changelist")
     with django_capture_on_commit_callbacks(execute=True):

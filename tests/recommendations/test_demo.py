@@ -15,7 +15,8 @@ from recommendations.models import ModelStatus, ModelVersion, Product
 pytestmark = pytest.mark.django_db
 
 
-def test_demo_recommendations_serves_a_demo_shopper(django_capture_on_commit_callbacks):
+def test_demo_recommendations_serves_a_demo_shopper(django_capture_on_commit_callbacks, settings):
+    settings.RECS_TRAIN_PARAMS = {}  # the default recipe, as `make demo` trains it
     with django_capture_on_commit_callbacks(execute=True):
         demo_store_generate(customers=40, days=30, seed=5, progress=False)
     out = io.StringIO()

@@ -10,7 +10,7 @@ from django.test import override_settings
 from recommendations import services, serving
 from recommendations.models import ModelStatus, ModelVersion, Product
 
-from .conftest import add_event
+from .conftest import BETTER_PARAMS, WORSE_PARAMS, add_event
 
 pytestmark = pytest.mark.django_db
 
@@ -40,7 +40,7 @@ def test_first_refresh_trains_evaluates_and_publishes(shop_data, django_capture_
 def test_a_worse_candidate_stays_candidate_and_a_better_one_is_promoted(shop_data, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         first = refresh()
-        worse = refresh({"primary": "bpr"})  # on this shop, BPR ranks the holdout's purchases worse
+        worse = refresh(WORSE_PARAMS)  # item-item ranks this holdout worse
     assert worse.status == ModelStatus.CANDIDATE
     assert worse.metrics["ndcg@10"] < worse.baseline_metrics["ndcg@10"]
     assert worse.baseline_metrics["active_version"] == first.pk
@@ -50,7 +50,7 @@ def test_a_worse_candidate_stays_candidate_and_a_better_one_is_promoted(shop_dat
     assert cache.get(services.ACTIVE_KEY) == f"{first.pk}:{first.artifact_revision}"
 
     with django_capture_on_commit_callbacks(execute=True):
-        better = refresh({"primary": "popularity"})
+        better = refresh(BETTER_PARAMS)
     assert better.status == ModelStatus.ACTIVE, better.decision
     assert better.metrics["ndcg@10"] > better.baseline_metrics["ndcg@10"]
     first.refresh_from_db()
@@ -71,7 +71,7 @@ def test_the_same_recipe_on_fresher_data_is_promoted(shop_data, django_capture_o
 def test_rollback_reactivates_a_retired_version(shop_data, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         first = refresh()
-        second = refresh({"primary": "popularity"})
+        second = refresh(BETTER_PARAMS)
         first.refresh_from_db()
         with pytest.raises(services.RegistryError):
             services.model_version_rollback(version=second, by="admin")  # active, not retired
@@ -99,7 +99,7 @@ def test_serving_switches_to_a_new_active_version_without_restart(
         first = refresh()
     assert secret_client.get("/api/v1/recommendations/").json()["model_version"] == first.pk
     with django_capture_on_commit_callbacks(execute=True):
-        second = refresh({"primary": "popularity"})
+        second = refresh(BETTER_PARAMS)
     assert second.status == ModelStatus.ACTIVE
     assert secret_client.get("/api/v1/recommendations/").json()["model_version"] == second.pk
     with django_capture_on_commit_callbacks(execute=True):
