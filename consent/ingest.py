@@ -130,20 +130,26 @@ def filter_consent(*, events: list, indexes: list[int], profiles: dict) -> list[
     return kept
 
 
+STATES_SQL = (
+    "SELECT NULL, key, default_granted FROM consent_purpose WHERE is_active "
+    "UNION ALL "
+    "SELECT s.profile_id::text, p.key, s.granted FROM consent_consentstate s "
+    "JOIN consent_purpose p ON p.id = s.purpose_id "
+    "WHERE s.profile_id = ANY(%s::uuid[]) AND (s.expires_at IS NULL OR s.expires_at > %s)"
+)
+
+
 def _states(pids: list[str], now: datetime) -> tuple[dict[str, dict[str, bool]], dict[str, bool]]:
-    """Current explicit (unexpired) answers of these live profiles, and every active purpose's default."""
+    """Current explicit (unexpired) answers of these live profiles, and every active purpose's
+    default: one round trip."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT key, default_granted FROM consent_purpose WHERE is_active",
-        )
-        defaults = {key: bool(default) for key, default in cursor.fetchall()}
-        cursor.execute(
-            "SELECT s.profile_id::text, p.key, s.granted FROM consent_consentstate s "
-            "JOIN consent_purpose p ON p.id = s.purpose_id "
-            "WHERE s.profile_id = ANY(%s::uuid[]) AND (s.expires_at IS NULL OR s.expires_at > %s)",
-            [pids, now],
-        )
-        state: dict[str, dict[str, bool]] = {}
-        for pid, key, granted in cursor.fetchall():
+        cursor.execute(STATES_SQL, [pids, now])
+        rows = cursor.fetchall()
+    defaults: dict[str, bool] = {}
+    state: dict[str, dict[str, bool]] = {}
+    for pid, key, granted in rows:
+        if pid is None:
+            defaults[key] = bool(granted)
+        else:
             state.setdefault(pid, {})[key] = granted
     return state, defaults

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import zlib
 from datetime import datetime, timedelta
 
@@ -123,33 +124,50 @@ def consent_record(
     return records
 
 
-@transaction.atomic
+RECORDS_BULK_SQL = """
+WITH v AS (
+    SELECT * FROM unnest(%(pids)s::uuid[], %(keys)s::text[], %(granted)s::bool[], %(ats)s::timestamptz[],
+                         %(evidence)s::text[]) AS v(pid, key, granted, at, evidence)
+), ins AS (
+    INSERT INTO consent_consentrecord (profile_id, purpose_id, granted, source, policy_version, evidence, recorded_at,
+                                       expires_at)
+    SELECT v.pid, p.id, v.granted, %(source)s, p.policy_version, v.evidence::jsonb, v.at,
+           CASE WHEN coalesce(p.validity_days, %(days)s) > 0
+                THEN v.at + make_interval(days => coalesce(p.validity_days, %(days)s)) END
+    FROM v JOIN consent_purpose p ON p.key = v.key AND p.is_active
+    RETURNING id, profile_id, purpose_id, granted, source, policy_version, recorded_at, expires_at
+)
+INSERT INTO consent_consentstate AS s (profile_id, purpose_id, granted, source, policy_version, recorded_at, expires_at,
+                                       record_id)
+SELECT DISTINCT ON (profile_id, purpose_id) profile_id, purpose_id, granted, source, policy_version, recorded_at,
+       expires_at, id
+FROM ins ORDER BY profile_id, purpose_id, recorded_at DESC, id DESC
+ON CONFLICT (profile_id, purpose_id) DO UPDATE SET granted = EXCLUDED.granted, source = EXCLUDED.source,
+    policy_version = EXCLUDED.policy_version, recorded_at = EXCLUDED.recorded_at, expires_at = EXCLUDED.expires_at,
+    record_id = EXCLUDED.record_id
+WHERE (EXCLUDED.recorded_at, EXCLUDED.record_id) >= (s.recorded_at, s.record_id)
+"""
+
+
 def consent_records_bulk(*, entries: list[tuple[str, dict[str, bool], datetime, dict]], source: str) -> int:
-    """Append many answers at once (ingestion: consent in event context). ``entries`` are
-    (live profile id, {purpose: granted}, answered at, evidence); unknown purposes are skipped."""
-    purposes = {p.key: p for p in Purpose.objects.filter(is_active=True)}
-    records = []
+    """Append many answers of LIVE profiles at once and move their state forward, in one statement
+    (ingestion: consent in event context; the demo). ``entries`` are (live profile id,
+    {purpose: granted}, answered at, evidence); unknown or inactive purposes are skipped. An answer
+    older than the current state is recorded but does not replace it."""
+    columns: dict[str, list] = {"pids": [], "keys": [], "granted": [], "ats": [], "evidence": []}
     for profile_id, choices, at, evidence in entries:
+        encoded = json.dumps(evidence or {})
         for key, granted in choices.items():
-            purpose = purposes.get(key)
-            if purpose is None:
-                continue
-            days = purpose.validity_days or settings.CONSENT_VALIDITY_DAYS
-            records.append(
-                ConsentRecord(
-                    profile_id=profile_id,
-                    purpose=purpose,
-                    granted=bool(granted),
-                    source=source,
-                    policy_version=purpose.policy_version,
-                    evidence=evidence,
-                    recorded_at=at,
-                    expires_at=at + timedelta(days=days) if days else None,
-                )
-            )
-    ConsentRecord.objects.bulk_create(records)
-    consent_state_refresh(profile_ids=sorted({e[0] for e in entries}))
-    return len(records)
+            columns["pids"].append(str(profile_id))
+            columns["keys"].append(key)
+            columns["granted"].append(bool(granted))
+            columns["ats"].append(at)
+            columns["evidence"].append(encoded)
+    if not columns["pids"]:
+        return 0
+    with connection.cursor() as cursor:
+        cursor.execute(RECORDS_BULK_SQL, {**columns, "source": source, "days": settings.CONSENT_VALIDITY_DAYS})
+    return len(columns["pids"])
 
 
 STATE_REFRESH_SQL = """
@@ -171,9 +189,13 @@ ON CONFLICT (profile_id, purpose_id) DO UPDATE SET granted = EXCLUDED.granted, s
 def consent_state_refresh(*, profile_ids: list[str]) -> int:
     """Recompute the derived state of the live profiles of ``profile_ids`` from the ledger (after a
     record, a merge or an unmerge). States of merged-away profiles are removed. Returns rows written."""
-    lives = sorted({str(live) for pid in profile_ids if (live := profile_live_id(profile_id=pid)) is not None})
-    given = sorted({str(pid) for pid in profile_ids} | set(lives))
+    asked = sorted({str(pid) for pid in profile_ids})
     with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT DISTINCT coalesce(merged_into_id, id)::text FROM profiles_profile WHERE id::text = ANY(%s)", [asked]
+        )
+        lives = sorted(row[0] for row in cursor.fetchall())
+        given = sorted(set(asked) | set(lives))
         cursor.execute("DELETE FROM consent_consentstate WHERE profile_id::text = ANY(%s)", [given])
         if not lives:
             return 0
