@@ -96,6 +96,20 @@ def _active_from_db() -> str | None:
     return f"{row[0]}:{row[1]}" if row else None
 
 
+_limited = False
+
+
+def _one_thread() -> None:
+    """Native thread pools (OpenMP, BLAS) of a web process stay at one thread: a request's small
+    predictions only lose time handing work to threads, and the process has request threads."""
+    global _limited
+    if not _limited:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=1)
+        _limited = True
+
+
 def _load_model(key: str) -> ActiveModel | None:
     from recommendations.engine.bundle import ModelBundle
 
@@ -107,6 +121,7 @@ def _load_model(key: str) -> ActiveModel | None:
     )
     if row is None or row[0] is None:
         return None
+    _one_thread()
     started = time.monotonic()
     bundle = ModelBundle.from_bytes(bytes(row[0]))
     logger.info("recommendations: loaded model v%s.%s in %.2fs", version_id, row[1], time.monotonic() - started)

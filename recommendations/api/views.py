@@ -61,7 +61,7 @@ class ProductViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         answer = serving.similar(sku=sku, k=query.validated_data["k"])
         if answer is None:
             raise Http404
-        return Response(RecommendationOutput(asdict(answer)).data)
+        return Response(asdict(answer))  # already plain data; the serializer documents it
 
 
 class RecommendationViewSet(viewsets.GenericViewSet):
@@ -104,7 +104,7 @@ class RecommendationViewSet(viewsets.GenericViewSet):
             )
         except serving.UnknownProfile:
             raise Http404 from None
-        return Response(RecommendationOutput(asdict(answer)).data)
+        return Response(asdict(answer))  # already plain data; the serializer documents it
 
 
 __all__ = ["ProductViewSet", "RecommendationViewSet"]
