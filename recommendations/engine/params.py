@@ -9,14 +9,14 @@ DEFAULT_PARAMS: dict = {
     "kind_weights": {"view": 1.0, "cart": 3.0, "purchase": 8.0},
     "half_life_days": 180.0,
     "trending_half_life_days": 7.0,
-    # the recommender that answers ``recommend`` for known users
+    # the recommender that answers ``recommend`` for known users; "bpr" is left out of the default
+    # list (a protocol baseline only, nothing else uses it): evaluate_recommendations adds it
     "primary": "hybrid",
     "recommenders": [
         "popularity",
         "trending",
         "buy_again",
         "als",
-        "bpr",
         "item_item",
         "item_item_bm25",
         "content",
@@ -34,14 +34,14 @@ DEFAULT_PARAMS: dict = {
     # ``label_days`` of the training data (``windows`` consecutive windows), features from before
     "hybrid": {
         "label_days": 30.0,
-        "windows": 1,
+        "windows": 2,
         "recent_days": 30.0,
         "candidates_knn": 50,
         "candidates_item_item": 30,
         "candidates_als": 30,
         "candidates_session": 20,
         "candidates_popular": 20,
-        "negatives_per_user": 100,
+        "negatives_per_user": 50,
         "max_users": 20000,
         "min_positives": 50,
         "learning_rate": 0.05,

@@ -8,6 +8,7 @@ import pytest
 from recommendations.engine.bundle import ModelBundle, Rec, train_bundle
 from recommendations.engine.data import PURCHASE, VIEW, Catalog, Interactions
 from recommendations.engine.evaluate import evaluate_bundle, holdout_split
+from recommendations.engine.params import DEFAULT_PARAMS
 
 DAY = 86400.0
 NOW = 400 * DAY
@@ -17,7 +18,11 @@ GROUPS = {
     "toys": ["toy robot", "plush bear", "building blocks", "toy car", "puzzle box"],
     "books": ["crime novel", "cook book", "travel guide", "poetry book", "history book"],
 }
-SMALL = {"als": {"iterations": 8, "factors": 16}, "bpr": {"iterations": 40, "factors": 16}}
+SMALL = {
+    "als": {"iterations": 8, "factors": 16},
+    "bpr": {"iterations": 40, "factors": 16},
+    "recommenders": [*DEFAULT_PARAMS["recommenders"], "bpr"],  # bpr is a protocol baseline only
+}
 
 
 def catalog_of(items: list[str]) -> Catalog:

@@ -23,6 +23,7 @@ from profiles.bulk import OrderColumns, OrderImportError, orders_import
 from profiles.models import Source
 from recommendations.engine.bundle import train_bundle
 from recommendations.engine.evaluate import evaluate_bundle, holdout_split
+from recommendations.engine.params import DEFAULT_PARAMS
 from recommendations.selectors import interactions_extract
 
 # the protocol's baselines, then cdp's own recommenders
@@ -120,7 +121,13 @@ class Command(BaseCommand):
 
         t0 = time.monotonic()
         try:
-            bundle = train_bundle(data=train, catalog=catalog, params={}, now=truth.cutoff, progress=report)
+            params = {
+                "recommenders": [
+                    *DEFAULT_PARAMS["recommenders"],
+                    *(b for b in BASELINES if b not in DEFAULT_PARAMS["recommenders"]),
+                ]
+            }
+            bundle = train_bundle(data=train, catalog=catalog, params=params, now=truth.cutoff, progress=report)
         finally:
             bar.close()
         seconds["train"] = round(time.monotonic() - t0, 2)
