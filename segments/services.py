@@ -314,20 +314,30 @@ def profile_segments_evaluate(
 PERCENTILE_CACHE_SECONDS = 300
 
 
+_THRESHOLDS: dict[tuple, tuple[float, object]] = {}
+
+
 def _cached_threshold(key: tuple):
-    """Percentile cut-offs for real-time evaluation, cached a few minutes (the full refresh
-    computes them exactly in its query)."""
+    """Percentile cut-offs for real-time evaluation, cached a few minutes in Redis and for a
+    minute in the process (the full refresh computes them exactly in its query)."""
+    import time
+
     from django.core.cache import cache
 
     from segments.rules.evaluate import percentile_threshold
 
+    local = _THRESHOLDS.get(key)
+    if local is not None and local[0] > time.monotonic():
+        return local[1]
     cache_key = "segments:pct:" + "|".join(map(str, key))
-    value = cache.get(cache_key)
-    if value is None:
+    cached = cache.get(cache_key)
+    if cached is None:
         value = percentile_threshold(key)
         cache.set(cache_key, ("v", value), PERCENTILE_CACHE_SECONDS)
-        return value
-    return value[1]
+    else:
+        value = cached[1]
+    _THRESHOLDS[key] = (time.monotonic() + 60, value)
+    return value
 
 
 def segments_profiles_refresh(
