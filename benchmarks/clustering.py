@@ -171,6 +171,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--postgres", action="store_true", help="through PostgreSQL and the selector")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database (--postgres)")
+    parser.add_argument(
+        "--full-run", action="store_true", help="with --postgres: also time a whole run (extract, cluster, propose)"
+    )
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.postgres and not args.inner:
@@ -208,6 +211,21 @@ def main() -> None:
         baseline = KMeans(n_clusters=outcome.chosen.k, n_init=1, random_state=args.seed).fit(x)
     baseline_seconds = time.monotonic() - started
 
+    run_seconds = run_summary = None
+    if args.postgres and args.full_run:
+        from segments.clustering.services import clustering_run_now
+        from segments.models import Segment
+
+        del x, frame
+        started = time.monotonic()
+        run = clustering_run_now(requested_by="benchmark", params={"algorithms": ["kmeans"]})
+        run_seconds = time.monotonic() - started
+        run_summary = {
+            "status": run.status,
+            "k": run.chosen.get("k"),
+            "members_proposed": sum(Segment.objects.filter(clustering_run=run).values_list("size", flat=True)),
+        }
+
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     chosen = outcome.chosen
     result = {
@@ -233,6 +251,8 @@ def main() -> None:
         "extract_plus_pipeline_seconds": None
         if extract_seconds is None
         else round(extract_seconds + pipeline_seconds, 1),
+        "full_run_seconds": None if run_seconds is None else round(run_seconds, 1),
+        "full_run": run_summary,
         "peak_rss_mb": round(peak_mb),
         "threads": params.threads,
         "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
