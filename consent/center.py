@@ -104,8 +104,9 @@ def center_token_valid(*, token: str) -> PrivacyCenterToken | None:
 
 
 @transaction.atomic
-def center_token_use(*, token: str) -> str | None:
-    """Consume a link (once): the verified, normalised address, or None (unknown, used, expired)."""
+def center_token_use(*, token: str, session_key: str = "") -> str | None:
+    """Consume a link (once): the verified, normalised address, or None (unknown, used, expired).
+    ``session_key`` is the session it opens, remembered so that an erasure can end it."""
     row = (
         PrivacyCenterToken.objects.select_for_update()
         .filter(token_hash=_token_hash(token), used_at__isnull=True, expires_at__gt=timezone.now())
@@ -118,5 +119,6 @@ def center_token_use(*, token: str) -> str | None:
         return None
     row.used_at = timezone.now()
     row.email_sealed = ""  # nothing left to read once used
-    row.save(update_fields=["used_at", "email_sealed"])
+    row.session_key = session_key or ""
+    row.save(update_fields=["used_at", "email_sealed", "session_key"])
     return email

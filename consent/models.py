@@ -47,6 +47,18 @@ class Purpose(models.Model):
         return self.name
 
 
+class LedgerIsAppendOnly(Exception):
+    """Raised by the ORM before the database trigger would refuse the same thing."""
+
+
+class ConsentRecordQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise LedgerIsAppendOnly("The consent ledger is append-only: record a new answer instead.")
+
+    def delete(self):
+        raise LedgerIsAppendOnly("The consent ledger is append-only: records are never deleted.")
+
+
 class ConsentRecord(models.Model):
     """One answer of one person for one purpose. Never updated, never deleted (see module doc).
 
@@ -68,12 +80,22 @@ class ConsentRecord(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     anonymised_at = models.DateTimeField(null=True, blank=True, editable=False)
 
+    objects = ConsentRecordQuerySet.as_manager()
+
     class Meta:
         ordering = ["-recorded_at", "-id"]
         indexes = [models.Index(fields=["profile", "purpose", "-recorded_at"], name="consent_record_latest")]
 
     def __str__(self) -> str:
         return f"{self.purpose_id} {'granted' if self.granted else 'denied'} ({self.source})"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:  # a guard, not domain logic: the trigger refuses it anyway
+            raise LedgerIsAppendOnly("The consent ledger is append-only: record a new answer instead.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise LedgerIsAppendOnly("The consent ledger is append-only: records are never deleted.")
 
 
 class ConsentState(models.Model):
@@ -214,6 +236,9 @@ class PrivacyCenterToken(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField()
     used_at = models.DateTimeField(null=True, blank=True)
+    session_key = models.CharField(
+        max_length=40, blank=True, default="", help_text="the privacy-center session it opened (ended on erasure)"
+    )
 
     def __str__(self) -> str:
         return f"privacy center link {self.token_hash[:8]}…"

@@ -7,7 +7,9 @@ Both are registered in ``ConsentConfig.ready()``. Erasure uses set-based SQL: a 
 from __future__ import annotations
 
 import uuid
+from importlib import import_module
 
+from django.conf import settings
 from django.contrib.admin.models import LogEntry
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection
@@ -169,10 +171,21 @@ def consent_erase(profile_ids: list[str]) -> None:
     from .services import salted_hash
 
     emails = Identifier.objects.filter(profile_id__in=profile_ids, kind="email").values_list("value", flat=True)
-    PrivacyCenterToken.objects.filter(email_hash__in=[salted_hash(f"email:{e}") for e in emails]).delete()
+    tokens = PrivacyCenterToken.objects.filter(email_hash__in=[salted_hash(f"email:{e}") for e in emails])
+    _sessions_end([key for key in tokens.values_list("session_key", flat=True) if key])
+    tokens.delete()
     ExportArchive.objects.filter(profile_id__in=profile_ids).delete()
     # requests keep their dates and outcome (the proof that the request was honoured), not the person
     DataSubjectRequest.objects.filter(profile_id__in=profile_ids).update(profile=None, identifier_value="")
+
+
+def _sessions_end(session_keys: list[str]) -> None:
+    """Privacy-center sessions hold the verified address: end the person's sessions (any engine)."""
+    if not session_keys:
+        return
+    store = import_module(settings.SESSION_ENGINE).SessionStore
+    for key in session_keys:
+        store(session_key=key).delete()
 
 
 def privacy_entries_register() -> None:

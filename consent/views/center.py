@@ -84,10 +84,10 @@ def center_verify(request, token: str):
         if center_token_valid(token=token) is None:
             return _render(request, "invalid.html", status=410)
         return _render(request, "verify.html")
-    email = center_token_use(token=token)
+    request.session.cycle_key()  # a fresh session id for a signed-in visitor
+    email = center_token_use(token=token, session_key=request.session.session_key or "")
     if email is None:
         return _render(request, "invalid.html", status=410)
-    request.session.cycle_key()
     request.session[SESSION_EMAIL] = email
     request.session[SESSION_REQUESTS] = []
     request.session.set_expiry(SESSION_SECONDS)

@@ -139,3 +139,23 @@ def test_customer_asks_for_erasure_with_confirmation(known):
     assert request.kind == "erasure" and request.status == "queued" and request.verified_at is not None
     privacy_request_execute(request_id=str(request.pk))
     assert not Profile.objects.filter(pk=known.pk).exists()
+
+
+def test_erasure_ends_the_persons_privacy_center_sessions(known):
+    client = Client(enforce_csrf_checks=True)
+    _sign_in(client, "carla@example.com")
+    assert client.get("/privacy/me/").status_code == 200
+    # the shop's backend erases the person while their privacy-center session is open
+    from consent.requests import privacy_request_create
+
+    request = privacy_request_create(
+        kind="erasure",
+        channel="api",
+        requested_by="t",
+        identifier_kind="email",
+        identifier_value="carla@example.com",
+        verified=True,
+    )
+    privacy_request_execute(request_id=str(request.pk))
+    assert client.get("/privacy/me/")["Location"] == "/privacy/"
+    assert not PrivacyCenterToken.objects.exists()

@@ -9,7 +9,7 @@ from django.db import connection, transaction
 from django.db.utils import InternalError, ProgrammingError
 from django.utils import timezone
 
-from consent.models import ConsentRecord, ConsentState
+from consent.models import ConsentRecord, ConsentState, LedgerIsAppendOnly
 from consent.selectors import consent_granted, consent_granted_q, consent_states
 from consent.services import consent_record
 from profiles.identity.merge import profile_merge, profile_unmerge
@@ -74,13 +74,30 @@ def test_state_follows_merge_and_unmerge(django_capture_on_commit_callbacks):
     assert consent_granted(profile_id=loser.pk, purpose="personalisation") is True
 
 
+def test_orm_refuses_update_and_delete_of_the_ledger():
+    p = _profile()
+    (record,) = consent_record(profile_id=p.pk, choices={"marketing": True}, source="banner")
+    with pytest.raises(LedgerIsAppendOnly):
+        ConsentRecord.objects.filter(pk=record.pk).update(granted=False)
+    with pytest.raises(LedgerIsAppendOnly):
+        ConsentRecord.objects.filter(pk=record.pk).delete()
+    record.granted = False
+    with pytest.raises(LedgerIsAppendOnly):
+        record.save()
+    with pytest.raises(LedgerIsAppendOnly):
+        record.delete()
+    assert ConsentRecord.objects.get(pk=record.pk).granted is True
+
+
 def test_database_refuses_update_and_delete_of_the_ledger():
     p = _profile()
     (record,) = consent_record(profile_id=p.pk, choices={"marketing": True}, source="banner")
-    with pytest.raises(GuardError, match="append-only: UPDATE refused"), transaction.atomic():
-        ConsentRecord.objects.filter(pk=record.pk).update(granted=False)
-    with pytest.raises(GuardError, match="append-only: DELETE refused"), transaction.atomic():
-        ConsentRecord.objects.filter(pk=record.pk).delete()
+    with (
+        pytest.raises(GuardError, match="append-only: DELETE refused"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("DELETE FROM consent_consentrecord WHERE id = %s", [record.pk])
     with (
         pytest.raises(GuardError, match="append-only: UPDATE refused"),
         transaction.atomic(),
