@@ -105,8 +105,8 @@ VALUES ('bench', 'wk_bench', md5('bench'), true, now());
 
 INSERT INTO recommendations_product
     (sku, title, description, category, brand, price, attributes, in_stock, first_seen_source, created_at, updated_at)
-SELECT 'P' || lpad(g::text, 6, '0'), 'Product ' || g, '', 'cat' || (g % 40) || ' > sub' || (g % 7),
-       'brand' || (g % 300), (5 + (g * 7919) % 500)::numeric, '{}'::jsonb, (g % 23) <> 0, 'import', now(), now()
+SELECT 'P' || lpad(g::text, 6, '0'), 'Product ' || g, '', 'cat' || (g %% 40) || ' > sub' || (g %% 7),
+       'brand' || (g %% 300), (5 + (g * 7919) %% 500)::numeric, '{}'::jsonb, (g %% 23) <> 0, 'import', now(), now()
 FROM generate_series(1, %(products)s) g;
 
 CREATE TEMP TABLE bench_people AS
@@ -206,6 +206,24 @@ def generate(args) -> dict:
         "artifact_mb": round(version.artifact_bytes / 1e6, 1),
         "ndcg": version.metrics.get("ndcg@10"),
         "key": key,
+    }
+
+
+def second_model(args) -> dict:
+    """Train a model with ``--also-params`` and make it the active one (servers swap within a second)."""
+    from recommendations import services
+
+    started = time.perf_counter()
+    version = services.model_refresh_start(requested_by="benchmark", params=json.loads(args.also_params), queue=False)
+    version = services.model_refresh_execute(version_id=version.pk)
+    if version.status == "candidate":
+        version = services.model_version_promote(version=version, by="benchmark", reason="benchmark comparison")
+    if version.status != "active":
+        raise SystemExit(f"second model: {version.status} {version.error}")
+    return {
+        "version": version.pk,
+        "refresh_seconds": round(time.perf_counter() - started, 1),
+        "ndcg": version.metrics.get("ndcg@10"),
     }
 
 
@@ -359,6 +377,22 @@ def serving_part(args) -> dict:
                 "trivial": asyncio.run(load("127.0.0.1", port, key, trivial, args.rate, args.seconds, args.conns)),
                 "recommendations": asyncio.run(load("127.0.0.1", port, key, recs, args.rate, args.seconds, args.conns)),
             }
+            if args.also_params:
+                # another recipe, promoted while the server runs: it swaps models without a restart
+                second = subprocess.run(
+                    [sys.executable, __file__, "--inner-second", *sys.argv[1:]],
+                    cwd=REPO,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                )
+                if second.returncode != 0:
+                    raise SystemExit(f"second model failed:\n{second.stderr[-4000:]}")
+                results["second_model"] = json.loads(second.stdout.strip().splitlines()[-1])
+                asyncio.run(load("127.0.0.1", port, key, recs, 50, 10, 16))  # every worker loads it
+                results["recommendations_second_model"] = asyncio.run(
+                    load("127.0.0.1", port, key, recs, args.rate, args.seconds, args.conns)
+                )
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(30)
@@ -438,12 +472,21 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the scratch databases")
     parser.add_argument("--inner-generate", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--inner-retail", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--inner-second", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--also-params",
+        default="",
+        help='JSON recipe of a second model, measured in the same run after a hot swap, e.g. \'{"primary": "als"}\'',
+    )
     args = parser.parse_args()
-    if args.inner_generate or args.inner_retail:
+    if args.inner_generate or args.inner_retail or args.inner_second:
         import django
 
         django.setup()
-        result = generate(args) if args.inner_generate else retail_inner(args)
+        if args.inner_second:
+            result = second_model(args)
+        else:
+            result = generate(args) if args.inner_generate else retail_inner(args)
         print(json.dumps(result, default=str))
         return 0
     report: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count()}
@@ -458,7 +501,10 @@ def main() -> int:
         t, r = report["serving"]["trivial"], report["serving"]["recommendations"]
         print("\n| endpoint | requests | errors | p50 ms | p95 ms | p99 ms | max ms |")
         print("|---|---:|---:|---:|---:|---:|---:|")
-        for name, row in (("trivial: GET /api/v1/products/{sku}/", t), ("GET /api/v1/recommendations/", r)):
+        rows = [("trivial: GET /api/v1/products/{sku}/", t), ("GET /api/v1/recommendations/", r)]
+        if "recommendations_second_model" in report["serving"]:
+            rows.append((f"… second model {args.also_params}", report["serving"]["recommendations_second_model"]))
+        for name, row in rows:
             print(
                 f"| {name} | {row['requests']} | {row['errors']} | {row['p50']} | {row['p95']} | "
                 f"{row['p99']} | {row['max']} |"

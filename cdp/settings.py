@@ -274,6 +274,8 @@ CONSENT_HASH_SALT: str = env.str("CONSENT_HASH_SALT", default=SECRET_KEY)
 # CONSENT_ESSENTIAL_EVENTS (orders: contract), "off" keeps everything (not enforced).
 CONSENT_ANALYTICS_DENIAL: str = env.str("CONSENT_ANALYTICS_DENIAL", default="strict")
 CONSENT_ESSENTIAL_EVENTS: list[str] = env.list("CONSENT_ESSENTIAL_EVENTS", default=["Order Completed"])
+# Extra Segment consent category names -> purposes (JSON), beside the built-in ones (docs/privacy.md).
+CONSENT_CATEGORY_MAP: dict = env.json("CONSENT_CATEGORY_MAP", default={})
 PRIVACY_REQUEST_DAYS: int = env.int("PRIVACY_REQUEST_DAYS", default=30)
 PRIVACY_EXPORT_LINK_HOURS: int = env.int("PRIVACY_EXPORT_LINK_HOURS", default=72)
 PRIVACY_CENTER_LINK_MINUTES: int = env.int("PRIVACY_CENTER_LINK_MINUTES", default=30)
@@ -305,3 +307,5 @@ RECS_REFRESH_HOUR: int = env.int("RECS_REFRESH_HOUR", default=3)  # nightly refr
 RECS_RETRAIN_ON_ALL_DATA: bool = env.bool("RECS_RETRAIN_ON_ALL_DATA", default=True)
 # Serving processes check the active model version in Redis at most this often (seconds).
 RECS_VERSION_CHECK_SECONDS: float = env.float("RECS_VERSION_CHECK_SECONDS", default=1.0)
+# Write the served log from a per-process background thread (every 50 ms) instead of in the request.
+RECS_SERVED_LOG_ASYNC: bool = env.bool("RECS_SERVED_LOG_ASYNC", default=True)

@@ -584,14 +584,89 @@ def _drop_old_artifacts() -> None:
 def recommendation_served_record(
     *, id, profile_id, model_version_id: int | None, placement: str, personalised: bool, items: list[str]
 ) -> None:
-    """Log one answer of the serving API (one INSERT, no ORM instance: this is on the hot path)."""
+    """Log one answer of the serving API: at once (one INSERT), or handed to this process's log
+    writer (``RECS_SERVED_LOG_ASYNC``), which inserts the answers of the last 50 ms in one statement."""
+    row = (str(id), str(profile_id) if profile_id else None, model_version_id, placement, personalised, items)
+    if settings.RECS_SERVED_LOG_ASYNC:
+        served_log_writer.add(row)
+    else:
+        recommendations_served_insert(rows=[row])
+
+
+def recommendations_served_insert(*, rows: list[tuple]) -> int:
+    """Insert served-log rows in one statement. Rows of people erased meanwhile are dropped."""
+    columns: list[list] = [[] for _ in range(6)]
+    for row in rows:
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    columns[5] = [json.dumps(items) for items in columns[5]]
     with connection.cursor() as cursor:
         cursor.execute(
-            "INSERT INTO recommendations_recommendationserved "
-            "(id, profile_id, model_version_id, placement, personalised, items, created_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s::jsonb, now())",
-            [id, profile_id, model_version_id, placement, personalised, json.dumps(items)],
+            """
+            INSERT INTO recommendations_recommendationserved
+                (id, profile_id, model_version_id, placement, personalised, items, created_at)
+            SELECT t.id, t.profile_id, t.model_version_id, t.placement, t.personalised, t.items::jsonb, now()
+            FROM unnest(%s::uuid[], %s::uuid[], %s::bigint[], %s::text[], %s::bool[], %s::text[])
+                AS t(id, profile_id, model_version_id, placement, personalised, items)
+            WHERE t.profile_id IS NULL OR EXISTS (SELECT 1 FROM profiles_profile p WHERE p.id = t.profile_id)
+            """,
+            columns,
         )
+        return cursor.rowcount
+
+
+class ServedLogWriter:
+    """Per process: answers wait here for at most ``interval`` seconds, then one INSERT writes them
+    (from a daemon thread with its own database connection). Flushed at exit; a crash loses at most
+    the last interval's rows of that process."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        import threading
+
+        self.interval = interval
+        self.rows: list[tuple] = []
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.pid = 0
+
+    def add(self, row: tuple) -> None:
+        import os
+
+        with self.lock:
+            self.rows.append(row)
+            if self.thread is None or self.pid != os.getpid():  # started lazily, again after a fork
+                self._start()
+
+    def _start(self) -> None:
+        import atexit
+        import os
+        import threading
+
+        self.pid = os.getpid()
+        self.thread = threading.Thread(target=self._run, name="recs-served-log", daemon=True)
+        self.thread.start()
+        atexit.register(self.flush)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.interval)
+            if self.flush():
+                connection.close()  # this thread's connection goes back to the pool
+
+    def flush(self) -> int:
+        with self.lock:
+            rows, self.rows = self.rows, []
+        if not rows:
+            return 0
+        try:
+            return recommendations_served_insert(rows=rows)
+        except Exception:  # never kill the writer; the rows of this interval are lost, and logged
+            logger.exception("recommendations: could not write %d served-log rows", len(rows))
+            return 0
+
+
+served_log_writer = ServedLogWriter()
 
 
 def recommendations_erase(*, profile_ids: list[str]) -> dict:

@@ -53,6 +53,7 @@ WORSE_PARAMS = {"primary": "item_item", "recommenders": TEST_RECOMMENDERS}
 @pytest.fixture(autouse=True)
 def _test_recipe(settings):
     settings.RECS_TRAIN_PARAMS = TEST_PARAMS
+    settings.RECS_SERVED_LOG_ASYNC = False  # the log is asserted right after the request (see test_serving)
 
 
 @pytest.fixture(autouse=True)

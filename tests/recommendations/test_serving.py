@@ -190,3 +190,38 @@ def test_similar_products(shop, secret_client):
 
 def test_recommendations_need_a_secret_key(shop, api_client):
     assert api_client.get("/api/v1/recommendations/").status_code in (401, 403)
+
+
+def test_the_served_log_can_be_written_by_the_background_writer(shop, secret_client, settings, monkeypatch):
+    from recommendations import services
+
+    # a writer that would wait an hour: its thread uses its own connection (outside this test's
+    # transaction), so the test takes the rows and inserts them itself
+    writer = services.ServedLogWriter(interval=3600)
+    monkeypatch.setattr(services, "served_log_writer", writer)
+    settings.RECS_SERVED_LOG_ASYNC = True
+    body = get(secret_client, k=3, placement="async")
+    assert writer.thread is not None and writer.thread.is_alive()
+    with writer.lock:
+        rows, writer.rows = writer.rows, []
+    assert [row[0] for row in rows] == [body["recommendation_id"]]
+    from recommendations.services import recommendations_served_insert
+
+    assert recommendations_served_insert(rows=rows) == 1
+    served = RecommendationServed.objects.get(pk=body["recommendation_id"])
+    assert (served.placement, served.items) == ("async", [item["sku"] for item in body["items"]])
+
+
+def test_served_rows_of_people_erased_meanwhile_are_dropped(shop):
+    import uuid
+
+    from recommendations.services import recommendations_served_insert
+
+    gone = str(uuid.uuid4())
+    rows = [
+        (str(uuid.uuid4()), gone, shop.version.pk, "home", True, ["ELE-1"]),
+        (str(uuid.uuid4()), shop.person(0), shop.version.pk, "home", True, ["ELE-1"]),
+        (str(uuid.uuid4()), None, None, "", False, []),
+    ]
+    assert recommendations_served_insert(rows=rows) == 2
+    assert not RecommendationServed.objects.filter(profile_id=gone).exists()
