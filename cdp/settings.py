@@ -276,8 +276,6 @@ CONSENT_ANALYTICS_DENIAL: str = env.str("CONSENT_ANALYTICS_DENIAL", default="str
 CONSENT_ESSENTIAL_EVENTS: list[str] = env.list("CONSENT_ESSENTIAL_EVENTS", default=["Order Completed"])
 # Extra Segment consent category names -> purposes (JSON), beside the built-in ones (docs/privacy.md).
 CONSENT_CATEGORY_MAP: dict = env.json("CONSENT_CATEGORY_MAP", default={})
-# Extra Segment consent category names -> purposes (JSON), beside the built-in ones (docs/privacy.md).
-CONSENT_CATEGORY_MAP: dict = env.json("CONSENT_CATEGORY_MAP", default={})
 PRIVACY_REQUEST_DAYS: int = env.int("PRIVACY_REQUEST_DAYS", default=30)
 PRIVACY_EXPORT_LINK_HOURS: int = env.int("PRIVACY_EXPORT_LINK_HOURS", default=72)
 PRIVACY_CENTER_LINK_MINUTES: int = env.int("PRIVACY_CENTER_LINK_MINUTES", default=30)
