@@ -270,15 +270,16 @@ class _Progress:
     def __init__(self, version: ModelVersion, start: float, end: float) -> None:
         self.version, self.start, self.end = version, start, end
         self.last = 0.0
+        self.message = ""
 
     def span(self, start: float, end: float) -> _Progress:
         return _Progress(self.version, start, end)
 
     def __call__(self, fraction: float, message: str) -> None:
         now = time.monotonic()
-        if now - self.last < 0.5 and fraction < 1.0:
+        if now - self.last < 0.5 and fraction < 1.0 and message == self.message:
             return
-        self.last = now
+        self.last, self.message = now, message
         value = self.start + (self.end - self.start) * max(0.0, min(1.0, fraction))
         ModelVersion.objects.filter(pk=self.version.pk).update(progress=round(value, 3), progress_message=message[:200])
 
