@@ -9,6 +9,7 @@ from __future__ import annotations
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
 from cdp.api.authentication import ApiKeyAuthentication
@@ -69,13 +70,21 @@ class PrivacyRequestOutput(serializers.ModelSerializer):
         return request.build_absolute_uri(path) if (path and request) else path
 
 
+class RequestCursorPagination(CursorPagination):
+    ordering = ("-received_at", "-id")
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
 class PrivacyRequestViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     """Access and erasure requests: create one, follow its status, get the archive's link."""
 
     authentication_classes = [ApiKeyAuthentication]
     permission_classes = [IsSecretKeyOrStaff]
     serializer_class = PrivacyRequestOutput
-    queryset = DataSubjectRequest.objects.all().order_by("-received_at")
+    pagination_class = RequestCursorPagination
+    queryset = DataSubjectRequest.objects.all()
 
     @extend_schema(
         request=PrivacyRequestInput,

@@ -156,3 +156,11 @@ def test_profile_consent_api_shows_state_and_history(write_key, secret_client, a
     assert secret_client.get("/api/v1/profiles/nope/consent/").status_code == 404
     assert api_client.get(f"/api/v1/profiles/{pid}/consent/").status_code in (401, 403)
     assert writer(write_key).get(f"/api/v1/profiles/{pid}/consent/").status_code in (401, 403)
+
+
+@override_settings(CONSENT_CATEGORY_MAP={"Ads & Offers": "marketing"})
+def test_shop_specific_category_names_map_to_purposes(write_key):
+    call(writer(write_key), "track", userId="u-map", event="Product Viewed", context=_consent({"ads-and offers": True}))
+    assert consent_granted(profile_id=_profile_of("user_id", "u-map"), purpose="marketing") is False  # not the same
+    call(writer(write_key), "track", userId="u-map", event="Product Viewed", context=_consent({"Ads & Offers": True}))
+    assert consent_granted(profile_id=_profile_of("user_id", "u-map"), purpose="marketing") is True

@@ -276,3 +276,14 @@ def test_privacy_requests_need_a_secret_key(write_key, api_client):
     assert writer(write_key).post("/api/v1/privacy-requests/", body, format="json").status_code in (401, 403)
     assert api_client.post("/api/v1/privacy-requests/", body, format="json").status_code in (401, 403)
     assert api_client.get("/api/v1/privacy-requests/").status_code in (401, 403)
+
+
+@pytest.mark.django_db
+def test_requests_are_listed_newest_first_in_pages(secret_client):
+    for n in range(3):
+        secret_client.post("/api/v1/privacy-requests/", {"kind": "access", "email": f"p{n}@example.com"}, format="json")
+    page = secret_client.get("/api/v1/privacy-requests/?page_size=2").json()
+    assert [r["subject_hint"] for r in page["results"]] == ["p***@e***.com", "p***@e***.com"]
+    assert page["next"] is not None
+    rest = secret_client.get(page["next"]).json()
+    assert len(rest["results"]) == 1 and rest["next"] is None
