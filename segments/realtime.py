@@ -7,11 +7,11 @@ import logging
 logger = logging.getLogger("cdp.segments")
 
 
-def _queue(profile_ids: list[str], event_names: list[str] | None) -> None:
+def _queue(profile_ids: list[str], event_names: list[str] | None, every_segment: bool = False) -> None:
     from segments import tasks
 
     try:
-        tasks.segments_profiles_refresh.delay([str(p) for p in profile_ids], event_names)
+        tasks.segments_profiles_refresh.delay([str(p) for p in profile_ids], event_names, every_segment)
     except Exception:  # broker down: the scheduled refresh catches up
         logger.exception("could not queue the segment refresh of %d profiles", len(profile_ids))
 
@@ -23,8 +23,8 @@ def on_profile_activity(*, profile_ids, event_names=None, **_) -> None:
 
 
 def on_profiles_merged(*, winner_id, loser_id, merge_id=None, **_) -> None:
-    _queue([winner_id, loser_id], None)
+    _queue([winner_id, loser_id], None, every_segment=True)
 
 
 def on_profiles_unmerged(*, winner_id, loser_id, merge_id=None, **_) -> None:
-    _queue([winner_id, loser_id], None)
+    _queue([winner_id, loser_id], None, every_segment=True)

@@ -341,7 +341,11 @@ def _cached_threshold(key: tuple):
 
 
 def segments_profiles_refresh(
-    *, profile_ids: Iterable[str], event_names: Iterable[str] | None = None, at: datetime | None = None
+    *,
+    profile_ids: Iterable[str],
+    event_names: Iterable[str] | None = None,
+    at: datetime | None = None,
+    every_segment: bool = False,
 ) -> tuple[int, int]:
     """Real time: re-evaluate these profiles in the rule segments their activity could change.
 
@@ -351,7 +355,7 @@ def segments_profiles_refresh(
     at = at or timezone.now()
     ids = _uuid_list(profile_ids)
     names = set(event_names) if event_names is not None else None
-    entries = [e for e in segments_index().values() if e.relevant(names)]
+    entries = [e for e in segments_index().values() if every_segment or e.relevant(names)]
     entered = exited = 0
     resolve = _resolve()
     for start in range(0, len(ids), REALTIME_CHUNK):
@@ -404,8 +408,9 @@ def _merged_exit(*, profile_ids: list[str], at: datetime) -> int:
 
 
 def segments_on_merge(*, winner_id: str, loser_id: str) -> tuple[int, int]:
-    """After a merge or unmerge: both profiles re-evaluated in every active rule segment."""
-    return segments_profiles_refresh(profile_ids=[winner_id, loser_id], event_names=None)
+    """After a merge or unmerge: both profiles re-evaluated in every active rule segment (events,
+    traits and consent all moved)."""
+    return segments_profiles_refresh(profile_ids=[winner_id, loser_id], every_segment=True)
 
 
 # --- privacy (registered with consent's registry in apps.py) ------------------------------------

@@ -18,11 +18,14 @@ def segment_refresh(segment_id: int) -> list[int] | None:
 
 
 @shared_task(name="segments.tasks.segments_profiles_refresh", acks_late=True)
-def segments_profiles_refresh(profile_ids: list[str], event_names: list[str] | None = None) -> list[int]:
-    """Real time: re-evaluate these profiles in the segments their activity could change."""
+def segments_profiles_refresh(
+    profile_ids: list[str], event_names: list[str] | None = None, every_segment: bool = False
+) -> list[int]:
+    """Real time: re-evaluate these profiles in the segments their activity could change
+    (``every_segment`` after a merge or unmerge)."""
     from segments.services import segments_profiles_refresh as refresh
 
-    return list(refresh(profile_ids=profile_ids, event_names=event_names))
+    return list(refresh(profile_ids=profile_ids, event_names=event_names, every_segment=every_segment))
 
 
 @shared_task(name="segments.tasks.heavy_segments_refresh")

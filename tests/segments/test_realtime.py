@@ -100,3 +100,17 @@ def test_the_hooks_are_subscribed():
     assert realtime.on_profile_activity in hooks.on_profile_activity.subscribers
     assert realtime.on_profiles_merged in hooks.on_profiles_merged.subscribers
     assert realtime.on_profiles_unmerged in hooks.on_profiles_unmerged.subscribers
+
+
+@pytest.mark.django_db
+def test_consent_only_segments_wait_for_the_schedule_but_merges_re_evaluate_them():
+    from consent.services import consent_record, purposes_ensure
+
+    purposes_ensure()
+    seg = segment_create(slug="reachable", name="Reachable", definition={"consent": "marketing"}, refresh="no")
+    p = f.profile()
+    consent_record(profile_id=p.pk, choices={"marketing": True}, source="api")
+    segments_profiles_refresh(profile_ids=[str(p.pk)])  # activity cannot change consent: skipped
+    assert not SegmentMembership.objects.filter(segment=seg).exists()
+    segments_on_merge(winner_id=str(p.pk), loser_id=str(f.profile().pk))
+    assert SegmentMembership.objects.filter(segment=seg, profile=p, exited_at__isnull=True).exists()
