@@ -121,6 +121,14 @@ def test_erasure_by_a_real_rq_worker_leaves_no_trace(write_key, secret_client):
         change_message="[]",
     )
     cache.set(f"recs:profile:{ids[1]}", [1, 2, 3])
+    # rows of the apps above consent, erased by their own registry entries
+    from recommendations.models import RecommendationServed
+    from segments.models import Segment, SegmentMembership
+    from segments.services import segment_membership_set
+
+    segment = Segment.objects.create(slug="vip", name="VIP", kind="rule", status="active", definition={})
+    segment_membership_set(segment=segment, profile_ids=[ids[0]])
+    RecommendationServed.objects.create(profile_id=ids[0], items=["sku-1"], created_at=timezone.now())
     assert _pii_hits()  # the scan finds what is there
     ledger_before = ConsentRecord.objects.count()
 
@@ -147,6 +155,7 @@ def test_erasure_by_a_real_rq_worker_leaves_no_trace(write_key, secret_client):
     assert status["progress"] == 1.0 and status["result"]["profiles"] == 3
     assert _pii_hits() == {}
     assert not Profile.objects.filter(pk__in=ids).exists()
+    assert not SegmentMembership.objects.exists() and not RecommendationServed.objects.exists()
     assert cache.get(f"recs:profile:{ids[1]}") is None
     # the ledger's proof stays, anonymised: same number of answers, none pointing at the person
     assert ConsentRecord.objects.count() == ledger_before
