@@ -36,6 +36,7 @@ from recommendations.engine.recommenders import (
 from recommendations.engine.state import TrainState, build_state
 
 FORMAT_VERSION = 1
+MAX_EXPLAIN_HISTORY = 200  # the most recent history items considered when explaining a suggestion
 
 
 @dataclass
@@ -140,26 +141,44 @@ class ModelBundle:
             banned |= ~self.catalog.in_stock
         return banned
 
-    def _reason(self, row: int | None, item: int, recommender: str, history: list[int]) -> dict:
-        if row is not None and self.state.purchases[row, item] > 0:
-            return {"type": "bought", "item_id": str(self.state.items[item])}
-        if history:
-            anchor = self._nearest(history, item)
-            if anchor is not None:
-                return {"type": "similar_to", "item_id": str(self.state.items[anchor])}
-        if recommender == "trending":
-            return {"type": "trending"}
-        return {"type": "popular"}
+    def _reasons(self, row: int | None, items: np.ndarray, recommender: str, history: np.ndarray) -> list[dict]:
+        """Why each item: bought before, else similar to the nearest history item, else popular/trending."""
+        items = np.asarray(items, dtype=np.int64)
+        bought = (
+            np.asarray(self.state.purchases[row, items].todense()).ravel() > 0
+            if row is not None and len(items)
+            else np.zeros(len(items), dtype=bool)
+        )
+        anchors = self._nearest(history, items)
+        out = []
+        for item, was_bought, anchor in zip(items, bought, anchors, strict=True):
+            if was_bought:
+                out.append({"type": "bought", "item_id": str(self.state.items[item])})
+            elif anchor >= 0:
+                out.append({"type": "similar_to", "item_id": str(self.state.items[anchor])})
+            elif recommender == "trending":
+                out.append({"type": "trending"})
+            else:
+                out.append({"type": "popular"})
+        return out
 
-    def _nearest(self, history: list[int], item: int) -> int | None:
-        """The history item most similar to ``item`` (by the item-item or content model), if any."""
+    def _nearest(self, history: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Per item, the history item most similar to it (item-item, then content), or -1."""
+        nearest = np.full(len(items), -1, dtype=np.int64)
+        history = np.asarray(history, dtype=np.int64)[-MAX_EXPLAIN_HISTORY:]
+        if len(history) == 0 or len(items) == 0:
+            return nearest
         for name in ("item_item", "content"):
             rec = self.recommenders.get(name)
-            if rec is not None and hasattr(rec, "similarity"):
-                sims = np.array([rec.similarity(h, item) for h in history])
-                if len(sims) and sims.max() > 0:
-                    return history[int(np.argmax(sims))]
-        return None
+            sim = getattr(rec, "sim", None)
+            if sim is None:
+                continue
+            block = sim[history][:, items].toarray()  # history x items
+            block[history[:, None] == items[None, :]] = 0.0  # an item does not explain itself
+            best = block.argmax(axis=0)
+            found = (block.max(axis=0) > 0) & (nearest < 0)
+            nearest[found] = history[best[found]]
+        return nearest
 
     def recommend(
         self,
@@ -178,9 +197,14 @@ class ModelBundle:
         if row is not None:
             name = self.primary
             scores = self.score_users(np.array([row]), name)[0]
-            history = list(self.state.interactions[row].indices)
-            for item in self._top(scores, k, banned):
-                reason = self._reason(row, int(item), name, history)
+            # the person's items by their last purchase or view, oldest first
+            last = self.state.last_purchase[row]
+            if self.state.last_browsed is not None:
+                last = last.maximum(self.state.last_browsed[row]).tocsr()
+            order = np.argsort(-last.data, kind="stable")
+            history = last.indices[order][::-1]  # the newest are the ones kept for explaining
+            top = self._top(scores, k, banned)
+            for item, reason in zip(top, self._reasons(row, top, name, history), strict=True):
                 out.append(Rec(str(self.state.items[item]), float(scores[item]), name, reason))
         else:
             banned[session] = True  # what the session already holds is not suggested back
@@ -188,13 +212,8 @@ class ModelBundle:
             if found is not None:
                 scores, name = found
                 positive = scores > 0
-                for item in self._top(scores, k, banned | ~positive):
-                    anchor = self._nearest(session, int(item))
-                    reason = (
-                        {"type": "similar_to", "item_id": str(self.state.items[anchor])}
-                        if anchor is not None
-                        else {"type": "popular"}
-                    )
+                top = self._top(scores, k, banned | ~positive)
+                for item, reason in zip(top, self._reasons(None, top, "session", np.array(session)), strict=True):
                     out.append(Rec(str(self.state.items[item]), float(scores[item]), "session", reason))
         self._fill(out, k, banned, context)
         return out[:k]

@@ -259,6 +259,7 @@ class Hybrid(Recommender):
         if missing:
             raise ValueError(f"The hybrid needs the recommenders {', '.join(missing)}.")
         self.params = p
+        self.threads = int(params["num_threads"])
         self.comps = {c: fitted[c] for c in COMPONENTS}
         self.stats = _Stats(state, catalog, p["recent_days"], data)
         self.fill = fitted["buy_again"].fill
@@ -358,11 +359,27 @@ class Hybrid(Recommender):
             chunk = rows[s : s + step]
             r, i, X = candidate_features(state, self.comps, self.stats, chunk, self.params)
             if len(r):
-                out[s + r, i] = self.model.predict_proba(X[:, self.columns])[:, 1] + 1.0
+                with _openmp().limit(
+                    limits=getattr(self, "threads", 1), user_api="openmp"
+                ):  # pools of idle threads cost more
+                    out[s + r, i] = self.model.predict_proba(X[:, self.columns])[:, 1] + 1.0
         return out
 
     def drop_users(self, keep):
         self.stats.drop_users(keep)  # the components drop their own rows
+
+
+_CONTROLLER = None
+
+
+def _openmp():
+    """One threadpoolctl controller per process (building one scans the loaded libraries)."""
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER
 
 
 def _last(model) -> float | None:

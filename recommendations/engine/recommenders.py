@@ -218,10 +218,10 @@ class _Neighbours(Recommender):
     """Item-item: a user's feedback row times an item x item similarity (implicit's recommend)."""
 
     def score_users(self, state, rows):
-        return np.asarray((self.feedback(state)[rows] @ self.sim).todense(), dtype=np.float32)
+        return np.asarray((self.feedback(state, rows) @ self.sim).todense(), dtype=np.float32)
 
-    def feedback(self, state):
-        return state.interactions
+    def feedback(self, state, rows):
+        return state.interactions[rows]
 
     def score_session(self, state, items, weights=None):
         if len(items) == 0:
@@ -377,8 +377,8 @@ class Session(_Neighbours):
         self.sim = sim.tocsr()
         self.half_life = float(params["session"]["recent_half_life_days"])
 
-    def feedback(self, state):
-        X = state.last_purchase.copy()
+    def feedback(self, state, rows):
+        X = state.last_purchase[rows]
         X.data = np.power(0.5, np.maximum(state.now_days - X.data, 0.0) / self.half_life).astype(np.float32)
         return X
 

@@ -168,6 +168,17 @@ def test_recommend_for_a_known_user_explains_each_item(bundle):
     assert recs[0].item_id == "coffee-2" and recs[0].recommender == "hybrid"
     assert recs[0].reason == {"type": "bought", "item_id": "coffee-2"}
     assert bundle.recommend(user_id="coffee-u0", k=5, exclude={"coffee-2"})[0].item_id != "coffee-2"
+    # items not bought before are explained by the nearest item of the person's own history
+    row = bundle.user_index["coffee-u0"]
+    history = {str(bundle.items[i]) for i in bundle.state.interactions[row].indices}
+    for rec in bundle.recommend(user_id="coffee-u0", k=12):
+        if rec.reason["type"] == "bought":
+            assert rec.item_id in history
+        elif rec.reason["type"] == "similar_to":
+            assert rec.item_id not in history and rec.reason["item_id"] in history
+        else:
+            assert rec.reason == {"type": "popular"}
+    assert {r.reason["type"] for r in bundle.recommend(user_id="coffee-u0", k=12)} >= {"bought", "similar_to"}
 
 
 def test_cold_start_uses_session_then_segment_then_global_popularity(bundle):
