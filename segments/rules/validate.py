@@ -17,6 +17,8 @@ from segments.rules import ops
 MAX_DEPTH = 8
 MAX_CONDITIONS = 50
 MAX_IN_VALUES = 1000
+MAX_DAYS = 36_500  # windows and "days ago": at most 100 years (keeps date arithmetic in range)
+MAX_HOURS = MAX_DAYS * 24
 CONTEXT_LEAVES = ("device_type", "local_hour", "country")
 EVENT_FIELDS = ("device_type", "local_hour")
 LEAF_KEYS = ("trait", "computed", "event", "context", "consent", "segment")
@@ -161,15 +163,15 @@ class _Checker:
             if not (isinstance(v, list) and len(v) == 2 and all(ops.is_number(x) for x in v) and v[0] <= v[1]):
                 self.add(path, "'between' needs two values, the lower first")
         elif op == "within_last":
-            if not ops.is_number(v) or v <= 0:
-                self.add(path, "'within_last' takes a number of days greater than 0, e.g. 30.")
+            if not ops.is_number(v) or not 0 < v <= MAX_DAYS:
+                self.add(path, "'within_last' takes a number of days greater than 0, e.g. 30 (at most 100 years).")
         elif op in ("before", "after"):
             if isinstance(v, dict):
                 keys = set(v)
                 if len(keys) != 1 or not keys <= {"days_ago", "hours_ago"} or not ops.is_number(next(iter(v.values()))):
                     self.add(path, f'\'{op}\' takes a date such as "2026-01-31" or {{"days_ago": 90}}.')
-                elif next(iter(v.values())) < 0:
-                    self.add(path, "The number of days or hours ago cannot be negative.")
+                elif not 0 <= next(iter(v.values())) <= (MAX_DAYS if "days_ago" in v else MAX_HOURS):
+                    self.add(path, "The number of days or hours ago is 0 or more, at most 100 years.")
             elif ops.parse_ts(v) is None:
                 self.add(path, f'\'{op}\' takes a date such as "2026-01-31" or {{"days_ago": 90}}.')
         elif op in ops.PERCENT_OPS and (not ops.is_number(v) or not 0 < v <= 100):
@@ -257,9 +259,12 @@ class _Checker:
                 and len(w) == 1
                 and set(w) <= {"days", "hours"}
                 and ops.is_number(next(iter(w.values())))
-                and next(iter(w.values())) > 0
+                and 0 < next(iter(w.values())) <= (MAX_DAYS if "days" in w else MAX_HOURS)
             ):
-                self.add(f"{path}.within_last", 'The window is {"days": 7} or {"hours": 24} (more than 0).')
+                self.add(
+                    f"{path}.within_last",
+                    'The window is {"days": 7} or {"hours": 24} (more than 0, at most 100 years).',
+                )
         if "between" in node:
             b = node["between"]
             dates = [ops.parse_ts(x) for x in b] if isinstance(b, list) and len(b) == 2 else [None]
