@@ -116,3 +116,19 @@ def test_database_refuses_update_and_delete_of_the_ledger():
         )
     record.refresh_from_db()
     assert record.granted is True and record.source == "banner"
+
+
+def test_state_rebuild_repairs_a_missed_merge_hook():
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    winner, loser = _profile(), _profile()
+    consent_record(profile_id=loser.pk, choices={"marketing": True}, source="banner")
+    profile_merge(winner=winner, loser=loser, reason="manual")  # its hook never runs (no commit here)
+    assert consent_granted(profile_id=winner.pk, purpose="marketing") is False
+    out = StringIO()
+    call_command("consent_state_rebuild", stdout=out)
+    assert "1 profile x purpose rows" in out.getvalue()
+    assert consent_granted(profile_id=winner.pk, purpose="marketing") is True
+    assert not ConsentState.objects.filter(profile_id=loser.pk).exists()
