@@ -212,6 +212,8 @@ def test_forget_users_erases_rows_and_factors(shop):
     for name in ("als", "bpr"):
         assert b.recommenders[name].user_factors.shape[0] == n_users - 1
     assert b.recommenders["repeat_knn"].vectors.shape[0] == n_users - 1
+    stats = b.recommenders["hybrid"].stats
+    assert stats.user_orders.shape[0] == stats.recent_orders.shape[0] == n_users - 1
     # they are now a stranger; everybody else still gets their own list
     assert [r.recommender for r in b.recommend(user_id="toys-u3", k=5)] == ["popularity"] * 5
     assert b.recommend(user_id="toys-u4", k=3)[0].reason["type"] == "bought"
