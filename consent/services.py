@@ -94,6 +94,8 @@ def consent_record(
         raise ConsentError(f"Unknown source {source!r}; one of {', '.join(SOURCES)}.", field="source")
     if not choices:
         raise ConsentError("Give at least one purpose.", field="purposes")
+    if not Purpose.objects.exists():  # a fresh install or a flushed test database: the standard four
+        purposes_ensure()
     purposes = {p.key: p for p in Purpose.objects.filter(key__in=list(choices), is_active=True)}
     unknown = sorted(set(choices) - set(purposes))
     if unknown:

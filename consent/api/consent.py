@@ -130,6 +130,7 @@ class ConsentView(APIView):
             user_agent=v.get("userAgent") or request.META.get("HTTP_USER_AGENT"),
             banner_id=v.get("bannerId"),
         )
+        evidence["sent_by"] = getattr(request.auth, "name", "")[:100]  # which storefront's write key
         try:
             profile_id, records = services.consent_record_for_identifiers(
                 identifiers=identifiers,

@@ -43,7 +43,7 @@ def test_banner_records_answers_with_hashed_ip(write_key):
     assert consent_granted(profile_id=pid, purpose="marketing") is False
     record = ConsentRecord.objects.get(profile_id=pid, purpose__key="marketing")
     assert record.policy_version == "7" and record.source == "banner"
-    assert record.evidence["banner_id"] == "banner-a"
+    assert record.evidence["banner_id"] == "banner-a" and record.evidence["sent_by"] == "storefront"
     assert record.evidence["user_agent"] == "Mozilla/5.0 test"
     assert "203.0.113.9" not in str(record.evidence) and len(record.evidence["ip_hash"]) == 64
 
