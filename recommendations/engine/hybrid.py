@@ -103,8 +103,8 @@ class _Stats:
         self.item_repeat_rate = np.where(buyers > 0, repeaters / np.maximum(buyers, 1), np.nan).astype(np.float32)
         # repurchase cycle: mean over repeat buyers of (last - first) / (orders - 1)
         lc, fc = last.tocoo(), first.tocsr()
-        span_ui = lc.data - np.asarray(fc[lc.row, lc.col]).ravel()
-        n_ui = np.asarray(P[lc.row, lc.col]).ravel()
+        span_ui = lc.data - _pick(fc, lc.row, lc.col)
+        n_ui = _pick(P, lc.row, lc.col)
         rep = n_ui >= 2
         cyc_sum = np.bincount(lc.col[rep], weights=span_ui[rep] / (n_ui[rep] - 1), minlength=n_i)
         cyc_n = np.bincount(lc.col[rep], minlength=n_i)
@@ -139,6 +139,13 @@ class _Stats:
             "user_repeat_share",
         ):
             setattr(self, name, getattr(self, name)[keep])
+
+
+def _pick(M: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``M[rows[n], cols[n]]`` as a flat float array (also for no pairs at all)."""
+    if len(rows) == 0:
+        return np.zeros(0, dtype=np.float64)
+    return np.asarray(M[rows, cols]).ravel().astype(np.float64)
 
 
 def _ranks(scores: np.ndarray) -> np.ndarray:
@@ -187,12 +194,12 @@ def candidate_features(
     r, i = np.nonzero(cand)
     u = rows[r]
 
-    last = np.asarray(state.last_purchase[u, i]).ravel()
-    first = np.asarray(state.first_purchase[u, i]).ravel()
+    last = _pick(state.last_purchase, u, i)
+    first = _pick(state.first_purchase, u, i)
     bought = P[r, i] > 0
     since_last = np.where(bought, now - last, np.nan)
     since_first = np.where(bought, now - first, np.nan)
-    lb = np.asarray(state.last_browsed[u, i]).ravel() if state.last_browsed is not None else np.zeros(len(u))
+    lb = _pick(state.last_browsed, u, i) if state.last_browsed is not None else np.zeros(len(u))
     since_browsed = np.where(browsed[r, i] > 0, now - lb, np.nan)
     orders = stats.user_orders[u]
 
@@ -324,6 +331,8 @@ class Hybrid(Recommender):
         buyers = np.zeros(data.n_users, dtype=bool)
         buyers[data.user[label]] = True
         users = np.flatnonzero(has_history & buyers)
+        if len(users) == 0:
+            return np.empty((0, len(FEATURES)), np.float32), np.empty(0, np.int8)
         if len(users) > p["max_users"]:
             users = np.sort(rng.choice(users, p["max_users"], replace=False))
         truth = sp.csr_matrix(
@@ -335,7 +344,7 @@ class Hybrid(Recommender):
         for s in range(0, len(users), step):
             rows = users[s : s + step]
             r, i, X = candidate_features(sub_state, comps, stats, rows, p)
-            y = (np.asarray(truth[rows[r], i]).ravel() > 0).astype(np.int8)
+            y = (_pick(truth, rows[r], i) > 0).astype(np.int8)
             neg = np.flatnonzero(y == 0)
             keep_neg = int(p["negatives_per_user"] * len(rows))
             if len(neg) > keep_neg:

@@ -236,3 +236,27 @@ def test_unknown_recommender_is_a_clear_error(shop):
     data, catalog = shop
     with pytest.raises(ValueError, match="Unknown recommender 'nope'"):
         train_bundle(data=data, catalog=catalog, params={"recommenders": ["nope"]}, now=NOW)
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [("u1", "A", VIEW, 1, DAY, ""), ("u2", "B", VIEW, 1, 2 * DAY, ""), ("u1", "B", VIEW, 1, 3 * DAY, "")],
+        [("u1", "A", PURCHASE, 1, DAY, "o1")],
+        [
+            ("u1", "A", PURCHASE, 1, DAY, "o1"),
+            ("u2", "A", PURCHASE, 1, 50 * DAY, "o2"),
+            ("u2", "B", PURCHASE, 1, 90 * DAY, "o3"),
+        ],
+    ],
+    ids=["views only", "one purchase", "too few to learn from"],
+)
+def test_tiny_shops_train_and_answer_with_the_fallback_blend(rows):
+    data = Interactions.from_rows(rows)
+    b = train_bundle(data=data, catalog=Catalog(items=data.items), params={}, now=100 * DAY)
+    assert b.recommenders["hybrid"].model is None  # fewer than min_positives: no ranker
+    recs = b.recommend(user_id="u1", k=2)
+    assert recs and recs[0].recommender == "hybrid"
+    assert len({r.item_id for r in recs}) == len(recs) == min(2, len(data.items))
+    b.forget_users(["u1"])
+    assert not ModelBundle.from_bytes(b.to_bytes()).known_user("u1")
