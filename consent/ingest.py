@@ -131,11 +131,15 @@ def filter_consent(*, events: list, indexes: list[int], profiles: dict) -> list[
 
 
 STATES_SQL = (
-    "SELECT NULL, key, default_granted FROM consent_purpose WHERE is_active "
+    "SELECT NULL, key, default_granted, NULL FROM consent_purpose WHERE is_active "
     "UNION ALL "
-    "SELECT s.profile_id::text, p.key, s.granted FROM consent_consentstate s "
-    "JOIN consent_purpose p ON p.id = s.purpose_id "
-    "WHERE s.profile_id = ANY(%s::uuid[]) AND (s.expires_at IS NULL OR s.expires_at > %s)"
+    # answers of the batch's live profiles and of profiles merged into them: a merge made by this very
+    # batch is committed (and its state hook run) only after the filters, so its loser's answers count here
+    "SELECT coalesce(pr.merged_into_id, pr.id)::text, p.key, s.granted, s.recorded_at FROM consent_consentstate s "
+    "JOIN profiles_profile pr ON pr.id = s.profile_id JOIN consent_purpose p ON p.id = s.purpose_id "
+    "WHERE (pr.id = ANY(%s::uuid[]) OR pr.merged_into_id = ANY(%s::uuid[])) "
+    "AND (s.expires_at IS NULL OR s.expires_at > %s) "
+    "ORDER BY 4 NULLS FIRST"
 )
 
 
@@ -143,11 +147,11 @@ def _states(pids: list[str], now: datetime) -> tuple[dict[str, dict[str, bool]],
     """Current explicit (unexpired) answers of these live profiles, and every active purpose's
     default: one round trip."""
     with connection.cursor() as cursor:
-        cursor.execute(STATES_SQL, [pids, now])
+        cursor.execute(STATES_SQL, [pids, pids, now])
         rows = cursor.fetchall()
     defaults: dict[str, bool] = {}
     state: dict[str, dict[str, bool]] = {}
-    for pid, key, granted in rows:
+    for pid, key, granted, _ in rows:  # oldest answer first: the latest one wins
         if pid is None:
             defaults[key] = bool(granted)
         else:

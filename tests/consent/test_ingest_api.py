@@ -164,3 +164,19 @@ def test_shop_specific_category_names_map_to_purposes(write_key):
     assert consent_granted(profile_id=_profile_of("user_id", "u-map"), purpose="marketing") is False  # not the same
     call(writer(write_key), "track", userId="u-map", event="Product Viewed", context=_consent({"Ads & Offers": True}))
     assert consent_granted(profile_id=_profile_of("user_id", "u-map"), purpose="marketing") is True
+
+
+def test_a_denial_on_another_device_counts_in_the_batch_that_merges_it(write_key):
+    client = writer(write_key)
+    call(client, "track", userId="u-merge", event="Signed Up")  # known user, analytics by default
+    call(client, "page", anonymousId="phone-1", name="Home", context=_consent({"Analytics": False}))
+    assert _profile_of("user_id", "u-merge") != _profile_of("anonymous_id", "phone-1")
+    # the same person logs in on the phone: this batch merges the two profiles
+    response = batch(
+        client,
+        {"type": "identify", "userId": "u-merge", "anonymousId": "phone-1", "traits": {"plan": "gold"}},
+        {"type": "track", "userId": "u-merge", "event": "Product Viewed"},
+    )
+    assert response.status_code == 200 and response.json()["accepted"] == 0
+    assert _profile_of("user_id", "u-merge") == _profile_of("anonymous_id", "phone-1")
+    assert list(Event.objects.values_list("name", flat=True)) == ["Signed Up"]
