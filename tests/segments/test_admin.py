@@ -63,3 +63,18 @@ def test_form_refuses_an_invalid_definition_with_the_path(admin_client):
     assert response.status_code == 200
     assert "definition.event: Name the event" in response.content.decode()
     assert not Segment.objects.exists()
+
+
+def test_cluster_segment_page_has_no_definition_editor_and_saves_status(admin_client):
+    seg = Segment.objects.create(
+        slug="c1", name="Cluster 1", kind="cluster", status="proposed", cluster_profile={"sessions": 4}
+    )
+    page = admin_client.get(f"/admin/segments/segment/{seg.pk}/change/")
+    assert page.status_code == 200 and "seg-definition" not in page.content.decode()
+    response = admin_client.post(
+        f"/admin/segments/segment/{seg.pk}/change/",
+        {"name": "Weekend browsers", "slug": "c1", "description": "", "status": "dismissed"},
+    )
+    assert response.status_code == 302, response.content.decode()[:1500]
+    seg.refresh_from_db()
+    assert (seg.name, seg.status, seg.definition) == ("Weekend browsers", "dismissed", None)
