@@ -12,13 +12,14 @@ import gzip
 import json
 import logging
 import secrets
+import zlib
 from datetime import timedelta
 
 from django.conf import settings
 from django.core import signing
 from django.core.cache import cache
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import transaction
+from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
@@ -179,7 +180,21 @@ def _progress(request_id, value: float, message: str) -> None:
 
 
 def privacy_request_execute(*, request_id: str, actor: str = "rq") -> DataSubjectRequest:
-    """Run a queued request (the rq job). Safe to run twice: a finished request is left alone."""
+    """Run a queued request (the rq job). Safe to run twice: a finished request is left alone, and a
+    request another worker is running right now is skipped (session advisory lock)."""
+    lock = zlib.crc32(f"privacy-request:{request_id}".encode())
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [lock])
+        if not cursor.fetchone()[0]:
+            return DataSubjectRequest.objects.get(pk=request_id)
+    try:
+        return _execute_locked(request_id, actor)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [lock])
+
+
+def _execute_locked(request_id: str, actor: str) -> DataSubjectRequest:
     with transaction.atomic():
         request = DataSubjectRequest.objects.select_for_update().get(pk=request_id)
         if request.status not in (RequestStatus.QUEUED, RequestStatus.RUNNING, RequestStatus.VERIFIED):

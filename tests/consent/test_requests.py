@@ -296,3 +296,31 @@ def test_requests_are_listed_newest_first_in_pages(secret_client):
     assert page["next"] is not None
     rest = secret_client.get(page["next"]).json()
     assert len(rest["results"]) == 1 and rest["next"] is None
+
+
+@pytest.mark.django_db
+def test_a_failing_eraser_fails_the_request_without_erasing_anything(write_key):
+    from consent.privacy import privacy_register, privacy_unregister
+
+    ids = _ingest_person(write_key)
+
+    def broken(profile_ids):
+        raise RuntimeError("segments database unavailable")
+
+    privacy_register(name="zz-broken", models=[], export=lambda ids: {}, erase=broken, order=5)
+    try:
+        request = privacy_request_create(
+            kind="erasure", channel="api", requested_by="t", profile_id=ids[0], verified=True
+        )
+        with pytest.raises(RuntimeError):
+            privacy_request_execute(request_id=str(request.pk))
+    finally:
+        privacy_unregister(name="zz-broken")
+    request.refresh_from_db()
+    assert request.status == "failed" and "RuntimeError" in request.error
+    assert Profile.objects.filter(pk__in=ids).count() == 3  # all or nothing
+    assert not Suppression.objects.exists()
+    # run again (admin's "run") once the app is back
+    privacy_request_enqueue(request=request, actor="admin:ops")
+    assert privacy_request_execute(request_id=str(request.pk)).status == "done"
+    assert not Profile.objects.filter(pk__in=ids).exists()
