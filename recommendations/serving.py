@@ -215,17 +215,69 @@ def _consent_annotation(profile_field: str):
     return cached[profile_field]
 
 
+class _Compiled:
+    """An ORM query compiled at most once a second (with placeholder values) and executed as a
+    server-side prepared statement with the real ones: the request pays neither the ORM's compiler
+    nor PostgreSQL's planner (about 2 ms of a 4 ms look-up on a busy machine)."""
+
+    def __init__(self, build, placeholders: tuple) -> None:
+        self.build, self.placeholders = build, placeholders
+        self.at = -1e9
+        self.sql = ""
+        self.params: list = []
+        self.slots: list[int] = []
+
+    def _compile(self) -> None:
+        sql, params = self.build(*self.placeholders).query.sql_with_params()
+        params = list(params)
+        self.slots = [params.index(p) for p in self.placeholders]
+        self.sql, self.params, self.at = sql, params, time.monotonic()
+
+    def fetch(self, *values, many: bool = False):
+        if time.monotonic() - self.at > 1.0:
+            self._compile()
+        params = list(self.params)
+        for slot, value in zip(self.slots, values, strict=True):
+            params[slot] = value
+        return _prepared(self.sql, params, many=many)
+
+
+def _prepared(sql: str, params: list, *, many: bool = False):
+    """Run a statement prepared on this (pooled, long-lived) connection."""
+    import psycopg
+
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, prepare=True)
+        return cursor.fetchall() if many else cursor.fetchone()
+
+
+_UUID_SLOT = uuid.UUID(int=0xC0FFEE)
+_profile_query = _Compiled(
+    lambda pk: (
+        Profile.objects.filter(pk=pk)
+        .annotate(ok=_consent_annotation("pk"))
+        .values_list("pk", "merged_into_id", "ok")[:1]
+    ),
+    (_UUID_SLOT,),
+)
+_identifier_query = _Compiled(
+    lambda kind, value: (
+        Identifier.objects.filter(kind=kind, value=value)
+        .annotate(ok=_consent_annotation("profile_id"))
+        .values_list("profile_id", "profile__merged_into_id", "ok")[:1]
+    ),
+    ("\x01kind", "\x01value"),
+)
+
+
 def resolve_profile(query: Query) -> tuple[str | None, bool]:
     """The live profile the query names and whether it may be personalised (its personalisation
-    consent), in one query in the usual case. (None, False): nobody named or an unknown
-    user/anonymous id (an anonymous shopper); UnknownProfile: a profile_id that does not exist."""
+    consent, ``consent_granted_q``), in one query in the usual case. (None, False): nobody named or
+    an unknown user/anonymous id (an anonymous shopper); UnknownProfile: a profile_id that does not
+    exist."""
     if query.profile_id:
-        row = (
-            Profile.objects.filter(pk=query.profile_id)
-            .annotate(ok=_consent_annotation("pk"))
-            .values_list("pk", "merged_into_id", "ok")
-            .first()
-        )
+        row = _profile_query.fetch(uuid.UUID(str(query.profile_id)))
         if row is None:
             raise UnknownProfile(query.profile_id)
     else:
@@ -234,12 +286,7 @@ def resolve_profile(query: Query) -> tuple[str | None, bool]:
             normalised = normalize_identifier(kind, value) if value else None
             if normalised is None:
                 continue
-            row = (
-                Identifier.objects.filter(kind=kind, value=normalised)
-                .annotate(ok=_consent_annotation("profile_id"))
-                .values_list("profile_id", "profile__merged_into_id", "ok")
-                .first()
-            )
+            row = _identifier_query.fetch(kind, normalised)
             if row is not None:
                 break
         if row is None:
@@ -256,18 +303,28 @@ def personalisation_allowed(profile_id: str) -> bool:
     return bool(consent_granted(profile_id=profile_id, purpose="personalisation"))
 
 
-def profile_segments(profile_id: str) -> list[tuple[str, str]]:
-    """(slug, name) of the active segments the live profile is in (one query; the id is live)."""
-    try:
-        from segments.selectors import segments_active
-    except ImportError:
-        return []
-    return list(
+def _segments_of(profile_id):
+    from segments.selectors import segments_active
+
+    return (
         segments_active()
         .filter(memberships__profile_id=profile_id, memberships__exited_at__isnull=True)
         .values_list("slug", "name")
         .distinct()
     )
+
+
+_segments_query = _Compiled(_segments_of, (_UUID_SLOT,))
+
+
+def profile_segments(profile_id: str) -> list[tuple[str, str]]:
+    """(slug, name) of the active segments the live profile is in (``segments_active`` and the open
+    memberships; one prepared query, the id is already live)."""
+    try:
+        import segments.selectors  # noqa: F401
+    except ImportError:
+        return []
+    return list(_segments_query.fetch(uuid.UUID(profile_id), many=True))
 
 
 @dataclass
@@ -284,17 +341,16 @@ def recent_history(profile_id: str, catalog: CatalogArrays) -> History:
     session's items and category, its device and local hour)."""
     now = timezone.now()
     since = now - timedelta(days=settings.RECS_RECENT_PURCHASE_DAYS)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            SELECT name, properties, occurred_at, device_type, local_hour FROM profiles_event
-            WHERE profile_id = %s AND occurred_at >= %s
-              AND name IN ('Order Completed', 'Product Viewed', 'Product Added', 'Product Clicked')
-            ORDER BY occurred_at DESC LIMIT %s
-            """,
-            [profile_id, since, RECENT_EVENTS],
-        )
-        rows = cursor.fetchall()
+    rows = _prepared(
+        """
+        SELECT name, properties, occurred_at, device_type, local_hour FROM profiles_event
+        WHERE profile_id = %s AND occurred_at >= %s
+          AND name IN ('Order Completed', 'Product Viewed', 'Product Added', 'Product Clicked')
+        ORDER BY occurred_at DESC LIMIT %s
+        """,
+        [uuid.UUID(profile_id), since, RECENT_EVENTS],
+        many=True,
+    )
     history = History()
     gap = timedelta(minutes=settings.RECS_SESSION_MINUTES)
     in_session = bool(rows) and now - rows[0][2] <= gap

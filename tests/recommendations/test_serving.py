@@ -225,3 +225,16 @@ def test_served_rows_of_people_erased_meanwhile_are_dropped(shop):
     ]
     assert recommendations_served_insert(rows=rows) == 2
     assert not RecommendationServed.objects.filter(profile_id=gone).exists()
+
+
+def test_a_merged_away_profile_id_gets_the_survivors_answer_under_the_survivors_consent(shop, secret_client):
+    from profiles.models import Profile
+
+    survivor, merged = shop.person(0), shop.person(11)
+    Profile.objects.filter(pk=merged).update(merged_into=survivor)
+    body = get(secret_client, profile_id=merged)
+    assert (body["profile_id"], body["personalised"]) == (survivor, False)
+    grant(survivor)
+    body = get(secret_client, profile_id=merged, k=10, max_per_category=10)
+    assert (body["profile_id"], body["personalised"]) == (survivor, True)
+    assert "BEA-1" in [item["sku"] for item in body["items"]]  # the survivor's purchase, bought again
