@@ -113,7 +113,7 @@ def _log_entries_delete(objects: list[tuple[type, list[str]]], values: list[str]
         if ids:
             q |= Q(content_type=ContentType.objects.get_for_model(model), object_id__in=ids)
     for value in values:
-        if len(value) >= 4:
+        if len(value) >= 6:  # shorter values would match unrelated history
             q |= Q(object_repr__icontains=value) | Q(change_message__icontains=value)
     LogEntry.objects.filter(q).delete()
 
