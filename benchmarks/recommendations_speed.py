@@ -341,6 +341,7 @@ def serving_part(args) -> dict:
         if setup.returncode != 0:
             raise SystemExit(f"data generation failed:\n{setup.stderr[-4000:]}")
         info = json.loads(setup.stdout.strip().splitlines()[-1])
+        print("setup", json.dumps({k: v for k, v in info.items() if k != "key"}), file=sys.stderr, flush=True)
         port = free_port()
         log = open(REPO / ".cdp" / "bench-recs-gunicorn.log", "w")  # noqa: SIM115
         server = subprocess.Popen(
@@ -377,10 +378,10 @@ def serving_part(args) -> dict:
             # warm-up: every worker loads the model and the catalog once
             asyncio.run(load("127.0.0.1", port, key, recs, 50, 10, 16))
             asyncio.run(load("127.0.0.1", port, key, trivial, 50, 3, 16))
-            results = {
-                "trivial": asyncio.run(load("127.0.0.1", port, key, trivial, args.rate, args.seconds, args.conns)),
-                "recommendations": asyncio.run(load("127.0.0.1", port, key, recs, args.rate, args.seconds, args.conns)),
-            }
+            results = {"model": {k: v for k, v in info.items() if k != "key"}}
+            for name, paths in (("trivial", trivial), ("recommendations", recs)):
+                results[name] = asyncio.run(load("127.0.0.1", port, key, paths, args.rate, args.seconds, args.conns))
+                print(name, json.dumps(results[name]), file=sys.stderr, flush=True)  # partial results survive
             if args.also_params:
                 # another recipe, promoted while the server runs: it swaps models without a restart
                 second = subprocess.run(
@@ -393,6 +394,7 @@ def serving_part(args) -> dict:
                 if second.returncode != 0:
                     raise SystemExit(f"second model failed:\n{second.stderr[-4000:]}")
                 results["second_model"] = json.loads(second.stdout.strip().splitlines()[-1])
+                print("second model", json.dumps(results["second_model"]), file=sys.stderr, flush=True)
                 asyncio.run(load("127.0.0.1", port, key, recs, 50, 10, 16))  # every worker loads it
                 results["recommendations_second_model"] = asyncio.run(
                     load("127.0.0.1", port, key, recs, args.rate, args.seconds, args.conns)
