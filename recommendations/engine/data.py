@@ -127,23 +127,6 @@ class Interactions:
             order=self.order,
         )
 
-    def with_items(self, items: np.ndarray) -> Interactions:
-        """Same rows re-indexed on a given item vocabulary (rows of items not in it are dropped)."""
-        index = {sku: n for n, sku in enumerate(items)}
-        remap = np.array([index.get(sku, -1) for sku in self.items], dtype=np.int32)
-        new_item = remap[self.item] if len(self.item) else self.item
-        keep = new_item >= 0
-        return Interactions(
-            users=self.users,
-            items=np.asarray(items, dtype=object),
-            user=self.user[keep],
-            item=new_item[keep],
-            kind=self.kind[keep],
-            quantity=self.quantity[keep],
-            ts=self.ts[keep],
-            order=None if self.order is None else self.order[keep],
-        )
-
 
 def _strings(values, n: int) -> np.ndarray:
     if values is None:

@@ -1,7 +1,8 @@
 """The hybrid: a gradient-boosted ranker over candidates from the other recommenders.
 
-Training uses a rolling label window inside the training data: the last ``label_days`` of it are
-the labels, the recommenders are fitted again on what came before, and a pointwise classifier
+Training uses rolling label windows inside the training data: the last ``label_days`` of it are
+the labels (and, with ``windows`` = 2, the default, the ``label_days`` before them too, each with
+its own past), the recommenders are fitted again on what came before, and a pointwise classifier
 (scikit-learn's HistGradientBoostingClassifier) learns which candidates a person buys next from
 features of each (person, item) pair: personal frequency with time decay, days since the last
 purchase relative to the person's usual gap and to the item's repurchase cycle, recent and overall

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from recommendations.engine.data import PURCHASE, Catalog, Interactions
+from recommendations.engine.data import Catalog, Interactions
 from recommendations.engine.state import DAY, TrainState
 
 
@@ -112,10 +112,6 @@ class BuyAgain(Recommender):
     def score_users(self, state, rows):
         counts = state.purchases[rows].toarray()
         return counts + self.fill[None, :]
-
-
-def purchased_rows(data: Interactions) -> np.ndarray:
-    return data.kind == PURCHASE
 
 
 # --- collaborative filtering (implicit) -------------------------------------------------------------
