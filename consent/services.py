@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from . import hooks
 from .models import ConsentRecord, Purpose, Suppression
 from .selectors import BUILTIN_DEFAULTS, profile_live_id
 
@@ -123,6 +124,7 @@ def consent_record(
         )
     ConsentRecord.objects.bulk_create(records)
     consent_state_refresh(profile_ids=[str(live)])
+    hooks.on_consent_changed.fire(profile_ids=[str(live)], purposes=sorted(choices))
     return records
 
 
@@ -169,6 +171,8 @@ def consent_records_bulk(*, entries: list[tuple[str, dict[str, bool], datetime, 
         return 0
     with connection.cursor() as cursor:
         cursor.execute(RECORDS_BULK_SQL, {**columns, "source": source, "days": settings.CONSENT_VALIDITY_DAYS})
+    if hooks.on_consent_changed.subscribers:
+        hooks.on_consent_changed.fire(profile_ids=sorted(set(columns["pids"])), purposes=sorted(set(columns["keys"])))
     return len(columns["pids"])
 
 

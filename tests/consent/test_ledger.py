@@ -132,3 +132,21 @@ def test_state_rebuild_repairs_a_missed_merge_hook():
     assert "1 profile x purpose rows" in out.getvalue()
     assert consent_granted(profile_id=winner.pk, purpose="marketing") is True
     assert not ConsentState.objects.filter(profile_id=loser.pk).exists()
+
+
+def test_upper_apps_hear_about_new_answers(django_capture_on_commit_callbacks):
+    from consent import hooks
+
+    heard = []
+
+    def listener(**kwargs):
+        heard.append(kwargs)
+
+    hooks.on_consent_changed.subscribe(listener)
+    try:
+        p = _profile()
+        with django_capture_on_commit_callbacks(execute=True):
+            consent_record(profile_id=p.pk, choices={"marketing": True, "analytics": True}, source="api")
+    finally:
+        hooks.on_consent_changed.unsubscribe(listener)
+    assert heard == [{"profile_ids": [str(p.pk)], "purposes": ["analytics", "marketing"]}]
