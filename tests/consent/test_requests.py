@@ -324,3 +324,10 @@ def test_a_failing_eraser_fails_the_request_without_erasing_anything(write_key):
     privacy_request_enqueue(request=request, actor="admin:ops")
     assert privacy_request_execute(request_id=str(request.pk)).status == "done"
     assert not Profile.objects.filter(pk__in=ids).exists()
+
+
+@pytest.mark.django_db
+def test_unknown_request_ids_are_404(secret_client):
+    assert secret_client.get("/api/v1/privacy-requests/nope/").status_code == 404
+    missing = secret_client.get("/api/v1/privacy-requests/00000000-0000-0000-0000-000000000000/")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
