@@ -124,6 +124,8 @@ def consent_record(
         )
     ConsentRecord.objects.bulk_create(records)
     consent_state_refresh(profile_ids=[str(live)])
+    if choices.get("analytics") is False:
+        analytics_denial_apply(profile_ids=[str(live)])
     hooks.on_consent_changed.fire(profile_ids=[str(live)], purposes=sorted(choices))
     return records
 
@@ -171,9 +173,49 @@ def consent_records_bulk(*, entries: list[tuple[str, dict[str, bool], datetime, 
         return 0
     with connection.cursor() as cursor:
         cursor.execute(RECORDS_BULK_SQL, {**columns, "source": source, "days": settings.CONSENT_VALIDITY_DAYS})
+    denied = sorted(
+        {
+            pid
+            for pid, key, g in zip(columns["pids"], columns["keys"], columns["granted"], strict=True)
+            if key == "analytics" and not g
+        }
+    )
+    if denied:
+        analytics_denial_apply(profile_ids=denied)
     if hooks.on_consent_changed.subscribers:
         hooks.on_consent_changed.fire(profile_ids=sorted(set(columns["pids"])), purposes=sorted(set(columns["keys"])))
     return len(columns["pids"])
+
+
+def analytics_denial_apply(*, profile_ids: list[str]) -> int:
+    """Honour an analytics denial for events already stored (CONSENT_ANALYTICS_DENIAL): ``strict``
+    deletes every event of the person (all merged profiles), ``essential`` all but
+    CONSENT_ESSENTIAL_EVENTS, ``off`` nothing. Computed traits are recomputed (pending work).
+    Returns the events deleted."""
+    policy = settings.CONSENT_ANALYTICS_DENIAL
+    if policy not in ("strict", "essential") or not profile_ids:
+        return 0
+    from profiles.identity.merge import pending_mark
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id::text FROM profiles_profile WHERE coalesce(merged_into_id, id) IN "
+            "(SELECT coalesce(merged_into_id, id) FROM profiles_profile WHERE id::text = ANY(%s))",
+            [sorted({str(p) for p in profile_ids})],
+        )
+        group = [row[0] for row in cursor.fetchall()]
+        if policy == "strict":
+            cursor.execute("DELETE FROM profiles_event WHERE profile_id = ANY(%s::uuid[])", [group])
+        else:
+            cursor.execute(
+                "DELETE FROM profiles_event WHERE profile_id = ANY(%s::uuid[]) "
+                "AND NOT (type = 'track' AND name = ANY(%s::text[]))",
+                [group, list(settings.CONSENT_ESSENTIAL_EVENTS)],
+            )
+        deleted = cursor.rowcount
+    if deleted:
+        pending_mark(group)  # computed traits follow the events that remain
+    return deleted
 
 
 STATE_REFRESH_SQL = """

@@ -7,7 +7,7 @@ from django.test import override_settings
 
 from consent.models import ConsentRecord
 from consent.selectors import consent_granted
-from profiles.models import Event, Identifier
+from profiles.models import Event, Identifier, PendingWork
 from tests.profiles.helpers import batch, call, writer
 
 pytestmark = pytest.mark.django_db
@@ -180,3 +180,32 @@ def test_a_denial_on_another_device_counts_in_the_batch_that_merges_it(write_key
     assert response.status_code == 200 and response.json()["accepted"] == 0
     assert _profile_of("user_id", "u-merge") == _profile_of("anonymous_id", "phone-1")
     assert list(Event.objects.values_list("name", flat=True)) == ["Signed Up"]
+
+
+def test_a_denial_removes_what_was_stored_before_under_strict(write_key):
+    client = writer(write_key)
+    batch(
+        client,
+        {"type": "track", "userId": "u-past", "event": "Product Viewed"},
+        {"type": "track", "userId": "u-past", "event": "Order Completed", "properties": {"revenue": 5}},
+        {"type": "track", "userId": "u-other", "event": "Product Viewed"},
+    )
+    pid = _profile_of("user_id", "u-past")
+    assert Event.objects.filter(profile_id=pid).count() == 2
+    writer(write_key).post("/v1/consent", {"userId": "u-past", "purposes": {"analytics": False}}, format="json")
+    assert Event.objects.filter(profile_id=pid).count() == 0
+    assert Event.objects.filter(profile_id=_profile_of("user_id", "u-other")).count() == 1
+    assert PendingWork.objects.filter(profile_id=pid).exists()  # computed traits follow
+
+
+@override_settings(CONSENT_ANALYTICS_DENIAL="essential")
+def test_a_denial_keeps_orders_under_essential(write_key):
+    client = writer(write_key)
+    batch(
+        client,
+        {"type": "track", "userId": "u-ess", "event": "Product Viewed"},
+        {"type": "track", "userId": "u-ess", "event": "Order Completed", "properties": {"revenue": 5}},
+    )
+    call(client, "page", userId="u-ess", name="Home", context=_consent({"Analytics": False}))
+    names = Event.objects.filter(profile_id=_profile_of("user_id", "u-ess")).values_list("name", flat=True)
+    assert list(names) == ["Order Completed"]
