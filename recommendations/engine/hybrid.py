@@ -299,8 +299,8 @@ class Hybrid(Recommender):
             max_leaf_nodes=p["max_leaf_nodes"],
             min_samples_leaf=p["min_samples_leaf"],
             l2_regularization=p["l2_regularization"],
-            early_stopping=True,
-            validation_fraction=p["validation_fraction"],
+            early_stopping=bool(p["early_stopping"]),
+            validation_fraction=p["validation_fraction"] if p["early_stopping"] else None,
             n_iter_no_change=p["n_iter_no_change"],
             random_state=params["seed"],
         )
@@ -348,7 +348,7 @@ class Hybrid(Recommender):
             y = (_pick(truth, rows[r], i) > 0).astype(np.int8)
             neg = np.flatnonzero(y == 0)
             keep_neg = int(p["negatives_per_user"] * len(rows))
-            if len(neg) > keep_neg:
+            if p["negatives_per_user"] and len(neg) > keep_neg:
                 drop = np.setdiff1d(neg, rng.choice(neg, keep_neg, replace=False))
                 keep = np.ones(len(y), dtype=bool)
                 keep[drop] = False

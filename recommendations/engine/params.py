@@ -41,7 +41,7 @@ DEFAULT_PARAMS: dict = {
         "candidates_als": 30,
         "candidates_session": 20,
         "candidates_popular": 20,
-        "negatives_per_user": 50,
+        "negatives_per_user": 50,  # 0: every candidate
         "max_users": 20000,
         "min_positives": 50,
         "learning_rate": 0.1,
@@ -49,6 +49,7 @@ DEFAULT_PARAMS: dict = {
         "max_leaf_nodes": 31,
         "min_samples_leaf": 40,
         "l2_regularization": 1.0,
+        "early_stopping": True,
         "validation_fraction": 0.15,
         "n_iter_no_change": 20,
     },
