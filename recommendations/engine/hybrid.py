@@ -293,23 +293,36 @@ class Hybrid(Recommender):
         X, y = np.vstack(X_parts), np.concatenate(y_parts)
         if y.sum() < p["min_positives"] or y.sum() == len(y):
             return  # too little to learn from: the fallback blend answers
-        model = HistGradientBoostingClassifier(
-            learning_rate=p["learning_rate"],
-            max_iter=p["max_iter"],
-            max_leaf_nodes=p["max_leaf_nodes"],
-            min_samples_leaf=p["min_samples_leaf"],
-            l2_regularization=p["l2_regularization"],
-            early_stopping=bool(p["early_stopping"]),
-            validation_fraction=p["validation_fraction"] if p["early_stopping"] else None,
-            n_iter_no_change=p["n_iter_no_change"],
-            random_state=params["seed"],
-        )
         # constant columns (no views in an order history, no prices) carry nothing: left out
         self.columns = np.array([len(np.unique(c[~np.isnan(c)])) > 1 for c in X.T], dtype=bool)
-        model.fit(X[:, self.columns], y)
-        self.model = model
+        # ``bags`` models, each on every positive and its own share of the sampled negatives;
+        # their probabilities are averaged (steadier than one model on the same rows)
+        bags = max(1, int(p["bags"]))
+        positives = np.flatnonzero(y == 1)
+        shares = np.array_split(rng.permutation(np.flatnonzero(y == 0)), bags)
+        self.models = []
+        for b in range(bags):
+            rows = np.sort(np.concatenate([positives, shares[b]]))
+            model = HistGradientBoostingClassifier(
+                learning_rate=p["learning_rate"],
+                max_iter=p["max_iter"],
+                max_leaf_nodes=p["max_leaf_nodes"],
+                min_samples_leaf=p["min_samples_leaf"],
+                l2_regularization=p["l2_regularization"],
+                early_stopping=bool(p["early_stopping"]),
+                validation_fraction=p["validation_fraction"] if p["early_stopping"] else None,
+                n_iter_no_change=p["n_iter_no_change"],
+                random_state=params["seed"] + b,
+            )
+            model.fit(X[rows][:, self.columns], y[rows])
+            self.models.append(model)
+        self.model = self.models[0]
         self.report.update(
-            rows=len(y), positives=int(y.sum()), iterations=int(model.n_iter_), validation_loss=_last(model)
+            rows=len(y),
+            positives=int(y.sum()),
+            bags=bags,
+            iterations=[int(m.n_iter_) for m in self.models],
+            validation_loss=[_last(m) for m in self.models],
         )
 
     def _window(self, data: Interactions, catalog, params, start: float, stop: float, rng):
@@ -347,7 +360,7 @@ class Hybrid(Recommender):
             r, i, X = candidate_features(sub_state, comps, stats, rows, p)
             y = (_pick(truth, rows[r], i) > 0).astype(np.int8)
             neg = np.flatnonzero(y == 0)
-            keep_neg = int(p["negatives_per_user"] * len(rows))
+            keep_neg = int(p["negatives_per_user"] * max(1, int(p["bags"])) * len(rows))
             if p["negatives_per_user"] and len(neg) > keep_neg:
                 drop = np.setdiff1d(neg, rng.choice(neg, keep_neg, replace=False))
                 keep = np.ones(len(y), dtype=bool)
@@ -369,10 +382,11 @@ class Hybrid(Recommender):
             chunk = rows[s : s + step]
             r, i, X = candidate_features(state, self.comps, self.stats, chunk, self.params)
             if len(r):
-                with _openmp().limit(
-                    limits=getattr(self, "threads", 1), user_api="openmp"
-                ):  # pools of idle threads cost more
-                    out[s + r, i] = self.model.predict_proba(X[:, self.columns])[:, 1] + 1.0
+                models = getattr(self, "models", None) or [self.model]
+                # one OpenMP thread: pools of idle threads cost more than they bring on 150 rows
+                with _openmp().limit(limits=getattr(self, "threads", 1), user_api="openmp"):
+                    proba = sum(m.predict_proba(X[:, self.columns])[:, 1] for m in models) / len(models)
+                out[s + r, i] = proba + 1.0
         return out
 
     def drop_users(self, keep):

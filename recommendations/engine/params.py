@@ -41,7 +41,8 @@ DEFAULT_PARAMS: dict = {
         "candidates_als": 30,
         "candidates_session": 20,
         "candidates_popular": 20,
-        "negatives_per_user": 50,  # 0: every candidate
+        "negatives_per_user": 50,  # per model; 0: every candidate
+        "bags": 1,
         "max_users": 20000,
         "min_positives": 50,
         "learning_rate": 0.1,

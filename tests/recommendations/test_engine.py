@@ -150,13 +150,15 @@ def test_event_kinds_are_weighted_view_below_cart_below_purchase():
     assert b2.state.interactions[0, 0] == pytest.approx(w[b.item_index["P"]] / 2, rel=1e-4)
 
 
-def test_hybrid_is_at_least_as_good_as_its_components_on_the_planted_shop(shop):
+@pytest.mark.parametrize("bags", [1, 2])
+def test_hybrid_is_at_least_as_good_as_its_components_on_the_planted_shop(shop, bags):
     # given the planted repeat cycle (staples) and neighbourhood (group anchors), judged on a holdout
     data, catalog = shop
     train, truth = holdout_split(data, 20)
-    b = train_bundle(data=train, catalog=catalog, params=SMALL, now=truth.cutoff)
+    b = train_bundle(data=train, catalog=catalog, params={**SMALL, "hybrid": {"bags": bags}}, now=truth.cutoff)
     ndcg = {name: evaluate_bundle(b, truth, 5, recommender=name)["ndcg@5"] for name in b.recommenders}
     assert b.recommenders["hybrid"].model is not None  # the learned blend, not the fallback
+    assert len(b.recommenders["hybrid"].models) == bags
     best_component = max(v for k, v in ndcg.items() if k != "hybrid")
     assert ndcg["hybrid"] >= best_component - 0.01, ndcg
     assert ndcg["hybrid"] > ndcg["popularity"] + 0.2
