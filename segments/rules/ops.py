@@ -21,22 +21,30 @@ VALUE_OPS = (*EQUALITY, *COMPARE, "contains", "exists", "between")  # valid on a
 TRAIT_OPS = (*VALUE_OPS, *DATE_OPS, *PERCENT_OPS)  # traits and computed traits
 FILTER_OPS = (*VALUE_OPS, *DATE_OPS)  # event property filters and context leaves
 
-# The same shape check on both sides; the SQL side then casts inside an exception guard.
+# The same shape check on both sides (month 01-12, day 01-31, hours 00-23, offsets up to 14:59).
 ISO_DATE = (
-    r"^[1-9][0-9]{3}-[0-9]{2}-[0-9]{2}"
+    r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
     r"([T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?)?"
     r"(Z|[+-](0[0-9]|1[0-4])(:?[0-5][0-9])?)?$"
 )
 _ISO_DATE = re.compile(ISO_DATE)
+_OFFSET = r"(Z|[+-][0-9]{2}(:?[0-9]{2})?)$"
 
-# created by migration 0002 (the SQL twin of parse_ts)
-TS_FUNCTION_SQL = (
-    "CREATE OR REPLACE FUNCTION segments_jsonb_ts(v jsonb) RETURNS timestamptz "
-    "LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET timezone = 'UTC' AS $$ "
-    "BEGIN "
-    "IF v IS NULL OR jsonb_typeof(v) <> 'string' OR NOT ((v #>> '{}') ~ '" + ISO_DATE + "') THEN RETURN NULL; END IF; "
-    "BEGIN RETURN (v #>> '{}')::timestamptz; EXCEPTION WHEN others THEN RETURN NULL; END; "
-    "END $$"
+# created by migrations 0002/0003 (the SQL twin of parse_ts). Plain SQL, no exception block and no
+# SET clause, so it is parallel safe: the shape check and a day-of-month check make the cast unable
+# to fail; a value without offset is read as UTC whatever the session time zone.
+TS_FUNCTION_SQL = "".join(
+    [
+        "CREATE OR REPLACE FUNCTION segments_jsonb_ts(v jsonb) RETURNS timestamptz ",
+        "LANGUAGE sql STABLE PARALLEL SAFE AS $$ ",
+        "SELECT CASE WHEN jsonb_typeof(v) = 'string' AND (v #>> '{}') ~ '",
+        ISO_DATE,
+        "' THEN CASE WHEN substr(v #>> '{}', 9, 2)::int <= extract(day FROM make_date(",
+        "substr(v #>> '{}', 1, 4)::int, substr(v #>> '{}', 6, 2)::int, 1) + interval '1 month' - interval '1 day') ",
+        "THEN CASE WHEN (v #>> '{}') ~ '",
+        _OFFSET,
+        "' THEN (v #>> '{}')::timestamptz ELSE (v #>> '{}')::timestamp AT TIME ZONE 'UTC' END END END $$",
+    ]
 )
 
 
