@@ -140,3 +140,8 @@ def test_privacy_entry_exports_and_erases_memberships(viewers):
     entry.erase([str(viewers[0].pk)])
     assert not SegmentMembership.objects.filter(profile=viewers[0]).exists()
     assert Segment.objects.get(pk=seg.pk).size == 1
+
+
+def test_clustering_endpoints_are_mounted_on_the_shared_router(secret_client):
+    assert secret_client.get("/api/v1/clustering-runs/").status_code == 200
+    assert secret_client.post("/api/v1/cluster-segments/nope/accept/").status_code == 404
