@@ -11,7 +11,6 @@ from PostgreSQL instead (at most once a second).
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import math
 import threading
@@ -355,7 +354,14 @@ def recent_history(profile_id: str, catalog: CatalogArrays) -> History:
     since = now - timedelta(days=settings.RECS_RECENT_PURCHASE_DAYS)
     rows = _prepared(
         """
-        SELECT name, properties, occurred_at, device_type, local_hour FROM profiles_event
+        SELECT name, occurred_at, device_type, local_hour,
+               CASE WHEN name = 'Order Completed' AND jsonb_typeof(properties -> 'products') = 'array' THEN
+                   ARRAY(SELECT coalesce(line ->> 'product_id', line ->> 'sku')
+                         FROM jsonb_array_elements(properties -> 'products') AS line
+                         WHERE jsonb_typeof(line) = 'object')
+               END,
+               coalesce(properties ->> 'product_id', properties ->> 'sku'), properties ->> 'category'
+        FROM profiles_event
         WHERE profile_id = %s AND occurred_at >= %s
           AND name IN ('Order Completed', 'Product Viewed', 'Product Added', 'Product Clicked')
         ORDER BY occurred_at DESC LIMIT %s
@@ -365,28 +371,23 @@ def recent_history(profile_id: str, catalog: CatalogArrays) -> History:
     )
     history = History()
     gap = timedelta(minutes=settings.RECS_SESSION_MINUTES)
-    in_session = bool(rows) and now - rows[0][2] <= gap
-    previous = rows[0][2] if rows else None
+    in_session = bool(rows) and now - rows[0][1] <= gap
+    previous = rows[0][1] if rows else None
     categories: dict[str, int] = {}
-    for name, props, at, device, hour in rows:
-        if isinstance(props, str):
-            props = json.loads(props)
+    for name, at, device, hour, bought, sku, category in rows:
         if in_session and previous - at > gap:
             in_session = False
         previous = at
         if name == "Order Completed":
-            for line in props.get("products") or []:
-                if isinstance(line, dict):
-                    sku = str(line.get("product_id") or line.get("sku") or "")
-                    if sku:
-                        history.bought.setdefault(sku, at.timestamp())
+            for line_sku in bought or ():
+                if line_sku:
+                    history.bought.setdefault(line_sku, at.timestamp())
         elif in_session:
-            sku = str(props.get("product_id") or props.get("sku") or "")
             if sku and sku not in history.session_items:
                 history.session_items.append(sku)
-                category = catalog.category.get(sku) or str(props.get("category") or "").split(" > ")[0]
-                if category:
-                    categories[category] = categories.get(category, 0) + 1
+                top = catalog.category.get(sku) or (category or "").split(" > ")[0]
+                if top:
+                    categories[top] = categories.get(top, 0) + 1
             if not history.device and device:
                 history.device = device
             if history.local_hour is None and hour is not None:
