@@ -52,7 +52,8 @@ class Hook:
 
 on_profile_activity = Hook(
     "on_profile_activity",
-    "Profiles had new events and fresh computed traits. kwargs: profile_ids (list[str]), event_names (list[str]).",
+    "Profiles had new events and fresh computed traits. kwargs: profile_ids (list[str]). Subscribers must "
+    "accept an optional event_names (list[str]); profiles does not send it yet, so None means anything changed.",
 )
 on_profiles_merged = Hook("on_profiles_merged", "Two profiles became one. kwargs: winner_id, loser_id, merge_id.")
 on_profiles_unmerged = Hook("on_profiles_unmerged", "A merge was undone. kwargs: winner_id, loser_id, merge_id.")

@@ -417,23 +417,28 @@ def _insert_events(source: Source, rows: list[tuple[CleanEvent, object]]) -> int
 
 
 PENDING_SCHEDULE_KEY = "cdp:pending:scheduled"
-_last_scheduled = 0.0
+PENDING_FOLLOWUP_KEY = "cdp:pending:followup"
+_broker_down_until = 0.0
 
 
 def pending_schedule() -> None:
     """Ask a worker to process pending follow-up work soon; never fails ingestion.
 
-    Debounced to one task per second across web processes; the beat sweep covers a lost task.
+    At most one task now and one a second later per second across web processes: work that arrives
+    while a task is already running is picked up by the delayed one (within about a second), not
+    left for the minute sweep. The beat sweep still covers a lost task.
     """
-    global _last_scheduled
-    now = time.monotonic()
-    if now - _last_scheduled < 0.5:  # this process asked less than half a second ago
+    global _broker_down_until
+    if time.monotonic() < _broker_down_until:  # failed a moment ago: do not add latency to every call
         return
-    _last_scheduled = now
     try:
-        if cache.add(PENDING_SCHEDULE_KEY, 1, timeout=1):
-            from profiles.tasks import pending_process
+        from profiles.tasks import pending_process
 
+        if cache.add(PENDING_SCHEDULE_KEY, 1, timeout=1):
             pending_process.apply_async(retry=False)
+        elif cache.add(PENDING_FOLLOWUP_KEY, 1, timeout=1):
+            # the key lives exactly until the delayed task is due, so anything later asks again
+            pending_process.apply_async(countdown=1, retry=False)
     except Exception as exc:  # broker or cache down: the scheduled sweep catches up
+        _broker_down_until = time.monotonic() + 5
         logger.warning("could not queue follow-up work (%s); the sweep will pick it up", exc)

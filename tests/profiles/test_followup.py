@@ -30,7 +30,25 @@ def test_computed_traits_arrive_through_the_worker_after_commit(celery_worker, w
     assert wait_for(lambda: not PendingWork.objects.exists())
 
 
-def test_work_whose_task_was_lost_is_caught_up_by_the_sweep(write_key, settings):
+def test_events_arriving_while_a_task_runs_are_not_left_for_the_sweep(celery_worker, write_key):
+    # given a worker and no beat (no minute sweep in tests)
+    client = writer(write_key)
+    # when orders arrive a fraction of a second apart (a task was queued for the first one already)
+    for n in range(4):
+        assert (
+            call(client, "track", userId=f"burst{n}", event="Order Completed", properties={"revenue": 5}).status_code
+            == 200
+        )
+        time.sleep(0.3)
+    # then every profile gets its traits from the delayed follow-up task, not a minute later
+    assert wait_for(lambda: Profile.objects.filter(computed__revenue=5.0).count() == 4, timeout=15)
+    assert wait_for(lambda: not PendingWork.objects.exists(), timeout=5)
+
+
+def test_work_whose_task_was_lost_is_caught_up_by_the_sweep(write_key, settings, monkeypatch):
+    from profiles.tracking import ingest
+
+    monkeypatch.setattr(ingest, "_broker_down_until", 0.0)  # restored after: later tests may queue again
     # given Redis unreachable while events arrive: ingestion still accepts them
     settings.CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}
