@@ -13,6 +13,9 @@ class SegmentsConfig(AppConfig):
         hooks.on_profile_activity.subscribe(realtime.on_profile_activity)
         hooks.on_profiles_merged.subscribe(realtime.on_profiles_merged)
         hooks.on_profiles_unmerged.subscribe(realtime.on_profiles_unmerged)
+        from consent import hooks as consent_hooks
+
+        consent_hooks.on_consent_changed.subscribe(realtime.on_consent_changed)
         try:
             from consent.privacy import privacy_register
         except ImportError:  # pragma: no cover - consent is part of cdp

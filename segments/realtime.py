@@ -28,3 +28,9 @@ def on_profiles_merged(*, winner_id, loser_id, merge_id=None, **_) -> None:
 
 def on_profiles_unmerged(*, winner_id, loser_id, merge_id=None, **_) -> None:
     _queue([winner_id, loser_id], None, every_segment=True)
+
+
+def on_consent_changed(*, profile_ids, purposes=None, **_) -> None:
+    """A consent answer can move a profile in or out of consent-based segments at once."""
+    if profile_ids:
+        _queue(list(profile_ids), None, every_segment=True)

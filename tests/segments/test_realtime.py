@@ -43,12 +43,29 @@ def test_membership_follows_events_through_the_worker(celery_worker, write_key):
     assert call(client, "track", userId="u1", event="Product Viewed", properties=view).status_code == 200
     profile = wait_for(lambda: Profile.objects.exists()) and Profile.objects.get()
     assert wait_for(lambda: Profile.objects.get(pk=profile.pk).computed.get("events") == 1)
-    time.sleep(1.1)  # profiles debounces its follow-up task to one a second (the beat sweep catches the rest)
     assert call(client, "track", userId="u1", event="Product Viewed", properties=view).status_code == 200
     # then the worker puts it in the segment within seconds, with history and a size sample
     assert wait_for(lambda: SegmentMembership.objects.filter(segment=seg, exited_at__isnull=True).count() == 1)
     assert Segment.objects.get(pk=seg.pk).size == 1
     assert seg.sizes.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_consent_answer_moves_membership_at_once(celery_worker):
+    from consent.services import consent_record
+
+    # given a consent-based segment and a profile without marketing consent
+    seg = segment_create(slug="mailable", name="Mailable", definition={"consent": "marketing"}, refresh="now")
+    profile = f.profile(traits={"email": "m@example.com"})
+    assert not SegmentMembership.objects.filter(segment=seg).exists()
+    # when the person grants marketing (banner, privacy center or admin)
+    consent_record(profile_id=profile.pk, choices={"marketing": True}, source="api")
+    # then the worker puts them in through consent's hook, without waiting for the scheduled refresh
+    assert wait_for(lambda: SegmentMembership.objects.filter(segment=seg, exited_at__isnull=True).count() == 1)
+    # and a withdrawal takes them out again
+    consent_record(profile_id=profile.pk, choices={"marketing": False}, source="api")
+    assert wait_for(lambda: not SegmentMembership.objects.filter(segment=seg, exited_at__isnull=True).exists())
 
 
 @pytest.mark.django_db
