@@ -13,7 +13,8 @@ from tqdm import tqdm
 
 from profiles.demo_store import LUXURY
 from segments import services
-from segments.models import Segment, SegmentKind
+from segments.clustering.services import cluster_segment_accept, clustering_run_now
+from segments.models import ClusteringRun, Segment, SegmentKind
 
 DEMO_SEGMENTS: list[tuple[str, str, str, dict]] = [
     (
@@ -140,5 +141,13 @@ class Command(BaseCommand):
             segment.refresh_from_db()
             self.stdout.write(f"demo_segments: {segment.name}: {segment.size} members")
 
-        # --- clustering: the lead adds the demo clustering run here (CLUSTERING's
-        # clustering_run_start / clustering_run_execute), so `make demo` shows cluster segments too ---
+        # clustering: one run on the demo shop (a re-run keeps the first), two proposals accepted so
+        # `make demo` shows active cluster segments and leaves the rest to accept or dismiss in admin
+        if not ClusteringRun.objects.filter(status="done").exists():
+            run = clustering_run_now(requested_by="demo")
+            if run.status != "done":
+                self.stderr.write(f"demo_segments: clustering run {run.pk} {run.status}: {run.error}")
+            for segment in Segment.objects.filter(clustering_run=run).order_by("-size")[:2]:
+                cluster_segment_accept(segment=segment, actor="demo")
+        for segment in Segment.objects.filter(kind=SegmentKind.CLUSTER).exclude(status="dismissed").order_by("-size"):
+            self.stdout.write(f"demo_segments: cluster ({segment.status}) {segment.name}: {segment.size} members")
