@@ -382,6 +382,11 @@ def serving_part(args) -> dict:
             for name, paths in (("trivial", trivial), ("recommendations", recs)):
                 results[name] = asyncio.run(load("127.0.0.1", port, key, paths, args.rate, args.seconds, args.conns))
                 print(name, json.dumps(results[name]), file=sys.stderr, flush=True)  # partial results survive
+            for rate in args.also_rates:  # the same two endpoints at other rates (where does it saturate?)
+                for name, paths in (("trivial", trivial), ("recommendations", recs)):
+                    row = asyncio.run(load("127.0.0.1", port, key, paths, rate, args.seconds, args.conns))
+                    results[f"{name}@{rate:g}"] = row
+                    print(f"{name}@{rate:g}", json.dumps(row), file=sys.stderr, flush=True)
             if args.also_params:
                 # another recipe, promoted while the server runs: it swaps models without a restart
                 second = subprocess.run(
@@ -479,6 +484,9 @@ def main() -> int:
     parser.add_argument("--inner-generate", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--inner-retail", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--inner-second", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--also-rates", type=lambda v: [float(x) for x in v.split(",") if x], default=[], help="e.g. 150,200"
+    )
     parser.add_argument("--params", default="", help="JSON recipe of the first model (default: the engine's)")
     parser.add_argument(
         "--also-params",
@@ -509,6 +517,9 @@ def main() -> int:
         print("\n| endpoint | requests | errors | p50 ms | p95 ms | p99 ms | max ms |")
         print("|---|---:|---:|---:|---:|---:|---:|")
         rows = [("trivial: GET /api/v1/products/{sku}/", t), (f"GET /api/v1/recommendations/ {args.params}", r)]
+        for rate in args.also_rates:
+            rows.append((f"trivial at {rate:g}/s", report["serving"][f"trivial@{rate:g}"]))
+            rows.append((f"recommendations at {rate:g}/s", report["serving"][f"recommendations@{rate:g}"]))
         if "recommendations_second_model" in report["serving"]:
             rows.append(
                 (f"… after a hot swap to {args.also_params}", report["serving"]["recommendations_second_model"])
