@@ -178,12 +178,10 @@ class BusinessRuleAdmin(admin.ModelAdmin):
     search_fields = ["category", "note"]
 
     def save_model(self, request, obj, form, change) -> None:
-        super().save_model(request, obj, form, change)
-        services.catalog_changed()  # serving reloads the rules with the catalog
+        services.business_rule_save(rule=obj)  # serving reloads the rules with the catalog
 
     def delete_model(self, request, obj) -> None:
-        super().delete_model(request, obj)
-        services.catalog_changed()
+        services.business_rule_delete(rule=obj)
 
 
 @admin.register(RecommendationServed)

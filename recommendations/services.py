@@ -179,6 +179,23 @@ def products_insert_missing(*, products: list[dict], source: str) -> int:
     return created
 
 
+def business_rule_save(*, rule) -> object:
+    """Create or change a business rule; serving processes reload rules with the catalog."""
+    from .models import BusinessRule
+
+    if rule.kind not in {value for value, _ in BusinessRule._meta.get_field("kind").choices}:
+        raise ValueError(f"Unknown rule kind {rule.kind!r}.")
+    rule.category = " > ".join(part.strip() for part in rule.category.split(">") if part.strip())
+    rule.save()
+    transaction.on_commit(catalog_changed)
+    return rule
+
+
+def business_rule_delete(*, rule) -> None:
+    rule.delete()
+    transaction.on_commit(catalog_changed)
+
+
 # --- model registry --------------------------------------------------------------------------------
 
 

@@ -73,3 +73,20 @@ def test_refresh_now_from_admin_runs_on_a_real_celery_worker(celery_worker, admi
     assert version.created_by == "admin"
     assert version.artifact_revision == 2  # published after the evaluation, then retrained on all data
     assert version.metrics["ndcg@10"] > 0
+
+
+@pytest.mark.django_db
+def test_business_rules_from_admin_reach_serving(shop, admin_client, secret_client, django_capture_on_commit_callbacks):
+    from recommendations import serving
+    from recommendations.models import BusinessRule
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            reverse("admin:recommendations_businessrule_add"),
+            {"kind": "exclude", "category": " electronics ", "factor": "1.5", "placement": "", "is_active": "on"},
+        )
+    assert response.status_code == 302
+    assert BusinessRule.objects.get().category == "electronics"
+    serving.runtime.checked_at = -1e9  # next request looks at the catalog version now
+    body = secret_client.get("/api/v1/recommendations/", {"k": 12, "max_per_category": 12}).json()
+    assert body["items"] and all(item["category"] != "electronics" for item in body["items"])

@@ -101,7 +101,7 @@ def test_bad_parameters_get_field_messages(shop, secret_client):
     assert set(response.json()["error"]["fields"]) == {"user_id", "anonymous_id"}
 
 
-def test_business_rules_exclude_and_boost_categories(shop, secret_client):
+def test_business_rules_exclude_and_boost_categories(shop, secret_client, django_capture_on_commit_callbacks):
     base = get(secret_client, k=12, max_per_category=12)
     assert any(item["category"] == "electronics" for item in base["items"])
     # query parameters
@@ -114,11 +114,11 @@ def test_business_rules_exclude_and_boost_categories(shop, secret_client):
 
     assert first_toy(boosted) < first_toy(base)
     # an admin-managed rule, for one placement only
-    BusinessRule.objects.create(kind="exclude", category="books", placement="cart")
-    from recommendations.services import catalog_changed
-
-    catalog_changed()
     from recommendations import serving
+    from recommendations.services import business_rule_save
+
+    with django_capture_on_commit_callbacks(execute=True):
+        business_rule_save(rule=BusinessRule(kind="exclude", category="books", placement="cart"))
 
     serving.runtime.checked_at = -1e9
     assert all(item["category"] != "books" for item in get(secret_client, k=12, placement="cart")["items"])
