@@ -179,8 +179,8 @@ class SegmentAdmin(admin.ModelAdmin):
         if obj is None:
             return ["live_editor"]
         extra = ["size_chart", "member_list", "live_editor"]
-        if obj.kind != SegmentKind.RULE:
-            extra = ["cluster_profile", *extra]
+        if obj.kind != SegmentKind.RULE:  # accepted or dismissed through the clustering run's actions
+            extra = ["status", "cluster_profile", *extra]
         return [*base, *extra]
 
     def get_fields(self, request, obj=None):

@@ -153,6 +153,10 @@ def segment_update(*, segment: Segment, refresh: str = "queue", **fields) -> Seg
         raise SegmentInvalid({k: ["This field cannot be changed."] for k in sorted(unknown)})
     if "slug" in fields and fields["slug"] != segment.slug and Segment.objects.filter(slug=fields["slug"]).exists():
         raise SegmentInvalid({"slug": [f"A segment '{fields['slug']}' already exists."]})
+    if segment.kind != "rule" and "status" in fields and fields["status"] != segment.status:
+        raise SegmentInvalid(
+            {"status": ["A cluster segment is accepted or dismissed through its proposal's actions, not edited."]}
+        )
     if "definition" in fields:
         if segment.kind != "rule":
             raise SegmentInvalid({"definition": ["A cluster segment has no definition; its clustering run decides."]})

@@ -65,7 +65,7 @@ def test_form_refuses_an_invalid_definition_with_the_path(admin_client):
     assert not Segment.objects.exists()
 
 
-def test_cluster_segment_page_has_no_definition_editor_and_saves_status(admin_client):
+def test_cluster_segment_page_has_no_definition_editor_and_keeps_status_for_the_run_actions(admin_client):
     seg = Segment.objects.create(
         slug="c1", name="Cluster 1", kind="cluster", status="proposed", cluster_profile={"sessions": 4}
     )
@@ -77,4 +77,5 @@ def test_cluster_segment_page_has_no_definition_editor_and_saves_status(admin_cl
     )
     assert response.status_code == 302, response.content.decode()[:1500]
     seg.refresh_from_db()
-    assert (seg.name, seg.status, seg.definition) == ("Weekend browsers", "dismissed", None)
+    # the name is the marketer's; the status is decided by accept/dismiss on the clustering run
+    assert (seg.name, seg.status, seg.definition) == ("Weekend browsers", "proposed", None)

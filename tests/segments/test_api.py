@@ -145,3 +145,14 @@ def test_privacy_entry_exports_and_erases_memberships(viewers):
 def test_clustering_endpoints_are_mounted_on_the_shared_router(secret_client):
     assert secret_client.get("/api/v1/clustering-runs/").status_code == 200
     assert secret_client.post("/api/v1/cluster-segments/nope/accept/").status_code == 404
+
+
+def test_a_cluster_segments_status_is_not_edited_by_hand(secret_client):
+    # given a proposed cluster segment
+    Segment.objects.create(slug="cluster-1", name="Cluster 1", kind="cluster", status="proposed")
+    # when the API tries to activate it directly
+    response = secret_client.patch("/api/v1/segments/cluster-1/", {"status": "active"}, format="json")
+    # then it is refused with a field message and stays proposed (accept/dismiss decide)
+    assert response.status_code == 400
+    assert "status" in response.json()["error"]["fields"]
+    assert Segment.objects.get(slug="cluster-1").status == "proposed"
