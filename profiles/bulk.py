@@ -86,6 +86,31 @@ class OrderColumns:
     price: str | None = None
     description: str | None = None
 
+    @staticmethod
+    def add_arguments(parser) -> None:
+        """The protocol's column flags (PROTOCOL.md R), shared by every command that reads order lines."""
+        parser.add_argument("file", help="order-lines CSV with a header row, .gz or plain")
+        parser.add_argument("--customer", default="CustomerID", help="customer id column (default: %(default)s)")
+        parser.add_argument("--item", default="StockCode", help="item id column (default: %(default)s)")
+        parser.add_argument("--quantity", default="Quantity", help="quantity column (default: %(default)s)")
+        parser.add_argument("--timestamp", default="InvoiceDate", help="order time column (default: %(default)s)")
+        parser.add_argument("--order", default="InvoiceNo", help="order id column (default: %(default)s)")
+        parser.add_argument(
+            "--price", default=None, help="unit price column (default: UnitPrice if the file has it; '' for none)"
+        )
+        parser.add_argument(
+            "--description",
+            default=None,
+            help="item description column (default: Description if the file has it; '' for none)",
+        )
+
+    @classmethod
+    def from_options(cls, options: dict) -> OrderColumns:
+        return cls(**{name: options[name] for name in _COLUMN_FIELDS})
+
+
+_COLUMN_FIELDS = ("customer", "item", "quantity", "timestamp", "order", "price", "description")
+
 
 class OrderLine(NamedTuple):
     customer: str

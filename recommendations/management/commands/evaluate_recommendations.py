@@ -45,14 +45,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("file", help="order-lines CSV with a header row (.csv or .csv.gz)")
-        parser.add_argument("--customer", default="CustomerID")
-        parser.add_argument("--item", default="StockCode")
-        parser.add_argument("--quantity", default="Quantity")
-        parser.add_argument("--timestamp", default="InvoiceDate")
-        parser.add_argument("--order", default="InvoiceNo")
-        parser.add_argument("--price", default=None, help="optional (default UnitPrice when present)")
-        parser.add_argument("--description", default=None, help="optional (default Description when present)")
+        OrderColumns.add_arguments(parser)
         parser.add_argument("--test-days", type=float, default=30.0)
         parser.add_argument("--k", type=int, default=10)
         parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
@@ -66,15 +59,7 @@ class Command(BaseCommand):
             raise CommandError("--k must be at least 1.")
         if test_days <= 0:
             raise CommandError("--test-days must be positive.")
-        columns = OrderColumns(
-            customer=options["customer"],
-            item=options["item"],
-            quantity=options["quantity"],
-            timestamp=options["timestamp"],
-            order=options["order"],
-            price=options["price"],
-            description=options["description"],
-        )
+        columns = OrderColumns.from_options(options)
         progress = not options["no_progress"]
         result: dict = {}
         try:

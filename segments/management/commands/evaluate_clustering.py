@@ -33,20 +33,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("file", help="order-lines CSV with a header row, .gz or plain")
-        parser.add_argument("--customer", default="CustomerID", help="customer id column (default: %(default)s)")
-        parser.add_argument("--item", default="StockCode", help="item id column (default: %(default)s)")
-        parser.add_argument("--quantity", default="Quantity", help="quantity column (default: %(default)s)")
-        parser.add_argument("--timestamp", default="InvoiceDate", help="order time column (default: %(default)s)")
-        parser.add_argument("--order", default="InvoiceNo", help="order id column (default: %(default)s)")
-        parser.add_argument(
-            "--price", default=None, help="unit price column (default: UnitPrice if the file has it; '' for none)"
-        )
-        parser.add_argument(
-            "--description",
-            default=None,
-            help="item description column (default: Description if the file has it; '' for none)",
-        )
+        OrderColumns.add_arguments(parser)
         parser.add_argument(
             "--algorithms",
             default="kmeans,gmm,agglomerative",
@@ -79,15 +66,7 @@ class Command(BaseCommand):
             )
         except ClusteringError as exc:
             raise CommandError(str(exc)) from exc
-        columns = OrderColumns(
-            customer=options["customer"],
-            item=options["item"],
-            quantity=options["quantity"],
-            timestamp=options["timestamp"],
-            order=options["order"],
-            price=options["price"],
-            description=options["description"],
-        )
+        columns = OrderColumns.from_options(options)
         progress = not options["no_progress"]
         bar = tqdm(total=100, desc="clustering", unit="%", disable=not progress, file=self.stderr)
 
