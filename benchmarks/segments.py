@@ -35,6 +35,9 @@ import psycopg
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from segments.examples import EXAMPLES as ISSUE_EXAMPLES  # noqa: E402  (pure data, no Django)
+
 REDIS_URL = "redis://127.0.0.1:6379/11"
 
 REFRESH_SEGMENT = {
@@ -48,46 +51,7 @@ REFRESH_SEGMENT = {
         {"event": "Order Completed", "within_last": {"days": 30}, "did_not": True},
     ]
 }
-EXAMPLES = {
-    "hot-leads": {
-        "all": [
-            {
-                "event": "Product Viewed",
-                "where": [{"property": "category", "op": "=", "value": "outdoor"}],
-                "within_last": {"hours": 24},
-                "count": {"op": ">=", "value": 3},
-            },
-            {
-                "event": "Order Completed",
-                "where": [{"property": "products[].category", "op": "=", "value": "outdoor"}],
-                "within_last": {"hours": 24},
-                "did_not": True,
-            },
-        ]
-    },
-    "engaged-cart-abandoners": {
-        "all": [
-            {"event": "Product Added", "within_last": {"days": 7}},
-            {"event": "Order Completed", "within_last": {"days": 7}, "did_not": True},
-            {"computed": "sessions", "op": "top_percent", "value": 25},
-        ]
-    },
-    "mobile-evening-luxury": {
-        "event": "Product Viewed",
-        "where": [
-            {"property": "category", "op": "in", "value": ["luxury watches", "luxury bags"]},
-            {"field": "device_type", "op": "=", "value": "mobile"},
-            {"field": "local_hour", "op": "between", "value": [18, 23]},
-        ],
-        "within_last": {"days": 30},
-    },
-    "at-risk-vips": {
-        "all": [
-            {"computed": "revenue_365d", "op": ">=", "value": 500},
-            {"computed": "last_order_at", "op": "before", "value": {"days_ago": 90}},
-        ]
-    },
-}
+EXAMPLES = {slug: definition for slug, (_, definition) in ISSUE_EXAMPLES.items()}
 REALTIME_SEGMENT = {
     "event": "Product Viewed",
     "where": [{"property": "category", "op": "=", "value": "bench-realtime"}],

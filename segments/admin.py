@@ -21,32 +21,12 @@ from segments import (
     selectors,
     services,
 )
+from segments.examples import EXAMPLES as ISSUE_EXAMPLES
 from segments.models import Segment, SegmentKind, SegmentSize
 from segments.rules.validate import definition_errors
 
 EXAMPLES = {
-    "Hot leads (viewed 3+ outdoor products in 24 h, bought none)": {
-        "all": [
-            {
-                "event": "Product Viewed",
-                "where": [{"property": "category", "op": "=", "value": "outdoor"}],
-                "within_last": {"hours": 24},
-                "count": {"op": ">=", "value": 3},
-            },
-            {
-                "event": "Order Completed",
-                "where": [{"property": "products[].category", "op": "=", "value": "outdoor"}],
-                "within_last": {"hours": 24},
-                "did_not": True,
-            },
-        ]
-    },
-    "At-risk VIPs (spent 500+ in a year, no order for 90 days)": {
-        "all": [
-            {"computed": "revenue_365d", "op": ">=", "value": 500},
-            {"computed": "last_order_at", "op": "before", "value": {"days_ago": 90}},
-        ]
-    },
+    **dict(ISSUE_EXAMPLES.values()),  # title → definition
     "Marketing-consenting buyers": {"all": [{"event": "Order Completed"}, {"consent": "marketing"}]},
 }
 
