@@ -219,27 +219,24 @@ class DataSubjectRequestAdmin(admin.ModelAdmin):
             '<progress max="100" value="{}"></progress> {}% {}', percent, percent, obj.progress_message or ""
         )
 
-    @admin.action(description="Verify the selected requests (identity checked)")
-    def verify(self, request, queryset):
+    def _each(self, request, queryset, service, done_message: str) -> None:
+        """Apply a service to each selected request; refusals are reported, the rest counted."""
         done = 0
         for obj in queryset:
             try:
-                privacy_request_verify(request=obj, actor=f"admin:{request.user.get_username()}")
+                service(request=obj, actor=f"admin:{request.user.get_username()}")
                 done += 1
             except ConsentError as exc:
                 self.message_user(request, f"{obj}: {exc}", messages.WARNING)
-        self.message_user(request, f"{done} request(s) verified.")
+        self.message_user(request, f"{done} request(s) {done_message}.")
+
+    @admin.action(description="Verify the selected requests (identity checked)")
+    def verify(self, request, queryset):
+        self._each(request, queryset, privacy_request_verify, "verified")
 
     @admin.action(description="Run the selected requests now (rq job)")
     def run(self, request, queryset):
-        done = 0
-        for obj in queryset:
-            try:
-                privacy_request_enqueue(request=obj, actor=f"admin:{request.user.get_username()}")
-                done += 1
-            except ConsentError as exc:
-                self.message_user(request, f"{obj}: {exc}", messages.WARNING)
-        self.message_user(request, f"{done} request(s) queued.")
+        self._each(request, queryset, privacy_request_enqueue, "queued")
 
     @admin.action(description="Download the export (one finished access request)")
     def download(self, request, queryset):
