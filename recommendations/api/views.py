@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from django.http import Http404
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, viewsets
@@ -21,6 +19,20 @@ from .serializers import (
     SimilarQueryInput,
     UpsertOutput,
 )
+
+
+def _plain(answer: serving.Answer) -> dict:
+    """The answer as the response body. Its items are built fresh for this request as plain dicts and
+    lists, so no copy is needed (``dataclasses.asdict`` deep-copied every item: ~0.5 ms a request)."""
+    return {
+        "recommendation_id": answer.recommendation_id,
+        "model_version": answer.model_version,
+        "personalised": answer.personalised,
+        "profile_id": answer.profile_id,
+        "placement": answer.placement,
+        "items": answer.items,
+        "context": answer.context,
+    }
 
 
 class ProductPagination(CursorPagination):
@@ -61,7 +73,7 @@ class ProductViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         answer = serving.similar(sku=sku, k=query.validated_data["k"])
         if answer is None:
             raise Http404
-        return Response(asdict(answer))  # already plain data; the serializer documents it
+        return Response(_plain(answer))  # already plain data; the serializer documents it
 
 
 class RecommendationViewSet(viewsets.GenericViewSet):
@@ -104,7 +116,7 @@ class RecommendationViewSet(viewsets.GenericViewSet):
             )
         except serving.UnknownProfile:
             raise Http404 from None
-        return Response(asdict(answer))  # already plain data; the serializer documents it
+        return Response(_plain(answer))  # already plain data; the serializer documents it
 
 
 __all__ = ["ProductViewSet", "RecommendationViewSet"]

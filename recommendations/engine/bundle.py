@@ -62,6 +62,40 @@ RECOMMENDERS = (
 )
 
 
+def _canonical(matrix) -> bool:
+    """A CSR matrix with sorted column indexes and no duplicate entries (scipy caches the check)."""
+    return matrix.format == "csr" and bool(matrix.has_canonical_format)
+
+
+def _row(matrix, row: int) -> tuple[np.ndarray, np.ndarray]:
+    """(column indexes, values) of one row of a CSR matrix, in stored order (what ``matrix[row]`` holds)."""
+    start, end = matrix.indptr[row], matrix.indptr[row + 1]
+    return matrix.indices[start:end], matrix.data[start:end]
+
+
+def _block(matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray | None:
+    """``matrix[rows][:, cols].toarray()`` read straight from the CSR arrays of a canonical matrix
+    (scipy's two fancy-indexing steps cost more than the request's arithmetic); None when the matrix
+    is not canonical CSR or ``cols`` repeats a column (the caller then asks scipy)."""
+    if not _canonical(matrix) or len(np.unique(cols)) != len(cols):
+        return None
+    out = np.zeros((len(rows), len(cols)), dtype=matrix.dtype)
+    starts = matrix.indptr[rows]
+    lengths = matrix.indptr[rows + 1] - starts
+    total = int(lengths.sum())
+    if total == 0 or len(cols) == 0:
+        return out
+    which = np.repeat(np.arange(len(rows)), lengths)
+    pos = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths) + np.repeat(starts, lengths)
+    found_cols = matrix.indices[pos]
+    order = np.argsort(cols, kind="stable")
+    sorted_cols = cols[order]
+    at = np.minimum(np.searchsorted(sorted_cols, found_cols), len(cols) - 1)
+    hit = sorted_cols[at] == found_cols
+    out[which[hit], order[at[hit]]] = matrix.data[pos[hit]]  # canonical: one entry per (row, column)
+    return out
+
+
 def _registry() -> dict[str, type[Recommender]]:
     return {cls.name: cls for cls in RECOMMENDERS}
 
@@ -144,11 +178,12 @@ class ModelBundle:
     def _reasons(self, row: int | None, items: np.ndarray, recommender: str, history: np.ndarray) -> list[dict]:
         """Why each item: bought before, else similar to the nearest history item, else popular/trending."""
         items = np.asarray(items, dtype=np.int64)
-        bought = (
-            np.asarray(self.state.purchases[row, items].todense()).ravel() > 0
-            if row is not None and len(items)
-            else np.zeros(len(items), dtype=bool)
-        )
+        if row is not None and len(items):
+            block = _block(self.state.purchases, np.array([row], dtype=np.int64), items)
+            counts = block[0] if block is not None else np.asarray(self.state.purchases[row, items].todense()).ravel()
+            bought = counts > 0
+        else:
+            bought = np.zeros(len(items), dtype=bool)
         anchors = self._nearest(history, items)
         out = []
         for item, was_bought, anchor in zip(items, bought, anchors, strict=True):
@@ -173,7 +208,9 @@ class ModelBundle:
             sim = getattr(rec, "sim", None)
             if sim is None:
                 continue
-            block = sim[history][:, items].toarray()  # history x items
+            block = _block(sim, history, items)  # history x items
+            if block is None:
+                block = sim[history][:, items].toarray()
             block[history[:, None] == items[None, :]] = 0.0  # an item does not explain itself
             best = block.argmax(axis=0)
             found = (block.max(axis=0) > 0) & (nearest < 0)
@@ -198,11 +235,9 @@ class ModelBundle:
             name = self.primary
             scores = self.score_users(np.array([row]), name)[0]
             # the person's items by their last purchase or view, oldest first
-            last = self.state.last_purchase[row]
-            if self.state.last_browsed is not None:
-                last = last.maximum(self.state.last_browsed[row]).tocsr()
-            order = np.argsort(-last.data, kind="stable")
-            history = last.indices[order][::-1]  # the newest are the ones kept for explaining
+            cols, days = self._last_seen(row)
+            order = np.argsort(-days, kind="stable")
+            history = cols[order][::-1]  # the newest are the ones kept for explaining
             top = self._top(scores, k, banned)
             for item, reason in zip(top, self._reasons(row, top, name, history), strict=True):
                 out.append(Rec(str(self.state.items[item]), float(scores[item]), name, reason))
@@ -217,6 +252,26 @@ class ModelBundle:
                     out.append(Rec(str(self.state.items[item]), float(scores[item]), "session", reason))
         self._fill(out, k, banned, context)
         return out[:k]
+
+    def _last_seen(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """(items, epoch day) of the person's last purchase or view of each item: the entries of
+        ``last_purchase[row].maximum(last_browsed[row])``, columns ascending, read from the CSR arrays."""
+        purchased, browsed = self.state.last_purchase, self.state.last_browsed
+        if browsed is None:
+            return _row(purchased, row)
+        if not (_canonical(purchased) and _canonical(browsed)):
+            last = purchased[row].maximum(browsed[row]).tocsr()
+            return last.indices, last.data
+        pc, pd = _row(purchased, row)
+        bc, bd = _row(browsed, row)
+        cols = np.union1d(pc, bc)
+        a = np.zeros(len(cols), dtype=np.result_type(pd.dtype, bd.dtype))
+        b = np.zeros(len(cols), dtype=a.dtype)
+        a[np.searchsorted(cols, pc)] = pd
+        b[np.searchsorted(cols, bc)] = bd
+        days = np.maximum(a, b)
+        keep = days != 0  # scipy's sparse maximum stores no zeros
+        return cols[keep].astype(pc.dtype, copy=False), days[keep]
 
     def _fill(self, out: list[Rec], k: int, banned: np.ndarray, context: dict) -> None:
         """Segment popularity (context["segments"], in order), then global popularity."""
