@@ -46,7 +46,9 @@ def main() -> int:
     bin_dir = os.path.dirname(sys.executable)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     honcho = subprocess.Popen(
-        [os.path.join(bin_dir, "honcho"), "-f", str(procfile), "-d", str(BASE_DIR), "start"], env=env
+        # honcho gives each process PORT = its base port (5000 unless told): the web must be where we said
+        [os.path.join(bin_dir, "honcho"), "-f", str(procfile), "-d", str(BASE_DIR), "start", "-p", port],
+        env=env,
     )
     try:
         return honcho.wait()
