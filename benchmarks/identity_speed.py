@@ -27,31 +27,14 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import psycopg
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-
-def server_url() -> str:
-    from cdp.envfiles import load_env_files
-
-    load_env_files()
-    return os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/cdp")
-
-
-def with_db(url: str, name: str) -> str:
-    head, _, _ = url.rpartition("/")
-    return f"{head}/{name}"
+from benchmarks.scratch import scratch_database_create, scratch_database_drop  # noqa: E402
 
 
 def outer(args) -> int:
-    url = server_url()
-    bench_url = with_db(url, args.database)
-    admin = with_db(url, "postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{args.database}"')
-        conn.execute(f'CREATE DATABASE "{args.database}"')
+    bench_url = scratch_database_create(args.database)
     env = {
         **os.environ,
         "DATABASE_URL": bench_url,
@@ -65,8 +48,7 @@ def outer(args) -> int:
         return done.returncode
     finally:
         if not args.keep:
-            with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
+            scratch_database_drop(args.database)
 
 
 def inner(args) -> int:

@@ -37,23 +37,12 @@ import sys
 import time
 from pathlib import Path
 
-import psycopg
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from benchmarks.scratch import scratch_database_create, scratch_database_drop  # noqa: E402
+
 RETAIL = Path("/work/shared/datasets/online_retail/online_retail.csv.gz")
-
-
-def server_url() -> str:
-    from cdp.envfiles import load_env_files
-
-    load_env_files()
-    return os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/cdp")
-
-
-def with_db(url: str, name: str) -> str:
-    head, _, _ = url.rpartition("/")
-    return f"{head}/{name}"
 
 
 def redis_url(db: int) -> str:
@@ -80,20 +69,14 @@ def bench_env(url: str, args) -> dict[str, str]:
 
 
 def create_db(name: str, args) -> str:
-    url = server_url()
-    admin = with_db(url, "postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    env = bench_env(with_db(url, name), args)
+    url = scratch_database_create(name)
+    env = bench_env(url, args)
     subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=REPO, env=env, check=True)
-    return with_db(url, name)
+    return url
 
 
 def drop_db(name: str) -> None:
-    admin = with_db(server_url(), "postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    scratch_database_drop(name)
 
 
 # --- data -----------------------------------------------------------------------------------------
