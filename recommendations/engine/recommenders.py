@@ -157,6 +157,12 @@ class _Factors(Recommender):
     def score_users(self, state, rows):
         return self.user_factors[rows] @ self.item_factors.T
 
+    def _fit_factors(self, model, X) -> None:
+        """Fit an implicit factor model and keep its factors as float32 arrays."""
+        model.fit(X, show_progress=False)
+        self.user_factors = np.asarray(model.user_factors, dtype=np.float32)
+        self.item_factors = np.asarray(model.item_factors, dtype=np.float32)
+
     def score_session(self, state, items, weights=None):
         if len(items) == 0:
             return None
@@ -184,9 +190,7 @@ class ALS(_Factors):
             num_threads=params["num_threads"],
             random_state=params["seed"],
         )
-        model.fit(X, show_progress=False)
-        self.user_factors = np.asarray(model.user_factors, dtype=np.float32)
-        self.item_factors = np.asarray(model.item_factors, dtype=np.float32)
+        self._fit_factors(model, X)
 
 
 class BPR(_Factors):
@@ -205,9 +209,7 @@ class BPR(_Factors):
             num_threads=params["num_threads"],
             random_state=params["seed"],
         )
-        model.fit(X, show_progress=False)
-        self.user_factors = np.asarray(model.user_factors, dtype=np.float32)
-        self.item_factors = np.asarray(model.item_factors, dtype=np.float32)
+        self._fit_factors(model, X)
 
 
 class _Neighbours(Recommender):

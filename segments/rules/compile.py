@@ -35,7 +35,17 @@ ALWAYS = Q(pk__isnull=False)
 NEVER = Q(pk__isnull=True)  # always false, without Django's EmptyResultSet
 
 
-class JsonAt(Expression):
+class _OneSource(Expression):
+    """An expression over one source expression (``self.source``), which Django may rewrite."""
+
+    def get_source_expressions(self):
+        return [self.source]
+
+    def set_source_expressions(self, exprs):
+        (self.source,) = exprs
+
+
+class JsonAt(_OneSource):
     """``column #> path`` (jsonb, NULL when missing)."""
 
     output_field = JSONField()
@@ -45,36 +55,24 @@ class JsonAt(Expression):
         self.source = source if isinstance(source, Expression) else F(source)
         self.path = list(path)
 
-    def get_source_expressions(self):
-        return [self.source]
-
-    def set_source_expressions(self, exprs):
-        (self.source,) = exprs
-
     def as_sql(self, compiler, connection):
         sql, params = compiler.compile(self.source)
         return f"({sql} #> %s::text[])", [*params, self.path]
 
 
-class ToJsonb(Expression):
+class ToJsonb(_OneSource):
     """``to_jsonb(expr)``: a plain column or subquery as a jsonb value for the shared predicates."""
 
     def __init__(self, source) -> None:
         super().__init__(output_field=JSONField())
         self.source = source
 
-    def get_source_expressions(self):
-        return [self.source]
-
-    def set_source_expressions(self, exprs):
-        (self.source,) = exprs
-
     def as_sql(self, compiler, connection):
         sql, params = compiler.compile(self.source)
         return f"to_jsonb({sql})", list(params)
 
 
-class JsonMatch(Expression):
+class JsonMatch(_OneSource):
     """A shared predicate (segments.rules.ops) over a jsonb-valued expression; never NULL."""
 
     conditional = True
@@ -83,18 +81,12 @@ class JsonMatch(Expression):
         super().__init__(output_field=BooleanField())
         self.source, self.op, self.value, self.now = source, op, value, now
 
-    def get_source_expressions(self):
-        return [self.source]
-
-    def set_source_expressions(self, exprs):
-        (self.source,) = exprs
-
     def as_sql(self, compiler, connection):
         sql, params = compiler.compile(self.source)
         return ops.match_sql(f"({sql})", list(params), self.op, self.value, self.now)
 
 
-class AnyElementMatch(Expression):
+class AnyElementMatch(_OneSource):
     """Some element of the list at ``array_path`` has ``element_path`` matching (``products[].category``)."""
 
     conditional = True
@@ -104,12 +96,6 @@ class AnyElementMatch(Expression):
         self.source = F(column)
         self.array_path, self.element_path = list(array_path), list(element_path)
         self.op, self.value, self.now = op, value, now
-
-    def get_source_expressions(self):
-        return [self.source]
-
-    def set_source_expressions(self, exprs):
-        (self.source,) = exprs
 
     def as_sql(self, compiler, connection):
         col, params = compiler.compile(self.source)
@@ -123,7 +109,7 @@ class AnyElementMatch(Expression):
         )
 
 
-class PercentileMatch(Expression):
+class PercentileMatch(_OneSource):
     """The profile's number at ``path`` is in the top (or bottom) ``percent`` % of live profiles'."""
 
     conditional = True
@@ -134,12 +120,6 @@ class PercentileMatch(Expression):
             raise ValueError(column)
         self.column, self.path, self.op, self.percent = column, list(path), op, percent
         self.source = F(column)
-
-    def get_source_expressions(self):
-        return [self.source]
-
-    def set_source_expressions(self, exprs):
-        (self.source,) = exprs
 
     def as_sql(self, compiler, connection):
         col, params = compiler.compile(self.source)
@@ -164,18 +144,12 @@ def percentile_threshold_sql(column: str, path: list[str], op: str, percent) -> 
     )
 
 
-class NumberAt(Expression):
+class NumberAt(_OneSource):
     """The number at ``path`` of a jsonb column, 0 when it is not a number (for sums)."""
 
     def __init__(self, column: str, path: list[str]) -> None:
         super().__init__(output_field=DecimalField())
         self.source, self.path = F(column), list(path)
-
-    def get_source_expressions(self):
-        return [self.source]
-
-    def set_source_expressions(self, exprs):
-        (self.source,) = exprs
 
     def as_sql(self, compiler, connection):
         col, params = compiler.compile(self.source)
