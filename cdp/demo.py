@@ -42,18 +42,21 @@ def main() -> int:
     print(f"  health:    {base}/readyz")
     print("Press Ctrl-C to stop everything.")
     print("=" * 72 + "\n", flush=True)
-    procfile = BASE_DIR / "Procfile"
     bin_dir = os.path.dirname(sys.executable)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    honcho = subprocess.Popen(
-        # honcho gives each process PORT = its base port (5000 unless told): the web must be where we said
-        [os.path.join(bin_dir, "honcho"), "-f", str(procfile), "-d", str(BASE_DIR), "start", "-p", port],
-        env=env,
-    )
+    honcho = subprocess.Popen(honcho_command(port), env=env)
     try:
         return honcho.wait()
     except KeyboardInterrupt:  # honcho gets the same SIGINT and stops its processes
         return honcho.wait()
+
+
+def honcho_command(port: str) -> list[str]:
+    """honcho gives each process PORT from its base port (5000 unless told): the web must listen
+    where the banner says."""
+    bin_dir = os.path.dirname(sys.executable)
+    procfile = BASE_DIR / "Procfile"
+    return [os.path.join(bin_dir, "honcho"), "-f", str(procfile), "-d", str(BASE_DIR), "start", "-p", port]
 
 
 def demo_data_steps() -> list[tuple[str, ...]]:
