@@ -269,7 +269,14 @@ CDP_FUZZY_REVIEW_PROBABILITY: float = env.float("CDP_FUZZY_REVIEW_PROBABILITY", 
 # How long a consent answer holds before the purpose's default applies again (13 months).
 CONSENT_VALIDITY_DAYS: int = env.int("CONSENT_VALIDITY_DAYS", default=395)
 # Salt of the hashed IPs in the ledger's evidence and of the suppression list's identifier hashes.
-CONSENT_HASH_SALT: str = env.str("CONSENT_HASH_SALT", default=SECRET_KEY)
+# Its own secret, required in production: were it SECRET_KEY, a routine key rotation would void
+# every suppression entry and bring erased people back (rotation: docs/privacy.md).
+CONSENT_HASH_SALT: str = env.str("CONSENT_HASH_SALT", default=_DEV_SECRET if DEBUG else "")
+if not CONSENT_HASH_SALT:
+    raise ImproperlyConfigured(
+        "CONSENT_HASH_SALT is required when DEBUG is false. Set it in the environment (see .env.example); "
+        "never change it without docs/privacy.md's rotation steps (suppression entries depend on it)."
+    )
 # Events of a person who denied analytics: "strict" drops them all (default), "essential" keeps only
 # CONSENT_ESSENTIAL_EVENTS (orders: contract), "off" keeps everything (not enforced).
 CONSENT_ANALYTICS_DENIAL: str = env.str("CONSENT_ANALYTICS_DENIAL", default="strict")

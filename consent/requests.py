@@ -23,6 +23,7 @@ from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from profiles.bulk import import_lock_exclusive
 from profiles.models import Identifier
 from profiles.normalize import normalize_identifier
 from profiles.selectors import profile_find_by_identifier
@@ -341,6 +342,7 @@ def privacy_erase(
     Returns counts (never personal data)."""
     group = profile_group_ids(profile_id=profile_id) if profile_id else []
     with transaction.atomic():
+        import_lock_exclusive()  # no order import runs between our suppression entries and its check
         identifiers = set(Identifier.objects.filter(profile_id__in=group).values_list("kind", "value"))
         identifiers.update((k, v) for k, v in extra_identifiers if k and v)
         entries = privacy_entries()
