@@ -167,10 +167,21 @@ def pending_mark(profile_ids) -> None:
 # --- merge / unmerge -----------------------------------------------------------------------------
 
 
-def lock_profiles(ids) -> dict:
-    """Lock profile rows in a fixed order (by id) so concurrent mergers cannot deadlock each other."""
-    rows = Profile.objects.select_for_update().filter(pk__in=list(ids)).order_by("pk")
-    return {p.pk: p for p in rows}
+class ProfileVanished(Exception):
+    """A profile read a moment ago was deleted (erased) before it could be locked. Not an error of
+    the input: the caller retries its whole transaction, which then sees the erasure (and its
+    suppression entries)."""
+
+
+def lock_profiles(ids, *, require_all: bool = False) -> dict:
+    """Lock profile rows in a fixed order (by id) so concurrent mergers cannot deadlock each other.
+    ``require_all``: raise ``ProfileVanished`` when one of ``ids`` no longer exists."""
+    wanted = set(ids)
+    rows = Profile.objects.select_for_update().filter(pk__in=list(wanted)).order_by("pk")
+    found = {p.pk: p for p in rows}
+    if require_all and len(found) < len(wanted):
+        raise ProfileVanished(f"{len(wanted) - len(found)} profile(s) deleted while being resolved")
+    return found
 
 
 def _returning_ids(sql: str, params: list) -> list[int]:
@@ -192,7 +203,7 @@ def profile_merge(
     """Move everything of ``loser`` to ``winner`` and record how to undo it."""
     if winner.pk == loser.pk:
         raise ValueError("A profile cannot be merged with itself.")
-    locked = lock_profiles([winner.pk, loser.pk])
+    locked = lock_profiles([winner.pk, loser.pk], require_all=True)
     winner, loser = locked[winner.pk], locked[loser.pk]
     if winner.merged_into_id or loser.merged_into_id:
         raise ValueError("Both profiles must be live (not merged away) to merge them.")

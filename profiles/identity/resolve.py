@@ -96,7 +96,8 @@ def profile_resolve(
     if lock_identifiers:  # see events_ingest: off only inside a private, rolled-back transaction
         lock_identifier_keys(identifiers)
     owned = owners_of(identifiers)
-    profiles = lock_profiles(set(owned.values()))
+    # an owner erased between the read and the lock is a retry of the whole transaction
+    profiles = lock_profiles(set(owned.values()), require_all=True)
     # follow merges committed by others before we got the locks
     for key, pid in list(owned.items()):
         profile = profiles.get(pid)
@@ -104,7 +105,7 @@ def profile_resolve(
             owned[key] = profile.merged_into_id
     missing = {pid for pid in owned.values() if pid not in profiles}
     if missing:
-        profiles.update(lock_profiles(missing))
+        profiles.update(lock_profiles(missing, require_all=True))
 
     anchor: Profile | None = None
     contradicted: list[tuple[Profile, str, list[str]]] = []
