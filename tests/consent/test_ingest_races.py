@@ -81,3 +81,53 @@ def test_a_profile_erased_during_ingestion_is_a_retry_not_a_500(write_key, monke
     assert response.json()["accepted"] == 0
     assert not Profile.objects.exists() and not Identifier.objects.exists() and not Event.objects.exists()
     assert Suppression.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_erasure_follows_a_merge_that_moves_the_person_while_it_starts(write_key, monkeypatch):
+    # given an older profile (phone) and the person's live profile (user id + e-mail), not yet linked
+    client = writer(write_key)
+    old_at = (timezone.now() - timedelta(days=30)).isoformat()
+    call(client, "identify", anonymousId="a-old", traits={"phone": "+447911123458"}, timestamp=old_at)
+    call(client, "track", anonymousId="a-old", event="Product Viewed", timestamp=old_at)
+    call(client, "identify", userId="u-race", traits={"email": "race@example.org", "name": "Rae Cee"})
+    call(client, "track", userId="u-race", event="Order Completed", properties={"revenue": 9})
+    older, live = _profile_of("anonymous_id", "a-old"), _profile_of("user_id", "u-race")
+    assert older.first_seen_at < live.first_seen_at
+
+    # and a merge that moves the live profile into the older one right after erasure read the group
+    import consent.requests as requests_module
+    from profiles.identity.merge import profile_merge
+
+    real_group_ids = requests_module.profile_group_ids
+    merged = threading.Event()
+
+    def group_then_merge(*, profile_id):
+        group = real_group_ids(profile_id=profile_id)
+        if not merged.is_set():
+            merged.set()
+
+            def merge():
+                try:
+                    profile_merge(
+                        winner=Profile.objects.get(pk=older.pk), loser=Profile.objects.get(pk=live.pk), reason="manual"
+                    )
+                finally:
+                    connection.close()
+
+            worker = threading.Thread(target=merge)
+            worker.start()
+            worker.join(30)
+        return group
+
+    monkeypatch.setattr(requests_module, "profile_group_ids", group_then_merge)
+
+    # when the person (asked for by their live profile) is erased
+    result = privacy_erase(profile_id=str(live.pk))
+
+    # then the erasure followed the merge: both profiles, every event and identifier are gone, and
+    # every identifier (also those that were only on the winner) is suppressed
+    assert merged.is_set() and result["profiles"] == 2
+    assert not Profile.objects.exists() and not Event.objects.exists() and not Identifier.objects.exists()
+    assert Suppression.objects.count() == 4  # user id, e-mail, anonymous id, phone
+    assert call(client, "track", anonymousId="a-old", event="Product Viewed").json()["accepted"] == 0
