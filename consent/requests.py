@@ -358,9 +358,8 @@ def erasure_lock_person(
     its identifiers are read again: when a merge moved the live profile, or ingestion attached an
     identifier, between the unlocked read and the locks, ``_GroupMoved`` makes the caller roll back
     and try again with everything seen so far, until the group is stable under the locks.
-    (Issue 12's ordered helpers in ``profiles/locks.py`` can replace the two calls below.)"""
-    from profiles.identity.merge import lock_profiles
-    from profiles.identity.resolve import lock_identifier_keys
+    Levels 1 then 2 of ``profiles/locks.py``'s one lock order."""
+    from profiles.locks import lock_identifier_keys, lock_profiles
 
     group = profile_group_ids(profile_id=profile_id) if profile_id else []
     seen = set(identifiers) | _group_identifiers(group)

@@ -16,6 +16,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from profiles import hooks
+from profiles.locks import lock_profiles
 from profiles.models import CandidateStatus, Identifier, MatchCandidate, Merge, MergeStatus, Profile
 from profiles.normalize import limit_for
 
@@ -173,13 +174,12 @@ class ProfileVanished(Exception):
     suppression entries)."""
 
 
-def lock_profiles(ids, *, require_all: bool = False) -> dict:
-    """Lock profile rows in a fixed order (by id) so concurrent mergers cannot deadlock each other.
-    ``require_all``: raise ``ProfileVanished`` when one of ``ids`` no longer exists."""
-    wanted = set(ids)
-    rows = Profile.objects.select_for_update().filter(pk__in=list(wanted)).order_by("pk")
-    found = {p.pk: p for p in rows}
-    if require_all and len(found) < len(wanted):
+def lock_profiles_present(ids) -> dict:
+    """``profiles.locks.lock_profiles`` (level 2), raising ``ProfileVanished`` when one of ``ids`` no
+    longer exists (erased between the caller's read and the lock)."""
+    wanted = {i for i in ids if i is not None}
+    found = lock_profiles(wanted)
+    if len(found) < len(wanted):
         raise ProfileVanished(f"{len(wanted) - len(found)} profile(s) deleted while being resolved")
     return found
 
@@ -203,7 +203,7 @@ def profile_merge(
     """Move everything of ``loser`` to ``winner`` and record how to undo it."""
     if winner.pk == loser.pk:
         raise ValueError("A profile cannot be merged with itself.")
-    locked = lock_profiles([winner.pk, loser.pk], require_all=True)
+    locked = lock_profiles_present([winner.pk, loser.pk])
     winner, loser = locked[winner.pk], locked[loser.pk]
     if winner.merged_into_id or loser.merged_into_id:
         raise ValueError("Both profiles must be live (not merged away) to merge them.")
