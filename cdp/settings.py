@@ -105,6 +105,11 @@ CACHES = {
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="cdp"),
         "TIMEOUT": 300,
+        # a cache call never waits long on a Redis that is gone (throttle and debounce fail open)
+        "OPTIONS": {
+            "socket_connect_timeout": env.float("REDIS_SOCKET_CONNECT_TIMEOUT", default=0.5),
+            "socket_timeout": env.float("REDIS_SOCKET_TIMEOUT", default=2.0),
+        },
     }
 }
 
@@ -113,6 +118,11 @@ CELERY_RESULT_BACKEND: str = env.str("CELERY_RESULT_BACKEND", default=REDIS_URL)
 CELERY_TASK_TIME_LIMIT: int = env.int("CELERY_TASK_TIME_LIMIT", default=3600)
 CELERY_TASK_SOFT_TIME_LIMIT: int = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=3300)
 CELERY_TASK_ALWAYS_EAGER: bool = False
+CELERY_BROKER_CONNECTION_TIMEOUT: float = env.float("CELERY_BROKER_CONNECTION_TIMEOUT", default=2.0)
+# cdp.queueing: seconds a web request may spend handing a task to the broker, and how long sends
+# fail fast after the broker did not answer (the durable PendingWork mark covers what was not sent)
+CDP_QUEUE_TIMEOUT_SECONDS: float = env.float("CDP_QUEUE_TIMEOUT_SECONDS", default=0.5)
+CDP_QUEUE_BACKOFF_SECONDS: float = env.float("CDP_QUEUE_BACKOFF_SECONDS", default=5.0)
 
 RQ_DEFAULT_TIMEOUT: int = env.int("RQ_DEFAULT_TIMEOUT", default=3600)
 RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_DEFAULT_TIMEOUT} for name in ("default", "privacy")}
