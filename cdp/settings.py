@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django.contrib.postgres",
+    "corsheaders",
     "rest_framework",
     "drf_spectacular",
     "django_rq",
@@ -51,6 +52,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -153,6 +155,31 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
 }
+
+# --- Storefront: CORS per source (cdp/api/cors.py, docs/storefront.md) ------------------------
+# Only the endpoints shop pages call; the secret-key API (/api/) never answers cross-origin.
+CORS_URLS_REGEX = r"^/(v1/|beacon/v1/|sourceConfig/?$|analytics\.js/|analytics-next/)"
+CORS_ALLOW_METHODS = ["GET", "POST", "OPTIONS"]
+# Every header Analytics.js 2.0 and RudderStack's SDK send, retry headers included.
+CORS_ALLOW_HEADERS = [
+    "accept",
+    "authorization",
+    "content-type",
+    "content-encoding",
+    "x-retry-count",  # Analytics.js
+    "anonymousid",  # RudderStack
+    "sentat",
+    "rsa-recovered",
+    "rsa-retry-attempt",
+    "rsa-since-last-attempt",
+    "rsa-since-first-attempt",
+    "rsa-retry-reason",
+]
+CORS_EXPOSE_HEADERS = ["Retry-After"]
+CORS_ALLOW_CREDENTIALS = False
+CORS_PREFLIGHT_MAX_AGE: int = env.int("CORS_PREFLIGHT_MAX_AGE", default=86_400)
+# Browser recommendations (/v1/recommendations): per source and client address.
+RECS_BROWSER_THROTTLE: str = env.str("RECS_BROWSER_THROTTLE", default="120/min")
 
 # --- i18n, static ------------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

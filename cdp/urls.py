@@ -1,8 +1,9 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from profiles.api.tracking import tracking_urls
+from profiles.api.sdk_settings import RudderStackSourceConfigView, SegmentSettingsView
+from profiles.api.tracking import beacon_urls, tracking_urls
 
 from . import health
 from .api.router import api_v1_urls
@@ -20,7 +21,11 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/v1/", include((api_v1_urls, "api"), namespace="v1")),
     path("", include("consent.urls")),  # /v1/consent and the privacy center (before the tracking catch)
+    # the storefront SDKs' settings documents (docs/storefront.md)
+    path("v1/projects/<str:write_key>/settings", SegmentSettingsView.as_view(), name="segment-settings"),
+    re_path(r"^sourceConfig/?$", RudderStackSourceConfigView.as_view(), name="rudderstack-source-config"),
     path("v1/", include((tracking_urls, "tracking"), namespace="tracking")),
+    path("beacon/v1/", include((beacon_urls, "beacon"), namespace="beacon")),
 ]
 
 handler400 = "cdp.api.errors.handler400"
