@@ -188,6 +188,14 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
+# The browser SDKs shops use, pinned in package.json/package-lock.json and installed by `npm ci`
+# (the Makefile does it): served from here, never from a CDN (docs/storefront.md).
+NODE_MODULES = BASE_DIR / "node_modules"
+STOREFRONT_SDK_DIRS = {
+    "analytics-next": NODE_MODULES / "@segment" / "analytics-next" / "dist" / "umd",
+    "rudderstack": NODE_MODULES / "@rudderstack" / "analytics-js" / "dist" / "npm" / "modern" / "bundled" / "umd",
+}
+STATICFILES_DIRS = [(f"storefront/vendor/{name}", path) for name, path in STOREFRONT_SDK_DIRS.items() if path.is_dir()]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
