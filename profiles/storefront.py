@@ -140,3 +140,17 @@ def user_token_check(*, source, user_id: str, token: str, now: float | None = No
     if not hmac.compare_digest(expected, f"{expires_text}.{digest}"):
         return "The user token does not match this user id."
     return None
+
+
+def anonymous_id_is_signed_in(*, anonymous_id: str) -> bool:
+    """Does this anonymous id belong to a person who also has a user id (has logged in)?
+
+    Such a person's recommendations are not served to the anonymous id alone: a browser left
+    signed out on a shared computer keeps the anonymous id, and the next visitor must not see the
+    last one's tastes. The page then asks with the user id and a user token."""
+    from .selectors import profile_find_by_identifier
+
+    profile = profile_find_by_identifier(kind="anonymous_id", value=anonymous_id)
+    if profile is None:
+        return False
+    return any(identifier.kind == "user_id" for identifier in profile.identifiers.all())
