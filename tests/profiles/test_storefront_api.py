@@ -277,3 +277,20 @@ def test_settings_for_an_unknown_key_or_a_foreign_origin_are_refused(client, sho
     response = client.get(f"/sourceConfig/?writeKey={raw}", HTTP_ORIGIN=OTHER)
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "origin_not_allowed"
+
+
+def test_rudderstack_consent_context_is_recorded_like_segments(client, shop_source):
+    from consent.selectors import consent_granted
+    from consent.services import purposes_ensure
+
+    purposes_ensure()
+    _, raw = shop_source
+    event = {
+        **track(userId="u-9"),
+        "context": {"consentManagement": {"allowedConsentIds": ["personalisation"], "deniedConsentIds": ["marketing"],
+                                          "provider": "custom"}},
+    }  # fmt: skip
+    assert post(client, "/v1/track", event, auth=basic(raw)).status_code == 200
+    profile_id = Identifier.objects.get(kind="user_id", value="u-9").profile_id
+    assert consent_granted(profile_id=profile_id, purpose="personalisation") is True
+    assert consent_granted(profile_id=profile_id, purpose="marketing") is False

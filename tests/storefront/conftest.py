@@ -68,7 +68,7 @@ class Shop:
 
 
 @pytest.fixture
-def shop():
+def shop_site():
     server = Shop()
     yield server
     server.close()

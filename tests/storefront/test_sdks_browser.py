@@ -102,8 +102,8 @@ def assert_every_call_stored(browser, source) -> None:
 
 
 @pytest.fixture
-def shop_source(shop):
-    return services.source_create(name="shop", allowed_origins=[shop.origin])
+def shop_source(shop_site):
+    return services.source_create(name="shop", allowed_origins=[shop_site.origin])
 
 
 SEGMENT_MODES = {
@@ -114,15 +114,15 @@ SEGMENT_MODES = {
 
 
 @pytest.mark.parametrize("mode", SEGMENT_MODES)
-def test_analytics_js_delivers_every_call_from_another_origin(browser, live_server, shop, shop_source, mode):
+def test_analytics_js_delivers_every_call_from_another_origin(browser, live_server, shop_site, shop_source, mode):
     source, write_key = shop_source
-    browser.get(shop.page("/", segment_page(live_server.url, write_key, SEGMENT_MODES[mode])))
+    browser.get(shop_site.page("/", segment_page(live_server.url, write_key, SEGMENT_MODES[mode])))
     assert_every_call_stored(browser, source)
 
 
-def test_analytics_js_snippet_loads_from_cdp_with_only_the_cdn_changed(browser, live_server, shop, shop_source):
+def test_analytics_js_snippet_loads_from_cdp_with_only_the_cdn_changed(browser, live_server, shop_site, shop_source):
     source, write_key = shop_source
-    browser.get(shop.page("/", segment_snippet_page(live_server.url, write_key)))
+    browser.get(shop_site.page("/", segment_snippet_page(live_server.url, write_key)))
     assert_every_call_stored(browser, source)
 
 
@@ -134,17 +134,17 @@ RUDDERSTACK_MODES = {
 
 
 @pytest.mark.parametrize("mode", RUDDERSTACK_MODES)
-def test_rudderstack_delivers_every_call_from_another_origin(browser, live_server, shop, shop_source, mode):
+def test_rudderstack_delivers_every_call_from_another_origin(browser, live_server, shop_site, shop_source, mode):
     source, write_key = shop_source
-    browser.get(shop.page("/", rudderstack_page(live_server.url, write_key, RUDDERSTACK_MODES[mode])))
+    browser.get(shop_site.page("/", rudderstack_page(live_server.url, write_key, RUDDERSTACK_MODES[mode])))
     assert_every_call_stored(browser, source)
 
 
-def test_a_page_on_an_origin_the_source_does_not_list_stores_nothing(browser, live_server, shop):
-    _, allowed_key = services.source_create(name="shop", allowed_origins=[shop.origin])
+def test_a_page_on_an_origin_the_source_does_not_list_stores_nothing(browser, live_server, shop_site):
+    _, allowed_key = services.source_create(name="shop", allowed_origins=[shop_site.origin])
     other, other_key = services.source_create(name="other-shop", allowed_origins=["https://other.example"])
-    browser.get(shop.page("/", rudderstack_page(live_server.url, other_key, {})))
-    browser.get(shop.page("/seg", segment_page(live_server.url, other_key, {})))
+    browser.get(shop_site.page("/", rudderstack_page(live_server.url, other_key, {})))
+    browser.get(shop_site.page("/seg", segment_page(live_server.url, other_key, {})))
     # the page can read the refusal: a clear 403 in the one error shape
     answer = browser.execute_async_script(
         """const done = arguments[arguments.length - 1];
@@ -171,10 +171,10 @@ def test_a_page_on_an_origin_the_source_does_not_list_stores_nothing(browser, li
     assert not Event.objects.filter(source=other).exists()
 
 
-def test_gzip_bodies_from_a_page(browser, live_server, shop, shop_source):
+def test_gzip_bodies_from_a_page(browser, live_server, shop_site, shop_source):
     """Where a page compresses its batch (CompressionStream), cdp takes it as it comes."""
     source, write_key = shop_source
-    browser.get(shop.page("/", "<!doctype html><title>shop</title>"))
+    browser.get(shop_site.page("/", "<!doctype html><title>shop</title>"))
     answer = browser.execute_async_script(
         """const done = arguments[arguments.length - 1];
         const body = JSON.stringify({writeKey: arguments[1], batch: [{type: 'track', event: 'Gz', anonymousId: 'a'}]});
