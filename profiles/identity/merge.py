@@ -16,6 +16,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from profiles import hooks
+from profiles.locks import lock_profiles
 from profiles.models import CandidateStatus, Identifier, MatchCandidate, Merge, MergeStatus, Profile
 from profiles.normalize import limit_for
 
@@ -165,12 +166,6 @@ def pending_mark(profile_ids) -> None:
 
 
 # --- merge / unmerge -----------------------------------------------------------------------------
-
-
-def lock_profiles(ids) -> dict:
-    """Lock profile rows in a fixed order (by id) so concurrent mergers cannot deadlock each other."""
-    rows = Profile.objects.select_for_update().filter(pk__in=list(ids)).order_by("pk")
-    return {p.pk: p for p in rows}
 
 
 def _returning_ids(sql: str, params: list) -> list[int]:

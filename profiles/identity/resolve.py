@@ -23,6 +23,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db import connection
 
+from profiles.locks import lock_identifier_keys, lock_profiles
 from profiles.models import Identifier, Profile
 from profiles.normalize import limit_for, priority
 
@@ -30,27 +31,11 @@ from .merge import (
     candidate_file,
     contradictions,
     identifier_counts,
-    lock_profiles,
     merge_guard,
     merge_refusal_record,
     older_first,
     profile_merge,
 )
-
-
-def lock_identifier_keys(identifiers) -> None:
-    """Transaction-level advisory locks on identifiers, always in one global order (sorted keys),
-    taken in one statement. Ingestion takes them for a whole batch before any row lock, so two
-    transactions can never hold them in opposite orders. Re-taking a held lock does not wait."""
-    keys = sorted({f"{kind}:{value}" for kind, value in identifiers})
-    if not keys:
-        return
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) "
-            "FROM unnest(%s::text[]) WITH ORDINALITY AS t(k, n)",
-            [keys],
-        )
 
 
 def owners_of(identifiers) -> dict[tuple[str, str], object]:

@@ -30,7 +30,8 @@ from psycopg import errors as pg_errors
 
 from profiles import hooks
 from profiles.identity.merge import pending_mark, trait_value, traits_apply
-from profiles.identity.resolve import lock_identifier_keys, owners_of, profile_resolve
+from profiles.identity.resolve import owners_of, profile_resolve
+from profiles.locks import lock_identifier_keys
 from profiles.models import Profile, Source
 from profiles.normalize import limit_for, normalize_identifier
 
