@@ -294,3 +294,52 @@ def test_rudderstack_consent_context_is_recorded_like_segments(client, shop_sour
     profile_id = Identifier.objects.get(kind="user_id", value="u-9").profile_id
     assert consent_granted(profile_id=profile_id, purpose="personalisation") is True
     assert consent_granted(profile_id=profile_id, purpose="marketing") is False
+
+
+# --- admin -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def admin_client(db):
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    user = get_user_model().objects.create_superuser("root", "root@example.com", "pw")
+    c = Client()
+    c.force_login(user)
+    return c
+
+
+def test_admin_creates_a_source_with_origins_and_shows_its_key_once(admin_client):
+    response = admin_client.post(
+        "/admin/profiles/source/add/",
+        {"name": "web", "is_active": "on", "allowed_origins": "https://Shop.example.com/\nhttp://localhost:8131"},
+        follow=True,
+    )
+    assert response.status_code == 200
+    source = Source.objects.get(name="web")
+    assert source.allowed_origins == ["https://shop.example.com", "http://localhost:8131"]
+    assert "wk_" in response.content.decode()
+
+
+def test_admin_edits_origins_and_refuses_a_non_origin(admin_client, shop_source):
+    source, _ = shop_source
+    url = f"/admin/profiles/source/{source.pk}/change/"
+    response = admin_client.post(url, {"name": "shop", "is_active": "on", "allowed_origins": "shop.example.com"})
+    assert response.status_code == 200  # the form again, with the message
+    assert "is not an origin" in response.content.decode()
+    response = admin_client.post(url, {"name": "shop", "is_active": "on", "allowed_origins": "*"})
+    assert response.status_code == 302
+    source.refresh_from_db()
+    assert source.allowed_origins == ["*"]
+    assert "any origin" in admin_client.get("/admin/profiles/source/").content.decode()
+
+
+def test_admin_rotates_the_user_token_secret(admin_client, shop_source):
+    source, _ = shop_source
+    before = source.user_token_secret
+    admin_client.post(
+        "/admin/profiles/source/", {"action": "rotate_user_token_secret", "_selected_action": [source.pk]}
+    )
+    source.refresh_from_db()
+    assert source.user_token_secret != before and source.user_token_secret.startswith("uts_")
