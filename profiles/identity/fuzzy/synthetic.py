@@ -137,7 +137,19 @@ def _phone(rng: np.random.Generator, prefixes: tuple[str, ...], digits: int) -> 
     return prefixes[int(rng.integers(0, len(prefixes)))] + "".join(str(d) for d in rng.integers(0, 10, digits))
 
 
-def _email(rng: np.random.Generator, first: str, last: str) -> str:
+def _email(rng: np.random.Generator, first: str, last: str, used: set | None = None) -> str:
+    """A mailbox for this person; with ``used``, never one another person already has (two Harry
+    Smiths do not share harry.smith@gmail.com: one of them gets a number, as mail providers insist)."""
+    email = _email_once(rng, first, last)
+    while used is not None and email in used:
+        local, domain = email.split("@")
+        email = f"{local}{int(rng.integers(1, 999))}@{domain}"
+    if used is not None:
+        used.add(email)
+    return email
+
+
+def _email_once(rng: np.random.Generator, first: str, last: str) -> str:
     last = last.replace("'", "")
     style = int(rng.integers(0, 4))
     local = (
@@ -156,6 +168,7 @@ def _date(rng: np.random.Generator, low: int, high: int) -> str:
 def people(n_entities: int, *, seed: int = 0, duplicate_rate: float = 0.3, household_rate: float = 0.15) -> list[dict]:
     """Rows of the identity CSV: ``n_entities`` people, some with duplicate records."""
     rng = np.random.default_rng(seed)
+    used: set[str] = set()
     persons: list[dict] = []
     while len(persons) < n_entities:
         female = bool(rng.random() < 0.5)
@@ -167,7 +180,7 @@ def people(n_entities: int, *, seed: int = 0, duplicate_rate: float = 0.3, house
             "female": female,
             "dob": _date(rng, 1940, 2006),
             "address": _address(rng),
-            "email": _email(rng, first, last),
+            "email": _email(rng, first, last, used),
             "mobile": _phone(rng, MOBILE_PREFIX, 6),
             "landline": _phone(rng, LANDLINE_PREFIX, 4) if rng.random() < 0.3 else "",
         }
@@ -191,7 +204,7 @@ def people(n_entities: int, *, seed: int = 0, duplicate_rate: float = 0.3, house
             while other["dob"] == person["dob"] and same_person_names(other["first"], person["first"]):
                 other["first"] = _zipf_choice(rng, FEMALE if other_female else MALE)[0]
             other["email"] = (
-                person["email"] if rng.random() < 0.15 else _email(rng, other["first"], other["last"])
+                person["email"] if rng.random() < 0.15 else _email(rng, other["first"], other["last"], used)
             )  # a family mailbox
             persons.append(other)
     rows: list[dict] = []
@@ -200,12 +213,12 @@ def people(n_entities: int, *, seed: int = 0, duplicate_rate: float = 0.3, house
         while rng.random() < (duplicate_rate if copies == 1 else 0.25) and copies < 5:
             copies += 1
         for copy in range(copies):
-            rows.append(_record(rng, person, entity, copy))
+            rows.append(_record(rng, person, entity, copy, used))
     order = rng.permutation(len(rows))
     return [rows[i] for i in order]
 
 
-def _record(rng: np.random.Generator, person: dict, entity: int, copy: int) -> dict:
+def _record(rng: np.random.Generator, person: dict, entity: int, copy: int, used: set | None = None) -> dict:
     first, last, dob = person["first"], person["last"], person["dob"]
     address, email = dict(person["address"]), person["email"]
     phone = person["mobile"] if rng.random() < 0.8 else (person["landline"] or person["mobile"])
@@ -218,9 +231,9 @@ def _record(rng: np.random.Generator, person: dict, entity: int, copy: int) -> d
             last = _typo(rng, last)
         if person["female"] and rng.random() < 0.08:
             last = _zipf_choice(rng, LAST)[0]  # married name
-            email = _email(rng, first, last)
+            email = _email(rng, first, last, used)
         if rng.random() < 0.35:
-            email = _email(rng, first, last)  # a second email
+            email = _email(rng, first, last, used)  # a second email
         if rng.random() < 0.12:
             address = _address(rng)  # moved
             phone = person["mobile"]
@@ -403,13 +416,14 @@ def _place(rng: np.random.Generator) -> dict:
 def many_records(n_records: int, *, seed: int = 0, mean_extra: float = 3.0, family_rate: float = 0.2) -> list[dict]:
     """About ``n_records`` rows of the identity CSV: people with many noisy records each (see above)."""
     rng = np.random.default_rng(seed)
+    used: set[str] = set()
     rows: list[dict] = []
     entity = 0
     while len(rows) < n_records:
-        family = [_many_person(rng, None)]
+        family = [_many_person(rng, None, used)]
         if rng.random() < family_rate:  # spouses, siblings, a parent: one surname and address, other people
             for _ in range(int(rng.integers(1, 4))):
-                family.append(_many_person(rng, family[0]))
+                family.append(_many_person(rng, family[0], used))
         for person in family:
             for copy in range(_records_per_person(rng, mean_extra)):
                 rows.append(_many_record(rng, person, entity, copy))
@@ -419,7 +433,7 @@ def many_records(n_records: int, *, seed: int = 0, mean_extra: float = 3.0, fami
     return [rows[i] for i in order]
 
 
-def _many_person(rng: np.random.Generator, relative: dict | None) -> dict:
+def _many_person(rng: np.random.Generator, relative: dict | None, used: set) -> dict:
     given = TRANSLITERATED_GIVEN[int(rng.integers(0, len(TRANSLITERATED_GIVEN)))]
     family = TRANSLITERATED_FAMILY[int(rng.integers(0, len(TRANSLITERATED_FAMILY)))]
     if rng.random() < 0.5:  # half the people have the common (Zipf-distributed) names of the shop files
@@ -444,7 +458,7 @@ def _many_person(rng: np.random.Generator, relative: dict | None) -> dict:
             person["first"] = person["given"][0]
         if rng.random() < 0.1:  # twins: one birth date
             person["dob"] = relative["dob"]
-    person["email"] = _email(rng, person["first"], person["last"]) if rng.random() < 0.6 else ""
+    person["email"] = _email(rng, person["first"], person["last"], used) if rng.random() < 0.6 else ""
     return person
 
 
