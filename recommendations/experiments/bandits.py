@@ -124,8 +124,8 @@ def logged_rounds(*, policy_key: str, window_hours: int) -> list[tuple[str, str,
 def bandit_update(*, policy_id: int, seed: int | None = None) -> dict:
     """Recompute every context's arm shares from all of the policy's logged answers (idempotent), store
     them, and keep a snapshot of the overall shares for the chart."""
-    from .assignment import publish
     from .models import BanditPolicy, BanditSnapshot
+    from .services import _publish
 
     policy = BanditPolicy.objects.get(pk=policy_id)
     arms = [arm["key"] for arm in policy.arms]
@@ -155,7 +155,7 @@ def bandit_update(*, policy_id: int, seed: int | None = None) -> dict:
     with transaction.atomic():
         BanditPolicy.objects.filter(pk=policy.pk).update(state={"contexts": contexts}, updated_at=now)
         BanditSnapshot.objects.create(policy=policy, at=now, shares=overall, contexts=contexts)
-    transaction.on_commit(publish)
+    _publish()
     return {"contexts": len(contexts), "shares": overall}
 
 

@@ -150,7 +150,7 @@ class BanditPolicy(models.Model):
         models.SlugField(max_length=200), default=list, blank=True, help_text="segments that form contexts"
     )
     burn_in = models.PositiveIntegerField(default=100, help_text="answers per arm and context served uniformly")
-    floor = models.FloatField(default=0.05, help_text="minimum share of each arm")
+    floor = models.FloatField(default=0.01, help_text="minimum share of each arm")
     window_hours = models.PositiveIntegerField(default=24, help_text="a click this soon after the answer counts")
     status = models.CharField(max_length=8, choices=BanditStatus.choices, default=BanditStatus.RUNNING)
     state = models.JSONField(default=dict, blank=True, help_text="per context: served, clicks, shares per arm")

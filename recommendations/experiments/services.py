@@ -368,7 +368,7 @@ def _validate_bandit(fields: dict, arms: list[dict], *, pk: int | None) -> dict[
     keys = [a.get("key") for a in arms]
     if len(arms) < 2 or len(set(keys)) != len(keys) or not all(keys):
         errors["arms"] = ["A bandit needs at least two arms with unique keys."]
-    floor = float(fields.get("floor", 0.05))
+    floor = float(fields.get("floor", 0.01))
     if not 0 <= floor * max(len(arms), 1) < 1:
         errors["floor"] = ["floor x arms must be below 1."]
     return errors
