@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django.contrib.postgres",
+    "corsheaders",
     "rest_framework",
     "drf_spectacular",
     "django_rq",
@@ -51,6 +52,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.common.CommonMiddleware",
     "cdp.api.middleware.HostileUrlMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -166,6 +168,31 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
 }
 
+# --- Storefront: CORS per source (cdp/api/cors.py, docs/storefront.md) ------------------------
+# Only the endpoints shop pages call; the secret-key API (/api/) never answers cross-origin.
+CORS_URLS_REGEX = r"^/(v1/|beacon/v1/|sourceConfig/?$|analytics\.js/|analytics-next/)"
+CORS_ALLOW_METHODS = ["GET", "POST", "OPTIONS"]
+# Every header Analytics.js 2.0 and RudderStack's SDK send, retry headers included.
+CORS_ALLOW_HEADERS = [
+    "accept",
+    "authorization",
+    "content-type",
+    "content-encoding",
+    "x-retry-count",  # Analytics.js
+    "anonymousid",  # RudderStack
+    "sentat",
+    "rsa-recovered",
+    "rsa-retry-attempt",
+    "rsa-since-last-attempt",
+    "rsa-since-first-attempt",
+    "rsa-retry-reason",
+]
+CORS_EXPOSE_HEADERS = ["Retry-After"]
+CORS_ALLOW_CREDENTIALS = False
+CORS_PREFLIGHT_MAX_AGE: int = env.int("CORS_PREFLIGHT_MAX_AGE", default=86_400)
+# Browser recommendations (/v1/recommendations): per source and client address.
+RECS_BROWSER_THROTTLE: str = env.str("RECS_BROWSER_THROTTLE", default="120/min")
+
 # --- i18n, static ------------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
@@ -173,6 +200,14 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
+# The browser SDKs shops use, pinned in package.json/package-lock.json and installed by `npm ci`
+# (the Makefile does it): served from here, never from a CDN (docs/storefront.md).
+NODE_MODULES = BASE_DIR / "node_modules"
+STOREFRONT_SDK_DIRS = {
+    "analytics-next": NODE_MODULES / "@segment" / "analytics-next" / "dist" / "umd",
+    "rudderstack": NODE_MODULES / "@rudderstack" / "analytics-js" / "dist" / "npm" / "modern" / "bundled" / "umd",
+}
+STATICFILES_DIRS = [(f"storefront/vendor/{name}", path) for name, path in STOREFRONT_SDK_DIRS.items() if path.is_dir()]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -281,7 +316,14 @@ CDP_FUZZY_REVIEW_PROBABILITY: float = env.float("CDP_FUZZY_REVIEW_PROBABILITY", 
 # How long a consent answer holds before the purpose's default applies again (13 months).
 CONSENT_VALIDITY_DAYS: int = env.int("CONSENT_VALIDITY_DAYS", default=395)
 # Salt of the hashed IPs in the ledger's evidence and of the suppression list's identifier hashes.
-CONSENT_HASH_SALT: str = env.str("CONSENT_HASH_SALT", default=SECRET_KEY)
+# Its own secret, required in production: were it SECRET_KEY, a routine key rotation would void
+# every suppression entry and bring erased people back (rotation: docs/privacy.md).
+CONSENT_HASH_SALT: str = env.str("CONSENT_HASH_SALT", default=_DEV_SECRET if DEBUG else "")
+if not CONSENT_HASH_SALT:
+    raise ImproperlyConfigured(
+        "CONSENT_HASH_SALT is required when DEBUG is false. Set it in the environment (see .env.example); "
+        "never change it without docs/privacy.md's rotation steps (suppression entries depend on it)."
+    )
 # Events of a person who denied analytics: "strict" drops them all (default), "essential" keeps only
 # CONSENT_ESSENTIAL_EVENTS (orders: contract), "off" keeps everything (not enforced).
 CONSENT_ANALYTICS_DENIAL: str = env.str("CONSENT_ANALYTICS_DENIAL", default="strict")

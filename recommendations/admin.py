@@ -208,3 +208,6 @@ class RecommendationServedAdmin(admin.ModelAdmin):
     @admin.display(description="items")
     def item_count(self, obj) -> int:
         return len(obj.items or [])
+
+
+from .experiments import admin as _experiments_admin  # noqa: E402,F401  (experiments and bandits)

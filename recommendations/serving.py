@@ -27,6 +27,7 @@ from django.utils import timezone
 from profiles.models import Identifier, Profile
 from profiles.normalize import normalize_identifier
 
+from .experiments.strategy import strategy_for  # [issue 14]
 from .models import BusinessRule, ModelStatus, ModelVersion, Product, RuleKind
 from .services import ACTIVE_KEY, CATALOG_KEY, recommendation_served_record
 
@@ -432,6 +433,8 @@ class Answer:
     placement: str
     items: list[dict]
     context: dict
+    experiment: str | None = None  # [issue 14] the experiment and variant that chose this answer
+    variant: str | None = None  # [issue 14]
 
 
 def recommend(query: Query) -> Answer:
@@ -444,6 +447,17 @@ def recommend(query: Query) -> Answer:
     if personalised:
         history = recent_history(profile_id, catalog)
         segments = profile_segments(profile_id)
+    # [issue 14] the experiment / bandit strategy for this shopper (recommendations.experiments.strategy)
+    strategy = strategy_for(
+        profile_id=profile_id,
+        placement=query.placement,
+        device=query.device or history.device,
+        segments=[slug for slug, _ in segments],
+        personalisation_consent=personalised,
+    )
+    if not strategy.personalised:  # the non-personalised list, as for a shopper without consent
+        personalised, segments, history = False, [], History(device=history.device, local_hour=history.local_hour)
+    # [/issue 14]
     device = query.device or history.device
     hour = query.local_hour if query.local_hour is not None else history.local_hour
     # explicit session items are the page's context (allowed without consent); stored ones need it
@@ -498,6 +512,8 @@ def recommend(query: Query) -> Answer:
         placement=query.placement,
         items=items,
         context={"device": device, "local_hour": hour, "session_category": session_category},
+        experiment=strategy.experiment,  # [issue 14]
+        variant=strategy.variant,  # [issue 14]
     )
     recommendation_served_record(
         id=answer.recommendation_id,
@@ -506,6 +522,7 @@ def recommend(query: Query) -> Answer:
         placement=query.placement,
         personalised=personalised,
         items=[item["sku"] for item in items],
+        strategy=strategy,  # [issue 14] experiment, variant, policy, propensity go in the served log
     )
     return answer
 

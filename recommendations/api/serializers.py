@@ -132,4 +132,6 @@ class RecommendationOutput(serializers.Serializer):
     profile_id = serializers.UUIDField(allow_null=True)
     placement = serializers.CharField()
     context = serializers.DictField()
+    experiment = serializers.CharField(allow_null=True, help_text="The experiment that chose this answer, if any.")
+    variant = serializers.CharField(allow_null=True, help_text="Its variant (or the bandit arm), if any.")
     items = RecommendedItemOutput(many=True)

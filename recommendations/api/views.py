@@ -32,6 +32,8 @@ def _plain(answer: serving.Answer) -> dict:
         "placement": answer.placement,
         "items": answer.items,
         "context": answer.context,
+        "experiment": answer.experiment,
+        "variant": answer.variant,
     }
 
 

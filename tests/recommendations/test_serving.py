@@ -33,6 +33,8 @@ def test_output_shape_and_the_served_log(shop, secret_client):
         "placement",
         "context",
         "items",
+        "experiment",
+        "variant",
     }
     assert body["model_version"] == shop.version.pk
     assert body["personalised"] is True

@@ -1,0 +1,189 @@
+"""Events, read-only, with a date navigation drawn from the calendar (the table is the largest)."""
+
+from __future__ import annotations
+
+import calendar
+from datetime import datetime
+
+from django.contrib import admin
+from django.db.models import Max, Min
+from django.utils import timezone
+from django.utils.formats import date_format
+
+from ...models import Event, Profile
+from ..display import pretty_json, profile_link, properties_summary
+from ..paginators import CappedCountPaginator
+
+
+class EventAdmin(admin.ModelAdmin):
+    """Events, read-only. The table is huge: no full counts, index-backed ordering, cheap date links.
+
+    The default order is arrival (primary key, newest first); a list for one profile
+    (``?profile=<id>``, linked from the profile page) is in occurred_at order via its index.
+    """
+
+    list_display = ["occurred_at", "type", "name", "profile_link", "source", "device_type", "summary", "received_at"]
+    list_filter = ["type", "source"]
+    list_select_related = ["source", "profile"]
+    date_hierarchy = "occurred_at"
+    sortable_by = ["occurred_at"]
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    paginator = CappedCountPaginator
+    fields = [
+        "id",
+        "type",
+        "name",
+        "profile",
+        "source",
+        "message_id",
+        "user_id",
+        "anonymous_id",
+        "occurred_at",
+        "original_timestamp",
+        "sent_at",
+        "received_at",
+        "device_type",
+        "local_hour",
+        "properties_pretty",
+        "traits_pretty",
+        "context_pretty",
+    ]
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        match = getattr(request, "resolver_match", None)
+        if match is not None and match.url_name == "profiles_event_changelist":
+            queryset = queryset.select_related("source", "profile").only(
+                "id",
+                "occurred_at",
+                "received_at",
+                "type",
+                "name",
+                "device_type",
+                "properties",
+                "source__name",
+                "profile__traits",
+                "profile__merged_into",
+            )
+        return queryset
+
+    def get_ordering(self, request):
+        return ["-occurred_at"] if request.GET.get("profile") else ["-id"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="profile")
+    def profile_link(self, obj: Event):
+        return profile_link(obj.profile)
+
+    @admin.display(description="properties")
+    def summary(self, obj: Event) -> str:
+        return properties_summary(obj.properties, limit=80)
+
+    @admin.display(description="properties")
+    def properties_pretty(self, obj: Event):
+        return pretty_json(obj.properties)
+
+    @admin.display(description="traits")
+    def traits_pretty(self, obj: Event):
+        return pretty_json(obj.traits)
+
+    @admin.display(description="context")
+    def context_pretty(self, obj: Event):
+        return pretty_json(obj.context)
+
+    def changelist_view(self, request, extra_context=None):
+        response = super().changelist_view(request, extra_context)
+        context = getattr(response, "context_data", None)
+        if context and context.get("cl") is not None:
+            context["event_date_nav"] = calendar_date_nav(context["cl"])
+        return response
+
+
+def time_bounds() -> tuple[datetime, datetime] | None:
+    """Earliest and latest event time, from the indexed profile seen-times (events set them)."""
+    bounds = Profile.objects.aggregate(first=Min("first_seen_at"), last=Max("last_seen_at"))
+    if bounds["first"] is None or bounds["last"] is None:
+        return None
+    return timezone.localtime(bounds["first"]), timezone.localtime(bounds["last"])
+
+
+def calendar_date_nav(cl) -> dict:
+    """The date_hierarchy links drawn from the calendar, not from ``SELECT DISTINCT`` over events.
+
+    Same links and filters as Django's date hierarchy (``occurred_at__year`` …); a month or day
+    without events simply shows an empty list.
+    """
+    field = cl.date_hierarchy
+    names = [f"{field}__{part}" for part in ("year", "month", "day")]
+    try:
+        year, month, day = (int(cl.params[n]) if cl.params.get(n) else None for n in names)
+    except ValueError:
+        return {"show": False}
+    bounds = None
+    if year is None:
+        bounds = time_bounds()
+        if bounds is None:
+            return {"show": False}
+        if bounds[0].year == bounds[1].year:
+            year = bounds[0].year
+            if bounds[0].month == bounds[1].month:
+                month = bounds[0].month
+
+    def link(filters: dict) -> str:
+        return cl.get_query_string(filters, [f"{field}__"])
+
+    if year and month and day:
+        try:
+            chosen = datetime(year, month, day)
+        except ValueError:
+            return {"show": False}
+        return {
+            "show": True,
+            "back": {
+                "link": link({names[0]: year, names[1]: month}),
+                "title": date_format(chosen, "YEAR_MONTH_FORMAT"),
+            },
+            "choices": [{"title": date_format(chosen, "MONTH_DAY_FORMAT")}],
+        }
+    if year and month:
+        if not 1 <= month <= 12:
+            return {"show": False}
+        days = range(1, calendar.monthrange(year, month)[1] + 1)
+        return {
+            "show": True,
+            "back": {"link": link({names[0]: year}), "title": str(year)},
+            "choices": [
+                {
+                    "link": link({names[0]: year, names[1]: month, names[2]: d}),
+                    "title": date_format(datetime(year, month, d), "MONTH_DAY_FORMAT"),
+                }
+                for d in days
+            ],
+        }
+    if year:
+        return {
+            "show": True,
+            "back": {"link": link({}), "title": "All dates"},
+            "choices": [
+                {
+                    "link": link({names[0]: year, names[1]: m}),
+                    "title": date_format(datetime(year, m, 1), "YEAR_MONTH_FORMAT"),
+                }
+                for m in range(1, 13)
+            ],
+        }
+    return {
+        "show": True,
+        "back": None,
+        "choices": [{"link": link({names[0]: y}), "title": str(y)} for y in range(bounds[0].year, bounds[1].year + 1)],
+    }
