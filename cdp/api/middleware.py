@@ -17,19 +17,18 @@ class HostileUrlMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        if request.path.startswith(API_PATH_PREFIXES) and self._hostile(request):
-            return JsonResponse(
-                error_body(
-                    code="invalid",
-                    message="The URL may not contain NUL (%00) or unpaired surrogates.",
-                    fields={"url": ["NUL and unpaired surrogates are not allowed in the path or query string."]},
-                ),
-                status=400,
-            )
+        if request.path.startswith(API_PATH_PREFIXES):
+            fields = self._hostile_fields(request)
+            if fields:
+                return JsonResponse(error_body(code="invalid", message="Invalid input.", fields=fields), status=400)
         return self.get_response(request)
 
     @staticmethod
-    def _hostile(request) -> bool:
-        if _BAD_CHARS.search(request.path):
-            return True
-        return any(_BAD_CHARS.search(k) or any(_BAD_CHARS.search(v) for v in vs) for k, vs in request.GET.lists())
+    def _hostile_fields(request) -> dict:
+        """{field: [message]} for the path and each query parameter holding NUL or a lone surrogate."""
+        message = "Null characters are not allowed."
+        fields = {"url": [message]} if _BAD_CHARS.search(request.path) else {}
+        for key, values in request.GET.lists():
+            if _BAD_CHARS.search(key) or any(_BAD_CHARS.search(v) for v in values):
+                fields[_BAD_CHARS.sub("?", key)] = [message]
+        return fields
