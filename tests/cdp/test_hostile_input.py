@@ -131,3 +131,10 @@ def test_hostile_tracking_calls_store_nothing_and_good_ones_still_work(clients):
     assert not Event.objects.exists()
     assert client.post("/v1/track", {"userId": "u1", "event": "Fine"}, format="json").status_code == 200
     assert Event.objects.count() == 1
+
+
+def test_a_clock_skew_beyond_the_calendar_is_not_a_server_error(clients):
+    # found by schemathesis: sentAt in year 8433 with a timestamp in 1989 overflowed the skew correction
+    payload = {"userId": "u1", "event": "e", "timestamp": "1989-01-20T19:20:58Z", "sentAt": "8433-11-09T23:02:05Z"}
+    assert clients("/v1/track").post("/v1/track", payload, format="json").status_code == 200
+    assert Event.objects.get().occurred_at.year >= 2026
