@@ -41,7 +41,7 @@ test: $(STAMP) $(NODE_STAMP)
 # Long: about 15 minutes. Starts its own PostgreSQL, Redis, gunicorn, Celery worker and beat on free ports
 # and removes them after (reliability/run.py); `make test` runs only the small versions in tests/.
 reliability: $(STAMP)
-	$(PY) -m reliability.run $(if $(ONLY),--only $(ONLY)) $(if $(SECONDS),--seconds $(SECONDS))
+	$(PY) -m reliability.run $(if $(ONLY),--only $(ONLY)) $(if $(RELIABILITY_SECONDS),--seconds $(RELIABILITY_SECONDS))
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
