@@ -8,7 +8,6 @@ popularity in the person's segments (``context["segments"]``), global popularity
 
 from __future__ import annotations
 
-import pickle
 import time
 import warnings
 from collections.abc import Callable
@@ -17,6 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from recommendations.engine import artifact
+from recommendations.engine.ann import ItemIndex
 from recommendations.engine.data import Catalog, Interactions
 from recommendations.engine.hybrid import Hybrid
 from recommendations.engine.params import merge_params
@@ -35,7 +36,7 @@ from recommendations.engine.recommenders import (
 )
 from recommendations.engine.state import TrainState, build_state
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # artifacts are npz + JSON (engine/artifact.py); version 1 was a pickle
 MAX_EXPLAIN_HISTORY = 200  # the most recent history items considered when explaining a suggestion
 
 
@@ -118,6 +119,7 @@ class ModelBundle:
         self.params = params
         self.metrics: dict = metrics or {}
         self.segments: dict[str, tuple[str, np.ndarray]] = {}
+        self.ann: ItemIndex | None = None  # approximate top-N of the ALS stage (large catalogs)
         self.format_version = FORMAT_VERSION
         self._reindex()
 
@@ -233,12 +235,22 @@ class ModelBundle:
         row = self.user_index.get(str(user_id)) if user_id is not None else None
         if row is not None:
             name = self.primary
-            scores = self.score_users(np.array([row]), name)[0]
             # the person's items by their last purchase or view, oldest first
             cols, days = self._last_seen(row)
             order = np.argsort(-days, kind="stable")
             history = cols[order][::-1]  # the newest are the ones kept for explaining
-            top = self._top(scores, k, banned)
+            ranker = self.recommenders[name]
+            if isinstance(ranker, Hybrid):
+                # two stages: bounded candidates from the generators, the learned ranker scores them
+                cands, proba = ranker.rank(self.state, np.array([row]), index=self.ann)
+                ok = ~banned[cands.item]
+                items, proba = cands.item[ok], proba[ok]
+                top = items[np.lexsort((items, -proba))][:k]
+                scores = np.zeros(self.state.n_items, dtype=np.float64)
+                scores[items] = proba
+            else:
+                scores = self.score_users(np.array([row]), name)[0]
+                top = self._top(scores, k, banned)
             for item, reason in zip(top, self._reasons(row, top, name, history), strict=True):
                 out.append(Rec(str(self.state.items[item]), float(scores[item]), name, reason))
         else:
@@ -359,13 +371,32 @@ class ModelBundle:
         self._reindex()
 
     def to_bytes(self) -> bytes:
-        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+        """The bundle as arrays and JSON (an npz archive; ``engine/artifact.py``), never a pickle."""
+        tree = {
+            "state": self.state,
+            "catalog": self.catalog,
+            "params": self.params,
+            "metrics": self.metrics,
+            "segments": {slug: [name, scores] for slug, (name, scores) in self.segments.items()},
+            "ann": getattr(self, "ann", None),
+        }
+        return artifact.dump(tree, self.recommenders)
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> ModelBundle:
-        bundle = pickle.loads(blob)  # noqa: S301 -- our own artifacts, read from our own database
-        if not isinstance(bundle, cls):
+        """Read an artifact: only arrays, JSON and the engine's own classes; ValueError otherwise."""
+        tree, recommenders = artifact.load(blob)
+        if not isinstance(tree.get("state"), TrainState):
             raise ValueError("Not a recommendations model bundle.")
+        bundle = cls(
+            state=tree["state"],
+            recommenders=recommenders,
+            catalog=tree.get("catalog"),
+            params=tree.get("params") or {},
+            metrics=tree.get("metrics") or {},
+        )
+        bundle.segments = {slug: (name, scores) for slug, (name, scores) in (tree.get("segments") or {}).items()}
+        bundle.ann = tree.get("ann")
         return bundle
 
 
@@ -378,6 +409,7 @@ def fit_recommenders(
     params: dict,
     progress: Callable[[float, str], None] | None,
     seconds: dict | None = None,
+    reuse: dict[str, Recommender] | None = None,
 ) -> dict[str, Recommender]:
     """Fit the named recommenders, and those they need first, in dependency order."""
     registry = _registry()
@@ -399,6 +431,9 @@ def fit_recommenders(
         if progress:
             progress(n / len(order), f"fitting {name}")
         t0 = time.monotonic()
+        if reuse and name in reuse:  # fitted already on what it depends on (the catalog)
+            fitted[name] = reuse[name]
+            continue
         rec = registry[name]()
         with threadpool_limits(limits=params["num_threads"]), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Method expects CSR input")  # implicit, harmless
@@ -438,6 +473,12 @@ def train_bundle(
         names=names, data=data, state=state, catalog=catalog, params=params, progress=step, seconds=seconds
     )
     bundle = ModelBundle(state=state, recommenders=recommenders, catalog=catalog, params=params)
+    als = recommenders.get("als")
+    if als is not None and state.n_items >= params.get("ann_min_items", 10_000):
+        t0 = time.monotonic()
+        report(0.96, "building the ALS index")
+        bundle.ann = ItemIndex.build(als.item_factors, threads=params["num_threads"], seed=params["seed"])
+        seconds["ann_index"] = round(time.monotonic() - t0, 3)
     bundle.metrics = {
         "train_seconds": round(time.monotonic() - started, 3),
         "fit_seconds": seconds,

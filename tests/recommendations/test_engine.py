@@ -157,7 +157,7 @@ def test_hybrid_is_at_least_as_good_as_its_components_on_the_planted_shop(shop, 
     train, truth = holdout_split(data, 20)
     b = train_bundle(data=train, catalog=catalog, params={**SMALL, "hybrid": {"bags": bags}}, now=truth.cutoff)
     ndcg = {name: evaluate_bundle(b, truth, 5, recommender=name)["ndcg@5"] for name in b.recommenders}
-    assert b.recommenders["hybrid"].model is not None  # the learned blend, not the fallback
+    assert b.recommenders["hybrid"].trained  # the learned blend, not the fallback
     assert len(b.recommenders["hybrid"].models) == bags
     best_component = max(v for k, v in ndcg.items() if k != "hybrid")
     assert ndcg["hybrid"] >= best_component - 0.01, ndcg
@@ -234,6 +234,52 @@ def test_to_bytes_round_trip_gives_the_same_answers(bundle):
         ModelBundle.from_bytes(__import__("pickle").dumps({"not": "a bundle"}))
 
 
+class _Boom:
+    def __reduce__(self):
+        return (print, ("pickle executed code",))
+
+
+def test_artifacts_hold_no_pickle_and_reading_one_cannot_execute_code(bundle, capsys):
+    import io
+    import json
+    import zipfile
+
+    blob = bundle.to_bytes()
+    assert b"\x80\x04\x95" not in blob[:2] and zipfile.is_zipfile(io.BytesIO(blob))  # an npz, not a pickle
+    with zipfile.ZipFile(io.BytesIO(blob)) as z:
+        for name in z.namelist():  # every member is a plain array (numpy refuses object arrays unpickled)
+            np.load(z.open(name), allow_pickle=False)
+        manifest = json.loads(np.load(z.open("manifest.npy"), allow_pickle=False).tobytes())
+    assert set(manifest["recommenders"]) == set(bundle.recommenders)
+    # a pickle, even one whose loading would run code, is refused without being run
+    with pytest.raises(ValueError):
+        ModelBundle.from_bytes(__import__("pickle").dumps(_Boom()))
+    assert "pickle executed code" not in capsys.readouterr().out
+    # a manifest naming a class that is not one of the engine's is refused
+    manifest["recommenders"]["popularity"]["@obj"] = "subprocess.Popen"
+    forged = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(blob)) as z:
+        arrays = {n[:-4]: np.load(z.open(n), allow_pickle=False) for n in z.namelist() if n != "manifest.npy"}
+    payload = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
+    np.savez(forged, manifest=payload, **arrays)
+    with pytest.raises(ValueError, match="not an engine class"):
+        ModelBundle.from_bytes(forged.getvalue())
+
+
+def test_stored_ranker_predicts_like_scikit_learn():
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from recommendations.engine.artifact import BoostedTrees
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(2000, 5))
+    X[rng.random(X.shape) < 0.1] = np.nan
+    y = (np.nan_to_num(X[:, 0]) + 0.5 * np.nan_to_num(X[:, 1]) + rng.normal(0, 0.5, 2000) > 0).astype(int)
+    model = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(X, y)
+    trees = BoostedTrees.from_sklearn(model)
+    assert np.allclose(trees.predict_proba(X), model.predict_proba(X)[:, 1], atol=1e-9)
+
+
 def test_unknown_recommender_is_a_clear_error(shop):
     data, catalog = shop
     with pytest.raises(ValueError, match="Unknown recommender 'nope'"):
@@ -256,7 +302,7 @@ def test_unknown_recommender_is_a_clear_error(shop):
 def test_tiny_shops_train_and_answer_with_the_fallback_blend(rows):
     data = Interactions.from_rows(rows)
     b = train_bundle(data=data, catalog=Catalog(items=data.items), params={}, now=100 * DAY)
-    assert b.recommenders["hybrid"].model is None  # fewer than min_positives: no ranker
+    assert not b.recommenders["hybrid"].trained  # fewer than min_positives: no ranker
     recs = b.recommend(user_id="u1", k=2)
     assert recs and recs[0].recommender == "hybrid"
     assert len({r.item_id for r in recs}) == len(recs) == min(2, len(data.items))
