@@ -115,7 +115,7 @@ def test_item_neighbours_find_the_planted_pair(bundle):
         scores[bundle.item_index["garden-0"]] = -np.inf
         assert bundle.items[int(np.argmax(scores))] == "garden-1", name
     assert bundle.similar(item_id="toys-0", k=1)[0].item_id == "toys-1"
-    assert bundle.similar(item_id="toys-0", k=1)[0].reason == {"type": "similar_to", "item_id": "toys-0"}
+    assert bundle.similar(item_id="toys-0", k=1)[0].reason == {"type": "similar_product", "item_id": "toys-0"}
 
 
 def test_content_finds_items_with_the_same_words():
@@ -170,17 +170,20 @@ def test_recommend_for_a_known_user_explains_each_item(bundle):
     assert recs[0].item_id == "coffee-2" and recs[0].recommender == "hybrid"
     assert recs[0].reason == {"type": "bought", "item_id": "coffee-2"}
     assert bundle.recommend(user_id="coffee-u0", k=5, exclude={"coffee-2"})[0].item_id != "coffee-2"
-    # items not bought before are explained by the nearest item of the person's own history
+    # items not bought before are explained by the item of the person's own history that led to them
     row = bundle.user_index["coffee-u0"]
-    history = {str(bundle.items[i]) for i in bundle.state.interactions[row].indices}
+    bought = {str(bundle.items[i]) for i in bundle.state.purchases[row].indices}
     for rec in bundle.recommend(user_id="coffee-u0", k=12):
         if rec.reason["type"] == "bought":
-            assert rec.item_id in history
-        elif rec.reason["type"] == "similar_to":
-            assert rec.item_id not in history and rec.reason["item_id"] in history
+            assert rec.item_id in bought and rec.reason["item_id"] == rec.item_id
+        elif rec.reason["type"] == "because_bought":
+            assert rec.item_id not in bought and rec.reason["item_id"] in bought
         else:
-            assert rec.reason == {"type": "popular"}
-    assert {r.reason["type"] for r in bundle.recommend(user_id="coffee-u0", k=12)} >= {"bought", "similar_to"}
+            assert rec.reason["type"] in ("popular", "similar_shoppers"), rec.reason
+    assert {r.reason["type"] for r in bundle.recommend(user_id="coffee-u0", k=12)} >= {"bought", "because_bought"}
+    # the score is the ranker's probability, not a rank discount
+    assert all(0.0 <= r.score <= 1.0 for r in recs)
+    assert [r.score for r in recs] == sorted((r.score for r in recs), reverse=True)
 
 
 def test_cold_start_uses_session_then_segment_then_global_popularity(bundle):
