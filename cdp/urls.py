@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from profiles.api.tracking import tracking_urls
@@ -10,8 +11,10 @@ from .api.router import api_v1_urls
 admin.site.site_header = "cdp administration"
 admin.site.site_title = "cdp"
 admin.site.index_title = "Customer data platform"
+admin.site.site_url = "/privacy/"  # "View site": the one public page cdp serves (the privacy center)
 
 urlpatterns = [
+    path("", RedirectView.as_view(url="/admin/", permanent=False), name="home"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("admin/django-rq/", include("django_rq.urls")),
