@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from profiles.admin.panels import PanelContent, register_profile_panel
 from profiles.normalize import normalize_identifier
 
 from .models import ConsentRecord, DataSubjectRequest, Purpose, RequestAuditEntry, RequestStatus, Suppression
@@ -20,7 +21,7 @@ from .requests import (
     privacy_request_enqueue,
     privacy_request_verify,
 )
-from .selectors import profile_live_id
+from .selectors import consent_history, consent_states, profile_group_ids, profile_live_id
 from .services import ConsentError
 
 
@@ -270,3 +271,81 @@ class SuppressionAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+
+# --- the profile page's consent and privacy panels ------------------------------------------------
+
+
+def _when(value) -> str:
+    return f"{timezone.localtime(value):%Y-%m-%d %H:%M}" if value else "—"
+
+
+def consent_panel(*, request, profile) -> PanelContent:
+    rows = [
+        [
+            key,
+            format_html(
+                '<b class="{}">{}</b>', "cdp-ok" if s["granted"] else "cdp-bad", "granted" if s["granted"] else "denied"
+            ),
+            "default" if s["default"] else s["source"],
+            s["policy_version"],
+            _when(s["recorded_at"]),
+            _when(s["expires_at"]),
+        ]
+        for key, s in consent_states(profile_id=profile.pk).items()
+    ]
+    return PanelContent(
+        headers=["purpose", "now", "from", "policy version", "recorded", "expires"],
+        rows=rows,
+        empty="No active purposes.",
+    )
+
+
+def consent_ledger_panel(*, request, profile, limit: int = 20) -> PanelContent:
+    records = list(consent_history(profile_id=profile.pk)[:limit])
+    url = reverse("admin:consent_consentrecord_changelist") + f"?q={profile.pk}"
+    return PanelContent(
+        headers=["recorded", "purpose", "granted", "source", "policy version", "expires"],
+        rows=[
+            [
+                _when(r.recorded_at),
+                r.purpose.key,
+                "yes" if r.granted else "no",
+                r.source,
+                r.policy_version,
+                _when(r.expires_at),
+            ]
+            for r in records
+        ],
+        empty="No consent recorded: the purposes' defaults apply.",
+        note=f"The {limit} newest records of this person (all merged profiles), newest first." if records else "",
+        links=[("The whole ledger of this profile", url)],
+    )
+
+
+def privacy_requests_panel(*, request, profile) -> PanelContent:
+    ids = profile_group_ids(profile_id=profile.pk) or [str(profile.pk)]
+    requests = DataSubjectRequest.objects.filter(profile_id__in=ids).order_by("-received_at")[:20]
+    return PanelContent(
+        headers=["request", "kind", "status", "received", "due"],
+        rows=[
+            [
+                format_html(
+                    '<a href="{}">{}</a>',
+                    reverse("admin:consent_datasubjectrequest_change", args=[r.pk]),
+                    str(r.pk)[:8],
+                ),
+                r.kind,
+                r.get_status_display(),
+                _when(r.received_at),
+                _when(r.due_at),
+            ]
+            for r in requests
+        ],
+        empty="No access or erasure requests.",
+    )
+
+
+register_profile_panel(key="consent", title="Consent now", order=30, render=consent_panel)
+register_profile_panel(key="consent-ledger", title="Consent ledger", order=31, render=consent_ledger_panel)
+register_profile_panel(key="privacy-requests", title="Privacy requests", order=60, render=privacy_requests_panel)

@@ -3,8 +3,28 @@ from __future__ import annotations
 import uuid
 
 from django.contrib.postgres.fields import ArrayField
-from django.contrib.postgres.indexes import BrinIndex, GinIndex
+from django.contrib.postgres.indexes import BrinIndex, GinIndex, OpClass
 from django.db import models
+from django.db.models.fields.json import KT
+from django.db.models.functions import Coalesce, Concat, Lower
+
+NAME_TRAITS = ("name", "first_name", "last_name", "firstName", "lastName")
+
+
+def profile_name_text():
+    """The person's name as lower-case text (``name``, then first and last, snake or camelCase).
+
+    The trigram index ``profile_name_trgm`` is built on exactly this expression, so
+    ``annotate(n=profile_name_text()).filter(n__contains=term.lower())`` is answered from the index.
+    """
+    text = models.TextField()
+    parts = []
+    for key in NAME_TRAITS:
+        parts += [
+            Coalesce(KT(f"traits__{key}"), models.Value("", output_field=text), output_field=text),
+            models.Value(" ", output_field=text),
+        ]
+    return Lower(Concat(*parts[:-1], output_field=text), output_field=text)
 
 
 class Source(models.Model):
@@ -43,7 +63,10 @@ class Profile(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        indexes = [GinIndex(fields=["traits"], name="profile_traits_gin")]
+        indexes = [
+            GinIndex(fields=["traits"], name="profile_traits_gin"),
+            GinIndex(OpClass(profile_name_text(), name="gin_trgm_ops"), name="profile_name_trgm"),
+        ]
 
     def __str__(self) -> str:
         label = self.traits.get("email") or self.traits.get("name") or str(self.id)[:8]

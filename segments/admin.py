@@ -11,18 +11,21 @@ import json
 
 from django import forms
 from django.contrib import admin, messages
+from django.db.models import F
 from django.http import JsonResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from profiles.admin.panels import PanelContent, register_profile_panel
 from segments import (
     admin_clustering,  # noqa: F401  (clustering runs and proposals)
     selectors,
     services,
 )
 from segments.examples import EXAMPLES as ISSUE_EXAMPLES
-from segments.models import Segment, SegmentKind, SegmentSize
+from segments.models import Segment, SegmentKind, SegmentMembership, SegmentSize
 from segments.rules.validate import definition_errors
 
 EXAMPLES = {
@@ -266,3 +269,41 @@ class SegmentAdmin(admin.ModelAdmin):
             entered, exited = services.segment_refresh(segment=segment)
             total_in, total_out = total_in + entered, total_out + exited
         self.message_user(request, f"Refreshed: {total_in} entered, {total_out} exited.", messages.SUCCESS)
+
+
+# --- the profile page's segment panel ------------------------------------------------------------
+
+
+def segments_panel(*, request, profile, limit: int = 50) -> PanelContent:
+    """Current segments first, then the segments the person left, with when they entered and left."""
+    stays = list(
+        SegmentMembership.objects.filter(profile_id=profile.pk)
+        .select_related("segment")
+        .order_by(F("exited_at").desc(nulls_first=True), "-entered_at")[:limit]
+    )
+    rows = []
+    for stay in stays:
+        link = format_html(
+            '<a href="{}">{}</a>', reverse("admin:segments_segment_change", args=[stay.segment_id]), stay.segment.name
+        )
+        rows.append(
+            [
+                link,
+                stay.segment.kind,
+                format_html('<b class="cdp-ok">{}</b>', "member") if stay.exited_at is None else "left",
+                f"{timezone.localtime(stay.entered_at):%Y-%m-%d %H:%M}",
+                f"{timezone.localtime(stay.exited_at):%Y-%m-%d %H:%M}" if stay.exited_at else "—",
+            ]
+        )
+    current = sum(1 for s in stays if s.exited_at is None)
+    return PanelContent(
+        headers=["segment", "kind", "now", "entered", "left"],
+        rows=rows,
+        empty="In no segment, and never was."
+        if not profile.merged_into_id
+        else "A merged-away profile is in no segment.",
+        note=f"Member of {current} segment(s) now; {len(stays) - current} earlier stay(s) shown." if stays else "",
+    )
+
+
+register_profile_panel(key="segments", title="Segments and their history", order=20, render=segments_panel)
