@@ -72,7 +72,8 @@ class SegmentForm(forms.ModelForm):
 
 
 def size_chart_svg(sizes: list[tuple], width: int = 640, height: int = 160) -> str:
-    """An inline SVG line chart of (at, size) samples (server-side, no JS)."""
+    """An inline SVG line chart of (at, size) samples (server-side, no JS). One sample is drawn as a
+    point with its figure and date, never an empty box."""
     if not sizes:
         return "<p>No size recorded yet (the first refresh records one).</p>"
     pad = 30
@@ -80,16 +81,33 @@ def size_chart_svg(sizes: list[tuple], width: int = 640, height: int = 160) -> s
     top = max(s for _, s in sizes) or 1
     span = (t1 - t0) or 1
 
-    def xy(at, size) -> str:
+    def xy(at, size) -> tuple[float, float]:
         x = pad + (at.timestamp() - t0) / span * (width - 2 * pad) if len(sizes) > 1 else width / 2
         y = height - pad - size / top * (height - 2 * pad)
-        return f"{x:.1f},{y:.1f}"
+        return x, y
 
-    points = " ".join(xy(at, s) for at, s in sizes)
+    points = [xy(at, s) for at, s in sizes]
+    last_x, last_y = points[-1]
+    coords = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+    if len(points) > 1:
+        line = f'<polyline fill="none" stroke="#417690" stroke-width="2" points="{coords}"/>'
+    else:
+        line = (
+            f'<line x1="{pad}" y1="{last_y:.1f}" x2="{width - pad}" y2="{last_y:.1f}" '
+            'stroke="#9bb7c6" stroke-dasharray="4 4"/>'
+        )
+    note = (
+        f'<text x="{last_x:.1f}" y="{last_y - 8:.1f}" font-size="11" text-anchor="middle">'
+        f"{sizes[-1][1]} on {sizes[-1][0]:%Y-%m-%d %H:%M} (one sample so far)</text>"
+        if len(points) == 1
+        else ""
+    )
     return (
         f'<svg width="{width}" height="{height}" role="img" aria-label="segment size over time" '
-        f'style="background:#fafafa;border:1px solid #ddd">'
-        f'<polyline fill="none" stroke="#417690" stroke-width="2" points="{points}"/>'
+        f'style="background:#fafafa;border:1px solid #ddd;max-width:100%">'
+        f"{line}"
+        f'<circle cx="{last_x:.1f}" cy="{last_y:.1f}" r="4" fill="#417690"><title>{sizes[-1][1]}</title></circle>'
+        f"{note}"
         f'<text x="4" y="{pad - 8}" font-size="11">{top}</text>'
         f'<text x="4" y="{height - pad + 4}" font-size="11">0</text>'
         f'<text x="{pad}" y="{height - 8}" font-size="11">{sizes[0][0]:%Y-%m-%d %H:%M}</text>'
