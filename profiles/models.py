@@ -256,3 +256,35 @@ class MatchingRun(models.Model):
     @property
     def progress_percent(self) -> int:
         return int(100 * self.progress_done / self.progress_total) if self.progress_total else 0
+
+
+class SchemaKind(models.TextChoices):
+    EVENT = "event", "event"
+    PROPERTY = "property", "event property"
+    TRAIT = "trait", "trait"
+
+
+class SchemaItem(models.Model):
+    """What the shop actually sends (PostHog's event and property definitions): event names, the
+    property keys of each event, trait keys; with counts, a few sample values and first/last seen.
+
+    Kept current by ingestion (``profiles.schema``, subscribed to ``hooks.on_events_stored``);
+    the segment builder offers these names and flags the ones never seen.
+    """
+
+    kind = models.CharField(max_length=8, choices=SchemaKind.choices)
+    event = models.CharField(max_length=200, blank=True, default="", help_text="for a property: its event's name")
+    name = models.CharField(max_length=200)
+    count = models.BigIntegerField(default=0, help_text="events (or, for traits, live profiles) seen with it")
+    samples = models.JSONField(default=list, blank=True, help_text="a few distinct values seen")
+    first_seen_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["kind", "event", "name"], name="schema_item_unique")]
+        ordering = ["kind", "event", "-count", "name"]
+        verbose_name = "schema entry"
+        verbose_name_plural = "schema: events, properties and traits"
+
+    def __str__(self) -> str:
+        return f"{self.event} · {self.name}" if self.event else self.name

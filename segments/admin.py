@@ -13,6 +13,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import F
 from django.http import JsonResponse
+from django.templatetags.static import static
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
@@ -24,6 +25,7 @@ from segments import (
     selectors,
     services,
 )
+from segments.builder import builder_catalog, definition_summary, definition_warnings, readable_order
 from segments.examples import EXAMPLES as ISSUE_EXAMPLES
 from segments.models import Segment, SegmentKind, SegmentMembership, SegmentSize
 from segments.rules.validate import definition_errors
@@ -44,7 +46,7 @@ class DefinitionWidget(forms.Textarea):
                 value = json.loads(value)
             except ValueError:
                 return value
-        return json.dumps(value, indent=2, ensure_ascii=False) if value is not None else ""
+        return json.dumps(readable_order(value), indent=2, ensure_ascii=False) if value is not None else ""
 
 
 class SegmentForm(forms.ModelForm):
@@ -122,6 +124,8 @@ _LIVE_JS = """
   <label>Start from an example: <select id="seg-example"><option value="">—</option></select></label>
   <div id="seg-status" style="margin-top:6px">Type a definition to check it.</div>
   <ul id="seg-errors" style="color:#ba2121"></ul>
+  <ul id="seg-warnings"></ul>
+  <p id="seg-summary"></p>
   <div id="seg-sample"></div>
 </div>
 <script>
@@ -140,8 +144,9 @@ _LIVE_JS = """
   function text(el, value) { el.textContent = value; }
   function check() {
     var status = document.getElementById("seg-status"), errs = document.getElementById("seg-errors"),
-        sample = document.getElementById("seg-sample");
-    errs.innerHTML = ""; sample.innerHTML = "";
+        sample = document.getElementById("seg-sample"), warns = document.getElementById("seg-warnings"),
+        summary = document.getElementById("seg-summary");
+    errs.innerHTML = ""; sample.innerHTML = ""; warns.innerHTML = ""; summary.textContent = "";
     fetch("%(url)s", {method: "POST", headers: {"Content-Type": "application/json", "X-CSRFToken": token},
       body: JSON.stringify({definition: area.value, slug: slug ? slug.value : ""})})
     .then(function (r) { return r.json(); }).then(function (data) {
@@ -152,6 +157,9 @@ _LIVE_JS = """
           var li = document.createElement("li"); text(li, p + ": " + m); errs.appendChild(li); }); });
         return;
       }
+      Object.keys(data.warnings || {}).forEach(function (p) { data.warnings[p].forEach(function (m) {
+        var li = document.createElement("li"); text(li, "⚠ " + m); warns.appendChild(li); }); });
+      text(summary, data.summary || "");
       text(status, "Valid. " + data.size + " profiles match now. A sample:");
       var ul = document.createElement("ul");
       data.sample.forEach(function (m) { var li = document.createElement("li");
@@ -179,7 +187,7 @@ class SegmentAdmin(admin.ModelAdmin):
         base = ["kind", "size", "last_refreshed_at", "created_by", "created_at", "updated_at"]
         if obj is None:
             return ["live_editor"]
-        extra = ["size_chart", "member_list", "live_editor"]
+        extra = ["summary", "size_chart", "member_list", "live_editor"]
         if obj.kind != SegmentKind.RULE:  # accepted or dismissed through the clustering run's actions
             extra = ["status", "cluster_profile", *extra]
         return [*base, *extra]
@@ -198,6 +206,7 @@ class SegmentAdmin(admin.ModelAdmin):
     def get_urls(self):
         urls = [
             path("validate/", self.admin_site.admin_view(self.validate_view), name="segments_segment_validate"),
+            path("builder-catalog/", self.admin_site.admin_view(self.catalog_view), name="segments_segment_catalog"),
         ]
         return urls + super().get_urls()
 
@@ -219,15 +228,35 @@ class SegmentAdmin(admin.ModelAdmin):
         return JsonResponse(
             {
                 "errors": {},
+                "warnings": definition_warnings(definition),
+                "summary": definition_summary(definition),
                 "size": preview["size"],
                 "sample": [{**m, "last_seen_at": m["last_seen_at"].isoformat()} for m in preview["sample"]],
             }
         )
 
+    def catalog_view(self, request):
+        """The names the builder offers: events and their properties, traits (schema registry), computed
+        traits, purposes, segments, operators."""
+        return JsonResponse(builder_catalog())
+
     @admin.display(description="Check and preview")
     def live_editor(self, obj):
         url = reverse("admin:segments_segment_validate")
-        return mark_safe(_LIVE_JS % {"url": url, "examples": json.dumps(EXAMPLES)})  # noqa: S308  (constants)
+        builder = format_html(
+            '<div id="seg-builder" data-catalog-url="{}"></div><link rel="stylesheet" href="{}">'
+            '<script src="{}"></script>',
+            reverse("admin:segments_segment_catalog"),
+            static("segments/builder.css"),
+            static("segments/builder.js"),
+        )
+        return builder + mark_safe(_LIVE_JS % {"url": url, "examples": json.dumps(EXAMPLES)})  # noqa: S308
+
+    @admin.display(description="In plain words")
+    def summary(self, obj):
+        if obj is None or obj.kind != SegmentKind.RULE:
+            return "—"
+        return definition_summary(obj.definition)
 
     @admin.display(description="Size over time")
     def size_chart(self, obj):
