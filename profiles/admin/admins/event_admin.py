@@ -6,11 +6,15 @@ import calendar
 from datetime import datetime, timedelta
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.db.models import Max, Min
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.formats import date_format
 
-from ...models import Event, Profile
+from ...models import Event, Profile, Source
+from ...tracking.debugger import TTL_SECONDS, rejections_recent
 from ..display import pretty_json, profile_link, properties_summary
 from ..paginators import CappedCountPaginator
 
@@ -100,6 +104,64 @@ class EventAdmin(admin.ModelAdmin):
     @admin.display(description="context")
     def context_pretty(self, obj: Event):
         return pretty_json(obj.context)
+
+    # --- the live stream (debugger) -----------------------------------------------------------
+
+    live_limit = 50
+
+    def get_urls(self):
+        return [
+            path("live/", self.admin_site.admin_view(self.live_view), name="profiles_event_live"),
+            *super().get_urls(),
+        ]
+
+    def live_view(self, request):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        sources = list(Source.objects.order_by("name"))
+        chosen = request.GET.get("source")
+        source = next((s for s in sources if str(s.pk) == chosen), None) or (sources[0] if sources else None)
+        events, rejected = [], []
+        if source is not None:
+            latest = (
+                Event.objects.filter(source=source)
+                .select_related("profile")
+                .only("id", "received_at", "type", "name", "properties", "profile__traits", "profile__merged_into")
+                .order_by("-id")[: self.live_limit]
+            )
+            events = [
+                {
+                    "event": e,
+                    "url": reverse("admin:profiles_event_change", args=[e.pk]),
+                    "profile": e.profile,
+                    "profile_url": reverse("admin:profiles_profile_change", args=[e.profile_id]),
+                    "summary": properties_summary(e.properties, limit=100),
+                }
+                for e in latest
+            ]
+            for r in rejections_recent(source_id=source.pk, limit=self.live_limit):
+                call = r.get("call") or {}
+                rejected.append(
+                    {
+                        "at": datetime.fromtimestamp(r["at"], tz=timezone.get_current_timezone()),
+                        "call_text": " · ".join(f"{k}: {v}" for k, v in call.items()) or "—",
+                        "errors": r.get("errors") or {},
+                    }
+                )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Live events{f' of {source.name}' if source else ''}",
+            "opts": self.opts,
+            "sources": sources,
+            "source": source,
+            "events": events,
+            "rejected": rejected,
+            "limit": self.live_limit,
+            "now": timezone.now(),
+            "refresh_seconds": 3,
+            "kept_hours": TTL_SECONDS // 3600,
+        }
+        return TemplateResponse(request, "admin/profiles/event/live.html", context)
 
     def changelist_view(self, request, extra_context=None):
         response = super().changelist_view(request, extra_context)
