@@ -114,6 +114,13 @@ CELERY_TASK_TIME_LIMIT: int = env.int("CELERY_TASK_TIME_LIMIT", default=3600)
 CELERY_TASK_SOFT_TIME_LIMIT: int = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=3300)
 CELERY_TASK_ALWAYS_EAGER: bool = False
 
+# One lifecycle for every long run (cdp/lifecycle.py, decision 0023): a running job renews its lease
+# every HEARTBEAT seconds; a lease not renewed for LEASE seconds means the worker died, and the sweep
+# (every minute) requeues the run, or fails it after MAX_ATTEMPTS.
+CDP_JOB_LEASE_SECONDS: float = env.float("CDP_JOB_LEASE_SECONDS", default=120.0)
+CDP_JOB_HEARTBEAT_SECONDS: float = env.float("CDP_JOB_HEARTBEAT_SECONDS", default=20.0)
+CDP_JOB_MAX_ATTEMPTS: int = env.int("CDP_JOB_MAX_ATTEMPTS", default=3)
+
 RQ_DEFAULT_TIMEOUT: int = env.int("RQ_DEFAULT_TIMEOUT", default=3600)
 RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_DEFAULT_TIMEOUT} for name in ("default", "privacy")}
 RQ_SHOW_ADMIN_LINK = True

@@ -24,6 +24,8 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from cdp.lifecycle import job_lease_claim
+
 from .models import ModelStatus, ModelVersion, Product, ProductSource, RecommendationServed
 
 logger = logging.getLogger("cdp.recommendations")
@@ -281,6 +283,26 @@ def _queue(task, version_id: int) -> None:
         )
 
 
+LEASE_KIND = "model-refresh"
+
+
+def model_refresh_requeue(version_id) -> None:
+    """cdp.lifecycle's sweep: the training worker died; queue the refresh again (after commit)."""
+    from .tasks import ml_model_refresh
+
+    if ModelVersion.objects.filter(pk=version_id, status=ModelStatus.TRAINING).update(
+        progress=0.0, progress_message="requeued: its worker was lost"
+    ):
+        transaction.on_commit(lambda: _queue(ml_model_refresh, int(version_id)))
+
+
+def model_refresh_fail(version_id, reason: str) -> None:
+    """cdp.lifecycle's sweep: the training worker died too often; the refresh failed."""
+    ModelVersion.objects.filter(pk=version_id, status=ModelStatus.TRAINING).update(
+        status=ModelStatus.FAILED, error=reason[:4000], finished_at=timezone.now()
+    )
+
+
 class _Progress:
     """Writes progress to the version row at most every half second (visible in admin)."""
 
@@ -307,14 +329,18 @@ def _ts(epoch: float) -> datetime:
 
 def model_refresh_execute(*, version_id: int) -> ModelVersion:
     """Run a queued refresh; idempotent (a version that is no longer training is returned as is)."""
-    claimed = ModelVersion.objects.filter(pk=version_id, status=ModelStatus.TRAINING, progress=0).update(
-        progress=0.01, progress_message="starting"
-    )
+    with transaction.atomic():
+        claimed = ModelVersion.objects.filter(pk=version_id, status=ModelStatus.TRAINING, progress=0).update(
+            progress=0.01, progress_message="starting"
+        )
+        # cdp's lifecycle: a lease renewed by a heartbeat; a dead worker's refresh is requeued by the sweep
+        lease = job_lease_claim(kind=LEASE_KIND, object_id=version_id) if claimed else None
     version = ModelVersion.objects.get(pk=version_id)
     if not claimed:
         return version
     try:
-        return _refresh(version)
+        with lease:
+            return _refresh(version)
     except Exception as exc:
         logger.exception("model refresh %s failed", version_id)
         ModelVersion.objects.filter(pk=version_id).update(
