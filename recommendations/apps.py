@@ -13,3 +13,6 @@ class RecommendationsConfig(AppConfig):
 
         hooks.on_events_stored.subscribe(privacy.on_events_stored)
         privacy.register()
+        from consent import hooks as consent_hooks
+
+        consent_hooks.on_consent_changed.subscribe(privacy.on_consent_changed)

@@ -13,3 +13,15 @@ def ml_model_refresh(version_id: int | None = None) -> int:
     if version_id is None:
         version_id = services.model_refresh_start(requested_by="schedule", queue=False).pk
     return services.model_refresh_execute(version_id=version_id).pk
+
+
+@shared_task(
+    name="recommendations.tasks.ml_models_forget_withdrawn",
+    acks_late=True,
+    autoretry_for=(Exception,),
+    retry_backoff=True,
+    max_retries=10,
+)
+def ml_models_forget_withdrawn(profile_ids: list[str]) -> list[int]:
+    """People who withdrew personalisation consent leave every stored model (consent's hook)."""
+    return services.recommendations_consent_withdrawn(profile_ids=profile_ids)
