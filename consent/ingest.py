@@ -52,6 +52,8 @@ def context_preferences(context: dict, category_map: dict[str, str] | None = Non
     consent = context.get("consent") if isinstance(context, dict) else None
     prefs = consent.get("categoryPreferences") if isinstance(consent, dict) else None
     if not isinstance(prefs, dict) or not prefs:
+        prefs = _rudderstack_preferences(context)
+    if not prefs:
         return {}
     category_map = category_map or _category_map()
     found: dict[str, bool] = {}
@@ -61,6 +63,20 @@ def context_preferences(context: dict, category_map: dict[str, str] | None = Non
             # one denied category mapped to a purpose denies it
             found[purpose] = found.get(purpose, True) and value
     return found
+
+
+def _rudderstack_preferences(context) -> dict[str, bool]:
+    """RudderStack's SDK states consent as ``context.consentManagement`` (allowed / denied
+    consent ids, the shop's category names): the same answers as Segment's categoryPreferences."""
+    managed = context.get("consentManagement") if isinstance(context, dict) else None
+    if not isinstance(managed, dict):
+        return {}
+    prefs: dict[str, bool] = {}
+    for key, granted in (("allowedConsentIds", True), ("deniedConsentIds", False)):
+        ids = managed.get(key)
+        if isinstance(ids, list):
+            prefs.update({str(i): granted for i in ids if isinstance(i, (str, int)) and not isinstance(i, bool)})
+    return prefs
 
 
 def filter_suppressed(*, events: list, indexes: list[int]) -> list[int]:

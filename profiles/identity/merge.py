@@ -235,7 +235,8 @@ def profile_merge(
     loser.merged_into = winner
     loser.save(update_fields=["merged_into", "updated_at"])
     merge.save()
-    pending_mark([winner.pk])
+    # both: the loser's segment memberships must close even if the merge hook's task is lost
+    pending_mark([winner.pk, loser.pk])
     hooks.on_profiles_merged.fire(winner_id=str(winner.pk), loser_id=str(loser.pk), merge_id=merge.pk)
     return merge
 

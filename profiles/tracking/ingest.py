@@ -428,27 +428,31 @@ def _insert_events(source: Source, rows: list[tuple[CleanEvent, object]]) -> int
 
 PENDING_SCHEDULE_KEY = "cdp:pending:scheduled"
 PENDING_FOLLOWUP_KEY = "cdp:pending:followup"
-_broker_down_until = 0.0
 
 
 def pending_schedule() -> None:
-    """Ask a worker to process pending follow-up work soon; never fails ingestion.
+    """Ask a worker to process pending follow-up work soon; never fails or slows ingestion.
 
     At most one task now and one a second later per second across web processes: work that arrives
     while a task is already running is picked up by the delayed one (within about a second), not
-    left for the minute sweep. The beat sweep still covers a lost task.
+    left for the minute sweep. Queueing is fire-and-forget (``cdp.queueing.task_send``): with Redis
+    gone it fails within its short timeout, then at once for a few seconds, and the PendingWork
+    rows this transaction committed wait for the next task or the beat sweep.
     """
-    global _broker_down_until
-    if time.monotonic() < _broker_down_until:  # failed a moment ago: do not add latency to every call
+    from cdp.queueing import broker_mark_down, broker_marked_down, task_send
+    from profiles.tasks import pending_process
+
+    if broker_marked_down():  # failed a moment ago: do not add latency to every call
         return
     try:
-        from profiles.tasks import pending_process
-
-        if cache.add(PENDING_SCHEDULE_KEY, 1, timeout=1):
-            pending_process.apply_async(retry=False)
-        elif cache.add(PENDING_FOLLOWUP_KEY, 1, timeout=1):
-            # the key lives exactly until the delayed task is due, so anything later asks again
-            pending_process.apply_async(countdown=1, retry=False)
-    except Exception as exc:  # broker or cache down: the scheduled sweep catches up
-        _broker_down_until = time.monotonic() + 5
-        logger.warning("could not queue follow-up work (%s); the sweep will pick it up", exc)
+        now = cache.add(PENDING_SCHEDULE_KEY, 1, timeout=1)
+        later = not now and cache.add(PENDING_FOLLOWUP_KEY, 1, timeout=1)
+    except Exception as exc:  # the cache is the same Redis as the broker: the sweep catches up
+        broker_mark_down()
+        logger.warning("could not queue follow-up work (%s); the sweep will pick it up", type(exc).__name__)
+        return
+    if now:
+        task_send(pending_process)
+    elif later:
+        # the key lives exactly until the delayed task is due, so anything later asks again
+        task_send(pending_process, countdown=1)
