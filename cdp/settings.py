@@ -328,6 +328,9 @@ CONSENT_VALIDITY_DAYS: int = env.int("CONSENT_VALIDITY_DAYS", default=395)
 # Its own secret, required in production: were it SECRET_KEY, a routine key rotation would void
 # every suppression entry and bring erased people back (rotation: docs/privacy.md).
 CONSENT_HASH_SALT: str = env.str("CONSENT_HASH_SALT", default=_DEV_SECRET if DEBUG else "")
+# Rotation: the new salt goes in CONSENT_HASH_SALT, the old ones here (comma-separated, newest first);
+# suppression entries are looked up under every salt, new ones are written under the current one.
+CONSENT_HASH_SALT_PREVIOUS: list[str] = env.list("CONSENT_HASH_SALT_PREVIOUS", default=[])
 if not CONSENT_HASH_SALT:
     raise ImproperlyConfigured(
         "CONSENT_HASH_SALT is required when DEBUG is false. Set it in the environment (see .env.example); "
