@@ -127,6 +127,13 @@ CELERY_BROKER_CONNECTION_TIMEOUT: float = env.float("CELERY_BROKER_CONNECTION_TI
 CDP_QUEUE_TIMEOUT_SECONDS: float = env.float("CDP_QUEUE_TIMEOUT_SECONDS", default=0.5)
 CDP_QUEUE_BACKOFF_SECONDS: float = env.float("CDP_QUEUE_BACKOFF_SECONDS", default=5.0)
 
+# One lifecycle for every long run (cdp/lifecycle.py, decision 0023): a running job renews its lease
+# every HEARTBEAT seconds; a lease not renewed for LEASE seconds means the worker died, and the sweep
+# (every minute) requeues the run, or fails it after MAX_ATTEMPTS.
+CDP_JOB_LEASE_SECONDS: float = env.float("CDP_JOB_LEASE_SECONDS", default=120.0)
+CDP_JOB_HEARTBEAT_SECONDS: float = env.float("CDP_JOB_HEARTBEAT_SECONDS", default=20.0)
+CDP_JOB_MAX_ATTEMPTS: int = env.int("CDP_JOB_MAX_ATTEMPTS", default=3)
+
 RQ_DEFAULT_TIMEOUT: int = env.int("RQ_DEFAULT_TIMEOUT", default=3600)
 RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_DEFAULT_TIMEOUT} for name in ("default", "privacy")}
 RQ_SHOW_ADMIN_LINK = True
@@ -323,6 +330,9 @@ CONSENT_VALIDITY_DAYS: int = env.int("CONSENT_VALIDITY_DAYS", default=395)
 # Its own secret, required in production: were it SECRET_KEY, a routine key rotation would void
 # every suppression entry and bring erased people back (rotation: docs/privacy.md).
 CONSENT_HASH_SALT: str = env.str("CONSENT_HASH_SALT", default=_DEV_SECRET if DEBUG else "")
+# Rotation: the new salt goes in CONSENT_HASH_SALT, the old ones here (comma-separated, newest first);
+# suppression entries are looked up under every salt, new ones are written under the current one.
+CONSENT_HASH_SALT_PREVIOUS: list[str] = env.list("CONSENT_HASH_SALT_PREVIOUS", default=[])
 if not CONSENT_HASH_SALT:
     raise ImproperlyConfigured(
         "CONSENT_HASH_SALT is required when DEBUG is false. Set it in the environment (see .env.example); "

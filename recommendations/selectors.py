@@ -28,6 +28,7 @@ WITH ev AS (
       AND (%(since)s::timestamptz IS NULL OR e.occurred_at >= %(since)s::timestamptz)
       AND (%(until)s::timestamptz IS NULL OR e.occurred_at < %(until)s::timestamptz)
       AND (%(sources)s::bigint[] IS NULL OR e.source_id = ANY(%(sources)s::bigint[]))
+      AND {consent}
 ), line AS (
     SELECT ev.pid, 2 AS kind, COALESCE(NULLIF(x.sku, ''), NULLIF(x.product_id, '')) AS item,
            x.quantity AS quantity, ev.occurred_at, ev.properties ->> 'order_id' AS order_id
@@ -81,12 +82,32 @@ SELECT sku, title, description, category, brand, price::float8, in_stock FROM re
 """
 
 
+# Models that serve shoppers learn only from people who allow personalisation (issue 11).
+TRAINING_PURPOSE = "personalisation"
+
+
+def training_consent_condition(*, purpose: str | None = TRAINING_PURPOSE) -> tuple[str, dict]:
+    """The SQL condition (on the live profile id ``COALESCE(p.merged_into_id, p.id)``) that keeps
+    only people who allow ``purpose``, with named parameters; ``purpose=None``: everyone (offline
+    evaluation of an imported data set, which serves nobody). consent owns the condition."""
+    if purpose is None:
+        return "TRUE", {}
+    from consent.selectors import consent_granted_sql
+
+    sql, params = consent_granted_sql(purpose=purpose, profile_column="COALESCE(p.merged_into_id, p.id)")
+    names = [f"consent_{n}" for n in range(len(params))]
+    for name in names:
+        sql = sql.replace("%s", f"%({name})s", 1)
+    return sql, dict(zip(names, params, strict=True))
+
+
 def interactions_extract(
     *,
     since: datetime | None = None,
     until: datetime | None = None,
     source_ids: list[int] | None = None,
     catalog: bool = True,
+    consent_purpose: str | None = TRAINING_PURPOSE,
 ) -> tuple[Interactions, Catalog]:
     """Interactions of live profiles from stored events, and the catalog of their items.
 
@@ -94,7 +115,10 @@ def interactions_extract(
     ``Product Viewed`` views, ``Product Added`` cart additions. The catalog comes from the Product
     table where it has the item, else from what the events said of it (name, category, price).
     ``source_ids`` restricts to events of those sources (an evaluation reads only what it imported).
+    ``consent_purpose``: only people who allow it (default personalisation: nobody who did not
+    agree is learnt from); None only for offline evaluation of imported data.
     """
+    consent_sql, consent_args = training_consent_condition(purpose=consent_purpose)
     args = {
         "order": ORDER_EVENT,
         "view": VIEW_EVENT,
@@ -102,9 +126,10 @@ def interactions_extract(
         "since": since,
         "until": until,
         "sources": list(source_ids) if source_ids is not None else None,
+        **consent_args,
     }
     with connection.cursor() as cursor:
-        cursor.execute(_INTERACTIONS_SQL, args)
+        cursor.execute(_INTERACTIONS_SQL.replace("{consent}", consent_sql), args)
         rows = cursor.fetchall()
     if rows:
         pid, kind, item, quantity, ts, order = (np.array(col, dtype=object) for col in zip(*rows, strict=True))

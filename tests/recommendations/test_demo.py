@@ -19,6 +19,8 @@ def test_demo_recommendations_serves_a_demo_shopper(django_capture_on_commit_cal
     settings.RECS_TRAIN_PARAMS = {}  # the default recipe, as `make demo` trains it
     with django_capture_on_commit_callbacks(execute=True):
         demo_store_generate(customers=40, days=30, seed=5, progress=False)
+        # as `make demo` runs it, after consent's demo step: training learns from those who agreed
+        call_command("demo_consent", stdout=io.StringIO(), stderr=io.StringIO())
     out = io.StringIO()
     with django_capture_on_commit_callbacks(execute=True):
         call_command("demo_recommendations", stdout=out)
