@@ -107,6 +107,11 @@ CACHES = {
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="cdp"),
         "TIMEOUT": 300,
+        # a cache call never waits long on a Redis that is gone (throttle and debounce fail open)
+        "OPTIONS": {
+            "socket_connect_timeout": env.float("REDIS_SOCKET_CONNECT_TIMEOUT", default=0.5),
+            "socket_timeout": env.float("REDIS_SOCKET_TIMEOUT", default=2.0),
+        },
     }
 }
 
@@ -115,6 +120,11 @@ CELERY_RESULT_BACKEND: str = env.str("CELERY_RESULT_BACKEND", default=REDIS_URL)
 CELERY_TASK_TIME_LIMIT: int = env.int("CELERY_TASK_TIME_LIMIT", default=3600)
 CELERY_TASK_SOFT_TIME_LIMIT: int = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=3300)
 CELERY_TASK_ALWAYS_EAGER: bool = False
+CELERY_BROKER_CONNECTION_TIMEOUT: float = env.float("CELERY_BROKER_CONNECTION_TIMEOUT", default=2.0)
+# cdp.queueing: seconds a web request may spend handing a task to the broker, and how long sends
+# fail fast after the broker did not answer (the durable PendingWork mark covers what was not sent)
+CDP_QUEUE_TIMEOUT_SECONDS: float = env.float("CDP_QUEUE_TIMEOUT_SECONDS", default=0.5)
+CDP_QUEUE_BACKOFF_SECONDS: float = env.float("CDP_QUEUE_BACKOFF_SECONDS", default=5.0)
 
 RQ_DEFAULT_TIMEOUT: int = env.int("RQ_DEFAULT_TIMEOUT", default=3600)
 RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_DEFAULT_TIMEOUT} for name in ("default", "privacy")}
@@ -304,7 +314,14 @@ CDP_FUZZY_REVIEW_PROBABILITY: float = env.float("CDP_FUZZY_REVIEW_PROBABILITY", 
 # How long a consent answer holds before the purpose's default applies again (13 months).
 CONSENT_VALIDITY_DAYS: int = env.int("CONSENT_VALIDITY_DAYS", default=395)
 # Salt of the hashed IPs in the ledger's evidence and of the suppression list's identifier hashes.
-CONSENT_HASH_SALT: str = env.str("CONSENT_HASH_SALT", default=SECRET_KEY)
+# Its own secret, required in production: were it SECRET_KEY, a routine key rotation would void
+# every suppression entry and bring erased people back (rotation: docs/privacy.md).
+CONSENT_HASH_SALT: str = env.str("CONSENT_HASH_SALT", default=_DEV_SECRET if DEBUG else "")
+if not CONSENT_HASH_SALT:
+    raise ImproperlyConfigured(
+        "CONSENT_HASH_SALT is required when DEBUG is false. Set it in the environment (see .env.example); "
+        "never change it without docs/privacy.md's rotation steps (suppression entries depend on it)."
+    )
 # Events of a person who denied analytics: "strict" drops them all (default), "essential" keeps only
 # CONSENT_ESSENTIAL_EVENTS (orders: contract), "off" keeps everything (not enforced).
 CONSENT_ANALYTICS_DENIAL: str = env.str("CONSENT_ANALYTICS_DENIAL", default="strict")

@@ -1,7 +1,8 @@
 """Consent on the ingestion path (subscribed to ``profiles.hooks`` filters in ``ConsentConfig.ready``).
 
 1. Before identity work: events carrying an identifier of an erased person (suppression list) are
-   dropped, unless the event itself grants analytics again (an opt-in), which lifts the suppression.
+   dropped; only an explicit opt-in (banner, privacy center, admin) lifts the suppression, never an
+   event's context. The same filter runs for ``import_orders``.
 2. After identity work: Segment-style consent in the event context
    (``context.consent.categoryPreferences``) is recorded in the ledger when it differs from the
    person's current state, and events of people who denied analytics are dropped
@@ -19,7 +20,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from .services import consent_records_bulk, salted_hash, suppression_hash, suppressions_lift
+from .services import consent_records_bulk, salted_hash, suppression_hash
 
 # Segment's consent categories are named by each shop; these names map to cdp's purposes
 # (case, spaces, hyphens and underscores ignored); CONSENT_CATEGORY_MAP adds or overrides.
@@ -79,7 +80,9 @@ def _rudderstack_preferences(context) -> dict[str, bool]:
 
 
 def filter_suppressed(*, events: list, indexes: list[int]) -> list[int]:
-    """Drop events carrying an identifier of an erased person; an event granting analytics lifts it."""
+    """Drop events carrying an identifier of an erased person. Nothing in an event lifts the
+    suppression, not even ``context.consent`` granting analytics: consent managers re-send stored
+    preferences with every call, so only an explicit opt-in (banner, privacy center, admin) does."""
     hashes = {i: [suppression_hash(kind, value) for kind, value in events[i].identifiers] for i in indexes}
     every = sorted({h for hs in hashes.values() for h in hs})
     if not every:
@@ -89,18 +92,7 @@ def filter_suppressed(*, events: list, indexes: list[int]) -> list[int]:
         suppressed = {row[0] for row in cursor.fetchall()}
     if not suppressed:
         return indexes
-    category_map = _category_map()
-    kept, lift = [], set()
-    for i in indexes:
-        hit = suppressed.intersection(hashes[i])
-        if not hit:
-            kept.append(i)
-        elif context_preferences(events[i].context, category_map).get("analytics") is True:
-            lift.update(hit)
-            kept.append(i)
-    if lift:
-        suppressions_lift(hashes=sorted(lift))
-    return kept
+    return [i for i in indexes if not suppressed.intersection(hashes[i])]
 
 
 def filter_consent(*, events: list, indexes: list[int], profiles: dict) -> list[int]:

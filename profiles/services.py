@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.db import IntegrityError, transaction
 
 from cdp.api import keycache
@@ -20,6 +22,8 @@ from profiles.traits import traits_recompute_all, traits_refresh
 
 from .models import Source
 from .storefront import origins_normalize, user_token_secret_generate
+
+logger = logging.getLogger("cdp.profiles")
 
 
 class SourceNameTaken(ValueError):
@@ -99,28 +103,47 @@ PENDING_CHUNK = 500
 
 
 def pending_process(*, max_rounds: int = 1000) -> int:
-    """Take pending profiles (SKIP LOCKED, so workers share the queue), refresh their computed
-    traits, then tell subscribers (segments…) through the activity hook. Idempotent."""
-    from django.db import transaction
+    """Follow-up work of ingestion and merges: refresh the computed traits of pending profiles, then
+    hand them to the activity hook's subscribers (segments…). Idempotent; returns profiles done.
+
+    Lock order (profiles/locks.py): the oldest pending rows are read without a lock, then their
+    profiles are locked (SKIP LOCKED: one being ingested right now is left for the next round), then
+    their PendingWork rows. No PendingWork row is ever held while waiting for a profile, so this
+    never deadlocks against ingestion, which takes profiles before PendingWork.
+
+    Durable: a PendingWork row is deleted only after the subscribers took the work (their tasks are
+    queued); if the broker is down the rows stay and the next run (beat's minute sweep, or the task
+    ingestion queues once Redis is back) does it again. A row re-queued meanwhile (newer
+    ``queued_at``) is kept for a later round.
+    """
+    from django.db import connection
 
     from profiles import hooks
+    from profiles.locks import lock_pending, lock_profile_ids
     from profiles.models import PendingWork
 
     done = 0
     for _ in range(max_rounds):
+        candidates = list(
+            PendingWork.objects.order_by("queued_at").values_list("profile_id", flat=True)[:PENDING_CHUNK]
+        )
+        if not candidates:
+            return done
         with transaction.atomic():
-            rows = list(
-                PendingWork.objects.select_for_update(skip_locked=True)
-                .order_by("queued_at")
-                .values_list("profile_id", "queued_at")[:PENDING_CHUNK]
+            rows = lock_pending(lock_profile_ids(candidates, skip_locked=True), skip_locked=True)
+            if rows:
+                traits_refresh(profile_ids=[pid for pid, _ in rows])
+        if not rows:  # every candidate is busy (being ingested or processed elsewhere): try later
+            return done
+        ids = [str(pid) for pid, _ in rows]
+        if not hooks.on_profile_activity.deliver(profile_ids=ids):
+            logger.warning("pending_process: follow-up of %d profiles not handed on; kept for the sweep", len(ids))
+            return done
+        with connection.cursor() as cursor:  # no profile lock is held here
+            cursor.execute(
+                "DELETE FROM profiles_pendingwork p USING unnest(%s::uuid[], %s::timestamptz[]) AS d(id, q) "
+                "WHERE p.profile_id = d.id AND p.queued_at = d.q",
+                [[pid for pid, _ in rows], [q for _, q in rows]],
             )
-            if not rows:
-                return done
-            ids = [pid for pid, _ in rows]
-            traits_refresh(profile_ids=ids)
-            # delete only what we took, unless it was queued again meanwhile (then a later round redoes it)
-            for pid, queued_at in rows:
-                PendingWork.objects.filter(profile_id=pid, queued_at=queued_at).delete()
-            hooks.on_profile_activity.fire(profile_ids=[str(p) for p in ids])
         done += len(ids)
     return done

@@ -13,7 +13,7 @@ from django.utils.html import format_html, format_html_join
 from profiles.admin import pretty_json
 
 from . import reports, services
-from .models import BusinessRule, ModelStatus, ModelVersion, Product, RecommendationServed
+from .models import BusinessRule, ModelStatus, ModelVersion, Placement, Product, RecommendationServed
 
 METRIC_COLUMNS = ("ndcg@10", "map@10", "precision@10", "recall@10", "hit_rate@10", "coverage")
 
@@ -171,6 +171,25 @@ def _fmt(value) -> str:
     return "—" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+@admin.register(Placement)
+class PlacementAdmin(admin.ModelAdmin):
+    """Where the storefront shows recommendations: a key the API accepts and what it means (its kind)."""
+
+    list_display = ["key", "name", "kind", "is_active", "default_k", "updated_at"]
+    list_filter = ["kind", "is_active"]
+    search_fields = ["key", "name"]
+
+    def save_model(self, request, obj, form, change) -> None:
+        services.placement_save(placement=obj)  # serving reloads placements with the catalog
+
+    def delete_model(self, request, obj) -> None:
+        services.placement_delete(placement=obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for placement in queryset:
+            services.placement_delete(placement=placement)
+
+
 @admin.register(BusinessRule)
 class BusinessRuleAdmin(admin.ModelAdmin):
     list_display = ["kind", "category", "factor", "placement", "is_active", "note", "updated_at"]
@@ -208,3 +227,6 @@ class RecommendationServedAdmin(admin.ModelAdmin):
     @admin.display(description="items")
     def item_count(self, obj) -> int:
         return len(obj.items or [])
+
+
+from .experiments import admin as _experiments_admin  # noqa: E402,F401  (experiments and bandits)

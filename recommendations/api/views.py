@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.http import Http404
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, viewsets
+from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
@@ -30,8 +31,13 @@ def _plain(answer: serving.Answer) -> dict:
         "personalised": answer.personalised,
         "profile_id": answer.profile_id,
         "placement": answer.placement,
+        "experiment": answer.experiment,
+        "variant": answer.variant,
+        "propensity": answer.propensity,
         "items": answer.items,
         "context": answer.context,
+        "experiment": answer.experiment,
+        "variant": answer.variant,
     }
 
 
@@ -105,7 +111,10 @@ class RecommendationViewSet(viewsets.GenericViewSet):
                     user_id=values.get("user_id"),
                     anonymous_id=values.get("anonymous_id"),
                     k=values["k"],
-                    placement=values.get("placement", ""),
+                    placement=values.get("placement") or "home",
+                    product=values.get("product", ""),
+                    cart_items=values.get("cart_items", []),
+                    order_items=values.get("order_items", []),
                     device=values.get("device", ""),
                     local_hour=values.get("local_hour"),
                     session_items=values.get("session_items", []),
@@ -116,6 +125,10 @@ class RecommendationViewSet(viewsets.GenericViewSet):
             )
         except serving.UnknownProfile:
             raise Http404 from None
+        except serving.UnknownPlacement as exc:
+            raise ValidationError(
+                {"placement": [f"Unknown placement {exc.key!r}; allowed: {', '.join(exc.allowed)}."]}
+            ) from None
         return Response(_plain(answer))  # already plain data; the serializer documents it
 
 
