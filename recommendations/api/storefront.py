@@ -26,6 +26,7 @@ from recommendations import serving
 from recommendations.models import Product
 
 from .serializers import CsvListField
+from .views import recommend_or_400
 
 MAX_BROWSER_K = 24
 
@@ -137,12 +138,12 @@ class StorefrontRecommendationView(APIView):
             anonymous_id = None
         elif anonymous_id and anonymous_id_is_signed_in(anonymous_id=anonymous_id):
             anonymous_id = None  # a signed-in person's tastes need the user token (see the module doc)
-        answer = serving.recommend(
+        answer = recommend_or_400(
             serving.Query(
                 user_id=user_id,
                 anonymous_id=anonymous_id,
                 k=values["k"],
-                placement=values.get("placement", ""),
+                placement=values.get("placement") or "home",
                 device=values.get("device", ""),
                 local_hour=values.get("local_hour"),
                 session_items=values.get("session_items", []),

@@ -36,8 +36,6 @@ def test_output_shape_and_the_served_log(shop, secret_client):
         "propensity",
         "context",
         "items",
-        "experiment",
-        "variant",
     }
     assert (body["experiment"], body["variant"], body["propensity"]) == (None, None, 1.0)
     assert body["model_version"] == shop.version.pk
