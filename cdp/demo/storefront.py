@@ -172,7 +172,7 @@ header a{{color:#fff}} main{{padding:20px;max-width:1100px;margin:auto}} .grid{{
 <p>{html.escape(product.description[:400])}</p>
 <form method="post" action="/buy/{quote(product.sku)}" id="buy-form"><button id="buy">Buy now</button></form>{thanks}
 <section><h3>You may also like</h3>
-<div data-placement="product" data-k="4" data-session-items="{html.escape(product.sku)}" id="recs-product"></div>
+<div data-placement="product" data-k="4" data-product="{html.escape(product.sku)}" id="recs-product"></div>
 </section>"""
         script = f"shopSdk.track('Product Viewed', {json.dumps(data)});"
         if bought:
