@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from ..models import Event, MatchCandidate, MatchingRun, Merge, Profile, Source
+from ..models import Event, MatchCandidate, MatchingRun, Merge, Profile, SchemaItem, Source
 from .display import pretty_json
 from .paginators import CappedCountPaginator
 
@@ -24,7 +24,15 @@ __all__ = ["CappedCountPaginator", "pretty_json", "register_all_admin"]
 
 def register_all_admin(site: admin.AdminSite = admin.site) -> None:
     """Register every admin of the profiles app on ``site`` (once)."""
-    from .admins import EventAdmin, MatchCandidateAdmin, MatchingRunAdmin, MergeAdmin, ProfileAdmin, SourceAdmin
+    from .admins import (
+        EventAdmin,
+        MatchCandidateAdmin,
+        MatchingRunAdmin,
+        MergeAdmin,
+        ProfileAdmin,
+        SchemaItemAdmin,
+        SourceAdmin,
+    )
 
     for model, model_admin in [
         (Source, SourceAdmin),
@@ -33,6 +41,7 @@ def register_all_admin(site: admin.AdminSite = admin.site) -> None:
         (MatchCandidate, MatchCandidateAdmin),
         (Event, EventAdmin),
         (MatchingRun, MatchingRunAdmin),
+        (SchemaItem, SchemaItemAdmin),
     ]:
         if not site.is_registered(model):
             site.register(model, model_admin)
