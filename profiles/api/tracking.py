@@ -3,6 +3,9 @@
 The body is read directly (no DRF parser) so that the size limits, content type and JSON errors are
 checked before any work and reported in cdp's error shape. Segment's libraries send the write key
 as the Basic username; analytics.js may send text/plain bodies (beacons), which are accepted too.
+Browser SDKs (docs/storefront.md): short paths, /v1/b (Analytics.js batching), /beacon/v1/batch
+(RudderStack's beacons), and the write key in the body or the query where no header can carry it;
+a browser's Origin must be one its source allows (``OriginAllowed``).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import pytest
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
-from profiles.demo_store import demo_catalog, demo_store_generate
+from cdp.demo.store import demo_catalog, demo_store_generate
 from recommendations.models import ModelStatus, ModelVersion, Product
 
 pytestmark = pytest.mark.django_db
