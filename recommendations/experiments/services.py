@@ -346,6 +346,15 @@ def experiments_on_profiles_merged(*, winner_id: str, loser_id: str) -> int:
     return fixed
 
 
+@transaction.atomic
+def demo_objects_discard(*, experiment_keys: list[str], bandit_keys: list[str]) -> None:
+    """`make demo` only: remove the demo's own experiment and bandit (whatever their status) so that a
+    second run starts clean. Their rows in the served log stay (they are the log)."""
+    Experiment.objects.filter(key__in=experiment_keys).delete()
+    BanditPolicy.objects.filter(key__in=bandit_keys).delete()
+    _publish()
+
+
 # --- bandits -------------------------------------------------------------------------------------
 
 ARM_FIELDS = ("key", "personalised", "model_version", "rerank", "rule_set")

@@ -1,4 +1,5 @@
-"""`make demo` step: the demo store's catalog, a model trained now, and a URL to try.
+"""`make demo` step: the demo store's catalog, a model trained now, a URL to try, and one experiment
+(personalised vs popular on home) and one bandit (cart) with simulated traffic through serving.
 
 Idempotent: the catalog upsert changes nothing the second time; each run trains a fresh model
 (promoted only when it beats the active one); the demo secret key is replaced each run (it is
@@ -50,3 +51,14 @@ class Command(BaseCommand):
             f'  curl -s -H "Authorization: Bearer {raw}" "{base}/api/v1/recommendations/?{query}"\n'
             f'  curl -s -H "Authorization: Bearer {raw}" "{base}/api/v1/products/{items[0]["sku"]}/similar/?k=5"'
         )
+        # experiments (issue 14): one A/B test and one bandit, with simulated traffic through serving
+        from recommendations.experiments.demo import EXPERIMENT_KEY, demo_experiments_run
+
+        run = demo_experiments_run(out=self.stdout.write)
+        if run.get("experiment"):
+            self.stdout.write(
+                "Experiment and bandit (admin):\n"
+                f"  {base}/admin/recommendations/experiment/{run['experiment']}/results/\n"
+                f"  {base}/admin/recommendations/banditpolicy/{run['bandit']}/shares/\n"
+                f'  curl -s -H "Authorization: Bearer {raw}" "{base}/api/v1/experiments/{EXPERIMENT_KEY}/results/"'
+            )
