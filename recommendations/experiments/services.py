@@ -284,8 +284,8 @@ def exposures_refresh(*, experiment: Experiment, until: datetime | None = None) 
             FROM recommendations_recommendationserved s
             JOIN profiles_profile p ON p.id = s.profile_id
             JOIN recommendations_variant v ON v.experiment_id = %(experiment)s AND v.key = s.variant
-            WHERE s.experiment = %(key)s AND s.created_at <= %(until)s
-              AND (%(since)s::timestamptz IS NULL OR s.created_at > %(since)s::timestamptz - interval '%(lag)s seconds')
+            WHERE s.experiment = %(key)s AND s.created_at <= %(until)s AND s.created_at >= %(started)s
+              AND (%(since)s::timestamptz IS NULL OR s.created_at > %(since)s::timestamptz - make_interval(secs => %(lag)s))
             GROUP BY v.id, coalesce(p.merged_into_id, p.id)
             ON CONFLICT (experiment_id, profile_id, variant_id)
             DO UPDATE SET first_exposed_at = least(recommendations_exposure.first_exposed_at, excluded.first_exposed_at)
@@ -296,6 +296,8 @@ def exposures_refresh(*, experiment: Experiment, until: datetime | None = None) 
                 "until": until,
                 "since": since,
                 "lag": EXPOSURE_LAG_SECONDS,
+                # a key reused after its draft was deleted: answers served before this start are not its own
+                "started": experiment.started_at or until,
             },
         )
         count = cursor.rowcount
