@@ -99,7 +99,7 @@ def _visit(rng, shopper: Shopper, answer, now, payloads: list) -> None:
         )
 
 
-def demo_experiments_run(*, days: int = 5, visits: int = 2, seed: int = 14, out=None) -> dict:
+def demo_experiments_run(*, days: int = 4, visits: int = 3, seed: int = 14, out=None) -> dict:
     """Replace the demo experiment and bandit, then simulate ``days`` of traffic (a look at the
     experiment's results and a bandit update after each simulated day)."""
     from profiles.demo_store import _demo_source
@@ -127,6 +127,7 @@ def demo_experiments_run(*, days: int = 5, visits: int = 2, seed: int = 14, out=
         primary_metric="ctr",
         guardrail_metrics=["conversion", "revenue"],
         attribution_hours=24 * 14,
+        sequential_tuning=max(100, len(shoppers)),  # N*: the units this experiment will have
         variants=[
             {"key": "popular", "name": "Popular in the shop", "weight": 50, "is_control": True, "personalised": False},
             {"key": "personalised", "name": "Personalised (active model)", "weight": 50, "personalised": True},

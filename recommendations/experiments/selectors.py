@@ -181,6 +181,7 @@ def compute_results(*, experiment: Experiment, rows: list[dict]) -> dict:
                     theta=theta,
                     z_pooled=z_pooled,
                     proportion=proportion,
+                    tuning=experiment.sequential_tuning,
                 )
                 entry.update(
                     {

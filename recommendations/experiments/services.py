@@ -38,6 +38,7 @@ EDITABLE = (
     "cuped_days",
     "alpha",
     "sequential",
+    "sequential_tuning",
 )
 # what may change while an experiment runs (anything else would change who is in it or what it measures)
 EDITABLE_RUNNING = ("name", "hypothesis", "guardrail_metrics", "variants.weight")
@@ -49,6 +50,12 @@ class ExperimentInvalid(ValueError):
     def __init__(self, errors: dict[str, list[str]]) -> None:
         super().__init__("; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items()))
         self.errors = errors
+
+
+def _db_now() -> datetime:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT now()")
+        return cursor.fetchone()[0]
 
 
 def known_placements() -> list[str]:
@@ -228,7 +235,7 @@ def experiment_start(*, experiment: Experiment, by: str = "api") -> Experiment:
     if errors:
         raise ExperimentInvalid(errors)
     experiment.status = ExperimentStatus.RUNNING
-    experiment.started_at = timezone.now()
+    experiment.started_at = _db_now()  # the served log's clock (its created_at is PostgreSQL's now())
     _audit(experiment, action="start", by=by)
     experiment.save()
     _publish()
@@ -239,7 +246,7 @@ def experiment_start(*, experiment: Experiment, by: str = "api") -> Experiment:
 def experiment_stop(*, experiment: Experiment, by: str = "api") -> Experiment:
     experiment = _transition(experiment, to="stopped", allowed=(ExperimentStatus.RUNNING,), by=by)
     experiment.status = ExperimentStatus.STOPPED
-    experiment.stopped_at = timezone.now()
+    experiment.stopped_at = _db_now()
     _audit(experiment, action="stop", by=by)
     experiment.save()
     _publish()
@@ -256,7 +263,7 @@ def experiment_ship(*, experiment: Experiment, variant: str, by: str = "api") ->
         raise ExperimentInvalid({"variant": [f"No variant {variant!r} in this experiment."]})
     # one shipped winner per placement: an older one on the same placement gives way
     if experiment.stopped_at is None:
-        experiment.stopped_at = timezone.now()
+        experiment.stopped_at = _db_now()
     experiment.status = ExperimentStatus.SHIPPED
     experiment.shipped_variant = variant
     _audit(experiment, action="ship", by=by, detail={"variant": variant})
@@ -285,7 +292,8 @@ def exposures_refresh(*, experiment: Experiment, until: datetime | None = None) 
             JOIN profiles_profile p ON p.id = s.profile_id
             JOIN recommendations_variant v ON v.experiment_id = %(experiment)s AND v.key = s.variant
             WHERE s.experiment = %(key)s AND s.created_at <= %(until)s AND s.created_at >= %(started)s
-              AND (%(since)s::timestamptz IS NULL OR s.created_at > %(since)s::timestamptz - make_interval(secs => %(lag)s))
+              AND (%(since)s::timestamptz IS NULL
+                   OR s.created_at > %(since)s::timestamptz - make_interval(secs => %(lag)s))
             GROUP BY v.id, coalesce(p.merged_into_id, p.id)
             ON CONFLICT (experiment_id, profile_id, variant_id)
             DO UPDATE SET first_exposed_at = least(recommendations_exposure.first_exposed_at, excluded.first_exposed_at)

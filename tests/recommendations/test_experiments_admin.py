@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 from django.urls import reverse
 from django.utils import timezone
@@ -31,6 +29,7 @@ def form_data(**over):
         "cuped_days": "14",
         "alpha": "0.05",
         "sequential": "on",
+        "sequential_tuning": "5000",
         "variants-TOTAL_FORMS": "2",
         "variants-INITIAL_FORMS": "0",
         "variants-MIN_NUM_FORMS": "2",

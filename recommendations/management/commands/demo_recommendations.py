@@ -25,7 +25,13 @@ DEMO_KEY_NAME = "demo-recommendations"
 class Command(BaseCommand):
     help = "Load the demo catalog, run a model refresh now, and print a sample recommendations request."
 
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--experiment-days", type=int, default=4, help="simulated days of experiment traffic")
+        parser.add_argument("--experiment-visits", type=int, default=3, help="home visits per shopper and day")
+
     def handle(self, *args, **options) -> None:
+        if options["experiment_days"] < 1 or options["experiment_visits"] < 1:
+            raise CommandError("--experiment-days and --experiment-visits must be at least 1.")
         items = [{**p, "in_stock": True} for p in demo_catalog()]
         result = services.product_upsert_many(items=items, source="import")
         self.stdout.write(f"demo_recommendations: catalog {result.created} created, {result.updated} updated")
@@ -54,7 +60,9 @@ class Command(BaseCommand):
         # experiments (issue 14): one A/B test and one bandit, with simulated traffic through serving
         from recommendations.experiments.demo import EXPERIMENT_KEY, demo_experiments_run
 
-        run = demo_experiments_run(out=self.stdout.write)
+        run = demo_experiments_run(
+            days=options["experiment_days"], visits=options["experiment_visits"], out=self.stdout.write
+        )
         if run.get("experiment"):
             self.stdout.write(
                 "Experiment and bandit (admin):\n"
