@@ -33,24 +33,30 @@ WITH unit AS (
     SELECT u.*, least(u.first_at + make_interval(hours => %(hours)s), %(until)s) AS window_end
     FROM unit u
     {consent_filter}
-), served AS (
-    SELECT w.profile_id, s.id
-    FROM unit_window w
-    JOIN profiles_profile p ON coalesce(p.merged_into_id, p.id) = w.profile_id
-    JOIN recommendations_recommendationserved s ON s.profile_id = p.id
+), served AS MATERIALIZED (
+    SELECT w.profile_id, s.id, s.created_at, w.window_end
+    FROM recommendations_recommendationserved s
+    JOIN profiles_profile p ON p.id = s.profile_id
+    JOIN unit_window w ON w.profile_id = coalesce(p.merged_into_id, p.id)
     WHERE s.experiment = %(key)s AND s.created_at >= w.first_at AND s.created_at < w.window_end
+), served_per_unit AS (
+    SELECT profile_id, count(*) AS e FROM served GROUP BY 1
+), clicks_per_unit AS (
+    SELECT s.profile_id, count(*) AS c
+    FROM served s
+    JOIN profiles_event ev ON ev.profile_id = s.profile_id AND ev.name = 'Product Clicked'
+     AND ev.occurred_at >= s.created_at AND ev.occurred_at < s.window_end
+     AND (ev.properties ->> 'recommendation_id') = s.id::text
+    GROUP BY 1
 ), per_unit AS (
     SELECT w.profile_id, w.variant_id, w.nv,
-        (SELECT count(*) FROM served s WHERE s.profile_id = w.profile_id)::float8 AS e,
-        (SELECT count(*) FROM profiles_event ev
-         WHERE ev.profile_id = w.profile_id AND ev.name = 'Product Clicked'
-           AND ev.occurred_at >= w.first_at AND ev.occurred_at < w.window_end
-           AND (ev.properties ->> 'recommendation_id') IN (
-               SELECT s.id::text FROM served s WHERE s.profile_id = w.profile_id))::float8 AS c,
+        coalesce(spu.e, 0)::float8 AS e, coalesce(cpu.c, 0)::float8 AS c,
         coalesce(o.orders, 0)::float8 AS o, coalesce(o.revenue, 0)::float8 AS r,
         (coalesce(o.orders, 0) > 0)::int::float8 AS v,
         coalesce(pre.orders, 0)::float8 AS po, coalesce(pre.revenue, 0)::float8 AS pr
     FROM unit_window w
+    LEFT JOIN served_per_unit spu ON spu.profile_id = w.profile_id
+    LEFT JOIN clicks_per_unit cpu ON cpu.profile_id = w.profile_id
     LEFT JOIN LATERAL (
         SELECT count(*) AS orders, sum({revenue}) AS revenue FROM profiles_event ev
         WHERE ev.profile_id = w.profile_id AND ev.name = 'Order Completed'
