@@ -160,6 +160,32 @@ class BusinessRule(models.Model):
         return f"{self.kind} {self.category}{where}"
 
 
+class PlacementKind(models.TextChoices):
+    HOME = "home", "home: personalised for the shopper"
+    PRODUCT = "product", "product page: similar and complementary to the product shown"
+    CART = "cart", "cart: often bought together with the cart's items (cart items excluded)"
+    POST_PURCHASE = "post_purchase", "after a purchase: what goes with what was just bought"
+
+
+class Placement(models.Model):
+    """A place on the storefront that asks for recommendations (``placement=<key>``). Its kind
+    decides what is recommended; unknown or inactive keys are refused with the list of allowed ones."""
+
+    key = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=200, blank=True, default="")
+    kind = models.CharField(max_length=16, choices=PlacementKind.choices)
+    is_active = models.BooleanField(default=True)
+    default_k = models.PositiveSmallIntegerField(null=True, blank=True, help_text="empty: RECS_DEFAULT_K")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.kind})"
+
+
 from recommendations.experiments.models import (  # noqa: E402,F401  (models of this app, kept in their package)
     BanditPolicy,
     BanditSnapshot,

@@ -196,6 +196,23 @@ def business_rule_delete(*, rule) -> None:
     transaction.on_commit(catalog_changed)
 
 
+def placement_save(*, placement) -> object:
+    """Create or change a placement; serving processes reload placements with the catalog."""
+    from .models import PlacementKind
+
+    if placement.kind not in PlacementKind.values:
+        raise ValueError(f"Unknown placement kind {placement.kind!r}; allowed: {', '.join(PlacementKind.values)}.")
+    placement.full_clean()
+    placement.save()
+    transaction.on_commit(catalog_changed)
+    return placement
+
+
+def placement_delete(*, placement) -> None:
+    placement.delete()
+    transaction.on_commit(catalog_changed)
+
+
 # --- model registry --------------------------------------------------------------------------------
 
 
