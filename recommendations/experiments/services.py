@@ -6,7 +6,6 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 
-from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -22,7 +21,6 @@ from .models import (
     Variant,
 )
 
-DEFAULT_PLACEMENTS = ["home", "cart", "pdp", "category", "search", "checkout", "email"]
 VARIANT_FIELDS = ("key", "name", "weight", "is_control", "personalised", "model_version", "rerank", "rule_set")
 EDITABLE = (
     "name",
@@ -59,7 +57,12 @@ def _db_now() -> datetime:
 
 
 def known_placements() -> list[str]:
-    return list(getattr(settings, "RECS_PLACEMENTS", DEFAULT_PLACEMENTS))
+    """The active placements (recommendations.Placement), as serving accepts them; with none
+    defined, the placement kinds (home, product, cart, post_purchase), as serving does."""
+    from recommendations.models import Placement, PlacementKind
+
+    keys = list(Placement.objects.filter(is_active=True).order_by("key").values_list("key", flat=True))
+    return keys or list(PlacementKind.values)
 
 
 def _publish() -> None:
