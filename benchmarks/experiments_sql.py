@@ -31,6 +31,7 @@ def main(argv: list[str]) -> None:
     units = int(argv[0]) if argv else 200_000
     answers = int(argv[1]) if len(argv) > 1 else 5
     os.environ["DATABASE_URL"] = scratch_database_create(NAME)
+    os.environ["DB_STATEMENT_TIMEOUT_MS"] = "0"  # generating millions of rows on a loaded machine
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cdp.settings")
     os.environ.setdefault("DEBUG", "true")
     import django

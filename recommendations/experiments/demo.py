@@ -20,8 +20,8 @@ from django.utils import timezone
 
 EXPERIMENT_KEY = "demo-home-personalised"
 BANDIT_KEY = "demo-cart-bandit"
-BASE_CLICK = 0.03
-MATCH_CLICK = 0.30  # added for a list whose items are all in the shopper's categories
+BASE_CLICK = 0.02
+MATCH_CLICK = 0.40  # added for a list whose items are all in the shopper's categories
 BUY_AFTER_CLICK = 0.25
 CLICK_DELAY = timedelta(seconds=5)  # a shopper clicks after the list was served (and logged)
 
@@ -69,7 +69,8 @@ def _visit(rng, shopper: Shopper, answer, now, payloads: list) -> None:
     match = sum(1 for item in items if (item.get("category") or "").lower() in shopper.categories) / len(items)
     if rng.random() >= BASE_CLICK + MATCH_CLICK * match:
         return
-    item = rng.choice(items)
+    liked = [item for item in items if (item.get("category") or "").lower() in shopper.categories]
+    item = rng.choice(liked or items)  # a shopper clicks what they like, when the list has it
     payloads.append(
         {
             "type": "track",

@@ -264,3 +264,21 @@ def experiment_series(*, experiment: Experiment) -> list[dict]:
                     }
                 )
     return out
+
+
+def shopper_strategy(
+    *, placement: str, device: str = "", profile_id: str | None = None, user_id=None, anonymous_id=None
+):
+    """(live profile id, personalisation consent, Strategy) of the shopper named, as serving would
+    resolve and ask (``serving.UnknownProfile`` for an unknown profile id)."""
+    from recommendations import serving
+
+    from .strategy import strategy_for
+
+    query = serving.Query(profile_id=profile_id, user_id=user_id, anonymous_id=anonymous_id)
+    live_id, consent = serving.resolve_profile(query)
+    segments = [slug for slug, _ in serving.profile_segments(live_id)] if live_id and consent else []
+    strategy = strategy_for(
+        profile_id=live_id, placement=placement, device=device, segments=segments, personalisation_consent=consent
+    )
+    return live_id, consent, strategy
