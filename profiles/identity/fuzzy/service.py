@@ -27,7 +27,7 @@ from django.db import DatabaseError
 from profiles.identity.bulk import candidates_file_bulk, profiles_merge_bulk
 from profiles.models import CandidateStatus, MatchCandidate, Merge, MergeStatus, Profile
 
-from . import blocking, model
+from . import blocking, model, review
 from .cluster import conflicts, decide, refusal
 from .compare import COMPARISONS, compare
 from .records import RecordTable, record_from, records_load
@@ -360,22 +360,42 @@ def _ordered_members(members: list[int], decisions, evidence_of: _Evidence, tabl
 
 
 def _file_candidates(decisions, table: RecordTable, winners: dict, evidence_of: _Evidence) -> int:
-    """One review candidate per pair of live profiles, with the strongest pair's evidence, filed in
-    bulk (``candidates_file_bulk``: pairs a reviewer decided are left alone)."""
+    """The review queue (review.py): one candidate per pair of live profiles with the strongest
+    record pair's evidence, most uncertain first, cut at ``CDP_REVIEW_QUEUE_MAX_SHARE`` of the
+    records; filed in bulk (pairs a reviewer decided are left alone)."""
     best: dict[tuple, int] = {}
+    count: Counter = Counter()
     for k in decisions.review:
         i, j = int(evidence_of.a[k]), int(evidence_of.b[k])
         x, y = winners.get(i, table.ids[i]), winners.get(j, table.ids[j])
         if x == y:
             continue
         key = (min(str(x), str(y)), max(str(x), str(y)))
+        count[key] += 1
         if key not in best or evidence_of.p[k] > evidence_of.p[best[key]]:
             best[key] = k
+    groups = []
+    for (x, y), k in best.items():
+        p = float(evidence_of.p[k])
+        doubt = 1.0 if k in decisions.refused else review.uncertainty(p)  # model and rules disagree
+        groups.append((x, y, p, count[(x, y)], doubt, k))
+    chosen = review.select(groups, records=len(table))
     queued = 0
-    items = list(best.items())
-    for chunk in _chunks(items, CANDIDATE_BATCH):
+    for chunk in _chunks(chosen, CANDIDATE_BATCH):
         pairs = [
-            (x, y, float(evidence_of.p[k]), evidence_of.of(k, refused=decisions.refused.get(k))) for (x, y), k in chunk
+            (
+                x,
+                y,
+                p,
+                evidence_of.of(
+                    k,
+                    refused=decisions.refused.get(k),
+                    uncertainty=round(doubt, 4),
+                    record_pairs=n,
+                    pattern=review.pattern(evidence_of.levels[k]),
+                ),
+            )
+            for x, y, p, n, doubt, k in chunk
         ]
         queued += candidates_file_bulk(pairs=pairs, reason=REASON)
     return queued

@@ -1,0 +1,63 @@
+"""The review queue: what a person can finish, most instructive first, answers that travel.
+
+- **One question per pair of profiles**: every record pair between two live profiles (after the
+  run's merges) is one candidate, carrying its strongest pair's evidence and how many record pairs
+  it stands for. Approving merges the two profiles whole (every record pair between them is
+  answered), rejecting makes them a never-merge pair (likewise).
+- **Ordered by uncertainty**: a candidate's priority is the binary entropy of its match probability
+  (1 bit at p = 0.5, 0 at p = 0 or 1): the answer the model is least able to give itself teaches it
+  most. A pair the model would merge but a conflict rule refused (twins, a family mailbox) is as
+  uncertain as can be (1 bit): model and rules disagree. Ties go to the candidate that stands for
+  more record pairs.
+- **Bounded**: at most ``CDP_REVIEW_QUEUE_MAX_SHARE`` (default 0.02) of the run's records are put
+  in front of people; candidates below that line are not filed this run (they stay pairs the
+  matcher did not merge, and are considered again by the next run, after the answers taught it).
+- **Answers travel** (active learning, as Zingg does): every decision is a label that refines the
+  model's m and u (``labelled_levels``); and a decision on one candidate is applied to pending
+  candidates with the same comparison pattern when reviewers agreed on that pattern often enough
+  without exception (``PROPAGATE_AFTER`` rejections: rejected automatically; approvals only teach
+  the model and the queue order, because a pattern that is 95 % one person would merge the other
+  5 % unseen).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from django.conf import settings
+
+MAX_SHARE_DEFAULT = 0.02
+PROPAGATE_AFTER = 2
+
+
+def max_share() -> float:
+    return float(getattr(settings, "CDP_REVIEW_QUEUE_MAX_SHARE", MAX_SHARE_DEFAULT))
+
+
+def uncertainty(p: np.ndarray | float) -> np.ndarray | float:
+    """Binary entropy in bits."""
+    q = np.clip(np.asarray(p, dtype=np.float64), 1e-12, 1 - 1e-12)
+    out = -(q * np.log2(q) + (1 - q) * np.log2(1 - q))
+    return float(out) if np.ndim(out) == 0 else out
+
+
+def pattern(levels_row) -> str:
+    """A comparison pattern as text (stored on candidates): one level per comparison, '-' missing."""
+    return ".".join("-" if int(x) < 0 else str(int(x)) for x in levels_row)
+
+
+def select(groups: list[tuple], *, records: int, share: float | None = None) -> list[tuple]:
+    """Groups ``(x, y, p, pairs, uncertainty, ...)`` (x, y: live profiles) in queue order, cut where
+    the profiles in review would exceed ``share`` of ``records``."""
+    share = max_share() if share is None else share
+    budget = max(math.floor(share * records), 2)  # one question is always allowed
+    ordered = sorted(groups, key=lambda g: (-g[4], -g[3], -g[2]))
+    chosen, seen = [], set()
+    for group in ordered:
+        new = {group[0], group[1]} - seen
+        if len(seen) + len(new) > budget:
+            continue
+        seen |= new
+        chosen.append(group)
+    return chosen
