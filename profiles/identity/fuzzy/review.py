@@ -61,3 +61,47 @@ def select(groups: list[tuple], *, records: int, share: float | None = None) -> 
         seen |= new
         chosen.append(group)
     return chosen
+
+
+def decision_propagate(*, candidate, actor: str) -> int:
+    """Apply a reviewer's decision beyond the pair decided (called inside the decision's transaction).
+
+    1. Pending candidates it settles: after an approval, pairs whose two profiles are now one; after
+       a rejection, other pending pairs between the same two live profiles (rejected with it).
+    2. Pending fuzzy candidates with the same comparison pattern, when reviewers rejected that
+       pattern at least ``PROPAGATE_AFTER`` times and never approved it: rejected too.
+
+    Returns how many pending candidates were decided along with it; each records
+    ``decided_by = "<actor> (propagated from #<id>)"``."""
+    from django.db.models import Q
+    from django.utils import timezone
+
+    from profiles.models import CandidateStatus, MatchCandidate, Profile
+
+    def live_of(ids) -> dict:
+        rows = dict(Profile.objects.filter(pk__in=list(ids)).values_list("pk", "merged_into_id"))
+        return {pid: rows.get(pid) or pid for pid in ids}
+
+    approved = candidate.status == CandidateStatus.APPROVED
+    pair_live = live_of([candidate.profile_a_id, candidate.profile_b_id])
+    x, y = pair_live[candidate.profile_a_id], pair_live[candidate.profile_b_id]
+    family = set(Profile.objects.filter(Q(pk__in=[x, y]) | Q(merged_into__in=[x, y])).values_list("pk", flat=True))
+    pending = MatchCandidate.objects.filter(status=CandidateStatus.PENDING).exclude(pk=candidate.pk)
+    near = list(
+        pending.filter(profile_a__in=family, profile_b__in=family).values_list("pk", "profile_a_id", "profile_b_id")
+    )
+    live = live_of({pid for _, a, b in near for pid in (a, b)})
+    settled = [pk for pk, a, b in near if (live[a] == live[b]) == approved]
+    by = f"{actor} (propagated from #{candidate.pk})"[:150]
+    status = CandidateStatus.APPROVED if approved else CandidateStatus.REJECTED
+    now = timezone.now()
+    count = pending.filter(pk__in=settled).update(status=status, decided_at=now, decided_by=by)
+    pat = (candidate.evidence or {}).get("pattern")
+    if not approved and pat:
+        decided = MatchCandidate.objects.filter(evidence__pattern=pat).exclude(decided_by__contains="(propagated")
+        rejected = decided.filter(status=CandidateStatus.REJECTED).count()
+        if rejected >= PROPAGATE_AFTER and not decided.filter(status=CandidateStatus.APPROVED).exists():
+            count += pending.filter(reason="fuzzy", evidence__pattern=pat).update(
+                status=CandidateStatus.REJECTED, decided_at=now, decided_by=by
+            )
+    return count

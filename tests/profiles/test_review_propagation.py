@@ -1,0 +1,53 @@
+"""A reviewer's decision settles similar pending pairs (active learning in the review queue)."""
+
+from __future__ import annotations
+
+import pytest
+from django.utils import timezone
+
+from profiles import services
+from profiles.models import CandidateStatus, MatchCandidate, Profile
+
+pytestmark = pytest.mark.django_db
+
+
+def _profile(name: str, merged_into=None) -> Profile:
+    now = timezone.now()
+    return Profile.objects.create(
+        traits={"first_name": name}, first_seen_at=now, last_seen_at=now, merged_into=merged_into
+    )
+
+
+def _candidate(x: Profile, y: Profile, pattern: str = "4.3.-.0.-.-") -> MatchCandidate:
+    low, high = sorted([x.pk, y.pk])
+    return MatchCandidate.objects.create(
+        profile_a_id=low, profile_b_id=high, reason="fuzzy", score=0.7, evidence={"pattern": pattern}
+    )
+
+
+def test_an_approval_settles_the_pairs_it_made_one_profile():
+    a, b = _profile("ann"), _profile("anne")
+    b_old = _profile("an", merged_into=b)
+    first, other = _candidate(a, b), _candidate(a, b_old, pattern="1.1.1.1.1.1")
+    unrelated = _candidate(a, _profile("bob"))
+    decided = services.candidate_approve(candidate=first, actor="rev")
+    assert decided.propagated == 1
+    other.refresh_from_db()
+    assert (other.status, other.decided_by) == (CandidateStatus.APPROVED, f"rev (propagated from #{first.pk})")
+    unrelated.refresh_from_db()
+    assert unrelated.status == CandidateStatus.PENDING
+
+
+def test_rejections_of_one_pattern_propagate_to_its_pending_pairs_and_approvals_do_not():
+    pairs = [_candidate(_profile(f"x{k}"), _profile(f"y{k}")) for k in range(5)]
+    kept = _candidate(_profile("p"), _profile("q"), pattern="4.3.3.5.-.-")
+    assert services.candidate_reject(candidate=pairs[0], actor="rev").propagated == 0  # once is not a rule
+    assert services.candidate_reject(candidate=pairs[1], actor="rev").propagated == 3
+    assert set(MatchCandidate.objects.filter(status=CandidateStatus.REJECTED).values_list("pk", flat=True)) == {
+        p.pk for p in pairs
+    }
+    kept.refresh_from_db()
+    assert kept.status == CandidateStatus.PENDING
+    more = [_candidate(_profile(f"m{k}"), _profile(f"n{k}"), pattern="4.3.3.5.-.-") for k in range(3)]
+    assert services.candidate_approve(candidate=more[0], actor="rev").propagated == 0
+    assert MatchCandidate.objects.filter(status=CandidateStatus.PENDING).count() == 3
