@@ -51,3 +51,27 @@ def test_rejections_of_one_pattern_propagate_to_its_pending_pairs_and_approvals_
     more = [_candidate(_profile(f"m{k}"), _profile(f"n{k}"), pattern="4.3.3.5.-.-") for k in range(3)]
     assert services.candidate_approve(candidate=more[0], actor="rev").propagated == 0
     assert MatchCandidate.objects.filter(status=CandidateStatus.PENDING).count() == 3
+
+
+def test_admin_lists_the_most_uncertain_first_and_reports_what_a_decision_settled(admin_client):
+    sure = _candidate(_profile("s1"), _profile("s2"))
+    sure.evidence = {"pattern": "x", "uncertainty": 0.2, "record_pairs": 1}
+    sure.save()
+    doubtful = _candidate(_profile("d1"), _profile("d2"))
+    doubtful.evidence = {"pattern": "y", "uncertainty": 0.99, "record_pairs": 4}
+    doubtful.save()
+    page = admin_client.get("/admin/profiles/matchcandidate/")
+    assert page.status_code == 200
+    ids = [c.pk for c in page.context["cl"].result_list]
+    assert ids.index(doubtful.pk) < ids.index(sure.pk)
+    assert "uncertainty (bits)" in page.content.decode().lower()
+    a, b = _profile("ann"), _profile("anne")
+    first, _ = _candidate(a, b), _candidate(a, _profile("an", merged_into=b))
+    response = admin_client.post(
+        "/admin/profiles/matchcandidate/",
+        {"action": "approve_selected", "_selected_action": [first.pk]},
+        follow=True,
+    )
+    shown = [str(m) for m in response.context["messages"]]
+    assert "Approved and merged 1 pair(s)." in shown
+    assert "1 similar pending pair(s) settled with them." in shown
