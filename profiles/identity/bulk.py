@@ -20,7 +20,7 @@ constant number of statements and leaves exactly what the same merges one by one
 - **after commit**: ``pending_mark`` for the winners and ``on_profiles_merged`` for every merge.
 
 ``candidates_file_bulk`` files review candidates with one ``INSERT … ON CONFLICT DO NOTHING`` and
-refreshes the pending fuzzy ones it finds in one ``UPDATE``; decided pairs are never touched.
+refreshes the pending (or deferred) ones it finds in one ``UPDATE``; decided pairs are never touched.
 """
 
 from __future__ import annotations
@@ -293,8 +293,17 @@ def candidates_file_bulk(*, pairs: list[tuple], reason: str) -> int:
         "evidence = CASE WHEN c.reason = %s THEN v.evidence "
         "ELSE c.evidence || jsonb_build_object(%s::text, v.evidence) END "
         "FROM unnest(%s::uuid[], %s::uuid[], %s::float8[], %s::jsonb[]) AS v(a, b, score, evidence) "
-        "WHERE c.profile_a_id = v.a AND c.profile_b_id = v.b AND c.status = %s "
+        "WHERE c.profile_a_id = v.a AND c.profile_b_id = v.b AND c.status = ANY(%s) "
         "AND NOT (c.id = ANY(%s::bigint[])) RETURNING c.id",
-        [reason, reason, lows, highs, scores, evidences, CandidateStatus.PENDING, [r[0] for r in inserted]],
+        [
+            reason,
+            reason,
+            lows,
+            highs,
+            scores,
+            evidences,
+            [CandidateStatus.PENDING, CandidateStatus.DEFERRED],
+            [r[0] for r in inserted],
+        ],
     )
     return len(inserted) + len(refreshed)

@@ -119,7 +119,7 @@ def run_queued_matching() -> int:
 
 def _pending_for_decision(candidate: MatchCandidate) -> MatchCandidate:
     candidate = MatchCandidate.objects.select_for_update().get(pk=candidate.pk)
-    if candidate.status != CandidateStatus.PENDING:
+    if candidate.status not in (CandidateStatus.PENDING, CandidateStatus.DEFERRED):
         raise ValueError(f"This pair was already decided ({candidate.status}).")
     return candidate
 

@@ -75,3 +75,22 @@ def test_admin_lists_the_most_uncertain_first_and_reports_what_a_decision_settle
     shown = [str(m) for m in response.context["messages"]]
     assert "Approved and merged 1 pair(s)." in shown
     assert "1 similar pending pair(s) settled with them." in shown
+
+
+def test_the_queue_line_defers_what_is_beyond_the_share_and_brings_it_back_later():
+    from profiles.identity.fuzzy.review import queue_line
+
+    sure = _candidate(_profile("s1"), _profile("s2"))
+    sure.evidence = {"pattern": "x", "uncertainty": 0.1, "record_pairs": 1}
+    sure.save()
+    doubtful = _candidate(_profile("d1"), _profile("d2"))
+    doubtful.evidence = {"pattern": "y", "uncertainty": 0.9, "record_pairs": 1}
+    doubtful.save()
+    assert queue_line(records=100, share=0.02) == {"pending": 1, "deferred": 1}  # 2 profiles of 100
+    doubtful.refresh_from_db()
+    sure.refresh_from_db()
+    assert (doubtful.status, sure.status) == (CandidateStatus.PENDING, CandidateStatus.DEFERRED)
+    services.candidate_reject(candidate=doubtful, actor="rev")
+    assert queue_line(records=100, share=0.02) == {"pending": 1, "deferred": 0}
+    sure.refresh_from_db()
+    assert sure.status == CandidateStatus.PENDING

@@ -105,3 +105,42 @@ def decision_propagate(*, candidate, actor: str) -> int:
                 status=CandidateStatus.REJECTED, decided_at=now, decided_by=by
             )
     return count
+
+
+def queue_line(*, records: int, population: set | None = None, share: float | None = None) -> dict:
+    """Draw the queue's line over every open pair (pending or deferred, whoever filed it: the fuzzy
+    job or ingestion's contradicted email or phone): ranked as ``select`` does, the pairs above the
+    line are pending, the rest deferred. ``population`` limits it to pairs of those profiles (an
+    evaluation's own). Returns how many are pending and deferred."""
+    from profiles.models import CandidateStatus, MatchCandidate, Profile
+
+    open_ = MatchCandidate.objects.filter(status__in=[CandidateStatus.PENDING, CandidateStatus.DEFERRED])
+    if population is not None:
+        ids = list(population)
+        open_ = open_.filter(profile_a__in=ids, profile_b__in=ids)
+    rows = list(open_.values_list("pk", "profile_a_id", "profile_b_id", "score", "evidence", "status"))
+    ids = {pid for _, a, b, *_ in rows for pid in (a, b)}
+    survivor = dict(
+        Profile.objects.filter(pk__in=list(ids), merged_into__isnull=False).values_list("pk", "merged_into_id")
+    )
+    groups = []
+    for pk, a, b, score, evidence, _ in rows:
+        x, y = survivor.get(a, a), survivor.get(b, b)
+        if x == y:
+            continue
+        evidence = evidence or {}
+        fuzzy = evidence.get("fuzzy") if isinstance(evidence.get("fuzzy"), dict) else evidence
+        doubt = fuzzy.get("uncertainty")
+        if doubt is None:  # filed at ingestion: an identifier says one person, other traits say two
+            doubt = 1.0
+        p = float(score) if score is not None else 0.5
+        groups.append((x, y, p, int(fuzzy.get("record_pairs") or 1), float(doubt), pk))
+    above = {g[5] for g in select(groups, records=records, share=share)}
+    below = {g[5] for g in groups} - above
+    MatchCandidate.objects.filter(pk__in=above).exclude(status=CandidateStatus.PENDING).update(
+        status=CandidateStatus.PENDING
+    )
+    MatchCandidate.objects.filter(pk__in=below).exclude(status=CandidateStatus.DEFERRED).update(
+        status=CandidateStatus.DEFERRED
+    )
+    return {"pending": len(above), "deferred": len(below)}

@@ -53,7 +53,8 @@ class MatchReport:
     candidate_pairs: int = 0
     compared: int = 0
     merged: int = 0
-    queued: int = 0
+    queued: int = 0  # open pairs above the review queue's line (pending)
+    deferred: int = 0  # open pairs below it
     refused: int = 0
     clusters: int = 0
     seconds: float = 0.0
@@ -66,7 +67,8 @@ class MatchReport:
     def line(self) -> str:
         return (
             f"{self.profiles} profiles, {self.candidate_pairs} candidate pairs compared, {self.merged} merged, "
-            f"{self.queued} to review, {self.refused} refused, {self.seconds:.1f}s"
+            f"{self.queued} to review ({self.deferred} deferred below the line), {self.refused} refused, "
+            f"{self.seconds:.1f}s"
         )
 
 
@@ -150,7 +152,9 @@ def identity_match(
     evidence_of = _Evidence(table, a, b, levels, bits, p, params, prior)
     report.merged, refused_by_guard, winners = _apply_merges(decisions, table, evidence_of, progress)
     report.clusters = len(decisions.clusters)
-    report.queued = _file_candidates(decisions, table, winners, evidence_of)
+    _file_candidates(decisions, table, winners, evidence_of)
+    line = review.queue_line(records=len(table), population=None if population is None else set(table.ids))
+    report.queued, report.deferred = line["pending"], line["deferred"]
     clock.lap("write")
     reasons = Counter(decisions.refused.values()) + refused_by_guard
     report.refusals, report.refused = dict(reasons), sum(reasons.values())
@@ -360,9 +364,9 @@ def _ordered_members(members: list[int], decisions, evidence_of: _Evidence, tabl
 
 
 def _file_candidates(decisions, table: RecordTable, winners: dict, evidence_of: _Evidence) -> int:
-    """The review queue (review.py): one candidate per pair of live profiles with the strongest
-    record pair's evidence, most uncertain first, cut at ``CDP_REVIEW_QUEUE_MAX_SHARE`` of the
-    records; filed in bulk (pairs a reviewer decided are left alone)."""
+    """Review candidates (review.py): one per pair of live profiles with the strongest record pair's
+    evidence, its uncertainty and how many record pairs it stands for; filed in bulk (pairs a
+    reviewer decided are left alone). ``review.queue_line`` then decides which are pending."""
     best: dict[tuple, int] = {}
     count: Counter = Counter()
     for k in decisions.review:
@@ -374,12 +378,11 @@ def _file_candidates(decisions, table: RecordTable, winners: dict, evidence_of: 
         count[key] += 1
         if key not in best or evidence_of.p[k] > evidence_of.p[best[key]]:
             best[key] = k
-    groups = []
+    chosen = []
     for (x, y), k in best.items():
         p = float(evidence_of.p[k])
         doubt = 1.0 if k in decisions.refused else review.uncertainty(p)  # model and rules disagree
-        groups.append((x, y, p, count[(x, y)], doubt, k))
-    chosen = review.select(groups, records=len(table))
+        chosen.append((x, y, p, count[(x, y)], doubt, k))
     queued = 0
     for chunk in _chunks(chosen, CANDIDATE_BATCH):
         pairs = [
