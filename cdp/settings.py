@@ -322,6 +322,8 @@ CDP_PHONE_DEFAULT_REGION: str = env.str("CDP_PHONE_DEFAULT_REGION", default="GB"
 # above which they go to the review queue. Calibrated probabilities, not per-data-set scores.
 CDP_FUZZY_AUTO_MERGE_PROBABILITY: float = env.float("CDP_FUZZY_AUTO_MERGE_PROBABILITY", default=0.99)
 CDP_FUZZY_REVIEW_PROBABILITY: float = env.float("CDP_FUZZY_REVIEW_PROBABILITY", default=0.5)
+# the share of a run's records whose profiles the review queue may put in front of people (issue 17)
+CDP_REVIEW_QUEUE_MAX_SHARE: float = env.float("CDP_REVIEW_QUEUE_MAX_SHARE", default=0.02)
 
 # --- consent: purposes, ledger, privacy requests, privacy center (docs/privacy.md) ---
 # How long a consent answer holds before the purpose's default applies again (13 months).
