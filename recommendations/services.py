@@ -354,7 +354,7 @@ def _refresh(version: ModelVersion) -> ModelVersion:
 
     progress(0.02, "extracting interactions")
     t0 = time.monotonic()
-    data, catalog = interactions_extract()
+    data, catalog = interactions_extract(window_days=settings.RECS_TRAIN_WINDOW_DAYS or None)
     timings["extract"] = round(time.monotonic() - t0, 3)
     if len(data) == 0:
         raise RegistryError("No interactions to train on yet (no orders, views or carts).")

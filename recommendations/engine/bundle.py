@@ -564,6 +564,8 @@ def train_bundle(
     state = build_state(data, params=params, now=now)
     if catalog is not None:
         catalog = catalog.aligned(state.items)
+        if data.price is not None:  # prices of the training data only (the catalog's are today's)
+            catalog = catalog.with_prices(data.last_prices(before=now + 1.0))
     names = list(params["recommenders"])
     for required in ("popularity", "buy_again"):
         if required not in names:
