@@ -36,7 +36,7 @@ from .models import (
     RequestStatus,
     Suppression,
 )
-from .privacy import privacy_entries
+from .privacy import privacy_entries, privacy_followups_run
 from .privacy_entries import RawJSON
 from .selectors import profile_group_ids, profile_live_id
 from .services import ConsentError, suppression_hash
@@ -311,12 +311,14 @@ def export_archives_purge() -> int:
 
 def _execute_erasure(request: DataSubjectRequest, actor: str) -> None:
     _progress(request.pk, 0.1, "erasing in every app")
-    with transaction.atomic():  # the erasure and the request's outcome commit together
-        result = privacy_erase(
-            profile_id=str(request.profile_id) if request.profile_id else None,
-            extra_identifiers=[(request.identifier_kind, request.identifier_value)] if request.identifier_value else [],
-            request=request,
-        )
+    # the erasure commits; the entries' follow-ups (stored models rewritten without the person) run
+    # right after that commit, inside privacy_erase; the request is done only once they have finished
+    result = privacy_erase(
+        profile_id=str(request.profile_id) if request.profile_id else None,
+        extra_identifiers=[(request.identifier_kind, request.identifier_value)] if request.identifier_value else [],
+        request=request,
+    )
+    with transaction.atomic():
         DataSubjectRequest.objects.filter(pk=request.pk).update(
             status=RequestStatus.DONE,
             finished_at=timezone.now(),
@@ -358,7 +360,16 @@ def privacy_erase(
         )
         keys = [*group, *(v for _, v in identifiers)]
         transaction.on_commit(lambda: cache_purge_person(keys=keys))
-    return {"profiles": len(group), "identifiers_suppressed": len(identifiers), "entries": [e.name for e in entries]}
+        followups: dict = {}
+        # after the commit (at once when called outside a transaction, as the rq job does)
+        transaction.on_commit(lambda: followups.update(privacy_followups_run()), robust=False)
+    # filled once the follow-ups ran (before this returns, unless the caller's transaction is still open)
+    return {
+        "profiles": len(group),
+        "identifiers_suppressed": len(identifiers),
+        "entries": [e.name for e in entries],
+        "followups": followups,
+    }
 
 
 def cache_purge_person(*, keys: list[str]) -> int:

@@ -19,14 +19,30 @@ def erase(profile_ids: list[str]) -> None:
     recommendations_erase(profile_ids=profile_ids)
 
 
+def followup() -> dict:
+    """After the erasure committed: the stored models forget the people (artifact rewrites)."""
+    from .services import model_erasures_apply
+
+    return model_erasures_apply()
+
+
 def register() -> None:
     try:
         from consent.privacy import privacy_register
     except ImportError:  # consent's registry not there
         return
-    from .models import RecommendationServed
+    from .models import PendingModelErasure, RecommendationServed
 
-    privacy_register(name="recommendations", models=[RecommendationServed], export=export, erase=erase, order=90)
+    # PendingModelErasure holds only ids of people being erased, until the follow-up removed them
+    # from the stored models (then the row goes): nothing to export, and erasing is what it is for
+    privacy_register(
+        name="recommendations",
+        models=[RecommendationServed, PendingModelErasure],
+        export=export,
+        erase=erase,
+        order=90,
+        followup=followup,
+    )
 
 
 def on_events_stored(*, events: list[dict]) -> None:

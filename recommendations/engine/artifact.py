@@ -137,7 +137,7 @@ class _Reader:
         self.pending: list[tuple[dict, str, str]] = []
 
     def array(self, name) -> np.ndarray:
-        if not isinstance(name, str) or name not in self.arrays:
+        if not isinstance(name, str) or name == "manifest" or name not in self.arrays:
             raise ValueError(f"Artifact refers to a missing array {name!r}.")
         return self.arrays[name]
 
@@ -223,8 +223,16 @@ def dump(tree: dict, recommenders: dict[str, object]) -> bytes:
     return buffer.getvalue()
 
 
-def load(blob: bytes) -> tuple[dict, dict]:
-    """(tree, recommenders) as stored by ``dump``, references resolved."""
+def load_field(blob: bytes, obj: str, name: str):
+    """One field of one object of the tree (``tree[obj].name``), decoding only that field's arrays."""
+    archive, manifest = _open(blob)
+    entry = manifest["tree"].get(obj)
+    if not isinstance(entry, dict) or "fields" not in entry or name not in entry["fields"]:
+        raise ValueError(f"The artifact has no {obj}.{name}.")
+    return _Reader(archive, {}).decode(entry["fields"][name])
+
+
+def _open(blob: bytes):
     try:
         archive = np.load(io.BytesIO(blob), allow_pickle=False)
         manifest = json.loads(bytes(archive["manifest"]).decode())
@@ -234,8 +242,13 @@ def load(blob: bytes) -> tuple[dict, dict]:
         raise ValueError("Not a recommendations model artifact.")
     if manifest.get("format") != ARTIFACT_FORMAT:
         raise ValueError(f"Artifact format {manifest.get('format')} is not {ARTIFACT_FORMAT}; refresh the model.")
-    arrays = {name: archive[name] for name in archive.files if name != "manifest"}
-    reader = _Reader(arrays, {})
+    return archive, manifest
+
+
+def load(blob: bytes) -> tuple[dict, dict]:
+    """(tree, recommenders) as stored by ``dump``, references resolved."""
+    archive, manifest = _open(blob)
+    reader = _Reader(archive, {})
     tree = {k: reader.decode(v) for k, v in manifest["tree"].items()}
     recommenders = {k: reader.decode(v) for k, v in manifest["recommenders"].items()}
     for rec in recommenders.values():

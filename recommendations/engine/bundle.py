@@ -486,6 +486,11 @@ class ModelBundle:
         }
         return artifact.dump(tree, self.recommenders)
 
+    @staticmethod
+    def users_of(blob: bytes) -> set[str]:
+        """The user ids of a stored bundle, read from its archive without loading the rest."""
+        return {str(u) for u in artifact.load_field(blob, "state", "users")}
+
     @classmethod
     def from_bytes(cls, blob: bytes) -> ModelBundle:
         """Read an artifact: only arrays, JSON and the engine's own classes; ValueError otherwise."""
