@@ -100,7 +100,10 @@ class _Writer:
             return {"@ref": self.refs[id(value)]}
         if isinstance(value, np.ndarray):
             if value.dtype == object:
-                return {"@s": self.add(np.asarray([str(v) for v in value.ravel()], dtype=str).reshape(value.shape))}
+                text = np.asarray([str(v) for v in value.ravel()], dtype=str).reshape(value.shape)
+                if text.size and all(v.isascii() for v in text.ravel()):  # a quarter of the bytes
+                    return {"@b": self.add(text.astype(np.bytes_))}
+                return {"@s": self.add(text)}
             return {"@a": self.add(value)}
         if sp.issparse(value):
             m = sp.csr_matrix(value)
@@ -156,6 +159,9 @@ class _Reader:
             return self.array(value["@a"])
         if "@s" in value:
             return self.array(value["@s"]).astype(object)
+        if "@b" in value:
+            raw = self.array(value["@b"])
+            return np.array([v.decode("ascii") for v in raw.ravel()], dtype=object).reshape(raw.shape)
         if "@csr" in value:
             data, indices, indptr = (self.array(n) for n in value["@csr"])
             return sp.csr_matrix((data, indices, indptr), shape=tuple(value["shape"]))
@@ -193,17 +199,20 @@ def resolve_refs(obj, recommenders: dict[str, object], seen: set[int] | None = N
     if id(obj) in seen:
         return
     seen.add(id(obj))
-    items = obj.items() if isinstance(obj, dict) else vars(obj).items() if hasattr(obj, "__dict__") else ()
+    if isinstance(obj, list):
+        items = enumerate(obj)
+    else:
+        items = obj.items() if isinstance(obj, dict) else vars(obj).items() if hasattr(obj, "__dict__") else ()
     for key, value in list(items):
         if isinstance(value, _Ref):
             if value.name not in recommenders:
                 raise ValueError(f"Artifact refers to an unknown recommender {value.name!r}.")
             target = recommenders[value.name]
-            if isinstance(obj, dict):
+            if isinstance(obj, (dict, list)):
                 obj[key] = target
             else:
                 setattr(obj, key, target)
-        elif isinstance(value, dict) or (hasattr(value, "__dict__") and type(value) in ALLOWED.values()):
+        elif isinstance(value, (dict, list)) or (hasattr(value, "__dict__") and type(value) in ALLOWED.values()):
             resolve_refs(value, recommenders, seen)
 
 

@@ -255,7 +255,9 @@ def als_top(als, rows: np.ndarray, n: int, index=None) -> tuple[np.ndarray, np.n
     uf = als.user_factors[rows]
     n = min(n, als.item_factors.shape[0])
     if index is not None:
-        return index.query(uf, n)
+        found = index.query(uf, n)
+        if found is not None:
+            return found
     scores = uf @ als.item_factors.T
     if n <= 0:
         return np.empty((len(rows), 0), np.int64), np.empty((len(rows), 0), np.float32)
