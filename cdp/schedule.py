@@ -33,6 +33,11 @@ def beat_schedule() -> dict[str, dict]:
             "task": "profiles.tasks.ml_identity_match_nightly",
             "schedule": crontab(hour=1, minute=30),
         },
+        "profiles-schema-nightly": {
+            # recounts the schema registry the segment builder offers (ingestion keeps it current between)
+            "task": "profiles.tasks.heavy_schema_rebuild",
+            "schedule": crontab(hour=3, minute=45),
+        },
         "profiles-traits-nightly": {
             "task": "profiles.tasks.heavy_traits_recompute",
             "schedule": crontab(hour=2, minute=15),

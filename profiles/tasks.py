@@ -31,3 +31,19 @@ def ml_identity_match_nightly() -> int:
     run = services.matching_run_start(mode="incremental", requested_by="schedule")
     services.run_queued_matching()
     return run.pk
+
+
+@shared_task(name="profiles.tasks.schema_record", acks_late=True)
+def schema_record(summary: dict) -> int:
+    """Fold one stored batch's names, keys and samples into the schema registry (idempotent enough:
+    a re-run adds its counts twice, which the nightly rebuild corrects; samples and times are sets)."""
+    from .schema import schema_record as record
+
+    return record(summary=summary)
+
+
+@shared_task(name="profiles.tasks.heavy_schema_rebuild")
+def heavy_schema_rebuild() -> int:
+    from .schema import schema_rebuild
+
+    return schema_rebuild()

@@ -8,9 +8,11 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from profiles.admin import pretty_json
+from profiles.admin.panels import PanelContent, register_profile_panel
 
 from . import reports, services
 from .models import BusinessRule, ModelStatus, ModelVersion, Placement, Product, RecommendationServed
@@ -227,3 +229,66 @@ class RecommendationServedAdmin(admin.ModelAdmin):
     @admin.display(description="items")
     def item_count(self, obj) -> int:
         return len(obj.items or [])
+
+
+from .experiments import admin as _experiments_admin  # noqa: E402,F401  (experiments and bandits)
+
+# --- the profile page's recommendations and experiments panels -----------------------------------
+
+
+def _profile_ids(profile) -> list[str]:
+    from profiles.models import Profile
+
+    return [
+        str(profile.pk),
+        *(str(pk) for pk in Profile.objects.filter(merged_into=profile).values_list("pk", flat=True)),
+    ]
+
+
+def recommendations_panel(*, request, profile) -> PanelContent:
+    rows = reports.served_with_outcomes(profile_ids=_profile_ids(profile))
+    return PanelContent(
+        headers=["shown", "placement", "model version", "products", "seen", "clicked"],
+        rows=[
+            [
+                f"{timezone.localtime(r['created_at']):%Y-%m-%d %H:%M}",
+                r["placement"] or "—",
+                r["model_version_id"] or ("popular" if not r["personalised"] else "—"),
+                ", ".join(map(str, r["items"][:6])) + (" …" if len(r["items"]) > 6 else ""),
+                "yes" if r["seen"] else "no",
+                format_html('<b class="cdp-ok">{}</b>', "yes") if r["clicked"] else "no",
+            ]
+            for r in rows
+        ],
+        empty="No recommendations served to this person yet.",
+        note="The 20 newest, with whether an impression and a click came back." if rows else "",
+    )
+
+
+def experiments_panel(*, request, profile) -> PanelContent:
+    """Experiment assignments, once experiments exist (issue 14 builds them: read defensively).
+
+    MARKED PLACE: when ``recommendations.Exposure`` (or an assignment model) lands, this lists the
+    person's experiments and variants; until then it says experiments are not set up.
+    """
+    from django.apps import apps
+
+    try:
+        exposure = apps.get_model("recommendations", "Exposure")
+    except LookupError:
+        return PanelContent(empty="Experiments are not set up in this version.")
+    names = {f.name for f in exposure._meta.get_fields()}
+    if "profile" not in names:
+        return PanelContent(empty="Experiment exposures are not stored per profile.")
+    rows = exposure.objects.filter(profile_id__in=_profile_ids(profile)).order_by("-pk")[:20]
+    return PanelContent(
+        headers=["exposure", "experiment", "variant"],
+        rows=[[str(r.pk), str(getattr(r, "experiment", "—")), str(getattr(r, "variant", "—"))] for r in rows],
+        empty="In no experiment.",
+    )
+
+
+register_profile_panel(
+    key="recommendations", title="Recommendations served and clicked", order=40, render=recommendations_panel
+)
+register_profile_panel(key="experiments", title="Experiments", order=50, render=experiments_panel)

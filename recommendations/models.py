@@ -111,11 +111,25 @@ class RecommendationServed(models.Model):
     placement = models.CharField(max_length=100, blank=True, default="")
     personalised = models.BooleanField(default=False)
     items = models.JSONField(default=list, help_text="skus in the order shown")
+    # the strategy that chose this answer (recommendations.experiments.strategy.Strategy)
+    experiment = models.CharField(max_length=100, blank=True, default="")
+    variant = models.CharField(max_length=100, blank=True, default="")
+    policy = models.CharField(max_length=100, blank=True, default="", help_text="bandit policy")
+    arm_context = models.CharField(max_length=300, blank=True, default="", help_text="bandit context")
+    propensity = models.FloatField(default=1.0, help_text="probability of this variant under its policy")
     created_at = models.DateTimeField(db_index=True)
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["profile", "created_at"], name="recserved_profile_time")]
+        indexes = [
+            models.Index(fields=["profile", "created_at"], name="recserved_profile_time"),
+            models.Index(
+                fields=["experiment", "created_at"],
+                name="recserved_experiment_time",
+                condition=~models.Q(experiment=""),
+            ),
+            models.Index(fields=["policy", "created_at"], name="recserved_policy_time", condition=~models.Q(policy="")),
+        ]
         verbose_name = "recommendation served"
         verbose_name_plural = "recommendations served"
 
@@ -184,3 +198,14 @@ class PendingModelErasure(models.Model):
 
     def __str__(self) -> str:
         return f"{len(self.profile_ids)} people pending since {self.created_at:%Y-%m-%d %H:%M}"
+
+
+from recommendations.experiments.models import (  # noqa: E402,F401  (models of this app, kept in their package)
+    BanditPolicy,
+    BanditSnapshot,
+    Experiment,
+    ExperimentOverride,
+    ExperimentSnapshot,
+    Exposure,
+    Variant,
+)

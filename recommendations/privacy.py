@@ -17,6 +17,10 @@ def erase(profile_ids: list[str]) -> None:
     from .services import recommendations_erase
 
     recommendations_erase(profile_ids=profile_ids)
+    from .models import ExperimentOverride, Exposure
+
+    Exposure.objects.filter(profile_id__in=profile_ids).delete()
+    ExperimentOverride.objects.filter(profile_id__in=profile_ids).delete()
 
 
 def followup() -> dict:
@@ -31,18 +35,25 @@ def register() -> None:
         from consent.privacy import privacy_register
     except ImportError:  # consent's registry not there
         return
-    from .models import PendingModelErasure, RecommendationServed
+    from .models import ExperimentOverride, Exposure, PendingModelErasure, RecommendationServed
 
     # PendingModelErasure holds only ids of people being erased, until the follow-up removed them
     # from the stored models (then the row goes): nothing to export, and erasing is what it is for
     privacy_register(
         name="recommendations",
-        models=[RecommendationServed, PendingModelErasure],
+        models=[RecommendationServed, Exposure, ExperimentOverride, PendingModelErasure],
         export=export,
         erase=erase,
         order=90,
         followup=followup,
     )
+
+
+def on_profiles_merged(*, winner_id, loser_id, **kwargs) -> None:
+    """Experiments: the survivor keeps the earlier exposure's variant (experiments.services)."""
+    from .experiments.services import experiments_on_profiles_merged
+
+    experiments_on_profiles_merged(winner_id=str(winner_id), loser_id=str(loser_id))
 
 
 def on_events_stored(*, events: list[dict]) -> None:

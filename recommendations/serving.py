@@ -632,6 +632,7 @@ def recommend(query: Query) -> Answer:
         placement=query.placement,
         personalised=personalised,
         items=[item["sku"] for item in items],
+        strategy=strategy,  # [issue 14] experiment, variant, policy, propensity go in the served log
     )
     return answer
 

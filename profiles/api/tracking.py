@@ -15,14 +15,17 @@ from django.urls import path
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, extend_schema, inline_serializer
-from rest_framework import serializers
+from rest_framework import authentication, exceptions, serializers
 from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from cdp.api.authentication import ApiKeyAuthentication
-from cdp.api.permissions import IsWriteKey
+from cdp.api.authentication import ApiKeyAuthentication, ApiPrincipal
+from cdp.api.permissions import IsWriteKey, OriginAllowed
+from cdp.keys import WRITE_KEY_PREFIX
+from profiles.selectors import source_by_write_key
 from profiles.services import events_ingest
+from profiles.tracking.debugger import rejections_record
 from profiles.tracking.validate import MAX_BATCH_BYTES, Invalid, clean_event, parse_time
 
 ACCEPTED_CONTENT_TYPES = ("application/json", "text/plain")
@@ -73,9 +76,45 @@ def read_json_body(request) -> tuple[object, int]:
         raise ParseError(f"Invalid JSON: {exc}") from exc
 
 
+def request_json(request) -> tuple[object, int]:
+    """``read_json_body`` once per request: the write key may be in the body (beacons), so
+    authentication may need the body before the view does."""
+    django_request = getattr(request, "_request", request)
+    cached = getattr(django_request, "_cdp_json_body", None)
+    if cached is None:
+        cached = read_json_body(request)
+        django_request._cdp_json_body = cached
+    return cached
+
+
+class WriteKeyInRequestAuthentication(authentication.BaseAuthentication):
+    """For calls that cannot set a header: ``navigator.sendBeacon`` (the write key as the JSON body's
+    ``writeKey``, as Analytics.js puts it there, or as RudderStack's ``?writeKey=`` on
+    /beacon/v1/batch). Runs after ``ApiKeyAuthentication``, only when no Authorization came."""
+
+    def authenticate(self, request):
+        if request.META.get("HTTP_AUTHORIZATION"):
+            return None
+        raw = request.query_params.get("writeKey")
+        if not raw and request.method == "POST":
+            payload, _ = request_json(request)
+            raw = payload.get("writeKey") if isinstance(payload, dict) else None
+        if not raw or not isinstance(raw, str):
+            return None
+        if not raw.startswith(WRITE_KEY_PREFIX):
+            raise exceptions.AuthenticationFailed("writeKey is not a write key (expected wk_…).")
+        source = source_by_write_key(raw_key=raw)
+        if source is None:
+            raise exceptions.AuthenticationFailed("Unknown or disabled write key.")
+        return ApiPrincipal(kind="write_key", name=source.name), source
+
+    def authenticate_header(self, request) -> str:
+        return 'Bearer realm="cdp"'
+
+
 class TrackingView(APIView):
-    authentication_classes = [ApiKeyAuthentication]
-    permission_classes = [IsWriteKey]
+    authentication_classes = [ApiKeyAuthentication, WriteKeyInRequestAuthentication]
+    permission_classes = [IsWriteKey, OriginAllowed]
     parser_classes: list = []
     call_type: str = "track"
 
@@ -95,18 +134,19 @@ class TrackingView(APIView):
         description="One tracking call (Segment HTTP Tracking API).",
     )
     def post(self, request):
-        payload, size = read_json_body(request)
+        payload, size = request_json(request)
         try:
             event = clean_event(payload, received_at=timezone.now(), forced_type=self.call_type, size=size)
         except Invalid as exc:
+            keep_rejected(request, [{"errors": exc.fields, "call": payload}])
             raise ValidationError(exc.fields) from exc
         result = events_ingest(source=request.auth, events=[event])
         return Response({"success": True, "accepted": result.accepted, "duplicates": result.duplicates})
 
 
 class BatchView(APIView):
-    authentication_classes = [ApiKeyAuthentication]
-    permission_classes = [IsWriteKey]
+    authentication_classes = [ApiKeyAuthentication, WriteKeyInRequestAuthentication]
+    permission_classes = [IsWriteKey, OriginAllowed]
     parser_classes: list = []
 
     @extend_schema(
@@ -126,7 +166,7 @@ class BatchView(APIView):
         description="Many calls at once (Segment's /v1/batch): good events are stored, bad ones reported by index.",
     )
     def post(self, request):
-        payload, _ = read_json_body(request)
+        payload, _ = request_json(request)
         if not isinstance(payload, dict) or not isinstance(payload.get("batch"), list):
             raise ValidationError({"batch": ["Send an object with a 'batch' list of calls."]})
         received_at = timezone.now()
@@ -141,6 +181,7 @@ class BatchView(APIView):
                 clean.append(clean_event(item, received_at=received_at, batch_sent_at=sent_at, batch_context=context))
             except Invalid as exc:
                 bad.append({"index": index, "fields": exc.fields})
+        keep_rejected(request, [{"errors": b["fields"], "call": payload["batch"][b["index"]]} for b in bad])
         if not clean and bad:
             raise ValidationError({f"batch.{b['index']}.{f}": m for b in bad for f, m in b["fields"].items()})
         result = events_ingest(source=request.auth, events=clean) if clean else None
@@ -154,11 +195,23 @@ class BatchView(APIView):
         )
 
 
+def keep_rejected(request, rejections: list[dict]) -> None:
+    """The live event debugger shows rejected calls for a while (profiles/tracking/debugger.py)."""
+    if rejections and request.auth is not None:
+        rejections_record(source_id=request.auth.pk, rejections=rejections)
+
+
 def _call(call_type: str):
     return type(f"{call_type.title()}View", (TrackingView,), {"call_type": call_type}).as_view()
 
 
-tracking_urls = [path("batch", BatchView.as_view(), name="batch"), path("import", BatchView.as_view(), name="import")]
+tracking_urls = [
+    path("batch", BatchView.as_view(), name="batch"),
+    path("b", BatchView.as_view(), name="batch-short"),  # Analytics.js 2.0's batching delivery
+    path("import", BatchView.as_view(), name="import"),
+]
+# RudderStack's JavaScript SDK posts its navigator.sendBeacon batches here (?writeKey=…, text/plain)
+beacon_urls = [path("batch", BatchView.as_view(), name="beacon-batch")]
 for _type, _short in (
     ("identify", "i"),
     ("track", "t"),

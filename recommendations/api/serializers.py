@@ -157,4 +157,6 @@ class RecommendationOutput(serializers.Serializer):
     variant = serializers.CharField(allow_null=True)
     propensity = serializers.FloatField(help_text="Probability with which this variant was chosen (1.0: fixed).")
     context = serializers.DictField()
+    experiment = serializers.CharField(allow_null=True, help_text="The experiment that chose this answer, if any.")
+    variant = serializers.CharField(allow_null=True, help_text="Its variant (or the bandit arm), if any.")
     items = RecommendedItemOutput(many=True)

@@ -80,6 +80,16 @@ class ProductViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         return Response(_plain(answer))  # already plain data; the serializer documents it
 
 
+def recommend_or_400(query: serving.Query) -> serving.Answer:
+    """serving.recommend, with an unknown placement answered as a 400 that lists the allowed ones."""
+    try:
+        return serving.recommend(query)
+    except serving.UnknownPlacement as exc:
+        raise ValidationError(
+            {"placement": [f"Unknown placement {exc.key!r}; allowed: {', '.join(exc.allowed)}."]}
+        ) from None
+
+
 class RecommendationViewSet(viewsets.GenericViewSet):
     """What this shopper should see: ranked, filtered, explained, logged."""
 
@@ -103,7 +113,7 @@ class RecommendationViewSet(viewsets.GenericViewSet):
         query.is_valid(raise_exception=True)
         values = query.validated_data
         try:
-            answer = serving.recommend(
+            answer = recommend_or_400(
                 serving.Query(
                     profile_id=str(values["profile_id"]) if values.get("profile_id") else None,
                     user_id=values.get("user_id"),
@@ -123,10 +133,6 @@ class RecommendationViewSet(viewsets.GenericViewSet):
             )
         except serving.UnknownProfile:
             raise Http404 from None
-        except serving.UnknownPlacement as exc:
-            raise ValidationError(
-                {"placement": [f"Unknown placement {exc.key!r}; allowed: {', '.join(exc.allowed)}."]}
-            ) from None
         return Response(_plain(answer))  # already plain data; the serializer documents it
 
 

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('recommendations', '0002_placements'),
+        ('recommendations', '0003_merge_experiments_placements'),
     ]
 
     operations = [

@@ -1,0 +1,230 @@
+"""The schema registry: event names, their property keys and trait keys the shop actually sends.
+
+Ingestion keeps it current without being slowed down: ``on_events_stored`` (a profiles hook, fired
+after commit) folds the stored batch into a small summary (names, keys, counts, a few sample
+values) and queues ``profiles.tasks.schema_record``, which upserts the rows. ``schema_rebuild``
+recounts everything from the tables (command ``schema_rebuild``; after bulk imports, which fire no
+hook). Trait counts are live profiles having the trait (recounted by the rebuild); between
+rebuilds a new trait key appears at once with the profiles of its batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime
+
+from django.db import connection, transaction
+from django.utils import timezone
+from rapidfuzz import fuzz, process
+
+from .models import Profile, SchemaItem, SchemaKind
+
+logger = logging.getLogger("cdp.schema")
+
+MAX_SAMPLES = 5
+MAX_SAMPLE_CHARS = 60
+MAX_KEYS_PER_EVENT = 100
+
+
+def _sample(value) -> str | int | float | bool | None:
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    if isinstance(value, str):
+        return value[:MAX_SAMPLE_CHARS]
+    return None  # lists and objects are described by their keys, not sampled
+
+
+def _property_keys(properties: dict) -> Iterable[tuple[str, object]]:
+    """Top-level keys, and ``list[].key`` for lists of objects (``products[].category``)."""
+    for key, value in list(properties.items())[:MAX_KEYS_PER_EVENT]:
+        yield key, value
+        if isinstance(value, list):
+            for item in value[:20]:
+                if isinstance(item, dict):
+                    for sub, sub_value in list(item.items())[:MAX_KEYS_PER_EVENT]:
+                        yield f"{key}[].{sub}", sub_value
+
+
+def schema_summary(*, events: list[dict]) -> dict:
+    """Fold stored events (the ``on_events_stored`` payload) into ``{"at", "items", "trait_profiles"}``."""
+    items: dict[tuple[str, str, str], dict] = {}
+    trait_profiles: set[str] = set()
+    latest = None
+
+    def note(kind: str, event: str, name: str, value=None, count: int = 1) -> None:
+        item = items.setdefault((kind, event, name), {"count": 0, "samples": []})
+        item["count"] += count
+        sample = _sample(value)
+        if sample is not None and sample not in item["samples"] and len(item["samples"]) < MAX_SAMPLES:
+            item["samples"].append(sample)
+
+    for e in events:
+        at = e.get("occurred_at")
+        if isinstance(at, datetime) and (latest is None or at > latest):
+            latest = at
+        if e.get("type") == "identify":
+            trait_profiles.add(str(e["profile_id"]))
+            continue
+        name = e.get("name") or ""
+        if not name:
+            continue
+        note(SchemaKind.EVENT, "", name)
+        properties = e.get("properties") if isinstance(e.get("properties"), dict) else {}
+        for key, value in _property_keys(properties):
+            note(SchemaKind.PROPERTY, name, key, value)
+    return {
+        "at": (latest or timezone.now()).isoformat(),
+        "items": [[k, ev, n, v["count"], v["samples"]] for (k, ev, n), v in items.items()],
+        "trait_profiles": sorted(trait_profiles),
+    }
+
+
+def on_events_stored(*, events: list[dict]) -> None:
+    """Hook subscriber: cheap (one pass, one queued task); never fails ingestion."""
+    summary = schema_summary(events=events)
+    if not summary["items"] and not summary["trait_profiles"]:
+        return
+    from .tasks import schema_record
+
+    try:
+        schema_record.delay(summary)
+    except Exception:  # the broker being down must not lose events: the next rebuild catches up
+        logger.warning("could not queue the schema update", exc_info=True)
+
+
+def _merge_samples(old: list, new: list) -> list:
+    merged = list(old)
+    for value in new:
+        if value not in merged and len(merged) < MAX_SAMPLES:
+            merged.append(value)
+    return merged
+
+
+@transaction.atomic
+def schema_record(*, summary: dict) -> int:
+    """Upsert a summary's rows (locks rows in key order, so concurrent batches take turns)."""
+    at = datetime.fromisoformat(summary["at"]) if summary.get("at") else timezone.now()
+    rows = {(k, ev, n): (count, samples) for k, ev, n, count, samples in summary.get("items", [])}
+    if summary.get("trait_profiles"):
+        for key, count, samples in _trait_keys(profile_ids=summary["trait_profiles"]):
+            rows.setdefault((SchemaKind.TRAIT, "", key), (0, samples))
+            rows[(SchemaKind.TRAIT, "", key)] = (count, samples)
+    written = 0
+    for (kind, event, name), (count, samples) in sorted(rows.items()):
+        item = SchemaItem.objects.select_for_update().filter(kind=kind, event=event, name=name).first()
+        if item is None:
+            SchemaItem.objects.create(
+                kind=kind, event=event, name=name, count=count, samples=samples, first_seen_at=at, last_seen_at=at
+            )
+        else:
+            if kind != SchemaKind.TRAIT:  # traits are counted as live profiles by the rebuild
+                item.count += count
+            item.samples = _merge_samples(item.samples, samples)
+            item.first_seen_at = min(item.first_seen_at, at)
+            item.last_seen_at = max(item.last_seen_at, at)
+            item.save(update_fields=["count", "samples", "first_seen_at", "last_seen_at"])
+        written += 1
+    return written
+
+
+def _trait_keys(*, profile_ids: list[str]) -> list[tuple[str, int, list]]:
+    found: dict[str, list] = {}
+    counts: dict[str, int] = {}
+    for traits in Profile.objects.filter(pk__in=profile_ids, merged_into__isnull=True).values_list("traits", flat=True):
+        for key, value in (traits or {}).items():
+            counts[key] = counts.get(key, 0) + 1
+            sample = _sample(value)
+            bucket = found.setdefault(key, [])
+            if sample is not None and sample not in bucket and len(bucket) < MAX_SAMPLES:
+                bucket.append(sample)
+    return [(key, counts[key], found[key]) for key in counts]
+
+
+def schema_rebuild() -> int:
+    """Recount everything from the tables: event names and top-level property keys from events,
+    trait keys from live profiles. Replaces the registry in one transaction."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT 'event', '', name, count(*), min(occurred_at), max(occurred_at)
+            FROM profiles_event WHERE name <> '' AND type <> 'identify' GROUP BY name
+            UNION ALL
+            SELECT 'property', e.name, k, count(*), min(e.occurred_at), max(e.occurred_at)
+            FROM profiles_event e, jsonb_object_keys(CASE WHEN jsonb_typeof(e.properties) = 'object'
+                 THEN e.properties ELSE '{}'::jsonb END) k
+            WHERE e.name <> '' AND e.type <> 'identify' GROUP BY e.name, k
+            UNION ALL
+            SELECT 'property', e.name, kv.key || '[].' || sk, count(DISTINCT e.id),
+                   min(e.occurred_at), max(e.occurred_at)
+            FROM profiles_event e,
+                 jsonb_each(CASE WHEN jsonb_typeof(e.properties) = 'object' THEN e.properties ELSE '{}'::jsonb END) kv,
+                 jsonb_array_elements(CASE WHEN jsonb_typeof(kv.value) = 'array' THEN kv.value ELSE '[]'::jsonb END) el,
+                 jsonb_object_keys(CASE WHEN jsonb_typeof(el) = 'object' THEN el ELSE '{}'::jsonb END) sk
+            WHERE e.name <> '' AND e.type <> 'identify' GROUP BY e.name, kv.key || '[].' || sk
+            UNION ALL
+            SELECT 'trait', '', k, count(*), min(p.first_seen_at), max(p.last_seen_at)
+            FROM profiles_profile p, jsonb_object_keys(p.traits) k
+            WHERE p.merged_into_id IS NULL AND jsonb_typeof(p.traits) = 'object' GROUP BY k
+            """
+        )
+        rows = cursor.fetchall()
+        cursor.execute(
+            """
+            SELECT DISTINCT ON (e.name, k) e.name, k, e.properties -> k
+            FROM (SELECT name, properties FROM profiles_event WHERE name <> '' AND type <> 'identify'
+                  ORDER BY id DESC LIMIT 20000) e,
+                 jsonb_object_keys(CASE WHEN jsonb_typeof(e.properties) = 'object'
+                                   THEN e.properties ELSE '{}'::jsonb END) k
+            """
+        )
+        prop_samples = {(name, key): value for name, key, value in cursor.fetchall()}
+    old = {(i.kind, i.event, i.name): i.samples for i in SchemaItem.objects.all()}
+    items = []
+    for kind, event, name, count, first, last in rows:
+        samples = old.get((kind, event, name), [])
+        if kind == "property" and (event, name) in prop_samples:
+            samples = _merge_samples(samples, [v for v in [_sample(prop_samples[(event, name)])] if v is not None])
+        items.append(
+            SchemaItem(
+                kind=kind, event=event, name=name, count=count, samples=samples, first_seen_at=first, last_seen_at=last
+            )
+        )
+    with transaction.atomic():
+        SchemaItem.objects.all().delete()
+        SchemaItem.objects.bulk_create(items, batch_size=1000)
+    return len(items)
+
+
+# --- reads ---------------------------------------------------------------------------------------
+
+
+def schema_names(*, kind: str, event: str = "") -> list[str]:
+    return list(
+        SchemaItem.objects.filter(kind=kind, event=event).order_by("-count", "name").values_list("name", flat=True)
+    )
+
+
+def schema_catalog() -> dict:
+    """Everything the segment builder offers: events with their properties, traits; counts and samples."""
+    events: dict[str, dict] = {}
+    traits = []
+    for item in SchemaItem.objects.order_by("-count", "name"):
+        row = {"name": item.name, "count": item.count, "samples": item.samples}
+        if item.kind == SchemaKind.EVENT:
+            events.setdefault(item.name, {"properties": []}).update(row)
+        elif item.kind == SchemaKind.PROPERTY:
+            events.setdefault(item.event, {"name": item.event, "count": 0, "samples": [], "properties": []})[
+                "properties"
+            ].append(row)
+        else:
+            traits.append(row)
+    return {"events": list(events.values()), "traits": traits}
+
+
+def schema_suggest(*, name: str, choices: list[str]) -> str | None:
+    """The closest known name to a misspelt one (rapidfuzz), if it is close enough to be meant."""
+    if not choices:
+        return None
+    match = process.extractOne(name, choices, scorer=fuzz.WRatio, processor=str.casefold, score_cutoff=80)
+    return match[0] if match else None
