@@ -372,6 +372,8 @@ RECS_BOOST_FACTOR: float = env.float("RECS_BOOST_FACTOR", default=1.5)  # ?boost
 RECS_SESSION_MINUTES: int = env.int("RECS_SESSION_MINUTES", default=30)  # a gap longer ends a session
 # The refresh: temporal holdout length, metric that decides promotion, training parameters (JSON).
 RECS_HOLDOUT_DAYS: int = env.int("RECS_HOLDOUT_DAYS", default=14)
+# the refresh trains on the last this many days of interactions (before the latest one); 0: all of them
+RECS_TRAIN_WINDOW_DAYS: int = env.int("RECS_TRAIN_WINDOW_DAYS", default=730)
 RECS_PRIMARY_METRIC: str = env.str("RECS_PRIMARY_METRIC", default="ndcg@10")
 RECS_TRAIN_PARAMS: dict = env.json("RECS_TRAIN_PARAMS", default={})
 RECS_REFRESH_HOUR: int = env.int("RECS_REFRESH_HOUR", default=3)  # nightly refresh (UTC)
