@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 # Development defaults; production sets its own environment (see .env.example).
 export DEBUG ?= true
 
+# The browser SDKs the storefront tests and the demo shop load (package.json + package-lock.json).
+NODE_STAMP := node_modules/.package-lock.json
+
 .PHONY: demo test lint venv services-up services-down services-status clean help
 
 help:
@@ -24,10 +27,14 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	@rm -f $(VENV)/.installed-* && touch $@
 
-demo: $(STAMP)
+$(NODE_STAMP): package.json package-lock.json
+	@if command -v npm >/dev/null; then npm ci --no-audit --no-fund --loglevel=error && touch $@; \
+	else echo "npm not found: the storefront SDKs are not installed (apt-get install npm); their browser tests will skip"; fi
+
+demo: $(STAMP) $(NODE_STAMP)
 	$(PY) -m cdp.devservices run -- $(PY) -m cdp.demo
 
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	$(PY) -m cdp.devservices run -- bash -c '$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(PY) -m pytest'
 
 lint: $(STAMP)
@@ -43,4 +50,4 @@ services-status: $(STAMP)
 	$(PY) -m cdp.devservices status
 
 clean: services-down
-	rm -rf $(VENV) .cdp staticfiles .pytest_cache .ruff_cache
+	rm -rf $(VENV) .cdp staticfiles .pytest_cache .ruff_cache node_modules

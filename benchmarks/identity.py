@@ -152,9 +152,16 @@ def components(count: int, links) -> list[int]:
 # --- cdp ----------------------------------------------------------------------------------------------
 
 
+def cdp_python() -> str:
+    """The project's interpreter for cdp's own run: the peers may live in another environment (their pins
+    need pandas < 3, the product's has pandas 3), so the benchmark itself may run under that one."""
+    own = REPO / ".venv" / "bin" / "python"
+    return os.environ.get("CDP_PYTHON") or (str(own) if own.exists() else sys.executable)
+
+
 def run_cdp(path: Path, *, link_on_source: bool, timeout: float) -> dict:
     env = {**os.environ, "DEBUG": "true"}
-    command = [sys.executable, "manage.py", "evaluate_identity", str(path), "--no-progress"]
+    command = [cdp_python(), "manage.py", "evaluate_identity", str(path), "--no-progress"]
     if link_on_source:
         command.append("--link-on-source")
     started = time.perf_counter()

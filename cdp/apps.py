@@ -7,4 +7,6 @@ class CdpConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from .api import schema  # noqa: F401 - registers the OpenAPI auth extension
+        from .api import cors, schema  # noqa: F401 - schema registers the OpenAPI auth extension
+
+        cors.connect()

@@ -29,6 +29,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,19 +146,44 @@ def _pg_bin(name: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin" / name
 
 
-def _ensure_system_user(name: str):
+USERADD_LOCK = Path(tempfile.gettempdir()) / "cdp-devservices-useradd.lock"
+
+
+def _ensure_system_user(name: str, *, attempts: int = 20):
+    """The system user the embedded PostgreSQL runs as (root only), created once per machine.
+
+    Two start-ups at once (two checkouts, two ``make test``) must not race: creation is serialised
+    by an exclusive lock on a machine-wide file, the user is looked up again under the lock, and a
+    ``useradd`` that still fails because the user appeared, or because another tool holds
+    /etc/passwd's lock, is retried after looking again."""
+    import fcntl
     import pwd
 
     try:
         return pwd.getpwnam(name)
     except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        return pwd.getpwnam(name)
+        pass
+    with open(USERADD_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            for attempt in range(attempts):
+                try:
+                    return pwd.getpwnam(name)
+                except KeyError:
+                    pass
+                done = subprocess.run(
+                    ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+                    capture_output=True,
+                    text=True,
+                )
+                if done.returncode in (0, 9):  # 9: the user exists (made by someone without our lock)
+                    return pwd.getpwnam(name)
+                if attempt == attempts - 1:
+                    raise DevServicesError(f"useradd {name} failed ({done.returncode}): {done.stderr.strip()}")
+                time.sleep(0.1 * (attempt + 1))  # 10: /etc/passwd is locked by another tool
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    raise AssertionError("unreachable")
 
 
 def _as_root() -> bool:

@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django.contrib.postgres",
+    "corsheaders",
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI served from our static files, pinned (no CDN)
@@ -52,6 +53,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -106,6 +108,11 @@ CACHES = {
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="cdp"),
         "TIMEOUT": 300,
+        # a cache call never waits long on a Redis that is gone (throttle and debounce fail open)
+        "OPTIONS": {
+            "socket_connect_timeout": env.float("REDIS_SOCKET_CONNECT_TIMEOUT", default=0.5),
+            "socket_timeout": env.float("REDIS_SOCKET_TIMEOUT", default=2.0),
+        },
     }
 }
 
@@ -114,6 +121,11 @@ CELERY_RESULT_BACKEND: str = env.str("CELERY_RESULT_BACKEND", default=REDIS_URL)
 CELERY_TASK_TIME_LIMIT: int = env.int("CELERY_TASK_TIME_LIMIT", default=3600)
 CELERY_TASK_SOFT_TIME_LIMIT: int = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=3300)
 CELERY_TASK_ALWAYS_EAGER: bool = False
+CELERY_BROKER_CONNECTION_TIMEOUT: float = env.float("CELERY_BROKER_CONNECTION_TIMEOUT", default=2.0)
+# cdp.queueing: seconds a web request may spend handing a task to the broker, and how long sends
+# fail fast after the broker did not answer (the durable PendingWork mark covers what was not sent)
+CDP_QUEUE_TIMEOUT_SECONDS: float = env.float("CDP_QUEUE_TIMEOUT_SECONDS", default=0.5)
+CDP_QUEUE_BACKOFF_SECONDS: float = env.float("CDP_QUEUE_BACKOFF_SECONDS", default=5.0)
 
 RQ_DEFAULT_TIMEOUT: int = env.int("RQ_DEFAULT_TIMEOUT", default=3600)
 RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_DEFAULT_TIMEOUT} for name in ("default", "privacy")}
@@ -158,6 +170,31 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
+# --- Storefront: CORS per source (cdp/api/cors.py, docs/storefront.md) ------------------------
+# Only the endpoints shop pages call; the secret-key API (/api/) never answers cross-origin.
+CORS_URLS_REGEX = r"^/(v1/|beacon/v1/|sourceConfig/?$|analytics\.js/|analytics-next/)"
+CORS_ALLOW_METHODS = ["GET", "POST", "OPTIONS"]
+# Every header Analytics.js 2.0 and RudderStack's SDK send, retry headers included.
+CORS_ALLOW_HEADERS = [
+    "accept",
+    "authorization",
+    "content-type",
+    "content-encoding",
+    "x-retry-count",  # Analytics.js
+    "anonymousid",  # RudderStack
+    "sentat",
+    "rsa-recovered",
+    "rsa-retry-attempt",
+    "rsa-since-last-attempt",
+    "rsa-since-first-attempt",
+    "rsa-retry-reason",
+]
+CORS_EXPOSE_HEADERS = ["Retry-After"]
+CORS_ALLOW_CREDENTIALS = False
+CORS_PREFLIGHT_MAX_AGE: int = env.int("CORS_PREFLIGHT_MAX_AGE", default=86_400)
+# Browser recommendations (/v1/recommendations): per source and client address.
+RECS_BROWSER_THROTTLE: str = env.str("RECS_BROWSER_THROTTLE", default="120/min")
+
 # --- i18n, static ------------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
@@ -165,6 +202,14 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
+# The browser SDKs shops use, pinned in package.json/package-lock.json and installed by `npm ci`
+# (the Makefile does it): served from here, never from a CDN (docs/storefront.md).
+NODE_MODULES = BASE_DIR / "node_modules"
+STOREFRONT_SDK_DIRS = {
+    "analytics-next": NODE_MODULES / "@segment" / "analytics-next" / "dist" / "umd",
+    "rudderstack": NODE_MODULES / "@rudderstack" / "analytics-js" / "dist" / "npm" / "modern" / "bundled" / "umd",
+}
+STATICFILES_DIRS = [(f"storefront/vendor/{name}", path) for name, path in STOREFRONT_SDK_DIRS.items() if path.is_dir()]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -273,7 +318,14 @@ CDP_FUZZY_REVIEW_PROBABILITY: float = env.float("CDP_FUZZY_REVIEW_PROBABILITY", 
 # How long a consent answer holds before the purpose's default applies again (13 months).
 CONSENT_VALIDITY_DAYS: int = env.int("CONSENT_VALIDITY_DAYS", default=395)
 # Salt of the hashed IPs in the ledger's evidence and of the suppression list's identifier hashes.
-CONSENT_HASH_SALT: str = env.str("CONSENT_HASH_SALT", default=SECRET_KEY)
+# Its own secret, required in production: were it SECRET_KEY, a routine key rotation would void
+# every suppression entry and bring erased people back (rotation: docs/privacy.md).
+CONSENT_HASH_SALT: str = env.str("CONSENT_HASH_SALT", default=_DEV_SECRET if DEBUG else "")
+if not CONSENT_HASH_SALT:
+    raise ImproperlyConfigured(
+        "CONSENT_HASH_SALT is required when DEBUG is false. Set it in the environment (see .env.example); "
+        "never change it without docs/privacy.md's rotation steps (suppression entries depend on it)."
+    )
 # Events of a person who denied analytics: "strict" drops them all (default), "essential" keeps only
 # CONSENT_ESSENTIAL_EVENTS (orders: contract), "off" keeps everything (not enforced).
 CONSENT_ANALYTICS_DENIAL: str = env.str("CONSENT_ANALYTICS_DENIAL", default="strict")

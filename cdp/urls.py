@@ -1,12 +1,14 @@
 from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
-from django.urls import include, path
+from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from profiles.api.tracking import tracking_urls
+from profiles.api.sdk_settings import RudderStackSourceConfigView, SegmentSettingsView
+from profiles.api.tracking import beacon_urls, tracking_urls
+from recommendations.api.storefront import StorefrontRecommendationView
 
-from . import health
+from . import health, sdk_assets
 from .api.router import api_v1_urls
 
 admin.site.site_header = "cdp administration"
@@ -25,7 +27,14 @@ urlpatterns = [
     path("api/docs/", staff_member_required(SpectacularSwaggerView.as_view(url_name="schema")), name="api-docs"),
     path("api/v1/", include((api_v1_urls, "api"), namespace="v1")),
     path("", include("consent.urls")),  # /v1/consent and the privacy center (before the tracking catch)
+    # the storefront SDKs' settings documents (docs/storefront.md)
+    path("v1/projects/<str:write_key>/settings", SegmentSettingsView.as_view(), name="segment-settings"),
+    re_path(r"^sourceConfig/?$", RudderStackSourceConfigView.as_view(), name="rudderstack-source-config"),
+    path("v1/recommendations", StorefrontRecommendationView.as_view(), name="storefront-recommendations"),
+    path("analytics.js/v1/<str:write_key>/analytics.min.js", sdk_assets.analytics_js_snippet_bundle),
+    path("analytics-next/bundles/<str:name>", sdk_assets.analytics_js_chunk),
     path("v1/", include((tracking_urls, "tracking"), namespace="tracking")),
+    path("beacon/v1/", include((beacon_urls, "beacon"), namespace="beacon")),
 ]
 
 handler400 = "cdp.api.errors.handler400"

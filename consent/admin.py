@@ -10,6 +10,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -35,7 +36,7 @@ from .requests import (
     privacy_request_verify,
 )
 from .selectors import consent_history, consent_states, profile_group_ids, profile_live_id
-from .services import ConsentError
+from .services import ConsentError, consent_record_for_identifiers
 
 
 def _profile_link(profile_id) -> str:
@@ -467,12 +468,39 @@ class DataSubjectRequestAdmin(admin.ModelAdmin):
         return response
 
 
+class OptInForm(forms.Form):
+    """A person asked the shop (phone, letter, support ticket) to be recognised again: an explicit,
+    fresh opt-in recorded by staff. The identifier is used, never stored in the clear."""
+
+    identifier_kind = forms.ChoiceField(choices=[(k, k) for k in (*IDENTIFIER_KINDS, "anonymous_id")])
+    identifier_value = forms.CharField(max_length=255)
+    purposes = forms.MultipleChoiceField(
+        choices=[],
+        widget=forms.CheckboxSelectMultiple,
+        help_text="what the person agreed to; analytics is what lets their data in again",
+    )
+    note = forms.CharField(max_length=200, help_text="how the person asked (kept as evidence, no personal data)")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["purposes"].choices = [(p.key, p.name) for p in Purpose.objects.filter(is_active=True)]
+
+    def clean(self):
+        data = super().clean()
+        kind, value = data.get("identifier_kind"), data.get("identifier_value")
+        if kind and value and not normalize_identifier(kind, value):
+            self.add_error("identifier_value", f"Not a usable {data['identifier_kind']}.")
+        return data
+
+
 @admin.register(Suppression)
 class SuppressionAdmin(admin.ModelAdmin):
-    """Salted hashes of erased people's identifiers; an entry goes when the person opts in again."""
+    """Salted hashes of erased people's identifiers; an entry goes only when the person opts in again
+    explicitly (banner, privacy center, or staff here with *Record an opt-in*)."""
 
     list_display = ["hash_prefix", "kind", "created_at"]
     list_filter = ["kind"]
+    change_list_template = "admin/consent/suppression/change_list.html"
 
     @admin.display(description="hash")
     def hash_prefix(self, obj: Suppression) -> str:
@@ -483,6 +511,45 @@ class SuppressionAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(self.opt_in_view)
+        return [path("opt-in/", view, name="consent_suppression_opt_in"), *super().get_urls()]
+
+    def opt_in_view(self, request):
+        """Record consent for an identifier through the same service as the banner: a suppressed
+        person's answer is refused unless it grants analytics, which lifts the suppression."""
+        form = OptInForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            choices = dict.fromkeys(data["purposes"], True)
+            try:
+                profile_id, records = consent_record_for_identifiers(
+                    identifiers=[(data["identifier_kind"], data["identifier_value"])],
+                    choices=choices,
+                    source="admin",
+                    evidence={"admin": request.user.get_username()[:150], "note": data["note"]},
+                )
+            except ConsentError as exc:
+                form.add_error(None, str(exc))
+            else:
+                if profile_id is None:
+                    self.message_user(
+                        request,
+                        "Refused: this identifier belongs to an erased person; only an opt-in that includes "
+                        "analytics lets their data in again.",
+                        messages.ERROR,
+                    )
+                else:
+                    self.message_user(request, f"Recorded {len(records)} answer(s).", messages.SUCCESS)
+                    return HttpResponseRedirect(reverse("admin:consent_suppression_changelist"))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Record an opt-in",
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/consent/suppression/opt_in.html", context)
 
 
 # --- the profile page's consent and privacy panels ------------------------------------------------

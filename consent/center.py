@@ -7,11 +7,15 @@ address and per client address; the answer on screen stays the same when the lim
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import secrets
 from datetime import timedelta
 
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from django.core.cache import cache
 from django.core.mail import send_mail
@@ -33,25 +37,27 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _keystream(token: str, n: int) -> bytes:
-    out = b""
-    counter = 0
-    while len(out) < n:
-        out += hashlib.sha256(f"cdp-privacy-center:{token}:{counter}".encode()).digest()
-        counter += 1
-    return out[:n]
+def _fernet(token: str) -> Fernet:
+    """A Fernet key (AES-128-CBC + HMAC-SHA256, from the ``cryptography`` library) derived from the
+    link's token with HKDF: whoever holds the link can read the address, the database alone cannot."""
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"cdp-privacy-center-seal/1").derive(
+        token.encode()
+    )
+    return Fernet(base64.urlsafe_b64encode(key))
 
 
 def _seal(token: str, email: str) -> str:
-    """The address encrypted with a key derived from the link's token: the database alone cannot
-    read it, the link holder can (the link may be opened in another browser than the one that asked)."""
-    data = email.encode()
-    return bytes(a ^ b for a, b in zip(data, _keystream(token, len(data)), strict=True)).hex()
+    """The address encrypted and authenticated with a key derived from the link's token (the link may
+    be opened in another browser than the one that asked)."""
+    return _fernet(token).encrypt(email.encode()).decode()
 
 
-def _unseal(token: str, sealed: str) -> str:
-    data = bytes.fromhex(sealed)
-    return bytes(a ^ b for a, b in zip(data, _keystream(token, len(data)), strict=True)).decode(errors="replace")
+def _unseal(token: str, sealed: str) -> str | None:
+    """The sealed address, or None when the seal was not made with this token or was altered."""
+    try:
+        return _fernet(token).decrypt(sealed.encode()).decode()
+    except (InvalidToken, ValueError):
+        return None
 
 
 def center_email_normalise(*, email: str) -> str | None:
@@ -115,7 +121,7 @@ def center_token_use(*, token: str, session_key: str = "") -> str | None:
     if row is None:
         return None
     email = _unseal(token, row.email_sealed)
-    if row.email_hash != salted_hash(f"email:{email}"):
+    if email is None or row.email_hash != salted_hash(f"email:{email}"):
         return None
     row.used_at = timezone.now()
     row.email_sealed = ""  # nothing left to read once used

@@ -1,7 +1,8 @@
 """Consent on the ingestion path (subscribed to ``profiles.hooks`` filters in ``ConsentConfig.ready``).
 
 1. Before identity work: events carrying an identifier of an erased person (suppression list) are
-   dropped, unless the event itself grants analytics again (an opt-in), which lifts the suppression.
+   dropped; only an explicit opt-in (banner, privacy center, admin) lifts the suppression, never an
+   event's context. The same filter runs for ``import_orders``.
 2. After identity work: Segment-style consent in the event context
    (``context.consent.categoryPreferences``) is recorded in the ledger when it differs from the
    person's current state, and events of people who denied analytics are dropped
@@ -19,7 +20,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from .services import consent_records_bulk, salted_hash, suppression_hash, suppressions_lift
+from .services import consent_records_bulk, salted_hash, suppression_hash
 
 # Segment's consent categories are named by each shop; these names map to cdp's purposes
 # (case, spaces, hyphens and underscores ignored); CONSENT_CATEGORY_MAP adds or overrides.
@@ -51,6 +52,8 @@ def context_preferences(context: dict, category_map: dict[str, str] | None = Non
     consent = context.get("consent") if isinstance(context, dict) else None
     prefs = consent.get("categoryPreferences") if isinstance(consent, dict) else None
     if not isinstance(prefs, dict) or not prefs:
+        prefs = _rudderstack_preferences(context)
+    if not prefs:
         return {}
     category_map = category_map or _category_map()
     found: dict[str, bool] = {}
@@ -62,8 +65,24 @@ def context_preferences(context: dict, category_map: dict[str, str] | None = Non
     return found
 
 
+def _rudderstack_preferences(context) -> dict[str, bool]:
+    """RudderStack's SDK states consent as ``context.consentManagement`` (allowed / denied
+    consent ids, the shop's category names): the same answers as Segment's categoryPreferences."""
+    managed = context.get("consentManagement") if isinstance(context, dict) else None
+    if not isinstance(managed, dict):
+        return {}
+    prefs: dict[str, bool] = {}
+    for key, granted in (("allowedConsentIds", True), ("deniedConsentIds", False)):
+        ids = managed.get(key)
+        if isinstance(ids, list):
+            prefs.update({str(i): granted for i in ids if isinstance(i, (str, int)) and not isinstance(i, bool)})
+    return prefs
+
+
 def filter_suppressed(*, events: list, indexes: list[int]) -> list[int]:
-    """Drop events carrying an identifier of an erased person; an event granting analytics lifts it."""
+    """Drop events carrying an identifier of an erased person. Nothing in an event lifts the
+    suppression, not even ``context.consent`` granting analytics: consent managers re-send stored
+    preferences with every call, so only an explicit opt-in (banner, privacy center, admin) does."""
     hashes = {i: [suppression_hash(kind, value) for kind, value in events[i].identifiers] for i in indexes}
     every = sorted({h for hs in hashes.values() for h in hs})
     if not every:
@@ -73,18 +92,7 @@ def filter_suppressed(*, events: list, indexes: list[int]) -> list[int]:
         suppressed = {row[0] for row in cursor.fetchall()}
     if not suppressed:
         return indexes
-    category_map = _category_map()
-    kept, lift = [], set()
-    for i in indexes:
-        hit = suppressed.intersection(hashes[i])
-        if not hit:
-            kept.append(i)
-        elif context_preferences(events[i].context, category_map).get("analytics") is True:
-            lift.update(hit)
-            kept.append(i)
-    if lift:
-        suppressions_lift(hashes=sorted(lift))
-    return kept
+    return [i for i in indexes if not suppressed.intersection(hashes[i])]
 
 
 def filter_consent(*, events: list, indexes: list[int], profiles: dict) -> list[int]:

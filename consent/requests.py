@@ -11,7 +11,9 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import random
 import secrets
+import time
 import zlib
 from datetime import timedelta
 
@@ -19,10 +21,11 @@ from django.conf import settings
 from django.core import signing
 from django.core.cache import cache
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from profiles.bulk import import_lock_exclusive
 from profiles.models import Identifier
 from profiles.normalize import normalize_identifier
 from profiles.selectors import profile_find_by_identifier
@@ -329,6 +332,46 @@ def _execute_erasure(request: DataSubjectRequest, actor: str) -> None:
         audit(request, actor=actor, action="erased", **result)
 
 
+class _GroupMoved(Exception):
+    """The person's profiles or identifiers changed between the unlocked read and the locks."""
+
+    def __init__(self, identifiers: set) -> None:
+        super().__init__("the person's group changed while it was being locked")
+        self.identifiers = identifiers
+
+
+ERASE_ATTEMPTS = 8
+
+
+def _group_identifiers(group: list[str]) -> set[tuple[str, str]]:
+    return set(Identifier.objects.filter(profile_id__in=group).values_list("kind", "value"))
+
+
+def erasure_lock_person(
+    *, profile_id: str | None, identifiers: set[tuple[str, str]]
+) -> tuple[list[str], set[tuple[str, str]]]:
+    """Lock a person for erasure the way ingestion locks what it writes, and return their whole group
+    (live profile + every profile merged into it) and identifiers as they are under the locks.
+
+    One lock order with ingestion and merges (decision 0004): advisory locks on every identifier (one
+    sorted statement), then the group's profile rows ``FOR UPDATE`` in id order. Then the group and
+    its identifiers are read again: when a merge moved the live profile, or ingestion attached an
+    identifier, between the unlocked read and the locks, ``_GroupMoved`` makes the caller roll back
+    and try again with everything seen so far, until the group is stable under the locks.
+    Levels 1 then 2 of ``profiles/locks.py``'s one lock order."""
+    from profiles.locks import lock_identifier_keys, lock_profiles
+
+    group = profile_group_ids(profile_id=profile_id) if profile_id else []
+    seen = set(identifiers) | _group_identifiers(group)
+    lock_identifier_keys(seen)
+    lock_profiles(group)
+    stable = profile_group_ids(profile_id=profile_id) if profile_id else []
+    now_identifiers = set(identifiers) | _group_identifiers(stable)
+    if set(stable) != set(group) or not now_identifiers <= seen:
+        raise _GroupMoved(seen | now_identifiers)
+    return stable, now_identifiers
+
+
 def privacy_erase(
     *,
     profile_id: str | None,
@@ -338,26 +381,42 @@ def privacy_erase(
 ) -> dict:
     """Forget a person across every merged profile and every registered app, in one transaction,
     with suppression entries for their identifiers; cache keys naming them are purged on commit.
-    Returns counts (never personal data)."""
-    group = profile_group_ids(profile_id=profile_id) if profile_id else []
-    with transaction.atomic():
-        identifiers = set(Identifier.objects.filter(profile_id__in=group).values_list("kind", "value"))
-        identifiers.update((k, v) for k, v in extra_identifiers if k and v)
-        entries = privacy_entries()
-        for n, entry in enumerate(entries):
-            if progress:
-                progress(0.1 + 0.8 * n / max(len(entries), 1), f"erasing {entry.name}")
-            if group:
-                entry.erase(group)
-        Suppression.objects.bulk_create(
-            [
-                Suppression(hash=suppression_hash(kind, value), kind=kind, request=request)
-                for kind, value in identifiers
-            ],
-            ignore_conflicts=True,
-        )
-        keys = [*group, *(v for _, v in identifiers)]
-        transaction.on_commit(lambda: cache_purge_person(keys=keys))
+    The person is locked first (``erasure_lock_person``), so no merge or ingestion of theirs runs
+    inside the erasure. Returns counts (never personal data)."""
+    from profiles.tracking.ingest import RETRYABLE
+
+    known = {(k, v) for k, v in extra_identifiers if k and v}
+    for attempt in range(1, ERASE_ATTEMPTS + 1):
+        try:
+            with transaction.atomic():
+                import_lock_exclusive()  # no order import runs between our suppression entries and its check
+                group, identifiers = erasure_lock_person(profile_id=profile_id, identifiers=known)
+                result = _erase_locked(group, identifiers, request, progress)
+            return result
+        except _GroupMoved as moved:
+            known |= moved.identifiers
+            logger.info("erasure: the person's group moved; locking again (attempt %d)", attempt)
+        except DatabaseError as exc:
+            if attempt == ERASE_ATTEMPTS or not isinstance(exc.__cause__ or exc, RETRYABLE):
+                raise
+            logger.info("erasure: retrying after %s (attempt %d)", type(exc.__cause__).__name__, attempt)
+            time.sleep(random.uniform(0.01, 0.1) * attempt)
+    raise RuntimeError("the person's profiles kept changing during erasure; run the request again")
+
+
+def _erase_locked(group: list[str], identifiers: set, request, progress) -> dict:
+    entries = privacy_entries()
+    for n, entry in enumerate(entries):
+        if progress:
+            progress(0.1 + 0.8 * n / max(len(entries), 1), f"erasing {entry.name}")
+        if group:
+            entry.erase(group)
+    Suppression.objects.bulk_create(
+        [Suppression(hash=suppression_hash(kind, value), kind=kind, request=request) for kind, value in identifiers],
+        ignore_conflicts=True,
+    )
+    keys = [*group, *(v for _, v in identifiers)]
+    transaction.on_commit(lambda: cache_purge_person(keys=keys))
     return {"profiles": len(group), "identifiers_suppressed": len(identifiers), "entries": [e.name for e in entries]}
 
 

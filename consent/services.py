@@ -41,10 +41,29 @@ def suppression_hash(kind: str, value: str) -> str:
     return salted_hash(f"suppress:{kind}:{value}")
 
 
-def suppressions_lift(*, hashes: list[str]) -> int:
-    """The person opted in again: events with these identifiers are accepted from now on."""
-    deleted, _ = Suppression.objects.filter(hash__in=hashes).delete()
+# Where an opt-in that lifts suppression may come from: an answer the person gave on purpose, now
+# (decision 0021). An event's ``context.consent`` is not one: consent managers re-send stored
+# preferences with every call, so a cookie from before the erasure would bring the person back.
+OPT_IN_SOURCES = ("banner", "privacy_center", "admin")
+
+
+def suppressions_lift(*, hashes: list[str], source: str, answered_at: datetime | None = None) -> int:
+    """The person opted in again, explicitly and freshly: events with these identifiers are accepted
+    from now on. Only answers from ``OPT_IN_SOURCES`` lift, and only entries written before the
+    answer was given (a replayed answer from before the erasure lifts nothing). Returns entries lifted."""
+    if source not in OPT_IN_SOURCES:
+        raise ConsentError(f"Suppression is lifted only by an explicit opt-in ({', '.join(OPT_IN_SOURCES)}).")
+    answered_at = answered_at or timezone.now()
+    deleted, _ = Suppression.objects.filter(hash__in=hashes, created_at__lt=answered_at).delete()
     return deleted
+
+
+def suppressed_hashes(*, identifiers: list[tuple[str, str]]) -> set[str]:
+    """The suppression entries among these normalised identifiers (one indexed query)."""
+    hashes = [suppression_hash(kind, value) for kind, value in identifiers]
+    if not hashes:
+        return set()
+    return set(Suppression.objects.filter(hash__in=hashes).values_list("hash", flat=True))
 
 
 def consent_evidence(*, ip: str | None = None, user_agent: str | None = None, banner_id: str | None = None) -> dict:
@@ -286,7 +305,8 @@ def consent_record_for_identifiers(
 ) -> tuple[str | None, list[ConsentRecord]]:
     """The storefront's banner: answers for whoever these (raw) identifiers belong to, creating or
     linking the profile as ingestion would. An erased person's identifiers (suppression list) are
-    refused — ``(None, [])`` — unless the answer grants analytics, which is their opt-in again."""
+    refused — ``(None, [])`` — unless this is an explicit opt-in (``OPT_IN_SOURCES``) granting
+    analytics, given after the erasure: that lifts the suppression."""
     from profiles.identity.resolve import profile_resolve
     from profiles.normalize import normalize_identifier
 
@@ -297,12 +317,15 @@ def consent_record_for_identifiers(
             normalised.append((kind, value))
     if not normalised:
         raise ConsentError("No usable identifier (userId, anonymousId, email or phone).", field="identifiers")
-    hashes = [suppression_hash(kind, value) for kind, value in normalised]
-    if Suppression.objects.filter(hash__in=hashes).exists():
-        if choices.get("analytics") is not True:
-            return None, []
-        suppressions_lift(hashes=hashes)
     at = at or timezone.now()
+    suppressed = suppressed_hashes(identifiers=normalised)
+    if suppressed:
+        # an erased person comes back only by a fresh, explicit opt-in to analytics
+        if choices.get("analytics") is not True or source not in OPT_IN_SOURCES:
+            return None, []
+        suppressions_lift(hashes=sorted(suppressed), source=source, answered_at=at)
+        if suppressed_hashes(identifiers=normalised):  # the answer predates the erasure: not fresh
+            return None, []
     profile = profile_resolve(identifiers=normalised, traits={}, at=at)
     records = consent_record(
         profile_id=profile.pk,

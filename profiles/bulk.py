@@ -432,6 +432,7 @@ class ImportSummary:
     events_inserted: int = 0
     events_skipped: int = 0
     profiles_refreshed: int = 0
+    orders_suppressed: int = 0  # orders of erased people (suppression list), not imported
     seconds: float = 0.0
     source: str = ""
 
@@ -443,7 +444,8 @@ class ImportSummary:
             f"{self.lines_invalid} invalid lines skipped; {self.orders} orders; customers {self.customers_new} new, "
             f"{self.customers_existing} existing; events {self.events_inserted} inserted, {self.events_skipped} "
             f"skipped; computed traits of {self.profiles_refreshed} profiles; source {self.source!r}; "
-            f"{self.seconds:.1f} s"
+            + (f"{self.orders_suppressed} orders of erased people skipped; " if self.orders_suppressed else "")
+            + f"{self.seconds:.1f} s"
         )
 
 
@@ -508,7 +510,8 @@ def orders_import(
     summary.customers_new = written.customers_new
     summary.customers_existing = len({(row[1], row[2]) for row in rows}) - written.customers_new
     summary.events_inserted = written.inserted
-    summary.events_skipped = summary.orders - written.inserted
+    summary.orders_suppressed = written.suppressed
+    summary.events_skipped = summary.orders - written.inserted - written.suppressed
     summary.profiles_refreshed = _refresh(
         profile_ids=written.profile_ids, marked_at=written.marked_at, now=now, progress=progress
     )
@@ -554,6 +557,53 @@ class _Written:
     customers_new: int
     profile_ids: list[str]
     marked_at: datetime
+    suppressed: int = 0
+
+
+# Imports and erasures exclude each other: an import holds this advisory lock shared for its whole
+# transaction, an erasure takes it exclusively before anything else (``import_lock_exclusive``). So
+# an erasure never falls between an import's suppression check and its commit, and an import that
+# starts after an erasure sees the erasure's suppression entries. (Per-identifier locks, as the
+# tracking path takes them, would fill PostgreSQL's lock table for a whole shop's history.)
+IMPORT_LOCK_KEY = 0x63647069  # "cdpi"
+
+
+def import_lock_exclusive() -> None:
+    """Wait for running imports and keep new ones out until the current transaction ends."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [IMPORT_LOCK_KEY])
+
+
+class _Carrier:
+    """What an ingestion filter reads of an event: its identifiers and (empty) context."""
+
+    __slots__ = ("context", "identifiers")
+
+    def __init__(self, kind: str, value: str) -> None:
+        self.identifiers = [(kind, value)]
+        self.context: dict = {}
+
+
+def _suppress(cursor) -> int:
+    """Orders of people the identifier filters refuse (erased people) leave imp_order, as the
+    tracking path drops their events: the same filter, per distinct customer. Returns orders dropped."""
+    if not hooks.ingest_filter_identifiers.subscribers:
+        return 0
+    cursor.execute("SELECT DISTINCT kind, value FROM imp_order ORDER BY kind, value")
+    customers = cursor.fetchall()
+    if not customers:
+        return 0
+    carriers = [_Carrier(kind, value) for kind, value in customers]
+    kept = set(hooks.ingest_filter_identifiers.apply(events=carriers, indexes=list(range(len(carriers)))))
+    refused = [customers[i] for i in range(len(customers)) if i not in kept]
+    if not refused:
+        return 0
+    cursor.execute(
+        "DELETE FROM imp_order o USING unnest(%s::text[], %s::text[]) AS r(kind, value) "
+        "WHERE o.kind = r.kind AND o.value = r.value",
+        [[k for k, _ in refused], [v for _, v in refused]],
+    )
+    return cursor.rowcount
 
 
 _SETUP_SQL = """
@@ -655,7 +705,7 @@ ON CONFLICT (profile_id) DO UPDATE SET queued_at = EXCLUDED.queued_at
 
 def _write(*, source: Source, rows: list[tuple], received_at: datetime, progress: bool) -> _Written:
     """The whole database write, in one transaction."""
-    steps = tqdm(total=7, desc="writing", unit="step", disable=not progress, leave=False)
+    steps = tqdm(total=8, desc="writing", unit="step", disable=not progress, leave=False)
     try:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute("SET LOCAL statement_timeout = 0")  # an import may take longer than a request
@@ -670,6 +720,11 @@ def _write(*, source: Source, rows: list[tuple], received_at: datetime, progress
             steps.update()
             steps.set_postfix_str("known orders")
             cursor.execute(_DEDUPE_SQL, [source.pk])
+            # suppression: after an erasure has committed (it excludes us by IMPORT_LOCK_KEY), its
+            # entries are visible; the erased person's message ids are unknown again, so this check
+            # is what keeps the next import from recreating them
+            cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [IMPORT_LOCK_KEY])
+            suppressed = _suppress(cursor)
             steps.update()
             steps.set_postfix_str("customers")
             cursor.execute(_CUSTOMERS_SQL)
@@ -710,6 +765,7 @@ def _write(*, source: Source, rows: list[tuple], received_at: datetime, progress
         customers_new=new,
         profile_ids=profile_ids,
         marked_at=marked_at,
+        suppressed=suppressed,
     )
 
 

@@ -45,6 +45,20 @@ class Hook:
             except Exception:
                 logger.exception("hook %s: subscriber %s failed", self.name, getattr(fn, "__qualname__", fn))
 
+    def deliver(self, **kwargs) -> bool:
+        """Call every subscriber now and say whether all of them handed the work on: a subscriber
+        that raises or returns ``False`` (e.g. could not queue its task) makes this ``False``, so
+        the caller keeps its durable mark and tries again later. Call it after commit."""
+        delivered = True
+        for fn in self._subscribers:
+            try:
+                if fn(**kwargs) is False:
+                    delivered = False
+            except Exception:
+                delivered = False
+                logger.exception("hook %s: subscriber %s failed", self.name, getattr(fn, "__qualname__", fn))
+        return delivered
+
     def fire(self, **kwargs) -> None:
         """Fire once the current transaction commits (at once outside a transaction)."""
         transaction.on_commit(lambda: self.fire_now(**kwargs))

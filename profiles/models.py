@@ -34,6 +34,11 @@ class Source(models.Model):
     write_key_prefix = models.CharField(max_length=16, editable=False)
     write_key_hash = models.CharField(max_length=64, unique=True, editable=False)
     is_active = models.BooleanField(default=True)
+    # Browser origins (scheme://host[:port]) whose pages may send with this write key; "*" = any
+    # origin, only by explicit choice. Empty: no browser may use the key (server-side calls still may).
+    allowed_origins = ArrayField(models.CharField(max_length=255), default=list, blank=True)
+    # HMAC key the shop's backend signs user tokens with (browser recommendations for a user id).
+    user_token_secret = models.CharField(max_length=64, blank=True, default="", editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

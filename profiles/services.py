@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.db import IntegrityError, transaction
 
+from cdp.api import keycache
 from cdp.keys import WRITE_KEY_PREFIX, key_display_prefix, key_generate, key_hash
 from profiles.identity.merge import profile_merge, profile_unmerge
 from profiles.identity.resolve import profile_resolve
@@ -18,26 +21,54 @@ from profiles.tracking.ingest import events_ingest
 from profiles.traits import traits_recompute_all, traits_refresh
 
 from .models import Source
+from .storefront import origins_normalize, user_token_secret_generate
+
+logger = logging.getLogger("cdp.profiles")
 
 
 class SourceNameTaken(ValueError):
     pass
 
 
-def source_create(*, name: str) -> tuple[Source, str]:
-    """Create a source with a new write key; returns the row and the raw key (shown once)."""
+def source_create(*, name: str, allowed_origins: list[str] | None = None) -> tuple[Source, str]:
+    """Create a source with a new write key; returns the row and the raw key (shown once).
+
+    ``allowed_origins``: browser origins that may send with the key (``*`` for any, only when asked
+    for explicitly); raises ``InvalidOrigin`` for anything that is not scheme://host[:port]."""
     name = name.strip()
     if not name:
         raise ValueError("A source needs a name.")
+    origins = origins_normalize(allowed_origins)
     raw = key_generate(prefix=WRITE_KEY_PREFIX)
     try:
         with transaction.atomic():
             source = Source.objects.create(
-                name=name, write_key_prefix=key_display_prefix(raw), write_key_hash=key_hash(raw)
+                name=name,
+                write_key_prefix=key_display_prefix(raw),
+                write_key_hash=key_hash(raw),
+                allowed_origins=origins,
+                user_token_secret=user_token_secret_generate(),
             )
     except IntegrityError as exc:
         raise SourceNameTaken(f"A source named {name!r} already exists.") from exc
+    keycache.clear()
     return source, raw
+
+
+def source_set_allowed_origins(*, source: Source, allowed_origins: list[str]) -> Source:
+    """Replace the browser origins a source accepts (normalised; raises ``InvalidOrigin``)."""
+    source.allowed_origins = origins_normalize(allowed_origins)
+    source.save(update_fields=["allowed_origins"])
+    keycache.clear()
+    return source
+
+
+def source_rotate_user_token_secret(*, source: Source) -> Source:
+    """A new HMAC secret for user tokens; tokens signed with the old one stop working at once."""
+    source.user_token_secret = user_token_secret_generate()
+    source.save(update_fields=["user_token_secret"])
+    keycache.clear()
+    return source
 
 
 def source_rotate_write_key(*, source: Source) -> tuple[Source, str]:
@@ -61,7 +92,9 @@ __all__ = [
     "profile_unmerge",
     "run_queued_matching",
     "source_create",
+    "source_rotate_user_token_secret",
     "source_rotate_write_key",
+    "source_set_allowed_origins",
     "traits_recompute_all",
     "traits_refresh",
 ]
@@ -70,28 +103,47 @@ PENDING_CHUNK = 500
 
 
 def pending_process(*, max_rounds: int = 1000) -> int:
-    """Take pending profiles (SKIP LOCKED, so workers share the queue), refresh their computed
-    traits, then tell subscribers (segments…) through the activity hook. Idempotent."""
-    from django.db import transaction
+    """Follow-up work of ingestion and merges: refresh the computed traits of pending profiles, then
+    hand them to the activity hook's subscribers (segments…). Idempotent; returns profiles done.
+
+    Lock order (profiles/locks.py): the oldest pending rows are read without a lock, then their
+    profiles are locked (SKIP LOCKED: one being ingested right now is left for the next round), then
+    their PendingWork rows. No PendingWork row is ever held while waiting for a profile, so this
+    never deadlocks against ingestion, which takes profiles before PendingWork.
+
+    Durable: a PendingWork row is deleted only after the subscribers took the work (their tasks are
+    queued); if the broker is down the rows stay and the next run (beat's minute sweep, or the task
+    ingestion queues once Redis is back) does it again. A row re-queued meanwhile (newer
+    ``queued_at``) is kept for a later round.
+    """
+    from django.db import connection
 
     from profiles import hooks
+    from profiles.locks import lock_pending, lock_profile_ids
     from profiles.models import PendingWork
 
     done = 0
     for _ in range(max_rounds):
+        candidates = list(
+            PendingWork.objects.order_by("queued_at").values_list("profile_id", flat=True)[:PENDING_CHUNK]
+        )
+        if not candidates:
+            return done
         with transaction.atomic():
-            rows = list(
-                PendingWork.objects.select_for_update(skip_locked=True)
-                .order_by("queued_at")
-                .values_list("profile_id", "queued_at")[:PENDING_CHUNK]
+            rows = lock_pending(lock_profile_ids(candidates, skip_locked=True), skip_locked=True)
+            if rows:
+                traits_refresh(profile_ids=[pid for pid, _ in rows])
+        if not rows:  # every candidate is busy (being ingested or processed elsewhere): try later
+            return done
+        ids = [str(pid) for pid, _ in rows]
+        if not hooks.on_profile_activity.deliver(profile_ids=ids):
+            logger.warning("pending_process: follow-up of %d profiles not handed on; kept for the sweep", len(ids))
+            return done
+        with connection.cursor() as cursor:  # no profile lock is held here
+            cursor.execute(
+                "DELETE FROM profiles_pendingwork p USING unnest(%s::uuid[], %s::timestamptz[]) AS d(id, q) "
+                "WHERE p.profile_id = d.id AND p.queued_at = d.q",
+                [[pid for pid, _ in rows], [q for _, q in rows]],
             )
-            if not rows:
-                return done
-            ids = [pid for pid, _ in rows]
-            traits_refresh(profile_ids=ids)
-            # delete only what we took, unless it was queued again meanwhile (then a later round redoes it)
-            for pid, queued_at in rows:
-                PendingWork.objects.filter(profile_id=pid, queued_at=queued_at).delete()
-            hooks.on_profile_activity.fire(profile_ids=[str(p) for p in ids])
         done += len(ids)
     return done

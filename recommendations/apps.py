@@ -12,4 +12,5 @@ class RecommendationsConfig(AppConfig):
         from . import privacy
 
         hooks.on_events_stored.subscribe(privacy.on_events_stored)
+        hooks.on_profiles_merged.subscribe(privacy.on_profiles_merged)
         privacy.register()

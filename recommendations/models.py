@@ -111,11 +111,25 @@ class RecommendationServed(models.Model):
     placement = models.CharField(max_length=100, blank=True, default="")
     personalised = models.BooleanField(default=False)
     items = models.JSONField(default=list, help_text="skus in the order shown")
+    # the strategy that chose this answer (recommendations.experiments.strategy.Strategy)
+    experiment = models.CharField(max_length=100, blank=True, default="")
+    variant = models.CharField(max_length=100, blank=True, default="")
+    policy = models.CharField(max_length=100, blank=True, default="", help_text="bandit policy")
+    arm_context = models.CharField(max_length=300, blank=True, default="", help_text="bandit context")
+    propensity = models.FloatField(default=1.0, help_text="probability of this variant under its policy")
     created_at = models.DateTimeField(db_index=True)
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["profile", "created_at"], name="recserved_profile_time")]
+        indexes = [
+            models.Index(fields=["profile", "created_at"], name="recserved_profile_time"),
+            models.Index(
+                fields=["experiment", "created_at"],
+                name="recserved_experiment_time",
+                condition=~models.Q(experiment=""),
+            ),
+            models.Index(fields=["policy", "created_at"], name="recserved_policy_time", condition=~models.Q(policy="")),
+        ]
         verbose_name = "recommendation served"
         verbose_name_plural = "recommendations served"
 
@@ -144,3 +158,40 @@ class BusinessRule(models.Model):
     def __str__(self) -> str:
         where = f" on {self.placement}" if self.placement else ""
         return f"{self.kind} {self.category}{where}"
+
+
+class PlacementKind(models.TextChoices):
+    HOME = "home", "home: personalised for the shopper"
+    PRODUCT = "product", "product page: similar and complementary to the product shown"
+    CART = "cart", "cart: often bought together with the cart's items (cart items excluded)"
+    POST_PURCHASE = "post_purchase", "after a purchase: what goes with what was just bought"
+
+
+class Placement(models.Model):
+    """A place on the storefront that asks for recommendations (``placement=<key>``). Its kind
+    decides what is recommended; unknown or inactive keys are refused with the list of allowed ones."""
+
+    key = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=200, blank=True, default="")
+    kind = models.CharField(max_length=16, choices=PlacementKind.choices)
+    is_active = models.BooleanField(default=True)
+    default_k = models.PositiveSmallIntegerField(null=True, blank=True, help_text="empty: RECS_DEFAULT_K")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.kind})"
+
+
+from recommendations.experiments.models import (  # noqa: E402,F401  (models of this app, kept in their package)
+    BanditPolicy,
+    BanditSnapshot,
+    Experiment,
+    ExperimentOverride,
+    ExperimentSnapshot,
+    Exposure,
+    Variant,
+)

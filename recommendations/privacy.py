@@ -17,6 +17,10 @@ def erase(profile_ids: list[str]) -> None:
     from .services import recommendations_erase
 
     recommendations_erase(profile_ids=profile_ids)
+    from .models import ExperimentOverride, Exposure
+
+    Exposure.objects.filter(profile_id__in=profile_ids).delete()
+    ExperimentOverride.objects.filter(profile_id__in=profile_ids).delete()
 
 
 def register() -> None:
@@ -24,9 +28,22 @@ def register() -> None:
         from consent.privacy import privacy_register
     except ImportError:  # consent's registry not there
         return
-    from .models import RecommendationServed
+    from .models import ExperimentOverride, Exposure, RecommendationServed
 
-    privacy_register(name="recommendations", models=[RecommendationServed], export=export, erase=erase, order=90)
+    privacy_register(
+        name="recommendations",
+        models=[RecommendationServed, Exposure, ExperimentOverride],
+        export=export,
+        erase=erase,
+        order=90,
+    )
+
+
+def on_profiles_merged(*, winner_id, loser_id, **kwargs) -> None:
+    """Experiments: the survivor keeps the earlier exposure's variant (experiments.services)."""
+    from .experiments.services import experiments_on_profiles_merged
+
+    experiments_on_profiles_merged(winner_id=str(winner_id), loser_id=str(loser_id))
 
 
 def on_events_stored(*, events: list[dict]) -> None:

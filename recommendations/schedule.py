@@ -10,4 +10,16 @@ ENTRIES: dict[str, dict] = {
         "task": "recommendations.tasks.ml_model_refresh",
         "schedule": crontab(hour=settings.RECS_REFRESH_HOUR, minute=0),
     },
+    # experiments: bandit shares from the logged answers every 5 minutes; results (the chart's
+    # series of looks) every hour
+    "recommendations-bandits-update": {
+        "task": "recommendations.tasks.experiments_bandits_update",
+        "schedule": crontab(minute="*/5"),
+        "options": {"expires": 280},
+    },
+    "recommendations-experiments-results": {
+        "task": "recommendations.tasks.experiments_results_snapshot",
+        "schedule": crontab(minute=7),
+        "options": {"expires": 3000},
+    },
 }

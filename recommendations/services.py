@@ -196,6 +196,23 @@ def business_rule_delete(*, rule) -> None:
     transaction.on_commit(catalog_changed)
 
 
+def placement_save(*, placement) -> object:
+    """Create or change a placement; serving processes reload placements with the catalog."""
+    from .models import PlacementKind
+
+    if placement.kind not in PlacementKind.values:
+        raise ValueError(f"Unknown placement kind {placement.kind!r}; allowed: {', '.join(PlacementKind.values)}.")
+    placement.full_clean()
+    placement.save()
+    transaction.on_commit(catalog_changed)
+    return placement
+
+
+def placement_delete(*, placement) -> None:
+    placement.delete()
+    transaction.on_commit(catalog_changed)
+
+
 # --- model registry --------------------------------------------------------------------------------
 
 
@@ -600,11 +617,33 @@ def _drop_old_artifacts() -> None:
 
 
 def recommendation_served_record(
-    *, id, profile_id, model_version_id: int | None, placement: str, personalised: bool, items: list[str]
+    *,
+    id,
+    profile_id,
+    model_version_id: int | None,
+    placement: str,
+    personalised: bool,
+    items: list[str],
+    strategy=None,
 ) -> None:
     """Log one answer of the serving API: at once (one INSERT), or handed to this process's log
-    writer (``RECS_SERVED_LOG_ASYNC``), which inserts the answers of the last 50 ms in one statement."""
-    row = (str(id), str(profile_id) if profile_id else None, model_version_id, placement, personalised, items)
+    writer (``RECS_SERVED_LOG_ASYNC``), which inserts the answers of the last 50 ms in one statement.
+    ``strategy`` (experiments.strategy.Strategy) names the experiment, variant, bandit policy and
+    propensity that chose the answer; its ``policy`` is ``"<policy key>@<context>"``."""
+    policy, _, arm_context = ((strategy.policy if strategy else None) or "").partition("@")
+    row = (
+        str(id),
+        str(profile_id) if profile_id else None,
+        model_version_id,
+        placement,
+        personalised,
+        items,
+        (strategy.experiment if strategy else None) or "",
+        (strategy.variant if strategy else None) or "",
+        policy,
+        arm_context,
+        float(strategy.propensity) if strategy else 1.0,
+    )
     if settings.RECS_SERVED_LOG_ASYNC:
         served_log_writer.add(row)
     else:
@@ -613,8 +652,9 @@ def recommendation_served_record(
 
 def recommendations_served_insert(*, rows: list[tuple]) -> int:
     """Insert served-log rows in one statement. Rows of people erased meanwhile are dropped."""
-    columns: list[list] = [[] for _ in range(6)]
+    columns: list[list] = [[] for _ in range(11)]
     for row in rows:
+        row = tuple(row) + ("", "", "", "", 1.0)[len(row) - 6 :] if len(row) < 11 else row
         for column, value in zip(columns, row, strict=True):
             column.append(value)
     columns[5] = [json.dumps(items) for items in columns[5]]
@@ -622,10 +662,14 @@ def recommendations_served_insert(*, rows: list[tuple]) -> int:
         cursor.execute(
             """
             INSERT INTO recommendations_recommendationserved
-                (id, profile_id, model_version_id, placement, personalised, items, created_at)
-            SELECT t.id, t.profile_id, t.model_version_id, t.placement, t.personalised, t.items::jsonb, now()
-            FROM unnest(%s::uuid[], %s::uuid[], %s::bigint[], %s::text[], %s::bool[], %s::text[])
-                AS t(id, profile_id, model_version_id, placement, personalised, items)
+                (id, profile_id, model_version_id, placement, personalised, items,
+                 experiment, variant, policy, arm_context, propensity, created_at)
+            SELECT t.id, t.profile_id, t.model_version_id, t.placement, t.personalised, t.items::jsonb,
+                   t.experiment, t.variant, t.policy, t.arm_context, t.propensity, now()
+            FROM unnest(%s::uuid[], %s::uuid[], %s::bigint[], %s::text[], %s::bool[], %s::text[],
+                        %s::text[], %s::text[], %s::text[], %s::text[], %s::float8[])
+                AS t(id, profile_id, model_version_id, placement, personalised, items,
+                     experiment, variant, policy, arm_context, propensity)
             WHERE t.profile_id IS NULL OR EXISTS (SELECT 1 FROM profiles_profile p WHERE p.id = t.profile_id)
             """,
             columns,

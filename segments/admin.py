@@ -280,8 +280,8 @@ class SegmentAdmin(admin.ModelAdmin):
         )
         export = f"/api/v1/segments/{obj.slug}/members/export/"
         return format_html(
-            '<p>{} members (first 50 shown). CSV: <a href="{}">all</a> · '
-            '<a href="{}?purpose=marketing">marketing-consenting only</a></p>'
+            '<p>{} members (first 50 shown). CSV of the members who granted: <a href="{}?purpose=marketing">'
+            'marketing</a> · <a href="{}?purpose=personalisation">personalisation</a></p>'
             "<table><tr><th>profile</th><th>entered</th></tr>{}</table>",
             obj.size,
             export,

@@ -53,14 +53,16 @@ def segment_member_ids(*, segment: Segment) -> list[str]:
     ]
 
 
-def segment_members_for_export(*, segment: Segment, purpose: str | None = None):
-    """(profile id, traits, entered_at) of current members, for CSV; with ``purpose`` only the
-    members who granted it (consent.selectors.consent_granted_q)."""
-    rows = SegmentMembership.objects.filter(segment=segment, exited_at__isnull=True)
-    if purpose:
-        from consent.selectors import consent_granted_q
+def segment_members_for_export(*, segment: Segment, purpose: str):
+    """(profile id, traits, entered_at) of current members who granted ``purpose``, for CSV
+    (consent.selectors.consent_granted_q). Every export states what it is for: there is no
+    consent-blind export."""
+    from consent.selectors import consent_granted_q
 
-        rows = rows.filter(consent_granted_q(purpose=purpose, profile_field="profile_id"))
+    if not purpose:
+        raise ValueError("An export needs a purpose.")
+    rows = SegmentMembership.objects.filter(segment=segment, exited_at__isnull=True)
+    rows = rows.filter(consent_granted_q(purpose=purpose, profile_field="profile_id"))
     return rows.order_by("entered_at", "pk").values_list("profile_id", "profile__traits", "entered_at").iterator(2000)
 
 

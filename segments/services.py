@@ -353,21 +353,44 @@ def segments_profiles_refresh(
 ) -> tuple[int, int]:
     """Real time: re-evaluate these profiles in the rule segments their activity could change.
 
+    Per chunk of profiles, in one transaction: the segments' rows are locked (id order, the lock a
+    full refresh takes), then the time is taken, then the profiles are evaluated and the differences
+    applied. So two overlapping refreshes take turns and the later one evaluates what the earlier one
+    wrote against the data committed before it got the lock: no stale membership is written, and
+    entries and exits are stamped in the order they are applied. ``at`` fixes the time (tests).
+
     Returns (entered, exited) summed over segments. Merged-away profiles leave every segment
     (cluster segments included: members are live profiles).
     """
-    at = at or timezone.now()
     ids = _uuid_list(profile_ids)
     names = set(event_names) if event_names is not None else None
-    entries = [e for e in segments_index().values() if every_segment or e.relevant(names)]
+    entries = sorted(
+        (e for e in segments_index().values() if every_segment or e.relevant(names)), key=lambda e: e.segment_id
+    )
     entered = exited = 0
     resolve = _resolve()
     for start in range(0, len(ids), REALTIME_CHUNK):
         chunk = ids[start : start + REALTIME_CHUNK]
+        if entries:
+            e, x = _chunk_refresh(chunk=chunk, entries=entries, at=at, resolve=resolve)
+            entered, exited = entered + e, exited + x
+        exited += _merged_exit(profile_ids=chunk, at=at or timezone.now())
+    return entered, exited
+
+
+def _chunk_refresh(*, chunk: list[str], entries: list, at: datetime | None, resolve) -> tuple[int, int]:
+    """Evaluate and apply one chunk under the segments' locks (see ``segments_profiles_refresh``)."""
+    entered = exited = 0
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id FROM segments_segment WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
+            [[e.segment_id for e in entries]],
+        )
+        now = at or timezone.now()  # inside the lock: applied in the order the locks were granted
         members: dict[int, list[str]] = {e.segment_id: [] for e in entries}
         for pid in chunk:
             for seg_id, is_member in profile_segments_evaluate(
-                profile_id=pid, segments=entries, at=at, resolve=resolve
+                profile_id=pid, segments=entries, at=now, resolve=resolve
             ).items():
                 if is_member:
                     members[seg_id].append(pid)
@@ -378,17 +401,16 @@ def segments_profiles_refresh(
             current[seg_id].add(str(pid))
         for entry in entries:
             if set(members[entry.segment_id]) == current[entry.segment_id]:
-                continue  # nothing changes for these profiles: no write, no lock
+                continue  # nothing changes for these profiles: no write
             e, x = _membership_apply(
                 segment=Segment(pk=entry.segment_id),
                 members_sql="SELECT unnest(%s::uuid[])",
                 members_params=[members[entry.segment_id]],
                 scope=chunk,
-                at=at,
+                at=now,
                 full=False,
             )
             entered, exited = entered + e, exited + x
-        exited += _merged_exit(profile_ids=chunk, at=at)
     return entered, exited
 
 

@@ -17,12 +17,24 @@ def segment_refresh(segment_id: int) -> list[int] | None:
     return list(refresh(segment=segment)) if segment else None
 
 
-@shared_task(name="segments.tasks.segments_profiles_refresh", acks_late=True)
+# A real-time refresh that fails (a deadlock against ingestion, a lost connection, a lock held by a
+# long full refresh) is retried with exponential backoff (capped, jittered) until it succeeds: the
+# people it was for would otherwise stay wrongly in or out until their next event or the nightly run.
+# Safe to run again: it re-evaluates and applies only differences.
+@shared_task(
+    name="segments.tasks.segments_profiles_refresh",
+    acks_late=True,
+    autoretry_for=(Exception,),
+    retry_backoff=1,
+    retry_backoff_max=120,
+    retry_jitter=True,
+    max_retries=None,
+)
 def segments_profiles_refresh(
     profile_ids: list[str], event_names: list[str] | None = None, every_segment: bool = False
 ) -> list[int]:
     """Real time: re-evaluate these profiles in the segments their activity could change
-    (``every_segment`` after a merge or unmerge)."""
+    (``every_segment`` after a merge or unmerge); retried until it succeeds."""
     from segments.services import segments_profiles_refresh as refresh
 
     return list(refresh(profile_ids=profile_ids, event_names=event_names, every_segment=every_segment))

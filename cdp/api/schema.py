@@ -21,3 +21,17 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
                 "Segment's libraries send it; `Authorization: Bearer wk_…` works too. Tracking endpoints only.",
             },
         ]
+
+
+class WriteKeyInRequestScheme(OpenApiAuthenticationExtension):
+    target_class = "profiles.api.tracking.WriteKeyInRequestAuthentication"
+    name = "writeKeyInBody"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "apiKey",
+            "in": "query",
+            "name": "writeKey",
+            "description": "For beacons that cannot set a header: the write key as `?writeKey=` or as the JSON "
+            "body's `writeKey` (tracking endpoints only).",
+        }

@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from cdp.api.authentication import ApiKeyAuthentication
-from cdp.api.permissions import IsSecretKeyOrStaff, IsWriteKey
+from cdp.api.permissions import IsSecretKeyOrStaff, IsWriteKey, OriginAllowed
 from profiles.api.tracking import ErrorResponse
 
 from .. import selectors, services
@@ -96,7 +96,7 @@ def client_ip(request) -> str | None:
 
 class ConsentView(APIView):
     authentication_classes = [ApiKeyAuthentication]
-    permission_classes = [IsWriteKey]
+    permission_classes = [IsWriteKey, OriginAllowed]
 
     @extend_schema(
         request=ConsentInput,

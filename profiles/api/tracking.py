@@ -15,13 +15,15 @@ from django.urls import path
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, extend_schema, inline_serializer
-from rest_framework import serializers
+from rest_framework import authentication, exceptions, serializers
 from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from cdp.api.authentication import ApiKeyAuthentication
-from cdp.api.permissions import IsWriteKey
+from cdp.api.authentication import ApiKeyAuthentication, ApiPrincipal
+from cdp.api.permissions import IsWriteKey, OriginAllowed
+from cdp.keys import WRITE_KEY_PREFIX
+from profiles.selectors import source_by_write_key
 from profiles.services import events_ingest
 from profiles.tracking.debugger import rejections_record
 from profiles.tracking.validate import MAX_BATCH_BYTES, Invalid, clean_event, parse_time
@@ -74,9 +76,45 @@ def read_json_body(request) -> tuple[object, int]:
         raise ParseError(f"Invalid JSON: {exc}") from exc
 
 
+def request_json(request) -> tuple[object, int]:
+    """``read_json_body`` once per request: the write key may be in the body (beacons), so
+    authentication may need the body before the view does."""
+    django_request = getattr(request, "_request", request)
+    cached = getattr(django_request, "_cdp_json_body", None)
+    if cached is None:
+        cached = read_json_body(request)
+        django_request._cdp_json_body = cached
+    return cached
+
+
+class WriteKeyInRequestAuthentication(authentication.BaseAuthentication):
+    """For calls that cannot set a header: ``navigator.sendBeacon`` (the write key as the JSON body's
+    ``writeKey``, as Analytics.js puts it there, or as RudderStack's ``?writeKey=`` on
+    /beacon/v1/batch). Runs after ``ApiKeyAuthentication``, only when no Authorization came."""
+
+    def authenticate(self, request):
+        if request.META.get("HTTP_AUTHORIZATION"):
+            return None
+        raw = request.query_params.get("writeKey")
+        if not raw and request.method == "POST":
+            payload, _ = request_json(request)
+            raw = payload.get("writeKey") if isinstance(payload, dict) else None
+        if not raw or not isinstance(raw, str):
+            return None
+        if not raw.startswith(WRITE_KEY_PREFIX):
+            raise exceptions.AuthenticationFailed("writeKey is not a write key (expected wk_…).")
+        source = source_by_write_key(raw_key=raw)
+        if source is None:
+            raise exceptions.AuthenticationFailed("Unknown or disabled write key.")
+        return ApiPrincipal(kind="write_key", name=source.name), source
+
+    def authenticate_header(self, request) -> str:
+        return 'Bearer realm="cdp"'
+
+
 class TrackingView(APIView):
-    authentication_classes = [ApiKeyAuthentication]
-    permission_classes = [IsWriteKey]
+    authentication_classes = [ApiKeyAuthentication, WriteKeyInRequestAuthentication]
+    permission_classes = [IsWriteKey, OriginAllowed]
     parser_classes: list = []
     call_type: str = "track"
 
@@ -96,7 +134,7 @@ class TrackingView(APIView):
         description="One tracking call (Segment HTTP Tracking API).",
     )
     def post(self, request):
-        payload, size = read_json_body(request)
+        payload, size = request_json(request)
         try:
             event = clean_event(payload, received_at=timezone.now(), forced_type=self.call_type, size=size)
         except Invalid as exc:
@@ -107,8 +145,8 @@ class TrackingView(APIView):
 
 
 class BatchView(APIView):
-    authentication_classes = [ApiKeyAuthentication]
-    permission_classes = [IsWriteKey]
+    authentication_classes = [ApiKeyAuthentication, WriteKeyInRequestAuthentication]
+    permission_classes = [IsWriteKey, OriginAllowed]
     parser_classes: list = []
 
     @extend_schema(
@@ -128,7 +166,7 @@ class BatchView(APIView):
         description="Many calls at once (Segment's /v1/batch): good events are stored, bad ones reported by index.",
     )
     def post(self, request):
-        payload, _ = read_json_body(request)
+        payload, _ = request_json(request)
         if not isinstance(payload, dict) or not isinstance(payload.get("batch"), list):
             raise ValidationError({"batch": ["Send an object with a 'batch' list of calls."]})
         received_at = timezone.now()
@@ -167,7 +205,13 @@ def _call(call_type: str):
     return type(f"{call_type.title()}View", (TrackingView,), {"call_type": call_type}).as_view()
 
 
-tracking_urls = [path("batch", BatchView.as_view(), name="batch"), path("import", BatchView.as_view(), name="import")]
+tracking_urls = [
+    path("batch", BatchView.as_view(), name="batch"),
+    path("b", BatchView.as_view(), name="batch-short"),  # Analytics.js 2.0's batching delivery
+    path("import", BatchView.as_view(), name="import"),
+]
+# RudderStack's JavaScript SDK posts its navigator.sendBeacon batches here (?writeKey=…, text/plain)
+beacon_urls = [path("batch", BatchView.as_view(), name="beacon-batch")]
 for _type, _short in (
     ("identify", "i"),
     ("track", "t"),

@@ -16,6 +16,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from profiles import hooks
+from profiles.locks import lock_profiles
 from profiles.models import CandidateStatus, Identifier, MatchCandidate, Merge, MergeStatus, Profile
 from profiles.normalize import limit_for
 
@@ -167,10 +168,20 @@ def pending_mark(profile_ids) -> None:
 # --- merge / unmerge -----------------------------------------------------------------------------
 
 
-def lock_profiles(ids) -> dict:
-    """Lock profile rows in a fixed order (by id) so concurrent mergers cannot deadlock each other."""
-    rows = Profile.objects.select_for_update().filter(pk__in=list(ids)).order_by("pk")
-    return {p.pk: p for p in rows}
+class ProfileVanished(Exception):
+    """A profile read a moment ago was deleted (erased) before it could be locked. Not an error of
+    the input: the caller retries its whole transaction, which then sees the erasure (and its
+    suppression entries)."""
+
+
+def lock_profiles_present(ids) -> dict:
+    """``profiles.locks.lock_profiles`` (level 2), raising ``ProfileVanished`` when one of ``ids`` no
+    longer exists (erased between the caller's read and the lock)."""
+    wanted = {i for i in ids if i is not None}
+    found = lock_profiles(wanted)
+    if len(found) < len(wanted):
+        raise ProfileVanished(f"{len(wanted) - len(found)} profile(s) deleted while being resolved")
+    return found
 
 
 def _returning_ids(sql: str, params: list) -> list[int]:
@@ -192,7 +203,7 @@ def profile_merge(
     """Move everything of ``loser`` to ``winner`` and record how to undo it."""
     if winner.pk == loser.pk:
         raise ValueError("A profile cannot be merged with itself.")
-    locked = lock_profiles([winner.pk, loser.pk])
+    locked = lock_profiles_present([winner.pk, loser.pk])
     winner, loser = locked[winner.pk], locked[loser.pk]
     if winner.merged_into_id or loser.merged_into_id:
         raise ValueError("Both profiles must be live (not merged away) to merge them.")
@@ -224,7 +235,8 @@ def profile_merge(
     loser.merged_into = winner
     loser.save(update_fields=["merged_into", "updated_at"])
     merge.save()
-    pending_mark([winner.pk])
+    # both: the loser's segment memberships must close even if the merge hook's task is lost
+    pending_mark([winner.pk, loser.pk])
     hooks.on_profiles_merged.fire(winner_id=str(winner.pk), loser_id=str(loser.pk), merge_id=merge.pk)
     return merge
 

@@ -23,6 +23,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db import connection
 
+from profiles.locks import lock_identifier_keys
 from profiles.models import Identifier, Profile
 from profiles.normalize import limit_for, priority
 
@@ -30,27 +31,12 @@ from .merge import (
     candidate_file,
     contradictions,
     identifier_counts,
-    lock_profiles,
+    lock_profiles_present,
     merge_guard,
     merge_refusal_record,
     older_first,
     profile_merge,
 )
-
-
-def lock_identifier_keys(identifiers) -> None:
-    """Transaction-level advisory locks on identifiers, always in one global order (sorted keys),
-    taken in one statement. Ingestion takes them for a whole batch before any row lock, so two
-    transactions can never hold them in opposite orders. Re-taking a held lock does not wait."""
-    keys = sorted({f"{kind}:{value}" for kind, value in identifiers})
-    if not keys:
-        return
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) "
-            "FROM unnest(%s::text[]) WITH ORDINALITY AS t(k, n)",
-            [keys],
-        )
 
 
 def owners_of(identifiers) -> dict[tuple[str, str], object]:
@@ -96,7 +82,8 @@ def profile_resolve(
     if lock_identifiers:  # see events_ingest: off only inside a private, rolled-back transaction
         lock_identifier_keys(identifiers)
     owned = owners_of(identifiers)
-    profiles = lock_profiles(set(owned.values()))
+    # an owner erased between the read and the lock is a retry of the whole transaction
+    profiles = lock_profiles_present(set(owned.values()))
     # follow merges committed by others before we got the locks
     for key, pid in list(owned.items()):
         profile = profiles.get(pid)
@@ -104,7 +91,7 @@ def profile_resolve(
             owned[key] = profile.merged_into_id
     missing = {pid for pid in owned.values() if pid not in profiles}
     if missing:
-        profiles.update(lock_profiles(missing))
+        profiles.update(lock_profiles_present(missing))
 
     anchor: Profile | None = None
     contradicted: list[tuple[Profile, str, list[str]]] = []

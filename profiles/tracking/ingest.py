@@ -29,8 +29,9 @@ from django.db import DatabaseError, OperationalError, connection, transaction
 from psycopg import errors as pg_errors
 
 from profiles import hooks
-from profiles.identity.merge import pending_mark, trait_value, traits_apply
-from profiles.identity.resolve import lock_identifier_keys, owners_of, profile_resolve
+from profiles.identity.merge import ProfileVanished, pending_mark, trait_value, traits_apply
+from profiles.identity.resolve import owners_of, profile_resolve
+from profiles.locks import lock_identifier_keys
 from profiles.models import Profile, Source
 from profiles.normalize import limit_for, normalize_identifier
 
@@ -87,6 +88,11 @@ def events_ingest(*, source: Source, events: list[CleanEvent], lock_identifiers:
                 result = _ingest(source, events, lock_identifiers=lock_identifiers)
                 transaction.on_commit(pending_schedule)
             return result
+        except ProfileVanished as exc:  # erased under us: the retry sees the erasure (suppression)
+            if attempt == MAX_ATTEMPTS:
+                raise
+            logger.info("ingest: retrying after %s (attempt %d)", exc, attempt)
+            continue
         except (OperationalError, DatabaseError) as exc:
             if attempt == MAX_ATTEMPTS or not _is_retryable(exc):
                 raise
@@ -176,11 +182,13 @@ def _ingest(source: Source, events: list[CleanEvent], *, lock_identifiers: bool 
 
     # 5. lock what we write, re-point merged-away profiles, update profiles, insert events
     seen = _lock_live(assigned)
-    _update_profiles(events, assigned, seen)
     if hooks.ingest_filter_profiles.subscribers:  # e.g. consent in context, analytics denied
         kept = hooks.ingest_filter_profiles.apply(events=events, indexes=fresh, profiles=assigned)
         result.dropped += len(fresh) - len(kept)
         fresh = kept
+    # filters decide before any write: a refused event moves no seen time and writes no trait
+    kept_set = set(fresh)
+    _update_profiles(events, {i: pid for i, pid in assigned.items() if i in kept_set}, seen)
     inserted = _insert_events(source, [(events[i], assigned[i]) for i in fresh])
     for index, pid in assigned.items():
         result.event_profiles[index] = str(pid)
@@ -303,6 +311,8 @@ def _lock_live(assigned: dict[int, object]) -> dict:
         with connection.cursor() as cursor:
             cursor.execute(_LOCK_SQL, [sorted({str(p) for p in assigned.values()})])
             rows = cursor.fetchall()
+        if len(rows) < len({str(p) for p in assigned.values()}):
+            raise ProfileVanished("a profile of the batch was deleted (erased) before it was locked")
         moved = {pid: into for pid, into, _, _ in rows if into}
         if not moved:
             return {pid: (first, last) for pid, _, first, last in rows}
@@ -418,27 +428,31 @@ def _insert_events(source: Source, rows: list[tuple[CleanEvent, object]]) -> int
 
 PENDING_SCHEDULE_KEY = "cdp:pending:scheduled"
 PENDING_FOLLOWUP_KEY = "cdp:pending:followup"
-_broker_down_until = 0.0
 
 
 def pending_schedule() -> None:
-    """Ask a worker to process pending follow-up work soon; never fails ingestion.
+    """Ask a worker to process pending follow-up work soon; never fails or slows ingestion.
 
     At most one task now and one a second later per second across web processes: work that arrives
     while a task is already running is picked up by the delayed one (within about a second), not
-    left for the minute sweep. The beat sweep still covers a lost task.
+    left for the minute sweep. Queueing is fire-and-forget (``cdp.queueing.task_send``): with Redis
+    gone it fails within its short timeout, then at once for a few seconds, and the PendingWork
+    rows this transaction committed wait for the next task or the beat sweep.
     """
-    global _broker_down_until
-    if time.monotonic() < _broker_down_until:  # failed a moment ago: do not add latency to every call
+    from cdp.queueing import broker_mark_down, broker_marked_down, task_send
+    from profiles.tasks import pending_process
+
+    if broker_marked_down():  # failed a moment ago: do not add latency to every call
         return
     try:
-        from profiles.tasks import pending_process
-
-        if cache.add(PENDING_SCHEDULE_KEY, 1, timeout=1):
-            pending_process.apply_async(retry=False)
-        elif cache.add(PENDING_FOLLOWUP_KEY, 1, timeout=1):
-            # the key lives exactly until the delayed task is due, so anything later asks again
-            pending_process.apply_async(countdown=1, retry=False)
-    except Exception as exc:  # broker or cache down: the scheduled sweep catches up
-        _broker_down_until = time.monotonic() + 5
-        logger.warning("could not queue follow-up work (%s); the sweep will pick it up", exc)
+        now = cache.add(PENDING_SCHEDULE_KEY, 1, timeout=1)
+        later = not now and cache.add(PENDING_FOLLOWUP_KEY, 1, timeout=1)
+    except Exception as exc:  # the cache is the same Redis as the broker: the sweep catches up
+        broker_mark_down()
+        logger.warning("could not queue follow-up work (%s); the sweep will pick it up", type(exc).__name__)
+        return
+    if now:
+        task_send(pending_process)
+    elif later:
+        # the key lives exactly until the delayed task is due, so anything later asks again
+        task_send(pending_process, countdown=1)

@@ -157,6 +157,10 @@ def clean_event(
     context = _object_field(payload, "context", errors)
     if batch_context and not errors.get("context"):
         context = {**batch_context, **context}
+    if event_type == "identify" and isinstance(context.get("traits"), dict):
+        # RudderStack's SDK (and Segment's mobile libraries) send identify traits only in
+        # context.traits: they are the person's traits exactly as top-level ones (which win).
+        traits = {**context["traits"], **traits}
     message_id = payload.get("messageId")
     if message_id is None or message_id == "":
         message_id = f"cdp-{uuid.uuid4()}"

@@ -22,3 +22,7 @@ urlpatterns: list[URLPattern] = [
 def register(router: DefaultRouter) -> None:
     """Register this app's viewsets on the shared /api/v1/ router."""
     router.register("recommendations", RecommendationViewSet, basename="recommendation")
+    from recommendations.experiments.api.views import BanditViewSet, ExperimentViewSet
+
+    router.register("experiments", ExperimentViewSet, basename="experiment")
+    router.register("bandits", BanditViewSet, basename="bandit")

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from recommendations.engine.artifact import allow
+
 VIEW, CART, PURCHASE = 0, 1, 2
 KIND_NAMES = {VIEW: "view", CART: "cart", PURCHASE: "purchase"}
 
@@ -134,6 +136,7 @@ def _strings(values, n: int) -> np.ndarray:
     return np.array(["" if v is None else str(v) for v in values], dtype=object)
 
 
+@allow
 @dataclass
 class Catalog:
     """Product attributes aligned on ``items`` (skus). ``price`` is NaN when unknown."""

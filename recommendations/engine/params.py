@@ -41,6 +41,7 @@ DEFAULT_PARAMS: dict = {
         "candidates_als": 30,
         "candidates_session": 20,
         "candidates_popular": 20,
+        "als_rank_depth": 100,  # the ALS rank feature: rank within the ALS top 100, else missing
         "negatives_per_user": 50,  # per model; 0: every candidate
         "bags": 1,
         "max_users": 20000,
@@ -54,6 +55,8 @@ DEFAULT_PARAMS: dict = {
         "validation_fraction": 0.15,
         "n_iter_no_change": 20,
     },
+    # an approximate nearest-neighbour index (hnswlib) answers the ALS stage from this many items on
+    "ann_min_items": 10_000,
     "num_threads": 1,
     "seed": 7,
 }

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from recommendations.engine.artifact import allow
 from recommendations.engine.data import CART, PURCHASE, VIEW, Interactions
 
 DAY = 86400.0
@@ -27,6 +28,7 @@ def event_weights(data: Interactions, *, params: dict, now: float) -> np.ndarray
     return weights.astype(np.float32)
 
 
+@allow
 @dataclass
 class TrainState:
     """Per-user matrices (rows can be dropped for erasure) and per-item aggregates.

@@ -46,7 +46,21 @@ def strategy_for(
     segments: list[str],
     personalisation_consent: bool,
 ) -> Strategy:
-    """The serving strategy for this shopper and placement. Cheap: called on every request.
+    """The serving strategy for this shopper and placement. Cheap: called on every request (no
+    database or network round trip; the running experiments and bandits are cached per process).
 
-    Until experiments exist this is the shop's default strategy."""
-    return DEFAULT
+    A shopper without a profile or without personalisation consent is in no experiment and no bandit
+    (the shop's default strategy, or a shipped winner). Otherwise: the first running experiment on
+    this placement whose layer share and segment targeting hold the shopper (its variant from the
+    salted hash of the profile id, or the profile's override after a merge), then a shipped winner,
+    then a running bandit policy (Thompson sampling per segment x placement x device; the propensity
+    of the arm drawn comes back). ``policy`` is ``"<policy key>@<context>"``."""
+    from .assignment import choose
+
+    return choose(
+        profile_id=profile_id,
+        placement=placement,
+        device=device,
+        segments=segments,
+        personalisation_consent=personalisation_consent,
+    )

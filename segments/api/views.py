@@ -122,8 +122,8 @@ class PreviewInput(serializers.Serializer):
 class ExportInput(serializers.Serializer):
     purpose = serializers.ChoiceField(
         choices=EXPORT_PURPOSES,
-        required=False,
-        help_text="Only members who granted this purpose, e.g. marketing for a campaign tool.",
+        help_text="Required: what the list is for; only members who granted this purpose are in it "
+        "(e.g. marketing for a campaign tool). There is no export without a purpose.",
     )
 
 
@@ -252,11 +252,12 @@ class SegmentViewSet(viewsets.GenericViewSet):
     )
     @action(detail=True, methods=["get"], url_path="members/export")
     def export(self, request, slug: str | None = None):
-        """Current members as CSV. With ?purpose=marketing only members who granted marketing."""
+        """Current members who granted ``?purpose=`` (required), as CSV."""
         segment = self.get_object()
         data = ExportInput(data=request.query_params.dict())
         data.is_valid(raise_exception=True)
-        rows = selectors.segment_members_for_export(segment=segment, purpose=data.validated_data.get("purpose"))
+        purpose = data.validated_data["purpose"]
+        rows = selectors.segment_members_for_export(segment=segment, purpose=purpose)
         writer = csv.writer(_Echo())
 
         def lines():
@@ -268,8 +269,7 @@ class SegmentViewSet(viewsets.GenericViewSet):
                 )
 
         response = StreamingHttpResponse(lines(), content_type="text/csv")
-        suffix = f"-{data.validated_data['purpose']}" if data.validated_data.get("purpose") else ""
-        response["Content-Disposition"] = f'attachment; filename="segment-{segment.slug}{suffix}.csv"'
+        response["Content-Disposition"] = f'attachment; filename="segment-{segment.slug}-{purpose}.csv"'
         return response
 
 

@@ -96,3 +96,36 @@ def test_an_explicit_url_is_used_as_it_is(state_dir):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == url
     assert "starting embedded" not in done.stderr
+
+
+def _ensure_user_in_child(name: str, barrier) -> str:
+    from cdp import devservices
+
+    barrier.wait(timeout=30)
+    return devservices._ensure_system_user(name).pw_name
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="creating system users needs root")
+def test_start_ups_at_once_do_not_race_on_creating_the_system_user(tmp_path, monkeypatch):
+    # given a system user nobody has created yet, a useradd as slow as on a busy machine (so that every
+    # start-up looks the user up before the first one has created it), and six start-ups at once
+    import multiprocessing
+    import pwd
+
+    real = shutil.which("useradd")
+    slow = tmp_path / "useradd"
+    slow.write_text(f'#!/bin/sh\nsleep 0.5\nexec {real} "$@"\n')
+    slow.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    name = f"cdprace{uuid.uuid4().hex[:8]}"
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Manager().Barrier(6)
+    try:
+        with ctx.Pool(6) as pool:
+            # when they all make sure the user exists
+            results = pool.starmap(_ensure_user_in_child, [(name, barrier)] * 6)
+        # then every one of them gets it and exactly one user exists
+        assert results == [name] * 6
+        assert pwd.getpwnam(name).pw_name == name
+    finally:
+        subprocess.run(["userdel", name], capture_output=True)

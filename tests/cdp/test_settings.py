@@ -13,6 +13,7 @@ PRODUCTION_ENV = {
     "DJANGO_SETTINGS_MODULE": "cdp.settings",
     "DEBUG": "false",
     "SECRET_KEY": "k9#2vQ!x7Lw0@pZr4%tY8^uB1&nM6*cE3(gH5)jK-sD_fA+oI=eW[qR]lT{zX}yU",
+    "CONSENT_HASH_SALT": "pV3$wq9!Zr7#Lx2@Nc8%Tb5^Hm1&Jd4*",
     "ALLOWED_HOSTS": "cdp.example.com",
     "DATABASE_URL": "postgres://cdp@db.example.com:5432/cdp",
     "REDIS_URL": "redis://redis.example.com:6379/0",
@@ -37,6 +38,14 @@ def test_missing_secret_key_in_production_is_a_clear_error():
     done = manage(env, "check")
     assert done.returncode != 0
     assert "SECRET_KEY is required when DEBUG is false" in done.stderr
+
+
+def test_missing_consent_hash_salt_in_production_is_a_clear_error():
+    # a SECRET_KEY fallback would void every suppression hash at the next key rotation
+    env = {k: v for k, v in PRODUCTION_ENV.items() if k != "CONSENT_HASH_SALT"}
+    done = manage(env, "check")
+    assert done.returncode != 0
+    assert "CONSENT_HASH_SALT is required when DEBUG is false" in done.stderr
 
 
 def test_sqlite_is_refused():

@@ -159,3 +159,26 @@ def test_erasure_ends_the_persons_privacy_center_sessions(known):
     privacy_request_execute(request_id=str(request.pk))
     assert client.get("/privacy/me/")["Location"] == "/privacy/"
     assert not PrivacyCenterToken.objects.exists()
+
+
+def test_the_sealed_address_is_authenticated_encryption_from_a_kept_library(client):
+    # given a link sent for an address
+    _ask_link(client, "sealed.person@example.org")
+    (path,) = LINK.findall(mail.outbox[-1].body)
+    token = path.rstrip("/").rsplit("/", 1)[1]
+    row = PrivacyCenterToken.objects.get()
+    from consent.center import _seal, _unseal
+
+    # the stored seal is a Fernet token (cryptography): random IV, so the same address sealed again differs,
+    # and it does not reveal the address's length byte for byte
+    assert "sealed.person@example.org" not in row.email_sealed
+    assert row.email_sealed.startswith("gAAAAA")
+    assert _seal(token, "sealed.person@example.org") != _seal(token, "sealed.person@example.org")
+    assert _unseal(token, row.email_sealed) == "sealed.person@example.org"
+    # an altered seal or another token reads as nothing (a keystream XOR would yield other text)
+    tampered = row.email_sealed[:-6] + ("AAAAAA" if row.email_sealed[-6:] != "AAAAAA" else "BBBBBB")
+    assert _unseal(token, tampered) is None
+    assert _unseal(token + "x", row.email_sealed) is None
+    # and the link still signs the person in once
+    response = client.post(path, {"csrfmiddlewaretoken": _csrf(client, path)})
+    assert response.status_code == 302 and response["Location"] == "/privacy/me/"

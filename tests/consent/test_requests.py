@@ -174,8 +174,11 @@ def test_erasure_by_a_real_rq_worker_leaves_no_trace(write_key, secret_client):
     assert call(client, "identify", anonymousId="new-device", traits={"email": PII["email"]}).json()["accepted"] == 0
     assert not Identifier.objects.filter(value=PII["user_id"]).exists()
     assert Suppression.objects.count() == 5  # email, phone, user id, two anonymous ids
+    # a stored consent cookie re-sent with an event is not an opt-in (tests/consent/test_suppression.py)
     opt_in = {"consent": {"categoryPreferences": {"Analytics": True}}}
-    assert call(client, "track", userId=PII["user_id"], event="Product Viewed", context=opt_in).json()["accepted"] == 1
+    assert call(client, "track", userId=PII["user_id"], event="Product Viewed", context=opt_in).json()["accepted"] == 0
+    banner = client.post("/v1/consent", {"userId": PII["user_id"], "purposes": {"analytics": True}}, format="json")
+    assert banner.json()["profile_id"] is not None
     assert call(client, "track", userId=PII["user_id"], event="Product Viewed").json()["accepted"] == 1
     assert Suppression.objects.count() == 4
 

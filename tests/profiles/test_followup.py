@@ -46,9 +46,9 @@ def test_events_arriving_while_a_task_runs_are_not_left_for_the_sweep(celery_wor
 
 
 def test_work_whose_task_was_lost_is_caught_up_by_the_sweep(write_key, settings, monkeypatch):
-    from profiles.tracking import ingest
+    from cdp import queueing
 
-    monkeypatch.setattr(ingest, "_broker_down_until", 0.0)  # restored after: later tests may queue again
+    monkeypatch.setitem(queueing._state, "down_until", 0.0)  # restored after: later tests may queue again
     # given Redis unreachable while events arrive: ingestion still accepts them
     settings.CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}
@@ -58,7 +58,8 @@ def test_work_whose_task_was_lost_is_caught_up_by_the_sweep(write_key, settings,
     assert call(client, "track", userId="u1", event="Order Completed", properties={"revenue": 10}).status_code == 200
     assert PendingWork.objects.count() == 1
     assert Profile.objects.get().computed == {}
-    # when the scheduled sweep runs (the task beat starts every minute)
+    # when Redis is back and the scheduled sweep runs (the task beat starts every minute)
+    queueing.broker_mark_up()
     assert pending_process() == 1
     # then the work is done
     assert Profile.objects.get().computed["revenue"] == 10.0

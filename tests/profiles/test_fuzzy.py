@@ -388,7 +388,9 @@ def test_cluster_coherence_on_scored_pairs():
     def score(x, y):  # pairs blocking did not propose: here only A~C, clearly two people
         return compare(table, x, y), np.array([0.001] * len(x))
 
-    decisions = decide(table, a, b, levels, np.array([0.999, 0.998]), auto=0.99, review=0.5, never=set(), score=score)
+    decisions = decide(
+        table, a, b, levels, np.array([0.999, 0.998]), auto=0.99, review=0.5, never=set(), prior=0.01, score=score
+    )
     assert decisions.clusters == [[0, 1]]
     assert decisions.refused == {1: "incoherent_cluster"}
     assert decisions.review == [1]  # B~C goes to a reviewer
@@ -459,8 +461,8 @@ def test_em_recovers_m_and_u_from_the_data():
     params = model.estimate(table, rng=np.random.default_rng(1), random_pairs=200_000, training_pairs=50_000)
     first, dob = INDEX["first_name"], INDEX["birth_date"]
     assert params.m[first][4] == pytest.approx(0.7, abs=0.04)  # exact first name among true pairs
-    assert params.m[dob][2] == pytest.approx(0.9, abs=0.04)
-    assert params.m[dob][1] == pytest.approx(0.1, abs=0.04)  # a year off: one digit
+    assert params.m[dob][3] == pytest.approx(0.9, abs=0.04)
+    assert params.m[dob][2] == pytest.approx(0.1, abs=0.04)  # a year off: one digit
     assert params.u[first][4] < 0.001  # random 6-letter names almost never agree
     a, b = blocking.candidate_pairs(table)
     bits = model.log2_bayes_factors(params, compare(table, a, b), table, a, model.Frequencies.of(table))
@@ -475,14 +477,14 @@ def test_reviewers_decisions_move_the_weights_their_way():
     # reviewers approved pairs whose first names differ (a name the table does not know),
     # and rejected pairs that share a birth date and a last name (twins)
     approved = np.full((20, len(COMPARISONS)), -1, dtype=np.int8)
-    approved[:, FIRST], approved[:, DOB] = 0, 2
+    approved[:, FIRST], approved[:, DOB] = 0, 3
     rejected = np.full((20, len(COMPARISONS)), -1, dtype=np.int8)
-    rejected[:, DOB], rejected[:, INDEX["last_name"]] = 2, 3
+    rejected[:, DOB], rejected[:, INDEX["last_name"]] = 3, 3
     refined = model.estimate(
         table, rng=rng, approved=approved, rejected=rejected, random_pairs=50_000, training_pairs=20_000
     )
     assert refined.weights()[FIRST][0] > plain.weights()[FIRST][0]
-    assert refined.weights()[DOB][2] < plain.weights()[DOB][2]
+    assert refined.weights()[DOB][3] < plain.weights()[DOB][3]
     assert refined.labelled == {"approved": 20, "rejected": 20}
 
 

@@ -123,8 +123,11 @@ def test_csv_export_for_marketing_keeps_only_consenting_members(secret_client, v
         assert response.status_code == 200 and response["Content-Type"] == "text/csv"
         return list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
 
-    assert {r["email"] for r in export("")} == {"p0@example.com", "p1@example.com", "p2@example.com"}
+    assert {r["email"] for r in export("?purpose=analytics")} == {"p0@example.com", "p1@example.com", "p2@example.com"}
     assert [r["email"] for r in export("?purpose=marketing")] == ["p0@example.com"]
+    # an export always states what it is for: without a purpose it is refused, not consent-blind
+    missing = secret_client.get("/api/v1/segments/all3/members/export/")
+    assert missing.status_code == 400 and "purpose" in missing.json()["error"]["fields"]
     assert secret_client.get("/api/v1/segments/all3/members/export/?purpose=spam").status_code == 400
 
 

@@ -13,10 +13,11 @@ two: **conflict refusals** (never auto-merged, at most sent to review):
 - generational suffixes that differ (Jr and Sr).
 
 **Cluster coherence**: merges are taken strongest first, and two clusters join only if no pair
-across them has a conflict refusal, is a never-merge pair or is clearly two people (a match
-probability at most 1 - the auto-merge threshold), the pairs across them are on average (mean
-log-odds: average linkage on calibrated probabilities) at least as likely one person as the review
-threshold asks, and the joined cluster stays within the identifier limits (one user id…). So A~B
+across them has a conflict refusal, is a never-merge pair or carries evidence of two people as
+strong as an auto-merge needs for one (a Bayes factor at most (1 - auto) / auto), the pairs across
+them on average (mean log2 Bayes factor: average linkage on the evidence, not on posteriors, which
+the tiny prior of a random pair would drag down) favour one person at least by the review odds,
+and the joined cluster stays within the identifier limits (one user id…). So A~B
 and B~C never pull A and C together when A and C are clearly two people: B joins the one it matches
 best, and the other pair goes to review. Average rather than complete linkage because pairs of
 records that are each a corrupted copy of one person compound their errors (two typos apart), which
@@ -111,14 +112,24 @@ def _logit(p: float) -> float:
     return math.log(p) - math.log1p(-p)
 
 
-def _coherent(verdicts: list[tuple[float, str | None]], *, auto: float, review: float) -> bool:
-    """Whether two clusters may become one: no pair across them is refused or clearly two people
-    (as sure to be different as an auto-merge must be sure to be the same), and on average (in
-    log-odds, i.e. average linkage on calibrated probabilities) the pairs across are at least as
-    likely the same person as the review threshold asks."""
-    if any(why or p <= 1 - auto for p, why in verdicts):
+def _coherent(verdicts: list[tuple[float, str | None]], *, auto: float, review: float, prior: float) -> bool:
+    """Whether two clusters may become one, judged on the evidence (Bayes factors) of the pairs across
+    them, not on their posteriors: no pair across is refused or carries evidence of two people as
+    strong as an auto-merge needs for one (log2 BF <= -log2(auto / (1 - auto))), and on average
+    (average linkage in bits) the pairs across favour one person at least by the review odds.
+
+    Judging posteriors instead (the first version) read every pair of records that share little
+    (two records of one person with different fields filled in) as "clearly two people", because
+    the prior of a random pair is tiny: a large cluster of one person then refused almost every
+    new record. Evidence that is merely missing is neutral here; only contradictions count against.
+    """
+    if any(why for _, why in verdicts):
         return False
-    return sum(_logit(p) for p, _ in verdicts) / len(verdicts) >= _logit(review)
+    prior_logit = _logit(prior)
+    bits = [(_logit(p) - prior_logit) / math.log(2) for p, _ in verdicts]
+    if min(bits) <= -math.log2(auto / (1 - auto)):
+        return False
+    return sum(bits) / len(bits) >= math.log2(review / (1 - review))
 
 
 def _within_limits(table: RecordTable, members: list[int]) -> bool:
@@ -139,6 +150,7 @@ def decide(
     auto: float,
     review: float,
     never: set[tuple[int, int]],
+    prior: float,
     score: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
 ) -> Decisions:
     """Auto-merge clusters and the review queue from scored pairs (indices into ``table``).
@@ -200,7 +212,7 @@ def decide(
         if any(pq in never for pq in cross):
             decisions.refused[k] = "incoherent_never_merge"
             continue
-        if not _coherent(verdicts(cross), auto=auto, review=review):
+        if not _coherent(verdicts(cross), auto=auto, review=review, prior=prior):
             decisions.refused[k] = "incoherent_cluster"
             continue
         clusters.union(x, y)

@@ -10,7 +10,9 @@ status, as Fellegi-Sunter assumes, so evidence is not counted twice:
   compare crosswise, never as "exact".
 - ``last_name``: exact | close (JW >= 0.92) | similar (JW >= 0.8, or one inside the other, as in a
   double-barrelled name) | different.
-- ``birth_date``: exact | near (one digit wrong, two swapped, day and month swapped) | different.
+- ``birth_date``: exact | near (one digit wrong, two swapped, day and month swapped, the year one off
+  with the same day) | year (the same year otherwise: a date known only by its year, often stored as
+  1 January) | different.
 - ``address``: one comparison for street, postal code and city together, because they move
   together: same (street alike, same house numbers, same locality) | similar street in the same
   locality | street_elsewhere (same street and number, another postal code: a typo, or one street
@@ -54,7 +56,7 @@ class Comparison:
 COMPARISONS: tuple[Comparison, ...] = (
     Comparison("first_name", ("different", "similar", "close", "nickname", "exact"), tf_column="first"),
     Comparison("last_name", ("different", "similar", "close", "exact"), tf_column="last"),
-    Comparison("birth_date", ("different", "near", "exact"), tf_column="dob"),
+    Comparison("birth_date", ("different", "year", "near", "exact"), tf_column="dob"),
     Comparison("address", ("different", "area", "locality", "street_elsewhere", "similar", "same")),
     Comparison("email", ("different", "same_local", "exact")),
     Comparison("phone", ("different", "close", "exact")),
@@ -146,10 +148,16 @@ def _birth_dates(table: RecordTable, a: np.ndarray, b: np.ndarray, levels: np.nd
     level = np.zeros(len(a), dtype=np.int8)
     rest = np.flatnonzero(has & ~exact)
     if len(rest):
+        year_a = np.array([int(d[:4]) for d in da[rest]], dtype=np.int64)  # dates are YYYYMMDD
+        year_b = np.array([int(d[:4]) for d in db[rest]], dtype=np.int64)
+        day_a = np.array([d[4:] for d in da[rest]], dtype=object)
+        day_b = np.array([d[4:] for d in db[rest]], dtype=object)
         near = _cpdist(da[rest], db[rest], OSA.distance) <= 1  # one digit wrong, or two swapped
         near |= da[rest] == table["dob_swapped"][b[rest]]  # day and month swapped
-        level[rest[near]] = 1
-    level[exact] = 2
+        near |= (np.abs(year_a - year_b) == 1) & (day_a == day_b)  # a year off (a date from an age)
+        level[rest[year_a == year_b]] = 1  # the same year: an approximate date (1 January), or a wrong day
+        level[rest[near]] = 2
+    level[exact] = 3
     levels[:, DOB] = np.where(has, level, -1)
 
 
@@ -172,6 +180,10 @@ def _addresses(table: RecordTable, a: np.ndarray, b: np.ndarray, levels: np.ndar
         close = _cpdist(pa[rows], pb[rows], OSA.distance) <= 1
         la, lb = table["postal_len"][a[rows]], table["postal_len"][b[rows]]
         postal_near[rows] = close & (la == lb) & (la >= 3)
+        # a postal code given at another level: only its outward part (EH6 / EH6 4LT, 12345 / 12345-6789)
+        short = np.minimum(la, lb) >= 2
+        prefix = np.array([x.startswith(y) or y.startswith(x) for x, y in zip(pa[rows], pb[rows], strict=True)])
+        postal_near[rows] |= short & prefix & (la != lb)
     city_same = np.zeros(len(a), dtype=bool)
     rows = np.flatnonzero(has_city)
     city_same[rows] = _jw(ca[rows], cb[rows]) >= 0.92 - EPS

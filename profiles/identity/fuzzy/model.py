@@ -61,7 +61,7 @@ HOUSEHOLD_LEVEL = COMPARISONS[ADDRESS].levels.index("similar")  # the street agr
 PRIOR_M: dict[str, tuple[float, ...]] = {
     "first_name": (0.04, 0.04, 0.05, 0.03, 0.84),
     "last_name": (0.05, 0.03, 0.07, 0.85),
-    "birth_date": (0.03, 0.05, 0.92),
+    "birth_date": (0.03, 0.02, 0.05, 0.90),
     "address": (0.08, 0.04, 0.06, 0.01, 0.11, 0.70),
     "email": (0.6, 0.1, 0.3),
     "phone": (0.4, 0.05, 0.55),
@@ -69,7 +69,7 @@ PRIOR_M: dict[str, tuple[float, ...]] = {
 PRIOR_U: dict[str, tuple[float, ...]] = {
     "first_name": (0.954, 0.03, 0.005, 0.001, 0.01),
     "last_name": (0.975, 0.015, 0.004, 0.006),
-    "birth_date": (0.99896, 0.001, 0.00004),
+    "birth_date": (0.985, 0.01396, 0.001, 0.00004),
     "address": (0.95, 0.04, 0.0098, 0.00005, 0.0001, 0.0001),
     "email": (0.99998, 0.00001, 0.00001),
     "phone": (0.99997, 0.00002, 0.00001),
@@ -80,7 +80,7 @@ PRIOR_U: dict[str, tuple[float, ...]] = {
 PRIOR_H: dict[str, tuple[float, ...]] = {
     "first_name": (0.85, 0.06, 0.04, 0.002, 0.048),
     "last_name": (0.3, 0.02, 0.03, 0.65),
-    "birth_date": (0.95, 0.02, 0.03),
+    "birth_date": (0.93, 0.02, 0.02, 0.03),
     "address": PRIOR_U["address"],  # not used: the address is what makes the pair a household
     "email": (0.85, 0.02, 0.13),
     "phone": (0.5, 0.01, 0.49),

@@ -152,7 +152,7 @@ def identity_match(
         return extra, model.probabilities(model.log2_bayes_factors(params, extra, table, x, freq), prior)
 
     never = _never_merge_pairs(index)
-    decisions = decide(table, a, b, levels, p, auto=auto, review=review, never=never, score=score)
+    decisions = decide(table, a, b, levels, p, auto=auto, review=review, never=never, prior=prior, score=score)
     clock.lap("decide")
     evidence_of = _Evidence(table, a, b, levels, bits, p, params, prior)
     report.merged, refused_by_guard, winners = _apply_merges(decisions, table, evidence_of, progress)

@@ -1,0 +1,58 @@
+"""Fire-and-forget task queueing that never makes a caller wait on Redis (decision 0003).
+
+``task_send`` publishes a Celery task with no result-backend subscription (``ignore_result``: the
+web process never enters the result backend's reconnect loop), no publish retries and a connection
+check that fails at once when the broker is unreachable. It answers whether the broker took the
+task; callers that must not lose the follow-up keep their durable mark (``PendingWork``) until it
+says yes. After a failure every send fails fast for ``QUEUE_BACKOFF_SECONDS`` so that a burst of
+requests during an outage costs nothing; the first send after that tries the broker again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from django.conf import settings
+
+logger = logging.getLogger("cdp.queueing")
+
+_state = {"down_until": 0.0}
+
+
+def broker_marked_down() -> bool:
+    return time.monotonic() < _state["down_until"]
+
+
+def broker_mark_down() -> None:
+    """Record that Redis did not answer (e.g. the cache, on the same server): sends fail fast a while."""
+    _state["down_until"] = time.monotonic() + settings.CDP_QUEUE_BACKOFF_SECONDS
+
+
+def broker_mark_up() -> None:
+    """Forget a recorded outage (tests, and the sweep that proves the broker answers again)."""
+    _state["down_until"] = 0.0
+
+
+def task_send(task, *, args: list | tuple = (), kwargs: dict | None = None, countdown: float | None = None) -> bool:
+    """Queue ``task`` if the broker answers at once; True when it took it, False (logged) otherwise."""
+    if broker_marked_down():
+        return False
+    from cdp.celery import app
+
+    try:
+        with app.pool.acquire(block=True, timeout=settings.CDP_QUEUE_TIMEOUT_SECONDS) as conn:
+            conn.ensure_connection(max_retries=0, timeout=settings.CDP_QUEUE_TIMEOUT_SECONDS)
+            task.apply_async(
+                args=list(args),
+                kwargs=kwargs or {},
+                countdown=countdown,
+                connection=conn,
+                retry=False,
+                ignore_result=True,
+            )
+    except Exception as exc:  # broker down, pool exhausted, timeout: the caller's durable mark stays
+        broker_mark_down()
+        logger.warning("could not queue %s (%s: %s); it is caught up later", task.name, type(exc).__name__, exc)
+        return False
+    return True

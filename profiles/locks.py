@@ -1,0 +1,95 @@
+"""The one lock order of cdp, and the ordered lock helpers everyone takes it with.
+
+Every transaction that writes people's data takes its locks in this order, each level sorted, and
+never goes back up a level (docs/decisions/0021-one-lock-order.md, docs/architecture.md):
+
+1. **identifier advisory locks** (``lock_identifier_keys``): the identifiers a transaction creates
+   or links, all in one statement, sorted by key;
+2. **profile rows** (``lock_profiles`` / ``lock_profile_ids``): ``FOR UPDATE`` in id order, live and
+   merged-away alike, re-checking ``merged_into`` after the lock;
+3. **rows that hang off those profiles**: identifiers, events, ``PendingWork`` (``pending_mark`` upserts
+   in id order; ``lock_pending`` takes them in id order), consent records, segment memberships,
+   recommendation state: written only while the profiles they belong to are locked, or without
+   holding any profile lock at all.
+
+Who takes what:
+
+- ingestion: 1 for the batch's new or linking identifiers, 2 for every profile written, then 3;
+- merges and unmerges: 2 for both profiles (the caller may already hold 1), then 3;
+- computed-traits refresh and ``pending_process``: 2 (``skip_locked``: a profile being ingested is left
+  for the next round) then 3; it never holds a ``PendingWork`` row while waiting for a profile;
+- erasure: 2 for the person's profiles, then 3;
+- segment refreshes: only level 3 (memberships), never a profile lock.
+
+Job and control rows (a ``DataSubjectRequest``, a ``Segment`` being refreshed, a ``MatchingRun``, a
+``ModelVersion``) are locked before any of the above, one at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.db import connection
+
+_LOCK_PROFILES = "SELECT id FROM profiles_profile WHERE id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE"
+_LOCK_PROFILES_SKIP = _LOCK_PROFILES + " SKIP LOCKED"
+_LOCK_PENDING = (
+    "SELECT profile_id, queued_at FROM profiles_pendingwork WHERE profile_id = ANY(%s::uuid[]) "
+    "ORDER BY profile_id FOR UPDATE"
+)
+_LOCK_PENDING_SKIP = _LOCK_PENDING + " SKIP LOCKED"
+
+
+def _sorted_ids(ids: Iterable) -> list[str]:
+    return sorted({str(i) for i in ids if i is not None})
+
+
+def lock_identifier_keys(identifiers: Iterable[tuple[str, str]]) -> None:
+    """Level 1: transaction-level advisory locks on (kind, value) identifiers, sorted, one statement.
+
+    Re-taking a lock the transaction already holds does not wait."""
+    keys = sorted({f"{kind}:{value}" for kind, value in identifiers})
+    if not keys:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) "
+            "FROM unnest(%s::text[]) WITH ORDINALITY AS t(k, n)",
+            [keys],
+        )
+
+
+def lock_profiles(ids: Iterable, *, skip_locked: bool = False) -> dict:
+    """Level 2: profile rows ``FOR UPDATE`` in id order; {pk: Profile} of the rows locked."""
+    from profiles.models import Profile
+
+    query = Profile.objects.select_for_update(skip_locked=skip_locked).filter(pk__in=_sorted_ids(ids)).order_by("pk")
+    return {p.pk: p for p in query}
+
+
+def lock_profile_ids(ids: Iterable, *, skip_locked: bool = False) -> list:
+    """Level 2 without loading the rows: the ids locked (all of them unless ``skip_locked``)."""
+    ordered = _sorted_ids(ids)
+    if not ordered:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _LOCK_PROFILES_SKIP if skip_locked else _LOCK_PROFILES,
+            [ordered],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def lock_pending(profile_ids: Iterable, *, skip_locked: bool = True) -> list[tuple]:
+    """Level 3: the ``PendingWork`` rows of these profiles, in id order: [(profile_id, queued_at)].
+
+    Take the profiles' level-2 locks first (``pending_process`` does)."""
+    ordered = _sorted_ids(profile_ids)
+    if not ordered:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _LOCK_PENDING_SKIP if skip_locked else _LOCK_PENDING,
+            [ordered],
+        )
+        return list(cursor.fetchall())

@@ -1,0 +1,259 @@
+"""Reads of experiments: metrics per variant from the served log and events (set-based SQL), and the
+results (statistics per metric and variant, SRM, excluded units)."""
+
+from __future__ import annotations
+
+from django.db import connection
+from django.utils import timezone
+
+from .models import Experiment, ExperimentSnapshot, Metric
+from .statistics import Summary, compare, cuped_theta, holm, srm
+
+# per unit: e exposures (answers served), c clicks on them, o orders, r revenue, v converted (0/1),
+# po / pr orders and revenue in the pre-exposure window (CUPED covariates)
+METRICS = {
+    # metric: (numerator, denominator or None, CUPED covariate or None, proportion test)
+    Metric.CTR: ("c", "e", None, False),
+    Metric.CONVERSION: ("o", None, "po", False),
+    Metric.REVENUE: ("r", None, "pr", False),
+    Metric.AOV: ("r", "o", None, False),
+    "converted": ("v", None, None, True),
+}
+COLUMNS = ("e", "c", "o", "r", "v", "po", "pr")
+PAIRS = (("c", "e"), ("r", "o"), ("o", "po"), ("r", "pr"))
+
+_UNITS_SQL = """
+WITH unit AS (
+    SELECT x.profile_id, min(x.first_exposed_at) AS first_at, count(DISTINCT x.variant_id) AS nv,
+           min(x.variant_id) AS variant_id
+    FROM recommendations_exposure x
+    WHERE x.experiment_id = %(experiment)s
+    GROUP BY x.profile_id
+), unit_window AS (
+    SELECT u.*, least(u.first_at + make_interval(hours => %(hours)s), %(until)s) AS window_end
+    FROM unit u
+    {consent_filter}
+), served AS (
+    SELECT w.profile_id, s.id
+    FROM unit_window w
+    JOIN profiles_profile p ON coalesce(p.merged_into_id, p.id) = w.profile_id
+    JOIN recommendations_recommendationserved s ON s.profile_id = p.id
+    WHERE s.experiment = %(key)s AND s.created_at >= w.first_at AND s.created_at < w.window_end
+), per_unit AS (
+    SELECT w.profile_id, w.variant_id, w.nv,
+        (SELECT count(*) FROM served s WHERE s.profile_id = w.profile_id)::float8 AS e,
+        (SELECT count(*) FROM profiles_event ev
+         WHERE ev.profile_id = w.profile_id AND ev.name = 'Product Clicked'
+           AND ev.occurred_at >= w.first_at AND ev.occurred_at < w.window_end
+           AND (ev.properties ->> 'recommendation_id') IN (
+               SELECT s.id::text FROM served s WHERE s.profile_id = w.profile_id))::float8 AS c,
+        coalesce(o.orders, 0)::float8 AS o, coalesce(o.revenue, 0)::float8 AS r,
+        (coalesce(o.orders, 0) > 0)::int::float8 AS v,
+        coalesce(pre.orders, 0)::float8 AS po, coalesce(pre.revenue, 0)::float8 AS pr
+    FROM unit_window w
+    LEFT JOIN LATERAL (
+        SELECT count(*) AS orders, sum({revenue}) AS revenue FROM profiles_event ev
+        WHERE ev.profile_id = w.profile_id AND ev.name = 'Order Completed'
+          AND ev.occurred_at >= w.first_at AND ev.occurred_at < w.window_end
+    ) o ON true
+    LEFT JOIN LATERAL (
+        SELECT count(*) AS orders, sum({revenue}) AS revenue FROM profiles_event ev
+        WHERE ev.profile_id = w.profile_id AND ev.name = 'Order Completed'
+          AND ev.occurred_at >= w.first_at - make_interval(days => %(cuped_days)s) AND ev.occurred_at < w.first_at
+    ) pre ON true
+)
+SELECT variant_id, nv > 1 AS multi, count(*), {sums}
+FROM per_unit GROUP BY 1, 2
+"""
+
+REVENUE_SQL = (
+    "coalesce(nullif(ev.properties ->> 'revenue', ''), nullif(ev.properties ->> 'total', ''), "
+    "nullif(ev.properties ->> 'value', ''), '0')::numeric"
+)
+
+
+def _consent_filter() -> tuple[str, list]:
+    """Units whose personalisation consent is withdrawn now are left out (as if never assigned)."""
+    from consent.selectors import consent_granted_q
+    from profiles.models import Profile
+
+    sql, params = (
+        Profile.objects.filter(consent_granted_q(purpose="personalisation", profile_field="pk"))
+        .values("pk")
+        .query.sql_with_params()
+    )
+    return f"WHERE u.profile_id IN ({sql})", list(params)
+
+
+def variant_sums(*, experiment: Experiment, until=None) -> list[dict]:
+    """Per variant (and whether the unit saw several variants): units and the sums of every column,
+    its square and the cross products the statistics need."""
+    until = until or experiment.stopped_at or timezone.now()
+    sums = [f"sum({c})" for c in COLUMNS] + [f"sum({c}*{c})" for c in COLUMNS] + [f"sum({a}*{b})" for a, b in PAIRS]
+    import psycopg
+
+    consent_sql, consent_params = _consent_filter()
+    connection.ensure_connection()
+    literal = psycopg.ClientCursor(connection.connection).mogrify(consent_sql, consent_params)
+    sql = _UNITS_SQL.format(consent_filter=literal.replace("%", "%%"), revenue=REVENUE_SQL, sums=", ".join(sums))
+    params = {
+        "experiment": experiment.pk,
+        "key": experiment.key,
+        "hours": experiment.attribution_hours,
+        "until": until,
+        "cuped_days": experiment.cuped_days,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    out = []
+    k = len(COLUMNS)
+    for row in rows:
+        variant_id, multi, n = row[:3]
+        values = [float(v or 0) for v in row[3:]]
+        entry = {"variant_id": variant_id, "multi": bool(multi), "n": int(n)}
+        for i, c in enumerate(COLUMNS):
+            entry[c] = values[i]
+            entry[c + c] = values[k + i]
+        for j, (a, b) in enumerate(PAIRS):
+            entry[a + b] = values[2 * k + j]
+        out.append(entry)
+    return out
+
+
+def summary_of(row: dict, metric: str, *, cuped: bool = True) -> Summary:
+    num, den, cov, _ = METRICS[metric]
+
+    def pair(a: str, b: str) -> float:
+        return row.get(a + b, row.get(b + a, 0.0))
+
+    s = Summary(n=row["n"], y=row[num], yy=row[num + num])
+    if den:
+        s.x, s.xx, s.xy = row[den], row[den + den], pair(num, den)
+    if cov and cuped:
+        s.z, s.zz, s.yz = row[cov], row[cov + cov], pair(num, cov)
+    return s
+
+
+def compute_results(*, experiment: Experiment, rows: list[dict]) -> dict:
+    variants = list(experiment.variants.all())
+    by_id = {v.pk: v for v in variants}
+    clean = {v.pk: None for v in variants}
+    excluded = {v.key: 0 for v in variants}
+    for row in rows:
+        variant = by_id.get(row["variant_id"])
+        if variant is None:
+            continue
+        if row["multi"]:
+            excluded[variant.key] += row["n"]
+        else:
+            clean[variant.pk] = row
+    empty = {"n": 0, **dict.fromkeys(COLUMNS, 0.0), **{c + c: 0.0 for c in COLUMNS}, **{a + b: 0.0 for a, b in PAIRS}}
+    units = {v.key: (clean[v.pk] or empty)["n"] for v in variants}
+    control = next((v for v in variants if v.is_control), variants[0])
+    metrics = [experiment.primary_metric, *[m for m in experiment.guardrail_metrics if m != experiment.primary_metric]]
+    table = []
+    p_values = []
+    for metric in metrics:
+        summaries = {v.key: summary_of(clean[v.pk] or empty, metric, cuped=experiment.cuped_days > 0) for v in variants}
+        theta = cuped_theta([s for s in summaries.values() if s.n])
+        z_pooled = 0.0
+        if theta is not None:
+            n = sum(s.n for s in summaries.values())
+            z_pooled = sum(s.z for s in summaries.values()) / n if n else 0.0
+        proportion = METRICS[metric][3]
+        for v in variants:
+            s = summaries[v.key]
+            entry = {
+                "metric": metric,
+                "variant": v.key,
+                "is_control": v.pk == control.pk,
+                "units": s.n,
+                "value": s.mean(),
+                "cuped": theta is not None,
+            }
+            if v.pk != control.pk:
+                cmp = compare(
+                    summaries[control.key],
+                    s,
+                    alpha=experiment.alpha,
+                    sequential=experiment.sequential,
+                    theta=theta,
+                    z_pooled=z_pooled,
+                    proportion=proportion,
+                )
+                entry.update(
+                    {
+                        "adjusted_value": cmp.variant_mean,
+                        "control_value": cmp.control_mean,
+                        "lift": cmp.lift,
+                        "low": cmp.low,
+                        "high": cmp.high,
+                        "p_value": cmp.p_value,
+                        "fixed_p_value": cmp.fixed_p_value,
+                        "fixed_low": cmp.fixed_low,
+                        "fixed_high": cmp.fixed_high,
+                        "chance_to_win": cmp.chance_to_win,
+                        "sequential": cmp.sequential,
+                    }
+                )
+                p_values.append((len(table), cmp.p_value))
+            table.append(entry)
+    adjusted = holm([p for _, p in p_values], alpha=experiment.alpha)
+    for (i, _), p in zip(p_values, adjusted, strict=True):
+        table[i]["p_value_holm"] = p
+        table[i]["significant"] = p < experiment.alpha
+    total_units = [units[v.key] + excluded[v.key] for v in variants]
+    return {
+        "experiment": experiment.key,
+        "computed_at": timezone.now().isoformat(),
+        "status": experiment.status,
+        "srm": srm(total_units, [v.weight for v in variants]) | {"variants": [v.key for v in variants]},
+        "units": units,
+        "excluded": excluded,
+        "metrics": table,
+    }
+
+
+def _clean_floats(value):
+    import math
+
+    if isinstance(value, float):
+        return None if not math.isfinite(value) else value
+    if isinstance(value, dict):
+        return {k: _clean_floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean_floats(v) for v in value]
+    return value
+
+
+def experiment_results(*, experiment: Experiment, refresh: bool = True, snapshot: bool = False) -> dict:
+    """Results now (exposures refreshed from the served log first); ``snapshot`` also stores them for
+    the cumulative chart."""
+    from .services import exposures_refresh
+
+    if refresh and experiment.started_at is not None:
+        exposures_refresh(experiment=experiment, until=experiment.stopped_at or timezone.now())
+    results = _clean_floats(compute_results(experiment=experiment, rows=variant_sums(experiment=experiment)))
+    if snapshot:
+        ExperimentSnapshot.objects.create(experiment=experiment, computed_at=timezone.now(), results=results)
+    return results
+
+
+def experiment_series(*, experiment: Experiment) -> list[dict]:
+    """The primary metric's lift and interval per snapshot (first non-control variant), for the chart."""
+    out = []
+    for snap in experiment.snapshots.order_by("computed_at"):
+        for row in snap.results.get("metrics", []):
+            if row["metric"] == experiment.primary_metric and not row["is_control"] and row.get("lift") is not None:
+                out.append(
+                    {
+                        "at": snap.computed_at,
+                        "variant": row["variant"],
+                        "lift": row["lift"],
+                        "low": row.get("low"),
+                        "high": row.get("high"),
+                        "units": sum(snap.results.get("units", {}).values()),
+                    }
+                )
+    return out

@@ -1,0 +1,121 @@
+"""/api/v1/experiments/: CRUD, lifecycle actions, clear 400s with field messages, assignment."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import grant
+
+URL = "/api/v1/experiments/"
+
+
+def body(key="home-personalised", **over):
+    data = {
+        "key": key,
+        "hypothesis": "Personalised lists earn more orders than popular ones.",
+        "placements": ["home"],
+        "primary_metric": "conversion",
+        "guardrail_metrics": ["revenue"],
+        "variants": [
+            {"key": "popular", "weight": 50, "is_control": True, "personalised": False},
+            {"key": "personalised", "weight": 50},
+        ],
+    }
+    data.update(over)
+    return data
+
+
+def fields_of(response):
+    assert response.status_code == 400, response.content
+    return response.json()["error"]["fields"]
+
+
+@pytest.mark.django_db
+def test_create_read_edit_start_stop_ship(secret_client):
+    created = secret_client.post(URL, body(), format="json")
+    assert created.status_code == 201, created.content
+    assert created.json()["status"] == "draft"
+    assert sum(b - a for a, b, _ in created.json()["allocation"]) == 10_000
+    assert secret_client.get(URL).json()[0]["key"] == "home-personalised"
+    edited = secret_client.patch(URL + "home-personalised/", {"name": "Home: personalised vs popular"}, format="json")
+    assert edited.json()["name"] == "Home: personalised vs popular"
+    started = secret_client.post(URL + "home-personalised/start/")
+    assert started.json()["status"] == "running"
+    # while running: weights may change, and only the necessary buckets move
+    reweighted = secret_client.patch(
+        URL + "home-personalised/",
+        {
+            "variants": [
+                {"key": "popular", "weight": 40, "is_control": True, "personalised": False},
+                {"key": "personalised", "weight": 60},
+            ]
+        },
+        format="json",
+    )
+    assert reweighted.status_code == 200, reweighted.content
+    assert reweighted.json()["history"][-1]["detail"]["buckets_moved"] == 1000
+    stopped = secret_client.post(URL + "home-personalised/stop/")
+    assert stopped.json()["status"] == "stopped"
+    shipped = secret_client.post(URL + "home-personalised/ship/", {"variant": "personalised"}, format="json")
+    assert (shipped.json()["status"], shipped.json()["shipped_variant"]) == ("shipped", "personalised")
+    assert [h["action"] for h in shipped.json()["history"]] == ["create", "edit", "start", "edit", "stop", "ship"]
+
+
+@pytest.mark.django_db
+def test_bad_weights_unknown_placement_and_no_control_are_400_with_fields(secret_client):
+    bad = body(variants=[{"key": "a", "weight": 50, "is_control": True}, {"key": "b", "weight": 40}])
+    assert "sum to 100" in fields_of(secret_client.post(URL, bad, format="json"))["variants.weight"][0]
+    assert (
+        "Unknown placement 'moon'"
+        in fields_of(secret_client.post(URL, body(placements=["moon"]), format="json"))["placements"][0]
+    )
+    none = body(variants=[{"key": "a", "weight": 50}, {"key": "b", "weight": 50}])
+    assert "variants.is_control" in fields_of(secret_client.post(URL, none, format="json"))
+    assert "key" in fields_of(secret_client.post(URL, body(key="has space"), format="json"))
+
+
+@pytest.mark.django_db
+def test_overlapping_layer_is_400(secret_client):
+    secret_client.post(URL, body("a", layer="home", layer_start=0, layer_end=6000), format="json")
+    secret_client.post(URL + "a/start/")
+    response = secret_client.post(URL, body("b", layer="home", layer_start=5000, layer_end=10_000), format="json")
+    assert "overlap running experiment(s) a" in fields_of(response)["layer"][0]
+    ok = secret_client.post(URL, body("c", layer="home", layer_start=6000, layer_end=10_000), format="json")
+    assert ok.status_code == 201
+
+
+@pytest.mark.django_db
+def test_editing_a_shipped_or_running_experiment_wrongly_is_400(secret_client):
+    secret_client.post(URL, body(), format="json")
+    secret_client.post(URL + "home-personalised/start/")
+    running = secret_client.patch(URL + "home-personalised/", {"placements": ["cart"]}, format="json")
+    assert "while the experiment runs" in fields_of(running)["placements"][0]
+    secret_client.post(URL + "home-personalised/ship/", {"variant": "personalised"}, format="json")
+    shipped = secret_client.patch(URL + "home-personalised/", {"name": "x"}, format="json")
+    assert "shipped experiment cannot be edited" in fields_of(shipped)["status"][0]
+    assert "status" in fields_of(secret_client.delete(URL + "home-personalised/"))
+    assert "status" in fields_of(secret_client.post(URL + "home-personalised/start/"))
+    unknown = secret_client.post(URL + "home-personalised/ship/", {"variant": "nope"}, format="json")
+    assert unknown.status_code == 400
+
+
+@pytest.mark.django_db
+def test_draft_can_be_deleted(secret_client):
+    secret_client.post(URL, body(), format="json")
+    assert secret_client.delete(URL + "home-personalised/").status_code == 204
+    assert secret_client.get(URL + "home-personalised/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_assignment_endpoint(shop, secret_client, api_client):
+    secret_client.post(URL, body(), format="json")
+    secret_client.post(URL + "home-personalised/start/")
+    grant(shop.person(0))
+    answer = secret_client.get(URL + "assignment/", {"profile_id": shop.person(0), "placement": "home"}).json()
+    assert answer["experiment"] == "home-personalised"
+    assert answer["variant"] in ("popular", "personalised")
+    grant(shop.person(1), granted=False)
+    refused = secret_client.get(URL + "assignment/", {"profile_id": shop.person(1), "placement": "home"}).json()
+    assert (refused["experiment"], refused["personalised"]) == (None, False)
+    assert secret_client.get(URL + "assignment/", {"placement": ""}).status_code == 400
+    assert api_client.get(URL + "assignment/", {"placement": "home"}).status_code in (401, 403)
