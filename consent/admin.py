@@ -233,7 +233,7 @@ class DataSubjectRequestAdmin(admin.ModelAdmin):
             "days_left",
             "progress_display",
             "export_size",
-            "result",
+            "result_display",
             "error",
         ]
 
@@ -305,6 +305,21 @@ class DataSubjectRequestAdmin(admin.ModelAdmin):
             percent,
             obj.progress_message or "",
         )
+
+    @admin.display(description="result")
+    def result_display(self, obj: DataSubjectRequest) -> str:
+        """The job's counts in words; an export's ``bytes`` are the stored (compressed) archive, so they
+        are named as such beside the size of what the Download button returns."""
+        result = dict(obj.result or {})
+        if not result:
+            return "—"
+        parts = []
+        if "profiles" in result:
+            parts.append(f"{result.pop('profiles')} profile(s)")
+        if "bytes" in result:
+            parts.append(f"archive stored compressed: {human_bytes(result.pop('bytes'))}")
+        parts += [f"{key}: {value}" for key, value in result.items()]
+        return "; ".join(parts)
 
     @admin.display(description="export")
     def export_size(self, obj: DataSubjectRequest):
