@@ -209,6 +209,7 @@ def test_marketer_finds_a_customer_by_name_builds_a_segment_previews_saves_and_e
     # the JSON view holds the same definition
     page.find(".sb-tab-json").click()
     assert '"event": "Product Viewed"' in page.find("textarea.seg-definition").get_attribute("value")
+    page.find(".sb-tab-builder").click()
 
     # save, then the segment page shows its members and the CSV export carries names
     page.find("input[name=_continue]").click()
@@ -297,3 +298,21 @@ def test_every_change_list_fits_a_1366_px_screen(page, shop):
         if not page.fits():
             crowded.append(opts.label)
     assert crowded == [], f"these lists do not fit 1366 px: {crowded}"
+
+
+def test_builder_sums_a_number_property_and_combines_groups(page, shop):
+    page.get("/admin/segments/segment/add/")
+    page.wait(".sb-add-condition").click()
+    page.type("input.sb-event-name", "Order Completed")
+    from selenium.webdriver.support.ui import Select
+
+    Select(page.wait("select.sb-sum-op")).select_by_value(">=")
+    page.type("input.sb-sum-value", "100")
+    page.type("input.sb-sum-prop", "revenue")
+    page.wait(".sb-add-group").click()  # an "any of" group inside
+    Select(page.find(".sb-group .sb-group .sb-type")).select_by_value("consent")
+    page.wait("#seg-summary", "total revenue")
+    assert page.find("#seg-summary").text == (
+        "People who did “Order Completed” with a total revenue that is at least 100 and granted analytics consent."
+    )
+    page.wait("#seg-status", "1 profiles match now")
