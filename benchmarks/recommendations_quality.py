@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_FILE = REPO.parent / "shared" / "datasets" / "online_retail" / "online_retail.csv.gz"
-NAME = "cdp_bench_recs_quality"
+NAME = os.environ.get("RECS_QUALITY_DATABASE", "cdp_bench_recs_quality")  # a private name when several run
 sys.path.insert(0, str(REPO))
 
 

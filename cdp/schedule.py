@@ -23,6 +23,12 @@ def beat_schedule() -> dict[str, dict]:
             "schedule": crontab(minute="*"),
             "options": {"expires": 55},
         },
+        "jobs-sweep": {
+            # long runs (matching, clustering, model refresh, privacy requests) whose worker died
+            "task": "cdp.tasks.jobs_sweep",
+            "schedule": crontab(minute="*"),
+            "options": {"expires": 55},
+        },
         "profiles-pending-sweep": {
             # catches follow-up work whose task was lost (broker down at ingest time, worker crash)
             "task": "profiles.tasks.pending_process",
@@ -32,6 +38,11 @@ def beat_schedule() -> dict[str, dict]:
         "profiles-identity-match-nightly": {
             "task": "profiles.tasks.ml_identity_match_nightly",
             "schedule": crontab(hour=1, minute=30),
+        },
+        "profiles-schema-nightly": {
+            # recounts the schema registry the segment builder offers (ingestion keeps it current between)
+            "task": "profiles.tasks.heavy_schema_rebuild",
+            "schedule": crontab(hour=3, minute=45),
         },
         "profiles-traits-nightly": {
             "task": "profiles.tasks.heavy_traits_recompute",

@@ -1,10 +1,13 @@
 from django.contrib import admin
+from django.contrib.admin.views.decorators import staff_member_required
 from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from profiles.api.sdk_settings import RudderStackSourceConfigView, SegmentSettingsView
 from profiles.api.tracking import beacon_urls, tracking_urls
 from recommendations.api.storefront import StorefrontRecommendationView
+from recommendations.experiments.api.storefront import StorefrontAssignmentView
 
 from . import health, sdk_assets
 from .api.router import api_v1_urls
@@ -12,20 +15,24 @@ from .api.router import api_v1_urls
 admin.site.site_header = "cdp administration"
 admin.site.site_title = "cdp"
 admin.site.index_title = "Customer data platform"
+admin.site.site_url = "/privacy/"  # "View site": the one public page cdp serves (the privacy center)
 
 urlpatterns = [
+    path("", RedirectView.as_view(url="/admin/", permanent=False), name="home"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("admin/django-rq/", include("django_rq.urls")),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    # staff only (docs/architecture.md); Swagger UI's files come from drf-spectacular-sidecar, pinned
+    path("api/docs/", staff_member_required(SpectacularSwaggerView.as_view(url_name="schema")), name="api-docs"),
     path("api/v1/", include((api_v1_urls, "api"), namespace="v1")),
     path("", include("consent.urls")),  # /v1/consent and the privacy center (before the tracking catch)
     # the storefront SDKs' settings documents (docs/storefront.md)
     path("v1/projects/<str:write_key>/settings", SegmentSettingsView.as_view(), name="segment-settings"),
     re_path(r"^sourceConfig/?$", RudderStackSourceConfigView.as_view(), name="rudderstack-source-config"),
     path("v1/recommendations", StorefrontRecommendationView.as_view(), name="storefront-recommendations"),
+    path("v1/experiments/assignment", StorefrontAssignmentView.as_view(), name="storefront-experiment-assignment"),
     path("analytics.js/v1/<str:write_key>/analytics.min.js", sdk_assets.analytics_js_snippet_bundle),
     path("analytics-next/bundles/<str:name>", sdk_assets.analytics_js_chunk),
     path("v1/", include((tracking_urls, "tracking"), namespace="tracking")),

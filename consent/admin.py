@@ -3,17 +3,31 @@ with due dates, overdue highlighted and the verify / run / download actions, the
 
 from __future__ import annotations
 
+import math
+from datetime import timedelta
+
 from django import forms
 from django.contrib import admin, messages
-from django.http import HttpResponse, HttpResponseRedirect
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
+from profiles.admin.panels import PanelContent, register_profile_panel
 from profiles.normalize import normalize_identifier
 
-from .models import ConsentRecord, DataSubjectRequest, Purpose, RequestAuditEntry, RequestStatus, Suppression
+from .models import (
+    ConsentRecord,
+    DataSubjectRequest,
+    ExportArchive,
+    Purpose,
+    RequestAuditEntry,
+    RequestStatus,
+    Suppression,
+)
 from .requests import (
     IDENTIFIER_KINDS,
     export_archive_downloaded,
@@ -21,7 +35,7 @@ from .requests import (
     privacy_request_enqueue,
     privacy_request_verify,
 )
-from .selectors import profile_live_id
+from .selectors import consent_history, consent_states, profile_group_ids, profile_live_id
 from .services import ConsentError, consent_record_for_identifiers
 
 
@@ -88,6 +102,8 @@ class ConsentRecordAdmin(admin.ModelAdmin):
 
 class AuditInline(admin.TabularInline):
     model = RequestAuditEntry
+    verbose_name = "audit entry"
+    verbose_name_plural = "audit trail"  # not Django's "request audit entrys"
     fields = ["at", "actor", "action", "detail"]
     readonly_fields = fields
     extra = 0
@@ -122,24 +138,68 @@ class RequestAddForm(forms.ModelForm):
         return data
 
 
+FINISHED = (RequestStatus.DONE, RequestStatus.REJECTED)
+
+
+def export_download_bytes(archive: ExportArchive) -> int:
+    """The size of the JSON the Download button returns: the gzip trailer's ISIZE (exact below 4 GiB)."""
+    content = bytes(archive.content)
+    return int.from_bytes(content[-4:], "little") if len(content) >= 18 else 0
+
+
+def human_bytes(n: int) -> str:
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:,} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+class DeadlineFilter(admin.SimpleListFilter):
+    title = "deadline"
+    parameter_name = "deadline"
+
+    def lookups(self, request, model_admin):
+        return [
+            ("overdue", "Overdue"),
+            ("week", "Due within 7 days"),
+            ("open", "Open (not finished)"),
+            ("finished", "Finished"),
+        ]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        value = self.value()
+        if value == "overdue":
+            return queryset.exclude(status__in=FINISHED).filter(due_at__lt=now)
+        if value == "week":
+            return queryset.exclude(status__in=FINISHED).filter(due_at__gte=now, due_at__lt=now + timedelta(days=7))
+        if value == "open":
+            return queryset.exclude(status__in=FINISHED)
+        if value == "finished":
+            return queryset.filter(status__in=FINISHED)
+        return queryset
+
+
 @admin.register(DataSubjectRequest)
 class DataSubjectRequestAdmin(admin.ModelAdmin):
-    """The request queue: oldest deadline first, overdue in red."""
+    """The DPO's queue: oldest deadline first, days left and overdue highlighted and filterable; the
+    request page has Verify / Run / Download buttons and the audit trail, and is read-only."""
 
     list_display = [
         "short_id",
         "kind",
         "status",
-        "channel",
         "subject_hint",
         "received_at",
         "due",
+        "days_left",
         "progress_display",
-        "verified_at",
-    ]
-    list_filter = ["status", "kind", "channel"]
+    ]  # channel and verification time are filters and on the request page: the list fits 1366 px
+    list_filter = [DeadlineFilter, "status", "kind", "channel"]
     ordering = ["due_at"]
     inlines = [AuditInline]
+    change_form_template = "admin/consent/datasubjectrequest/change_form.html"
     actions = ["verify", "run", "download"]
     search_fields = ["=id", "subject_hint"]
 
@@ -168,9 +228,10 @@ class DataSubjectRequestAdmin(admin.ModelAdmin):
             "requested_by",
             "started_at",
             "finished_at",
+            "days_left",
             "progress_display",
-            "progress_message",
-            "result",
+            "export_size",
+            "result_display",
             "error",
         ]
 
@@ -213,12 +274,169 @@ class DataSubjectRequestAdmin(admin.ModelAdmin):
             return format_html('<strong class="overdue" style="color:#b00020">{} — overdue</strong>', obj.due_at.date())
         return obj.due_at.date()
 
+    @admin.display(description="days left", ordering="due_at")
+    def days_left(self, obj: DataSubjectRequest):
+        if obj.status in FINISHED:
+            when = timezone.localtime(obj.finished_at).date() if obj.finished_at else ""
+            return format_html('<span class="cdp-pill finished">finished {}</span>', when)
+        days = (obj.due_at - timezone.now()).total_seconds() / 86400
+        if days < 0:
+            late = max(1, math.ceil(-days))
+            return format_html(
+                '<span class="cdp-pill overdue">overdue by {} day{}</span>', late, "s" if late > 1 else ""
+            )
+        left = math.floor(days)
+        return format_html(
+            '<span class="cdp-pill{}">{} day{} left</span>', " soon" if left < 7 else "", left, "" if left == 1 else "s"
+        )
+
     @admin.display(description="progress")
     def progress_display(self, obj: DataSubjectRequest):
+        if obj.status == RequestStatus.DONE:
+            return format_html('<span class="cdp-pill finished">finished</span> {}', obj.progress_message or "")
         percent = round(obj.progress * 100)
+        running = obj.status in (RequestStatus.QUEUED, RequestStatus.RUNNING)
         return format_html(
-            '<progress max="100" value="{}"></progress> {}% {}', percent, percent, obj.progress_message or ""
+            '<progress max="100" value="{}"{}></progress> {}% {}',
+            percent,
+            mark_safe(" data-cdp-running") if running else "",
+            percent,
+            obj.progress_message or "",
         )
+
+    @admin.display(description="result")
+    def result_display(self, obj: DataSubjectRequest) -> str:
+        """The job's counts in words; an export's ``bytes`` are the stored (compressed) archive, so they
+        are named as such beside the size of what the Download button returns."""
+        result = dict(obj.result or {})
+        if not result:
+            return "—"
+        parts = []
+        if "profiles" in result:
+            parts.append(f"{result.pop('profiles')} profile(s)")
+        if "bytes" in result:
+            parts.append(f"archive stored compressed: {human_bytes(result.pop('bytes'))}")
+        parts += [f"{key}: {value}" for key, value in result.items()]
+        return "; ".join(parts)
+
+    @admin.display(description="export")
+    def export_size(self, obj: DataSubjectRequest):
+        archive = ExportArchive.objects.filter(request=obj).only("content", "expires_at", "downloads").first()
+        if archive is None:
+            return "—"
+        state = (
+            "expired"
+            if archive.expires_at <= timezone.now()
+            else f"until {timezone.localtime(archive.expires_at):%Y-%m-%d %H:%M}"
+        )
+        size = human_bytes(export_download_bytes(archive))
+        return f"{size} of JSON (the download), {state}, downloaded {archive.downloads} time(s)"
+
+    # --- the request page: read-only, with buttons -------------------------------------------
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("<uuid:pk>/verify/", view(self.verify_view), name="consent_datasubjectrequest_verify"),
+            path("<uuid:pk>/run/", view(self.run_view), name="consent_datasubjectrequest_run"),
+            path("<uuid:pk>/download/", view(self.download_view), name="consent_datasubjectrequest_download"),
+            *super().get_urls(),
+        ]
+
+    def has_act_permission(self, request) -> bool:
+        return request.user.has_perm("consent.change_datasubjectrequest")
+
+    def buttons(self, request, obj: DataSubjectRequest) -> list[dict]:
+        allowed = self.has_act_permission(request)
+        archive = ExportArchive.objects.filter(request=obj, expires_at__gt=timezone.now()).only("content").first()
+        return [
+            {
+                "name": "verify",
+                "label": "Verify identity",
+                "enabled": allowed and obj.status == RequestStatus.RECEIVED,
+                "why": ""
+                if obj.status == RequestStatus.RECEIVED
+                else "verified already"
+                if obj.verified_at
+                else f"the request is {obj.status}",
+            },
+            {
+                "name": "run",
+                "label": "Run now" if obj.status != RequestStatus.FAILED else "Run again",
+                "enabled": allowed and obj.status in (RequestStatus.VERIFIED, RequestStatus.FAILED),
+                "why": "verify it first" if obj.status == RequestStatus.RECEIVED else "",
+            },
+            {
+                "name": "download",
+                "label": f"Download export ({human_bytes(export_download_bytes(archive))})"
+                if archive
+                else "Download export",
+                "enabled": allowed and obj.kind == "access" and archive is not None,
+                "why": "only access requests have an export"
+                if obj.kind != "access"
+                else ""
+                if archive
+                else "no export yet (run it) or it expired",
+            },
+        ]
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        extra_context = dict(extra_context or {})
+        if object_id is not None:
+            obj = self.get_object(request, object_id)
+            if obj is not None:
+                extra_context.update(
+                    {
+                        "show_save": False,
+                        "show_save_and_continue": False,
+                        "show_save_and_add_another": False,
+                        "show_delete": False,
+                        "dsr_buttons": self.buttons(request, obj),
+                        "dsr_finished": obj.status in FINISHED,
+                        "dsr_running": obj.status in (RequestStatus.QUEUED, RequestStatus.RUNNING),
+                        "dsr_days_left": self.days_left(obj),
+                        "dsr_status": obj.get_status_display() if obj.status != RequestStatus.DONE else "finished",
+                    }
+                )
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def _act(self, request, pk, service, done: str):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_act_permission(request):
+            raise PermissionDenied
+        obj = self.get_object(request, str(pk))
+        if obj is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, str(pk))
+        try:
+            service(request=obj, actor=f"admin:{request.user.get_username()}")
+        except ConsentError as exc:
+            self.message_user(request, str(exc), messages.WARNING)
+        else:
+            self.message_user(request, done, messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:consent_datasubjectrequest_change", args=[obj.pk]))
+
+    def verify_view(self, request, pk):
+        return self._act(request, pk, privacy_request_verify, "Identity verified. The request can be run now.")
+
+    def run_view(self, request, pk):
+        return self._act(
+            request,
+            pk,
+            privacy_request_enqueue,
+            "Queued: the job runs in the background; this page follows its progress.",
+        )
+
+    def download_view(self, request, pk):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_act_permission(request):
+            raise PermissionDenied
+        obj = self.get_object(request, str(pk))
+        if obj is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, str(pk))
+        response = self._download(request, obj)
+        return response or HttpResponseRedirect(reverse("admin:consent_datasubjectrequest_change", args=[obj.pk]))
 
     def _each(self, request, queryset, service, done_message: str) -> None:
         """Apply a service to each selected request; refusals are reported, the rest counted."""
@@ -242,16 +460,24 @@ class DataSubjectRequestAdmin(admin.ModelAdmin):
     @admin.action(description="Download the export (one finished access request)")
     def download(self, request, queryset):
         objs = list(queryset[:2])
-        if len(objs) != 1 or objs[0].kind != "access" or objs[0].status != RequestStatus.DONE:
+        if len(objs) != 1:
             self.message_user(request, "Select exactly one finished access request.", messages.WARNING)
             return None
-        archive = getattr(objs[0], "archive", None)
+        return self._download(request, objs[0])
+
+    def _download(self, request, obj: DataSubjectRequest):
+        objs = [obj]
+        if objs[0].kind != "access" or objs[0].status != RequestStatus.DONE:
+            self.message_user(request, "Only a finished access request has an export.", messages.WARNING)
+            return None
+        archive = ExportArchive.objects.filter(request=objs[0]).first()
         if archive is None or archive.expires_at <= timezone.now():
             self.message_user(request, "The archive has expired; run the request again.", messages.WARNING)
             return None
         body = export_archive_downloaded(archive=archive, actor=f"admin:{request.user.get_username()}")
         response = HttpResponse(body, content_type="application/json")
         response["Content-Disposition"] = f'attachment; filename="privacy-export-{str(objs[0].pk)[:8]}.json"'
+        response["Content-Length"] = str(len(body))
         return response
 
 
@@ -337,3 +563,81 @@ class SuppressionAdmin(admin.ModelAdmin):
             "form": form,
         }
         return TemplateResponse(request, "admin/consent/suppression/opt_in.html", context)
+
+
+# --- the profile page's consent and privacy panels ------------------------------------------------
+
+
+def _when(value) -> str:
+    return f"{timezone.localtime(value):%Y-%m-%d %H:%M}" if value else "—"
+
+
+def consent_panel(*, request, profile) -> PanelContent:
+    rows = [
+        [
+            key,
+            format_html(
+                '<b class="{}">{}</b>', "cdp-ok" if s["granted"] else "cdp-bad", "granted" if s["granted"] else "denied"
+            ),
+            "default" if s["default"] else s["source"],
+            s["policy_version"],
+            _when(s["recorded_at"]),
+            _when(s["expires_at"]),
+        ]
+        for key, s in consent_states(profile_id=profile.pk).items()
+    ]
+    return PanelContent(
+        headers=["purpose", "now", "from", "policy version", "recorded", "expires"],
+        rows=rows,
+        empty="No active purposes.",
+    )
+
+
+def consent_ledger_panel(*, request, profile, limit: int = 20) -> PanelContent:
+    records = list(consent_history(profile_id=profile.pk)[:limit])
+    url = reverse("admin:consent_consentrecord_changelist") + f"?q={profile.pk}"
+    return PanelContent(
+        headers=["recorded", "purpose", "granted", "source", "policy version", "expires"],
+        rows=[
+            [
+                _when(r.recorded_at),
+                r.purpose.key,
+                "yes" if r.granted else "no",
+                r.source,
+                r.policy_version,
+                _when(r.expires_at),
+            ]
+            for r in records
+        ],
+        empty="No consent recorded: the purposes' defaults apply.",
+        note=f"The {limit} newest records of this person (all merged profiles), newest first." if records else "",
+        links=[("The whole ledger of this profile", url)],
+    )
+
+
+def privacy_requests_panel(*, request, profile) -> PanelContent:
+    ids = profile_group_ids(profile_id=profile.pk) or [str(profile.pk)]
+    requests = DataSubjectRequest.objects.filter(profile_id__in=ids).order_by("-received_at")[:20]
+    return PanelContent(
+        headers=["request", "kind", "status", "received", "due"],
+        rows=[
+            [
+                format_html(
+                    '<a href="{}">{}</a>',
+                    reverse("admin:consent_datasubjectrequest_change", args=[r.pk]),
+                    str(r.pk)[:8],
+                ),
+                r.kind,
+                r.get_status_display(),
+                _when(r.received_at),
+                _when(r.due_at),
+            ]
+            for r in requests
+        ],
+        empty="No access or erasure requests.",
+    )
+
+
+register_profile_panel(key="consent", title="Consent now", order=30, render=consent_panel)
+register_profile_panel(key="consent-ledger", title="Consent ledger", order=31, render=consent_ledger_panel)
+register_profile_panel(key="privacy-requests", title="Privacy requests", order=60, render=privacy_requests_panel)

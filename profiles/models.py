@@ -3,8 +3,28 @@ from __future__ import annotations
 import uuid
 
 from django.contrib.postgres.fields import ArrayField
-from django.contrib.postgres.indexes import BrinIndex, GinIndex
+from django.contrib.postgres.indexes import BrinIndex, GinIndex, OpClass
 from django.db import models
+from django.db.models.fields.json import KT
+from django.db.models.functions import Coalesce, Concat, Lower
+
+NAME_TRAITS = ("name", "first_name", "last_name", "firstName", "lastName")
+
+
+def profile_name_text():
+    """The person's name as lower-case text (``name``, then first and last, snake or camelCase).
+
+    The trigram index ``profile_name_trgm`` is built on exactly this expression, so
+    ``annotate(n=profile_name_text()).filter(n__contains=term.lower())`` is answered from the index.
+    """
+    text = models.TextField()
+    parts = []
+    for key in NAME_TRAITS:
+        parts += [
+            Coalesce(KT(f"traits__{key}"), models.Value("", output_field=text), output_field=text),
+            models.Value(" ", output_field=text),
+        ]
+    return Lower(Concat(*parts[:-1], output_field=text), output_field=text)
 
 
 class Source(models.Model):
@@ -48,7 +68,10 @@ class Profile(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        indexes = [GinIndex(fields=["traits"], name="profile_traits_gin")]
+        indexes = [
+            GinIndex(fields=["traits"], name="profile_traits_gin"),
+            GinIndex(OpClass(profile_name_text(), name="gin_trgm_ops"), name="profile_name_trgm"),
+        ]
 
     def __str__(self) -> str:
         label = self.traits.get("email") or self.traits.get("name") or str(self.id)[:8]
@@ -156,6 +179,9 @@ class CandidateStatus(models.TextChoices):
     PENDING = "pending"
     APPROVED = "approved"
     REJECTED = "rejected"
+    # held back below the review queue's line (CDP_REVIEW_QUEUE_MAX_SHARE); each matching run ranks
+    # pending and deferred pairs again and moves them across the line (profiles/identity/fuzzy/review.py)
+    DEFERRED = "deferred"
 
 
 class MatchCandidate(models.Model):
@@ -238,3 +264,35 @@ class MatchingRun(models.Model):
     @property
     def progress_percent(self) -> int:
         return int(100 * self.progress_done / self.progress_total) if self.progress_total else 0
+
+
+class SchemaKind(models.TextChoices):
+    EVENT = "event", "event"
+    PROPERTY = "property", "event property"
+    TRAIT = "trait", "trait"
+
+
+class SchemaItem(models.Model):
+    """What the shop actually sends (PostHog's event and property definitions): event names, the
+    property keys of each event, trait keys; with counts, a few sample values and first/last seen.
+
+    Kept current by ingestion (``profiles.schema``, subscribed to ``hooks.on_events_stored``);
+    the segment builder offers these names and flags the ones never seen.
+    """
+
+    kind = models.CharField(max_length=8, choices=SchemaKind.choices)
+    event = models.CharField(max_length=200, blank=True, default="", help_text="for a property: its event's name")
+    name = models.CharField(max_length=200)
+    count = models.BigIntegerField(default=0, help_text="events (or, for traits, live profiles) seen with it")
+    samples = models.JSONField(default=list, blank=True, help_text="a few distinct values seen")
+    first_seen_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["kind", "event", "name"], name="schema_item_unique")]
+        ordering = ["kind", "event", "-count", "name"]
+        verbose_name = "schema entry"
+        verbose_name_plural = "schema: events, properties and traits"
+
+    def __str__(self) -> str:
+        return f"{self.event} · {self.name}" if self.event else self.name

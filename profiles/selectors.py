@@ -9,8 +9,19 @@ from django.db.models import Prefetch, QuerySet, prefetch_related_objects
 
 from cdp.keys import key_hash
 
+from .identity.merge import trait_value
 from .models import Event, Identifier, Profile, Source
 from .normalize import normalize_identifier
+
+
+def profile_display_name(traits: dict | None) -> str:
+    """The person's name from their traits: ``name``, else first and last name (snake or camelCase)."""
+    traits = traits or {}
+    name = trait_value(traits, "name")
+    if isinstance(name, str) and name.strip():
+        return name.strip()
+    parts = [traits.get("first_name") or traits.get("firstName"), traits.get("last_name") or traits.get("lastName")]
+    return " ".join(str(p).strip() for p in parts if isinstance(p, str) and p.strip())
 
 
 def source_by_write_key(*, raw_key: str) -> Source | None:

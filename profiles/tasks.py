@@ -31,3 +31,19 @@ def ml_identity_match_nightly() -> int:
     run = services.matching_run_start(mode="incremental", requested_by="schedule")
     services.run_queued_matching()
     return run.pk
+
+
+@shared_task(name="profiles.tasks.schema_drain")
+def schema_drain() -> int:
+    """Fold the pending summaries of stored batches into the schema registry (each summary is taken
+    from Redis once, so a re-run finds nothing left; the nightly rebuild corrects any loss)."""
+    from .schema import schema_drain as drain
+
+    return drain()
+
+
+@shared_task(name="profiles.tasks.heavy_schema_rebuild")
+def heavy_schema_rebuild() -> int:
+    from .schema import schema_rebuild
+
+    return schema_rebuild()

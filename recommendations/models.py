@@ -160,6 +160,46 @@ class BusinessRule(models.Model):
         return f"{self.kind} {self.category}{where}"
 
 
+class PlacementKind(models.TextChoices):
+    HOME = "home", "home: personalised for the shopper"
+    PRODUCT = "product", "product page: similar and complementary to the product shown"
+    CART = "cart", "cart: often bought together with the cart's items (cart items excluded)"
+    POST_PURCHASE = "post_purchase", "after a purchase: what goes with what was just bought"
+
+
+class Placement(models.Model):
+    """A place on the storefront that asks for recommendations (``placement=<key>``). Its kind
+    decides what is recommended; unknown or inactive keys are refused with the list of allowed ones."""
+
+    key = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=200, blank=True, default="")
+    kind = models.CharField(max_length=16, choices=PlacementKind.choices)
+    is_active = models.BooleanField(default=True)
+    default_k = models.PositiveSmallIntegerField(null=True, blank=True, help_text="empty: RECS_DEFAULT_K")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.kind})"
+
+
+class PendingModelErasure(models.Model):
+    """People erased whose rows are still in stored model artifacts: written by the erasure's
+    transaction, worked off right after its commit (``model_erasures_apply``), then deleted."""
+
+    profile_ids = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at"]
+
+    def __str__(self) -> str:
+        return f"{len(self.profile_ids)} people pending since {self.created_at:%Y-%m-%d %H:%M}"
+
+
 from recommendations.experiments.models import (  # noqa: E402,F401  (models of this app, kept in their package)
     BanditPolicy,
     BanditSnapshot,

@@ -68,3 +68,34 @@ def served_export(*, profile_ids: list[str]) -> list[dict]:
         }
         for row in rows.iterator()
     ]
+
+
+def served_with_outcomes(*, profile_ids: list[str], limit: int = 20) -> list[dict]:
+    """The newest recommendations shown to these profiles, each with whether it was seen and clicked."""
+    rows = list(
+        RecommendationServed.objects.filter(profile_id__in=profile_ids)
+        .order_by("-created_at")
+        .values("id", "created_at", "placement", "personalised", "model_version_id", "items")[:limit]
+    )
+    if not rows:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT e.properties->>'recommendation_id', bool_or(e.name = ANY(%s)), bool_or(e.name = ANY(%s))
+            FROM profiles_event e
+            WHERE e.profile_id = ANY(%s::uuid[]) AND e.name = ANY(%s) AND e.properties->>'recommendation_id' = ANY(%s)
+            GROUP BY 1
+            """,
+            [
+                list(IMPRESSION_EVENTS),
+                list(CLICK_EVENTS),
+                [str(p) for p in profile_ids],
+                [*IMPRESSION_EVENTS, *CLICK_EVENTS],
+                [str(r["id"]) for r in rows],
+            ],
+        )
+        outcomes = {rid: (seen, clicked) for rid, seen, clicked in cursor.fetchall()}
+    for row in rows:
+        row["seen"], row["clicked"] = outcomes.get(str(row["id"]), (False, False))
+    return rows

@@ -27,8 +27,8 @@ from django.utils import timezone
 from profiles.models import Identifier, Profile
 from profiles.normalize import normalize_identifier
 
-from .experiments.strategy import strategy_for  # [issue 14]
-from .models import BusinessRule, ModelStatus, ModelVersion, Product, RuleKind
+from .experiments.strategy import Strategy, strategy_for
+from .models import BusinessRule, ModelStatus, ModelVersion, Placement, PlacementKind, Product, RuleKind
 from .services import ACTIVE_KEY, CATALOG_KEY, recommendation_served_record
 
 logger = logging.getLogger("cdp.recommendations")
@@ -58,6 +58,7 @@ class CatalogArrays:
     out_of_stock: set[str] = field(default_factory=set)
     known: set[str] = field(default_factory=set)
     rules: list[tuple[str, str, float, str]] = field(default_factory=list)  # kind, category, factor, placement
+    placements: dict[str, tuple[str, int | None]] = field(default_factory=dict)  # key -> (kind, default k)
 
 
 class _Runtime:
@@ -68,11 +69,13 @@ class _Runtime:
         self.catalog: CatalogArrays | None = None
         self.checked_at = -1e9
         self.lock = threading.Lock()
+        self.pinned: dict[int, ActiveModel | None] = {}  # versions a strategy asked for (at most two)
 
     def reset(self) -> None:
         self.model = None
         self.catalog = None
         self.checked_at = -1e9
+        self.pinned = {}
 
 
 runtime = _Runtime()
@@ -151,6 +154,10 @@ def _load_catalog(version: object) -> CatalogArrays:
     arrays.rules = list(
         BusinessRule.objects.filter(is_active=True).values_list("kind", "category", "factor", "placement")
     )
+    arrays.placements = {
+        key: (kind, default_k)
+        for key, kind, default_k in Placement.objects.filter(is_active=True).values_list("key", "kind", "default_k")
+    }
     return arrays
 
 
@@ -182,6 +189,24 @@ def current() -> tuple[ActiveModel | None, CatalogArrays]:
     return rt.model, rt.catalog  # type: ignore[return-value]
 
 
+def version_model(version_id: int) -> ActiveModel | None:
+    """A specific registry version a strategy asked for (an experiment's arm), kept loaded beside the
+    active one; at most two such versions per process (the oldest loaded is dropped)."""
+    rt = runtime
+    if rt.model is not None and rt.model.version_id == version_id:
+        return rt.model
+    if version_id not in rt.pinned:
+        with rt.lock:
+            if version_id not in rt.pinned:
+                row = ModelVersion.objects.filter(pk=version_id).values_list("artifact_revision", flat=True).first()
+                loaded = _load_model(f"{version_id}:{row}") if row is not None else None
+                if len(rt.pinned) >= 2:
+                    rt.pinned.pop(next(iter(rt.pinned)))
+                rt.pinned[version_id] = loaded
+                _freeze()
+    return rt.pinned.get(version_id)
+
+
 # --- the request ---------------------------------------------------------------------------------
 
 
@@ -191,7 +216,10 @@ class Query:
     user_id: str | None = None
     anonymous_id: str | None = None
     k: int = 10
-    placement: str = ""
+    placement: str = "home"
+    product: str = ""
+    cart_items: list[str] = field(default_factory=list)
+    order_items: list[str] = field(default_factory=list)
     device: str = ""
     local_hour: int | None = None
     session_items: list[str] = field(default_factory=list)
@@ -202,6 +230,12 @@ class Query:
 
 class UnknownProfile(LookupError):
     pass
+
+
+class UnknownPlacement(ValueError):
+    def __init__(self, key: str, allowed: list[str]) -> None:
+        super().__init__(key)
+        self.key, self.allowed = key, allowed
 
 
 _consent_q: tuple[float, dict] = (-1e9, {})
@@ -342,6 +376,7 @@ def profile_segments(profile_id: str) -> list[tuple[str, str]]:
 @dataclass
 class History:
     bought: dict[str, float] = field(default_factory=dict)  # sku -> epoch seconds of the latest purchase
+    last_order: list[str] = field(default_factory=list)  # the skus of the latest order
     session_items: list[str] = field(default_factory=list)  # most recent first
     session_category: str = ""
     device: str = ""
@@ -380,6 +415,8 @@ def recent_history(profile_id: str, catalog: CatalogArrays) -> History:
             in_session = False
         previous = at
         if name == "Order Completed":
+            if not history.last_order:
+                history.last_order = [line for line in bought or () if line]
             for line_sku in bought or ():
                 if line_sku:
                     history.bought.setdefault(line_sku, at.timestamp())
@@ -409,12 +446,29 @@ def _matches(category: str, patterns: list[str]) -> bool:
 
 
 def explanation(reason: dict, catalog: CatalogArrays, personalised: bool) -> str:
+    """The sentence for the shopper; it names what really led to the item (``reason``)."""
     kind = reason.get("type")
     title = catalog.title.get(str(reason.get("item_id", ""))) or "an item"
     if kind == "bought":
+        return "You bought this before"
+    if kind == "viewed":
+        return "You viewed this"
+    if kind == "because_bought":
         return f"Because you bought {title}"
+    if kind == "because_viewed":
+        return f"Because you viewed {title}"
     if kind == "similar_to":
         return f"Similar to {title} you viewed"
+    if kind == "similar_product":
+        return f"Similar to {title}"
+    if kind == "bought_with":
+        return f"Often bought with {title}"
+    if kind == "bought_with_cart":
+        return f"Often bought with {title} in your cart"
+    if kind == "bought_with_order":
+        return f"Often bought with {title}, which you just bought"
+    if kind == "similar_shoppers":
+        return "Popular with shoppers like you"
     if kind == "popular_in_segment":
         return f"Popular with {reason.get('name') or reason.get('segment')}"
     if kind == "trending":
@@ -422,6 +476,17 @@ def explanation(reason: dict, catalog: CatalogArrays, personalised: bool) -> str
     if kind == "popular":
         return "Popular in our shop"
     return "Picked for you" if personalised else "Popular in our shop"
+
+
+SCORE_TYPES = {"popularity": "popularity", "segment_popularity": "popularity", "trending": "popularity"}
+
+
+def score_type(recommender: str) -> str:
+    if recommender in SCORE_TYPES:
+        return SCORE_TYPES[recommender]
+    if recommender in ("session", "similar", "complements", "content", "item_item"):
+        return "similarity"
+    return "probability" if recommender == "hybrid" else "score"
 
 
 @dataclass
@@ -433,31 +498,42 @@ class Answer:
     placement: str
     items: list[dict]
     context: dict
-    experiment: str | None = None  # [issue 14] the experiment and variant that chose this answer
-    variant: str | None = None  # [issue 14]
+    experiment: str | None = None
+    variant: str | None = None
+    propensity: float = 1.0
+    policy: str | None = None
+
+
+def placement_kind(catalog: CatalogArrays, key: str) -> tuple[str, int | None]:
+    """(kind, default k) of an active placement; UnknownPlacement (with the allowed keys) otherwise."""
+    placements = catalog.placements or {kind: (kind, None) for kind in PlacementKind.values}
+    found = placements.get(key)
+    if found is None:
+        raise UnknownPlacement(key, sorted(placements))
+    return found
 
 
 def recommend(query: Query) -> Answer:
-    """Rank products for the shopper the query names: consent, filters, business rules, context
-    re-ranking, diversity; the answer is logged as served."""
+    """Rank products for the shopper the query names at the placement it names: consent, the
+    experiment strategy, the placement's kind, filters, business rules, context re-ranking,
+    diversity; the answer is logged as served."""
     model, catalog = current()
-    profile_id, personalised = resolve_profile(query)
-    history = History()
-    segments: list[tuple[str, str]] = []
-    if personalised:
-        history = recent_history(profile_id, catalog)
-        segments = profile_segments(profile_id)
-    # [issue 14] the experiment / bandit strategy for this shopper (recommendations.experiments.strategy)
-    strategy = strategy_for(
+    kind, _ = placement_kind(catalog, query.placement)
+    profile_id, consent = resolve_profile(query)
+    segments = profile_segments(profile_id) if consent else []
+    strategy: Strategy = strategy_for(
         profile_id=profile_id,
         placement=query.placement,
-        device=query.device or history.device,
+        device=query.device,
         segments=[slug for slug, _ in segments],
-        personalisation_consent=personalised,
+        personalisation_consent=consent,
     )
-    if not strategy.personalised:  # the non-personalised list, as for a shopper without consent
-        personalised, segments, history = False, [], History(device=history.device, local_hour=history.local_hour)
-    # [/issue 14]
+    personalised = consent and strategy.personalised  # a strategy never overrides a missing consent
+    if not personalised:
+        segments = []
+    if strategy.model_version is not None:
+        model = version_model(strategy.model_version) or model
+    history = recent_history(profile_id, catalog) if personalised else History()
     device = query.device or history.device
     hour = query.local_hour if query.local_hour is not None else history.local_hour
     # explicit session items are the page's context (allowed without consent); stored ones need it
@@ -467,16 +543,31 @@ def recommend(query: Query) -> Answer:
     )
     exclude_categories = list(query.exclude_categories)
     boosts = [(c, settings.RECS_BOOST_FACTOR) for c in query.boost_categories]
-    for kind, category, factor, placement in catalog.rules:
+    for rule in catalog.rules:
+        rule_kind, category, factor, placement = rule[:4]
+        rule_set = rule[4] if len(rule) > 4 else ""
         if placement and placement != query.placement:
             continue
-        if kind == RuleKind.EXCLUDE:
+        if strategy.rule_set is not None and rule_set != strategy.rule_set:
+            continue
+        if rule_kind == RuleKind.EXCLUDE:
             exclude_categories.append(category)
         else:
             boosts.append((category, factor))
     repeat = set(settings.RECS_REPEAT_CATEGORIES)
     exclude = {sku for sku in history.bought if catalog.category.get(sku, "") not in repeat}
     exclude.update(query.session_items)
+
+    # the anchors of the non-home placements: the product shown, the cart, the order just placed
+    anchors: list[str] = []
+    anchor_reason = ""
+    if kind == PlacementKind.PRODUCT:
+        anchors = [query.product] if query.product else query.session_items[:1]
+    elif kind == PlacementKind.CART:
+        anchors, anchor_reason = list(query.cart_items or query.session_items), "bought_with_cart"
+    elif kind == PlacementKind.POST_PURCHASE:
+        anchors, anchor_reason = list(query.order_items or history.last_order), "bought_with_order"
+    exclude.update(anchors)
 
     items: list[dict] = []
     if model is not None:
@@ -490,15 +581,32 @@ def recommend(query: Query) -> Answer:
         }
         fetch = query.k * OVERFETCH
         while True:
-            recs = bundle.recommend(
-                user_id=profile_id if personalised else None,
-                session_items=session_items,
-                k=fetch,
-                exclude=exclude,
-                context=context,
-            )
+            if kind == PlacementKind.PRODUCT and anchors:
+                recs = bundle.for_product(item_id=anchors[0], k=fetch, exclude=exclude)
+            elif anchors and kind in (PlacementKind.CART, PlacementKind.POST_PURCHASE):
+                recs = bundle.complements(items=anchors, k=fetch, exclude=exclude, reason=anchor_reason)
+            else:
+                recs = []
+            if len(recs) < fetch:  # home, or too few related items: the personal list fills up
+                taken = exclude | {r.item_id for r in recs}
+                recs += bundle.recommend(
+                    user_id=profile_id if personalised else None,
+                    session_items=session_items,
+                    k=fetch - len(recs),
+                    exclude=taken,
+                    context=context,
+                )
             items = _rank(
-                recs, query, catalog, model, exclude_categories, boosts, device, hour, session_category, personalised
+                recs,
+                query,
+                catalog,
+                model,
+                exclude_categories,
+                boosts,
+                device if strategy.rerank else "",
+                hour if strategy.rerank else None,
+                session_category if strategy.rerank else "",
+                personalised,
             )
             # filters and the diversity cap left too few: ask the model for more (rare)
             if len(items) >= query.k or len(recs) < fetch or fetch >= query.k * 20:
@@ -512,8 +620,10 @@ def recommend(query: Query) -> Answer:
         placement=query.placement,
         items=items,
         context={"device": device, "local_hour": hour, "session_category": session_category},
-        experiment=strategy.experiment,  # [issue 14]
-        variant=strategy.variant,  # [issue 14]
+        experiment=strategy.experiment,
+        variant=strategy.variant,
+        propensity=strategy.propensity,
+        policy=strategy.policy,
     )
     recommendation_served_record(
         id=answer.recommendation_id,
@@ -528,13 +638,14 @@ def recommend(query: Query) -> Answer:
 
 
 def _rank(recs, query, catalog, model, exclude_categories, boosts, device, hour, session_category, personalised):
+    """Filters, business rules, context re-ranking and the diversity cap. The order starts from the
+    model's (its tiers have scores on different scales, so re-ranking multiplies a rank discount);
+    the ``score`` shown is the model's own score (``score_type`` says its scale)."""
     stats = model.context_stats or {}
     device_lift = (stats.get("device") or {}).get(device) or {}
     hour_lift = (stats.get("daypart") or {}).get(_daypart(hour)) or {}
     low, high = CONTEXT_CLIP
     scored = []
-    # the bundle's order is the ranking (its tiers: the person's model, the session, segment and global
-    # popularity, have scores on different scales); re-ranking works on a rank-based score
     for rank, rec in enumerate(recs):
         sku = rec.item_id
         if sku in catalog.out_of_stock or (catalog.known and sku not in catalog.known):
@@ -556,28 +667,33 @@ def _rank(recs, query, catalog, model, exclude_categories, boosts, device, hour,
     cap = query.max_per_category or settings.RECS_MAX_PER_CATEGORY
     per_category: dict[str, int] = {}
     out: list[dict] = []
-    for score, rec, category in scored:
+    for _, rec, category in scored:
         if per_category.get(category, 0) >= cap and category:
             continue
         per_category[category] = per_category.get(category, 0) + 1
-        out.append(
-            {
-                "sku": rec.item_id,
-                "title": catalog.title.get(rec.item_id, ""),
-                "category": category,
-                "score": round(score, 6),
-                "recommender": rec.recommender,
-                "reason": rec.reason,
-                "explanation": explanation(rec.reason, catalog, personalised),
-            }
-        )
+        out.append(_item(rec, catalog, personalised, category))
         if len(out) >= query.k:
             break
     return out
 
 
+def _item(rec, catalog: CatalogArrays, personalised: bool, category: str) -> dict:
+    return {
+        "sku": rec.item_id,
+        "title": catalog.title.get(rec.item_id, ""),
+        "category": category,
+        "score": round(float(rec.score), 6),
+        "score_type": score_type(rec.recommender),
+        "recommender": rec.recommender,
+        "reason": rec.reason,
+        "explanation": explanation(rec.reason, catalog, personalised),
+    }
+
+
 def similar(*, sku: str, k: int) -> Answer | None:
-    """Items similar to ``sku`` (in stock), logged as served; None for an unknown product."""
+    """Items similar to ``sku`` (in stock), logged as served; None for an unknown product. Similar
+    means the same kind of product: co-purchase neighbours within its top category, content
+    (category, brand, price band, text) where co-purchases are thin."""
     model, catalog = current()
     if sku not in catalog.known and not Product.objects.filter(sku=sku).exists():
         return None
@@ -586,17 +702,7 @@ def similar(*, sku: str, k: int) -> Answer | None:
         for rec in model.bundle.similar(item_id=sku, k=k * OVERFETCH):
             if rec.item_id in catalog.out_of_stock:
                 continue
-            items.append(
-                {
-                    "sku": rec.item_id,
-                    "title": catalog.title.get(rec.item_id, ""),
-                    "category": catalog.category.get(rec.item_id, ""),
-                    "score": round(float(rec.score), 6),
-                    "recommender": rec.recommender,
-                    "reason": rec.reason,
-                    "explanation": explanation(rec.reason, catalog, False).replace(" you viewed", ""),
-                }
-            )
+            items.append(_item(rec, catalog, False, catalog.category.get(rec.item_id, "")))
             if len(items) >= k:
                 break
     answer = Answer(

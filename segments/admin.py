@@ -11,18 +11,23 @@ import json
 
 from django import forms
 from django.contrib import admin, messages
+from django.db.models import F
 from django.http import JsonResponse
+from django.templatetags.static import static
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from profiles.admin.panels import PanelContent, register_profile_panel
 from segments import (
     admin_clustering,  # noqa: F401  (clustering runs and proposals)
     selectors,
     services,
 )
+from segments.builder import builder_catalog, definition_summary, definition_warnings, readable_order
 from segments.examples import EXAMPLES as ISSUE_EXAMPLES
-from segments.models import Segment, SegmentKind, SegmentSize
+from segments.models import Segment, SegmentKind, SegmentMembership, SegmentSize
 from segments.rules.validate import definition_errors
 
 EXAMPLES = {
@@ -41,7 +46,7 @@ class DefinitionWidget(forms.Textarea):
                 value = json.loads(value)
             except ValueError:
                 return value
-        return json.dumps(value, indent=2, ensure_ascii=False) if value is not None else ""
+        return json.dumps(readable_order(value), indent=2, ensure_ascii=False) if value is not None else ""
 
 
 class SegmentForm(forms.ModelForm):
@@ -69,7 +74,8 @@ class SegmentForm(forms.ModelForm):
 
 
 def size_chart_svg(sizes: list[tuple], width: int = 640, height: int = 160) -> str:
-    """An inline SVG line chart of (at, size) samples (server-side, no JS)."""
+    """An inline SVG line chart of (at, size) samples (server-side, no JS). One sample is drawn as a
+    point with its figure and date, never an empty box."""
     if not sizes:
         return "<p>No size recorded yet (the first refresh records one).</p>"
     pad = 30
@@ -77,16 +83,33 @@ def size_chart_svg(sizes: list[tuple], width: int = 640, height: int = 160) -> s
     top = max(s for _, s in sizes) or 1
     span = (t1 - t0) or 1
 
-    def xy(at, size) -> str:
+    def xy(at, size) -> tuple[float, float]:
         x = pad + (at.timestamp() - t0) / span * (width - 2 * pad) if len(sizes) > 1 else width / 2
         y = height - pad - size / top * (height - 2 * pad)
-        return f"{x:.1f},{y:.1f}"
+        return x, y
 
-    points = " ".join(xy(at, s) for at, s in sizes)
+    points = [xy(at, s) for at, s in sizes]
+    last_x, last_y = points[-1]
+    coords = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+    if len(points) > 1:
+        line = f'<polyline fill="none" stroke="#417690" stroke-width="2" points="{coords}"/>'
+    else:
+        line = (
+            f'<line x1="{pad}" y1="{last_y:.1f}" x2="{width - pad}" y2="{last_y:.1f}" '
+            'stroke="#9bb7c6" stroke-dasharray="4 4"/>'
+        )
+    note = (
+        f'<text x="{last_x:.1f}" y="{last_y - 8:.1f}" font-size="11" text-anchor="middle">'
+        f"{sizes[-1][1]} on {sizes[-1][0]:%Y-%m-%d %H:%M} (one sample so far)</text>"
+        if len(points) == 1
+        else ""
+    )
     return (
         f'<svg width="{width}" height="{height}" role="img" aria-label="segment size over time" '
-        f'style="background:#fafafa;border:1px solid #ddd">'
-        f'<polyline fill="none" stroke="#417690" stroke-width="2" points="{points}"/>'
+        f'style="background:#fafafa;border:1px solid #ddd;max-width:100%">'
+        f"{line}"
+        f'<circle cx="{last_x:.1f}" cy="{last_y:.1f}" r="4" fill="#417690"><title>{sizes[-1][1]}</title></circle>'
+        f"{note}"
         f'<text x="4" y="{pad - 8}" font-size="11">{top}</text>'
         f'<text x="4" y="{height - pad + 4}" font-size="11">0</text>'
         f'<text x="{pad}" y="{height - 8}" font-size="11">{sizes[0][0]:%Y-%m-%d %H:%M}</text>'
@@ -101,6 +124,8 @@ _LIVE_JS = """
   <label>Start from an example: <select id="seg-example"><option value="">—</option></select></label>
   <div id="seg-status" style="margin-top:6px">Type a definition to check it.</div>
   <ul id="seg-errors" style="color:#ba2121"></ul>
+  <ul id="seg-warnings"></ul>
+  <p id="seg-summary"></p>
   <div id="seg-sample"></div>
 </div>
 <script>
@@ -119,8 +144,9 @@ _LIVE_JS = """
   function text(el, value) { el.textContent = value; }
   function check() {
     var status = document.getElementById("seg-status"), errs = document.getElementById("seg-errors"),
-        sample = document.getElementById("seg-sample");
-    errs.innerHTML = ""; sample.innerHTML = "";
+        sample = document.getElementById("seg-sample"), warns = document.getElementById("seg-warnings"),
+        summary = document.getElementById("seg-summary");
+    errs.innerHTML = ""; sample.innerHTML = ""; warns.innerHTML = ""; summary.textContent = "";
     fetch("%(url)s", {method: "POST", headers: {"Content-Type": "application/json", "X-CSRFToken": token},
       body: JSON.stringify({definition: area.value, slug: slug ? slug.value : ""})})
     .then(function (r) { return r.json(); }).then(function (data) {
@@ -131,6 +157,9 @@ _LIVE_JS = """
           var li = document.createElement("li"); text(li, p + ": " + m); errs.appendChild(li); }); });
         return;
       }
+      Object.keys(data.warnings || {}).forEach(function (p) { data.warnings[p].forEach(function (m) {
+        var li = document.createElement("li"); text(li, "⚠ " + m); warns.appendChild(li); }); });
+      text(summary, data.summary || "");
       text(status, "Valid. " + data.size + " profiles match now. A sample:");
       var ul = document.createElement("ul");
       data.sample.forEach(function (m) { var li = document.createElement("li");
@@ -158,7 +187,7 @@ class SegmentAdmin(admin.ModelAdmin):
         base = ["kind", "size", "last_refreshed_at", "created_by", "created_at", "updated_at"]
         if obj is None:
             return ["live_editor"]
-        extra = ["size_chart", "member_list", "live_editor"]
+        extra = ["summary", "size_chart", "member_list", "live_editor"]
         if obj.kind != SegmentKind.RULE:  # accepted or dismissed through the clustering run's actions
             extra = ["status", "cluster_profile", *extra]
         return [*base, *extra]
@@ -177,6 +206,7 @@ class SegmentAdmin(admin.ModelAdmin):
     def get_urls(self):
         urls = [
             path("validate/", self.admin_site.admin_view(self.validate_view), name="segments_segment_validate"),
+            path("builder-catalog/", self.admin_site.admin_view(self.catalog_view), name="segments_segment_catalog"),
         ]
         return urls + super().get_urls()
 
@@ -198,15 +228,35 @@ class SegmentAdmin(admin.ModelAdmin):
         return JsonResponse(
             {
                 "errors": {},
+                "warnings": definition_warnings(definition),
+                "summary": definition_summary(definition),
                 "size": preview["size"],
                 "sample": [{**m, "last_seen_at": m["last_seen_at"].isoformat()} for m in preview["sample"]],
             }
         )
 
+    def catalog_view(self, request):
+        """The names the builder offers: events and their properties, traits (schema registry), computed
+        traits, purposes, segments, operators."""
+        return JsonResponse(builder_catalog())
+
     @admin.display(description="Check and preview")
     def live_editor(self, obj):
         url = reverse("admin:segments_segment_validate")
-        return mark_safe(_LIVE_JS % {"url": url, "examples": json.dumps(EXAMPLES)})  # noqa: S308  (constants)
+        builder = format_html(
+            '<div id="seg-builder" data-catalog-url="{}"></div><link rel="stylesheet" href="{}">'
+            '<script src="{}"></script>',
+            reverse("admin:segments_segment_catalog"),
+            static("segments/builder.css"),
+            static("segments/builder.js"),
+        )
+        return builder + mark_safe(_LIVE_JS % {"url": url, "examples": json.dumps(EXAMPLES)})  # noqa: S308
+
+    @admin.display(description="In plain words")
+    def summary(self, obj):
+        if obj is None or obj.kind != SegmentKind.RULE:
+            return "—"
+        return definition_summary(obj.definition)
 
     @admin.display(description="Size over time")
     def size_chart(self, obj):
@@ -266,3 +316,41 @@ class SegmentAdmin(admin.ModelAdmin):
             entered, exited = services.segment_refresh(segment=segment)
             total_in, total_out = total_in + entered, total_out + exited
         self.message_user(request, f"Refreshed: {total_in} entered, {total_out} exited.", messages.SUCCESS)
+
+
+# --- the profile page's segment panel ------------------------------------------------------------
+
+
+def segments_panel(*, request, profile, limit: int = 50) -> PanelContent:
+    """Current segments first, then the segments the person left, with when they entered and left."""
+    stays = list(
+        SegmentMembership.objects.filter(profile_id=profile.pk)
+        .select_related("segment")
+        .order_by(F("exited_at").desc(nulls_first=True), "-entered_at")[:limit]
+    )
+    rows = []
+    for stay in stays:
+        link = format_html(
+            '<a href="{}">{}</a>', reverse("admin:segments_segment_change", args=[stay.segment_id]), stay.segment.name
+        )
+        rows.append(
+            [
+                link,
+                stay.segment.kind,
+                format_html('<b class="cdp-ok">{}</b>', "member") if stay.exited_at is None else "left",
+                f"{timezone.localtime(stay.entered_at):%Y-%m-%d %H:%M}",
+                f"{timezone.localtime(stay.exited_at):%Y-%m-%d %H:%M}" if stay.exited_at else "—",
+            ]
+        )
+    current = sum(1 for s in stays if s.exited_at is None)
+    return PanelContent(
+        headers=["segment", "kind", "now", "entered", "left"],
+        rows=rows,
+        empty="In no segment, and never was."
+        if not profile.merged_into_id
+        else "A merged-away profile is in no segment.",
+        note=f"Member of {current} segment(s) now; {len(stays) - current} earlier stay(s) shown." if stays else "",
+    )
+
+
+register_profile_panel(key="segments", title="Segments and their history", order=20, render=segments_panel)

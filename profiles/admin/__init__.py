@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from ..models import Event, MatchCandidate, MatchingRun, Merge, Profile, Source
+from ..models import Event, MatchCandidate, MatchingRun, Merge, Profile, SchemaItem, Source
 from .display import pretty_json
 from .paginators import CappedCountPaginator
 
@@ -24,15 +24,24 @@ __all__ = ["CappedCountPaginator", "pretty_json", "register_all_admin"]
 
 def register_all_admin(site: admin.AdminSite = admin.site) -> None:
     """Register every admin of the profiles app on ``site`` (once)."""
-    from .admins import EventAdmin, MatchCandidateAdmin, MatchingRunAdmin, MergeAdmin, ProfileAdmin, SourceAdmin
+    from .admins import (
+        EventAdmin,
+        MatchingRunAdmin,
+        MergeAdmin,
+        ProfileAdmin,
+        ReviewQueueAdmin,
+        SchemaItemAdmin,
+        SourceAdmin,
+    )
 
     for model, model_admin in [
         (Source, SourceAdmin),
         (Profile, ProfileAdmin),
         (Merge, MergeAdmin),
-        (MatchCandidate, MatchCandidateAdmin),
+        (MatchCandidate, ReviewQueueAdmin),  # MatchCandidateAdmin ordered by uncertainty (issue 17)
         (Event, EventAdmin),
         (MatchingRun, MatchingRunAdmin),
+        (SchemaItem, SchemaItemAdmin),
     ]:
         if not site.is_registered(model):
             site.register(model, model_admin)

@@ -8,7 +8,7 @@ import uuid
 from django.conf import settings
 from django.db.models import Q
 
-from ..models import Identifier, Profile
+from ..models import Identifier, Profile, profile_name_text
 from ..normalize import identifier_kinds, normalize_identifier
 
 _HEX_PREFIX = re.compile(r"[0-9a-f]{4,32}")
@@ -46,8 +46,30 @@ def profile_id_q(term: str) -> Q | None:
     return Q(pk__gte=uuid.UUID(compact.ljust(32, "0")), pk__lte=uuid.UUID(compact.ljust(32, "f")))
 
 
+NAME_MIN_LENGTH = 3  # trigrams: shorter terms cannot use the index
+
+
+def name_term(term: str) -> str | None:
+    """The lower-cased, space-normalised term to look for in names, or None when it cannot be a name."""
+    words = term.strip().lower().split()
+    text = " ".join(words)
+    if len(text) < NAME_MIN_LENGTH or "@" in text or not any(ch.isalpha() for ch in text):
+        return None
+    return text
+
+
+def profile_name_q(term: str) -> Q | None:
+    """Profiles whose name contains the term (any case), answered by the trigram index ``profile_name_trgm``."""
+    text = name_term(term)
+    if text is None:
+        return None
+    ids = Profile.objects.annotate(name_text=profile_name_text()).filter(name_text__contains=text).values("pk")
+    return Q(pk__in=ids)
+
+
 def profile_search_q(term: str, prefix: str = "") -> Q:
-    """Profiles a term finds: exact (kind, value) identifier matches (unique index) or an id (primary key)."""
+    """Profiles a term finds: exact (kind, value) identifier matches (unique index), an id (primary key)
+    or a part of the name (trigram index)."""
     q = Q(pk__in=[])
     pairs = identifier_candidates(term)
     if pairs:
@@ -58,6 +80,9 @@ def profile_search_q(term: str, prefix: str = "") -> Q:
     id_q = profile_id_q(term)
     if id_q is not None:
         q |= id_q
+    name_q = profile_name_q(term)
+    if name_q is not None:
+        q |= name_q
     if not prefix:
         return q
     ids = Profile.objects.filter(q).values("pk")

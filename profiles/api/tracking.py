@@ -3,6 +3,9 @@
 The body is read directly (no DRF parser) so that the size limits, content type and JSON errors are
 checked before any work and reported in cdp's error shape. Segment's libraries send the write key
 as the Basic username; analytics.js may send text/plain bodies (beacons), which are accepted too.
+Browser SDKs (docs/storefront.md): short paths, /v1/b (Analytics.js batching), /beacon/v1/batch
+(RudderStack's beacons), and the write key in the body or the query where no header can carry it;
+a browser's Origin must be one its source allows (``OriginAllowed``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from cdp.api.schema import ErrorResponse
 from cdp.keys import WRITE_KEY_PREFIX
 from profiles.selectors import source_by_write_key
 from profiles.services import events_ingest
+from profiles.tracking.debugger import rejections_record
 from profiles.tracking.spec import BATCH, call_schema
 from profiles.tracking.validate import MAX_BATCH_BYTES, Invalid, clean_event, parse_time
 
@@ -149,6 +153,7 @@ class TrackingView(APIView):
         try:
             event = clean_event(payload, received_at=timezone.now(), forced_type=self.call_type, size=size)
         except Invalid as exc:
+            keep_rejected(request, [{"errors": exc.fields, "call": payload}])
             raise ValidationError(exc.fields) from exc
         result = events_ingest(source=request.auth, events=[event])
         return Response({"success": True, "accepted": result.accepted, "duplicates": result.duplicates})
@@ -191,6 +196,7 @@ class BatchView(APIView):
                 clean.append(clean_event(item, received_at=received_at, batch_sent_at=sent_at, batch_context=context))
             except Invalid as exc:
                 bad.append({"index": index, "fields": exc.fields})
+        keep_rejected(request, [{"errors": b["fields"], "call": payload["batch"][b["index"]]} for b in bad])
         if not clean and bad:
             raise ValidationError({f"batch.{b['index']}.{f}": m for b in bad for f, m in b["fields"].items()})
         result = events_ingest(source=request.auth, events=clean) if clean else None
@@ -202,6 +208,12 @@ class BatchView(APIView):
                 "errors": bad,
             }
         )
+
+
+def keep_rejected(request, rejections: list[dict]) -> None:
+    """The live event debugger shows rejected calls for a while (profiles/tracking/debugger.py)."""
+    if rejections and request.auth is not None:
+        rejections_record(source_id=request.auth.pk, rejections=rejections)
 
 
 def _call(call_type: str):

@@ -158,6 +158,7 @@ def _ingest(source: Source, events: list[CleanEvent], *, lock_identifiers: bool 
         linking = {kv for i in to_resolve for kv in events[i].identifiers}
         if lock_identifiers:
             lock_identifier_keys(linking)
+            to_resolve, fresh = _refilter_locked(events, to_resolve, fresh, result)
         owners.update(owners_of(linking))
         # then every profile the batch can touch, in id order, before any per-event work (one lock
         # order, profiles/locks.py): resolving event by event would lock them in batch order
@@ -204,6 +205,21 @@ def _ingest(source: Source, events: list[CleanEvent], *, lock_identifiers: bool 
     result.profile_ids = {str(p) for p in assigned.values()}
     pending_mark(result.profile_ids)
     return result
+
+
+def _refilter_locked(events: list[CleanEvent], to_resolve: list[int], fresh: list[int], result) -> tuple[list, list]:
+    """The identifier filters again, for the events that create or link identifiers, now that their
+    advisory locks are held: an erasure holds the same locks while it writes its suppression entries,
+    so one that committed after the first filter is seen here (or waits for us). Without this an
+    erased person's identifiers would be created again by a batch that started before the erasure."""
+    if not hooks.ingest_filter_identifiers.subscribers:
+        return to_resolve, fresh
+    kept = set(hooks.ingest_filter_identifiers.apply(events=events, indexes=to_resolve))
+    if len(kept) == len(to_resolve):
+        return to_resolve, fresh
+    result.dropped += len(to_resolve) - len(kept)
+    dropped = set(to_resolve) - kept
+    return [i for i in to_resolve if i in kept], [i for i in fresh if i not in dropped]
 
 
 def _lock_owners(owners: dict) -> None:

@@ -82,7 +82,24 @@ class RecommendationQueryInput(serializers.Serializer):
     user_id = serializers.CharField(max_length=255, required=False, help_text="The shop's user id.")
     anonymous_id = serializers.CharField(max_length=255, required=False, help_text="An anonymous id.")
     k = serializers.IntegerField(min_value=1, max_value=MAX_K, required=False, help_text="How many items (1-100).")
-    placement = serializers.CharField(max_length=100, required=False, default="", help_text="e.g. home, cart, pdp")
+    placement = serializers.CharField(
+        max_length=100,
+        required=False,
+        default="home",
+        help_text="Where the list is shown: home (default), product, cart, post_purchase, or a placement added in "
+        "admin. An unknown placement is a 400 that lists the allowed ones.",
+    )
+    product = serializers.CharField(
+        max_length=100, required=False, default="", help_text="placement=product: the sku of the product shown."
+    )
+    cart_items = CsvListField(
+        max_length=2000, required=False, help_text="placement=cart: comma-separated skus in the cart (excluded)."
+    )
+    order_items = CsvListField(
+        max_length=2000,
+        required=False,
+        help_text="placement=post_purchase: the skus just bought (default: the shopper's latest order).",
+    )
     device = serializers.ChoiceField(
         choices=["desktop", "mobile", "tablet"], required=False, help_text="Default: the session's device."
     )
@@ -116,7 +133,12 @@ class RecommendedItemOutput(serializers.Serializer):
     sku = serializers.CharField()
     title = serializers.CharField()
     category = serializers.CharField(help_text="Top-level category.")
-    score = serializers.FloatField()
+    score = serializers.FloatField(
+        help_text="The model's own score for the item; its scale is in score_type: probability (the ranker's "
+        "estimated probability, 0-1, that the shopper buys it next), similarity (0-1 scaled co-purchase/content "
+        "similarity to the anchor items), popularity (distinct buyers)."
+    )
+    score_type = serializers.CharField(help_text="probability, similarity or popularity.")
     recommender = serializers.CharField(help_text="buy_again, als, item_item, content, session, popularity, …")
     reason = serializers.DictField(help_text='Machine-readable reason, e.g. {"type": "bought", "item_id": "X"}.')
     explanation = serializers.CharField(help_text='A sentence for the shopper, e.g. "Because you bought X".')
@@ -133,6 +155,9 @@ class RecommendationOutput(serializers.Serializer):
     )
     profile_id = serializers.UUIDField(allow_null=True)
     placement = serializers.CharField()
+    experiment = serializers.CharField(allow_null=True, help_text="The experiment that chose this list, if any.")
+    variant = serializers.CharField(allow_null=True)
+    propensity = serializers.FloatField(help_text="Probability with which this variant was chosen (1.0: fixed).")
     context = serializers.DictField()
     experiment = serializers.CharField(allow_null=True, help_text="The experiment that chose this answer, if any.")
     variant = serializers.CharField(allow_null=True, help_text="Its variant (or the bandit arm), if any.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.http import Http404
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, viewsets
+from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
@@ -30,10 +31,11 @@ def _plain(answer: serving.Answer) -> dict:
         "personalised": answer.personalised,
         "profile_id": answer.profile_id,
         "placement": answer.placement,
-        "items": answer.items,
-        "context": answer.context,
         "experiment": answer.experiment,
         "variant": answer.variant,
+        "propensity": answer.propensity,
+        "items": answer.items,
+        "context": answer.context,
     }
 
 
@@ -78,6 +80,16 @@ class ProductViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         return Response(_plain(answer))  # already plain data; the serializer documents it
 
 
+def recommend_or_400(query: serving.Query) -> serving.Answer:
+    """serving.recommend, with an unknown placement answered as a 400 that lists the allowed ones."""
+    try:
+        return serving.recommend(query)
+    except serving.UnknownPlacement as exc:
+        raise ValidationError(
+            {"placement": [f"Unknown placement {exc.key!r}; allowed: {', '.join(exc.allowed)}."]}
+        ) from None
+
+
 class RecommendationViewSet(viewsets.GenericViewSet):
     """What this shopper should see: ranked, filtered, explained, logged."""
 
@@ -101,13 +113,16 @@ class RecommendationViewSet(viewsets.GenericViewSet):
         query.is_valid(raise_exception=True)
         values = query.validated_data
         try:
-            answer = serving.recommend(
+            answer = recommend_or_400(
                 serving.Query(
                     profile_id=str(values["profile_id"]) if values.get("profile_id") else None,
                     user_id=values.get("user_id"),
                     anonymous_id=values.get("anonymous_id"),
                     k=values["k"],
-                    placement=values.get("placement", ""),
+                    placement=values.get("placement") or "home",
+                    product=values.get("product", ""),
+                    cart_items=values.get("cart_items", []),
+                    order_items=values.get("order_items", []),
                     device=values.get("device", ""),
                     local_hour=values.get("local_hour"),
                     session_items=values.get("session_items", []),

@@ -8,7 +8,6 @@ popularity in the person's segments (``context["segments"]``), global popularity
 
 from __future__ import annotations
 
-import pickle
 import time
 import warnings
 from collections.abc import Callable
@@ -17,6 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from recommendations.engine import artifact
+from recommendations.engine.ann import ItemIndex
 from recommendations.engine.data import Catalog, Interactions
 from recommendations.engine.hybrid import Hybrid
 from recommendations.engine.params import merge_params
@@ -35,7 +36,7 @@ from recommendations.engine.recommenders import (
 )
 from recommendations.engine.state import TrainState, build_state
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # artifacts are npz + JSON (engine/artifact.py); version 1 was a pickle
 MAX_EXPLAIN_HISTORY = 200  # the most recent history items considered when explaining a suggestion
 
 
@@ -118,6 +119,7 @@ class ModelBundle:
         self.params = params
         self.metrics: dict = metrics or {}
         self.segments: dict[str, tuple[str, np.ndarray]] = {}
+        self.ann: ItemIndex | None = None  # approximate top-N of the ALS stage (large catalogs)
         self.format_version = FORMAT_VERSION
         self._reindex()
 
@@ -175,22 +177,38 @@ class ModelBundle:
             banned |= ~self.catalog.in_stock
         return banned
 
-    def _reasons(self, row: int | None, items: np.ndarray, recommender: str, history: np.ndarray) -> list[dict]:
-        """Why each item: bought before, else similar to the nearest history item, else popular/trending."""
+    def _reasons(
+        self, row: int | None, items: np.ndarray, recommender: str, history: np.ndarray, sources=None
+    ) -> list[dict]:
+        """Why each item, naming its real driver: the person bought it before, or viewed it (it is
+        re-surfaced); else the item of her history most similar to it (by co-purchase, then content:
+        "because you bought/viewed X"); else the generator that proposed it (people like her,
+        trending, popular)."""
         items = np.asarray(items, dtype=np.int64)
+        bought = np.zeros(len(items), dtype=bool)
+        viewed = np.zeros(len(items), dtype=bool)
+        bought_items: set[int] = set()
         if row is not None and len(items):
-            block = _block(self.state.purchases, np.array([row], dtype=np.int64), items)
-            counts = block[0] if block is not None else np.asarray(self.state.purchases[row, items].todense()).ravel()
-            bought = counts > 0
-        else:
-            bought = np.zeros(len(items), dtype=bool)
+            cols, _ = _row(self.state.purchases, row)
+            bought_items = set(cols.tolist())
+            bought = np.isin(items, cols)
+            if self.state.browsed is not None:
+                viewed = np.isin(items, _row(self.state.browsed, row)[0]) & ~bought
         anchors = self._nearest(history, items)
         out = []
-        for item, was_bought, anchor in zip(items, bought, anchors, strict=True):
+        for n, (item, was_bought, was_viewed, anchor) in enumerate(zip(items, bought, viewed, anchors, strict=True)):
             if was_bought:
                 out.append({"type": "bought", "item_id": str(self.state.items[item])})
+            elif was_viewed:
+                out.append({"type": "viewed", "item_id": str(self.state.items[item])})
             elif anchor >= 0:
-                out.append({"type": "similar_to", "item_id": str(self.state.items[anchor])})
+                if row is None:
+                    out.append({"type": "similar_to", "item_id": str(self.state.items[anchor])})
+                else:
+                    kind = "because_bought" if int(anchor) in bought_items else "because_viewed"
+                    out.append({"type": kind, "item_id": str(self.state.items[anchor])})
+            elif sources is not None and sources[n] & 2:  # the repeat-aware neighbourhood proposed it
+                out.append({"type": "similar_shoppers"})
             elif recommender == "trending":
                 out.append({"type": "trending"})
             else:
@@ -198,12 +216,12 @@ class ModelBundle:
         return out
 
     def _nearest(self, history: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """Per item, the history item most similar to it (item-item, then content), or -1."""
+        """Per item, the history item most similar to it (co-purchase, then content), or -1."""
         nearest = np.full(len(items), -1, dtype=np.int64)
         history = np.asarray(history, dtype=np.int64)[-MAX_EXPLAIN_HISTORY:]
         if len(history) == 0 or len(items) == 0:
             return nearest
-        for name in ("item_item", "content"):
+        for name in ("item_item_bm25", "item_item", "content"):
             rec = self.recommenders.get(name)
             sim = getattr(rec, "sim", None)
             if sim is None:
@@ -216,6 +234,109 @@ class ModelBundle:
             found = (block.max(axis=0) > 0) & (nearest < 0)
             nearest[found] = history[best[found]]
         return nearest
+
+    # --- related items: similar (same kind of product) and complementary (bought together) -------
+
+    def top_categories(self) -> np.ndarray:
+        cached = getattr(self, "_cache_top", None)
+        if cached is None:
+            from recommendations.engine.recommenders import top_categories
+
+            if self.catalog is not None and len(self.catalog) == self.state.n_items:
+                cached = top_categories(self.catalog.category)
+            else:
+                cached = np.array([""] * self.state.n_items, dtype=object)
+            self._cache_top = cached
+        return cached
+
+    def _sim_rows(self, name: str, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(item, summed similarity, the anchor contributing most) over the rows of ``items``."""
+        rec = self.recommenders.get(name)
+        sim = getattr(rec, "sim", None)
+        if sim is None or len(items) == 0:
+            return np.empty(0, np.int64), np.empty(0), np.empty(0, np.int64)
+        cols, vals, anchors = [], [], []
+        for a in items:
+            c, v = _row(sim, int(a))
+            cols.append(c)
+            vals.append(v)
+            anchors.append(np.full(len(c), a, dtype=np.int64))
+        cols, vals, anchors = np.concatenate(cols), np.concatenate(vals).astype(np.float64), np.concatenate(anchors)
+        keep = vals > 0
+        cols, vals, anchors = cols[keep], vals[keep], anchors[keep]
+        if len(cols) == 0:
+            return np.empty(0, np.int64), np.empty(0), np.empty(0, np.int64)
+        uniq, inverse = np.unique(cols, return_inverse=True)
+        total = np.bincount(inverse, weights=vals, minlength=len(uniq))
+        order = np.lexsort((-vals, inverse))  # per item, its strongest anchor first
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = inverse[order][1:] != inverse[order][:-1]
+        driver = np.empty(len(uniq), dtype=np.int64)
+        driver[inverse[order][first]] = anchors[order][first]
+        return uniq.astype(np.int64), total, driver
+
+    def _ordered(self, items, scores, drivers, k, banned, recommender, reason_type) -> list[Rec]:
+        ok = ~banned[items]
+        items, scores, drivers = items[ok], scores[ok], drivers[ok]
+        order = np.lexsort((items, -scores))[:k]
+        top = scores[order[0]] if len(order) else 1.0
+        return [
+            Rec(
+                str(self.state.items[items[j]]),
+                float(scores[j] / top) if top > 0 else 0.0,
+                recommender,
+                {"type": reason_type, "item_id": str(self.state.items[drivers[j]])},
+            )
+            for j in order
+        ]
+
+    def similar(self, *, item_id: str, k: int = 10, exclude: set[str] | None = None) -> list[Rec]:
+        """The same kind of product: co-purchase and content neighbours (the session blend) within the
+        item's top category, content alone where co-purchases are thin (a watch's neighbours are
+        watches). Scores are similarities scaled to the best one (1.0)."""
+        n = self.item_index.get(str(item_id))
+        if n is None:
+            return []
+        banned = self._banned(exclude)
+        banned[n] = True
+        tops = self.top_categories()
+        if tops[n]:
+            banned |= tops != tops[n]
+        for name in ("session", "content", "item_item"):
+            items, scores, drivers = self._sim_rows(name, np.array([n]))
+            if len(items) and (~banned[items]).sum() >= min(k, 3):
+                break
+        recs = self._ordered(items, scores, drivers, k, banned, "similar", "similar_product")
+        if len(recs) < k and name != "content":  # thin co-purchases: content fills the rest
+            taken = banned.copy()
+            taken[[self.item_index[r.item_id] for r in recs]] = True
+            items, scores, drivers = self._sim_rows("content", np.array([n]))
+            recs += self._ordered(items, scores, drivers, k - len(recs), taken, "similar", "similar_product")
+        return recs
+
+    def complements(
+        self, *, items: list[str], k: int = 10, exclude: set[str] | None = None, reason: str = "bought_with"
+    ) -> list[Rec]:
+        """Items often bought together with ``items`` (co-purchase neighbours, any category), each
+        with the anchor item that led to it; the anchors themselves are never suggested."""
+        anchors = np.array([self.item_index[s] for s in items if s in self.item_index], dtype=np.int64)
+        if len(anchors) == 0:
+            return []
+        banned = self._banned(exclude)
+        banned[anchors] = True
+        found, scores, drivers = self._sim_rows("item_item", anchors)
+        return self._ordered(found, scores, drivers, k, banned, "complements", reason)
+
+    def for_product(self, *, item_id: str, k: int = 10, exclude: set[str] | None = None) -> list[Rec]:
+        """A product page: similar products and complementary ones, alternating."""
+        similar = self.similar(item_id=item_id, k=k, exclude=exclude)
+        taken = set(exclude or ()) | {r.item_id for r in similar}
+        complements = self.complements(items=[item_id], k=k, exclude=taken, reason="bought_with")
+        out: list[Rec] = []
+        for pair in zip(similar, complements, strict=False):
+            out.extend(pair)
+        out.extend(similar[len(complements) :] or complements[len(similar) :])
+        return out[:k]
 
     def recommend(
         self,
@@ -233,13 +354,24 @@ class ModelBundle:
         row = self.user_index.get(str(user_id)) if user_id is not None else None
         if row is not None:
             name = self.primary
-            scores = self.score_users(np.array([row]), name)[0]
             # the person's items by their last purchase or view, oldest first
             cols, days = self._last_seen(row)
             order = np.argsort(-days, kind="stable")
             history = cols[order][::-1]  # the newest are the ones kept for explaining
-            top = self._top(scores, k, banned)
-            for item, reason in zip(top, self._reasons(row, top, name, history), strict=True):
+            ranker = self.recommenders[name]
+            if isinstance(ranker, Hybrid):
+                # two stages: bounded candidates from the generators, the learned ranker scores them
+                cands, proba = ranker.rank(self.state, np.array([row]), index=self.ann)
+                ok = ~banned[cands.item]
+                items, proba, sources = cands.item[ok], proba[ok], cands.source[ok]
+                order = np.lexsort((items, -proba))[:k]
+                top, sources = items[order], sources[order]
+                scores = np.zeros(self.state.n_items, dtype=np.float64)
+                scores[items] = proba
+            else:
+                scores = self.score_users(np.array([row]), name)[0]
+                top, sources = self._top(scores, k, banned), None
+            for item, reason in zip(top, self._reasons(row, top, name, history, sources), strict=True):
                 out.append(Rec(str(self.state.items[item]), float(scores[item]), name, reason))
         else:
             banned[session] = True  # what the session already holds is not suggested back
@@ -288,22 +420,6 @@ class ModelBundle:
                 taken[self.item_index[rec.item_id]] = True
         if len(out) < k:
             out.extend(self.popular(k=k - len(out), _banned=taken))
-
-    def similar(self, *, item_id: str, k: int = 10) -> list[Rec]:
-        n = self.item_index.get(str(item_id))
-        if n is None:
-            return []
-        found = self._session_scores([n])
-        if found is None:
-            return []
-        scores, name = found
-        scores = scores.copy()
-        scores[n] = -np.inf
-        banned = self._banned(None) | ~(scores > 0)
-        return [
-            Rec(str(self.state.items[i]), float(scores[i]), name, {"type": "similar_to", "item_id": str(item_id)})
-            for i in self._top(scores, k, banned)
-        ]
 
     def popular(self, *, k: int = 10, segment: str | None = None, _banned: np.ndarray | None = None) -> list[Rec]:
         banned = self._banned(None) if _banned is None else _banned
@@ -359,13 +475,37 @@ class ModelBundle:
         self._reindex()
 
     def to_bytes(self) -> bytes:
-        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+        """The bundle as arrays and JSON (an npz archive; ``engine/artifact.py``), never a pickle."""
+        tree = {
+            "state": self.state,
+            "catalog": self.catalog,
+            "params": self.params,
+            "metrics": self.metrics,
+            "segments": {slug: [name, scores] for slug, (name, scores) in self.segments.items()},
+            "ann": getattr(self, "ann", None),
+        }
+        return artifact.dump(tree, self.recommenders)
+
+    @staticmethod
+    def users_of(blob: bytes) -> set[str]:
+        """The user ids of a stored bundle, read from its archive without loading the rest."""
+        return {str(u) for u in artifact.load_field(blob, "state", "users")}
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> ModelBundle:
-        bundle = pickle.loads(blob)  # noqa: S301 -- our own artifacts, read from our own database
-        if not isinstance(bundle, cls):
+        """Read an artifact: only arrays, JSON and the engine's own classes; ValueError otherwise."""
+        tree, recommenders = artifact.load(blob)
+        if not isinstance(tree.get("state"), TrainState):
             raise ValueError("Not a recommendations model bundle.")
+        bundle = cls(
+            state=tree["state"],
+            recommenders=recommenders,
+            catalog=tree.get("catalog"),
+            params=tree.get("params") or {},
+            metrics=tree.get("metrics") or {},
+        )
+        bundle.segments = {slug: (name, scores) for slug, (name, scores) in (tree.get("segments") or {}).items()}
+        bundle.ann = tree.get("ann")
         return bundle
 
 
@@ -378,6 +518,7 @@ def fit_recommenders(
     params: dict,
     progress: Callable[[float, str], None] | None,
     seconds: dict | None = None,
+    reuse: dict[str, Recommender] | None = None,
 ) -> dict[str, Recommender]:
     """Fit the named recommenders, and those they need first, in dependency order."""
     registry = _registry()
@@ -399,6 +540,9 @@ def fit_recommenders(
         if progress:
             progress(n / len(order), f"fitting {name}")
         t0 = time.monotonic()
+        if reuse and name in reuse:  # fitted already on what it depends on (the catalog)
+            fitted[name] = reuse[name]
+            continue
         rec = registry[name]()
         with threadpool_limits(limits=params["num_threads"]), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Method expects CSR input")  # implicit, harmless
@@ -425,6 +569,8 @@ def train_bundle(
     state = build_state(data, params=params, now=now)
     if catalog is not None:
         catalog = catalog.aligned(state.items)
+        if data.price is not None:  # prices of the training data only (the catalog's are today's)
+            catalog = catalog.with_prices(data.last_prices(before=now + 1.0))
     names = list(params["recommenders"])
     for required in ("popularity", "buy_again"):
         if required not in names:
@@ -438,6 +584,12 @@ def train_bundle(
         names=names, data=data, state=state, catalog=catalog, params=params, progress=step, seconds=seconds
     )
     bundle = ModelBundle(state=state, recommenders=recommenders, catalog=catalog, params=params)
+    als = recommenders.get("als")
+    if als is not None and state.n_items >= params.get("ann_min_items", 10_000):
+        t0 = time.monotonic()
+        report(0.96, "building the ALS index")
+        bundle.ann = ItemIndex.build(als.item_factors, threads=params["num_threads"], seed=params["seed"])
+        seconds["ann_index"] = round(time.monotonic() - t0, 3)
     bundle.metrics = {
         "train_seconds": round(time.monotonic() - started, 3),
         "fit_seconds": seconds,

@@ -13,9 +13,12 @@ recommenders fitted on all the training data, so the blend weights are learned, 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import scipy.sparse as sp
 
+from recommendations.engine.artifact import BoostedTrees, allow
 from recommendations.engine.data import PURCHASE, Interactions
 from recommendations.engine.recommenders import Recommender
 from recommendations.engine.state import DAY, TrainState, build_state
@@ -61,6 +64,7 @@ FEATURES = (
 )
 
 
+@allow
 class _Stats:
     """Per-user and per-item aggregates of a state, as of its ``now_days``."""
 
@@ -124,7 +128,11 @@ class _Stats:
         first_seen = np.full(n_i, np.inf)
         np.minimum.at(first_seen, fc_coo.col, fc_coo.data)
         self.item_age = np.where(np.isfinite(first_seen), now - first_seen, np.nan).astype(np.float32)
-        if catalog is not None and len(catalog) == n_i:
+        # the price as the interactions before ``now`` said it (never a later catalog price);
+        # the catalog's price only where the data has no prices at all (it is then of the training data)
+        if data.price is not None:
+            self.item_price = data.last_prices(before=now * DAY).astype(np.float32)
+        elif catalog is not None and len(catalog) == n_i:
             self.item_price = catalog.price.astype(np.float32)
         else:
             self.item_price = np.full(n_i, np.nan, dtype=np.float32)
@@ -149,86 +157,228 @@ def _pick(M: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return np.asarray(M[rows, cols]).ravel().astype(np.float64)
 
 
-def _ranks(scores: np.ndarray) -> np.ndarray:
-    """Rank of each item within its row (1 = best)."""
-    order = np.argsort(-scores, axis=1, kind="stable")
-    ranks = np.empty_like(order)
-    rows = np.arange(scores.shape[0])[:, None]
-    ranks[rows, order] = np.arange(1, scores.shape[1] + 1)[None, :]
-    return ranks.astype(np.float32)
+# --- sparse helpers: every per-request quantity is a sparse row, never a dense row of every item ---
 
 
-def _top_mask(scores: np.ndarray, k: int) -> np.ndarray:
-    k = min(k, scores.shape[1])
-    mask = np.zeros(scores.shape, dtype=bool)
-    if k <= 0:
-        return mask
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    mask[np.arange(scores.shape[0])[:, None], top] = True
-    return mask & (scores > 0)
+def _canonical(M) -> sp.csr_matrix:
+    M = M.tocsr() if not sp.isspmatrix_csr(M) else M
+    if not M.has_canonical_format:
+        M = M.copy()
+        M.sum_duplicates()
+    return M
+
+
+def _row_of(M: sp.csr_matrix) -> np.ndarray:
+    return np.repeat(np.arange(M.shape[0], dtype=np.int64), np.diff(M.indptr))
+
+
+def _gather(M: sp.csr_matrix, r: np.ndarray, c: np.ndarray, missing: float = 0.0) -> np.ndarray:
+    """``M[r[n], c[n]]`` for a canonical CSR matrix, ``missing`` where nothing is stored."""
+    out = np.full(len(r), missing, dtype=np.float64)
+    if M.nnz == 0 or len(r) == 0:
+        return out
+    keys = _row_of(M) * M.shape[1] + M.indices
+    q = np.asarray(r, dtype=np.int64) * M.shape[1] + np.asarray(c, dtype=np.int64)
+    pos = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
+    hit = keys[pos] == q
+    out[hit] = M.data[pos[hit]]
+    return out
+
+
+def _ranked(M: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The positive entries of M as (row, column, rank within the row: 1 = best), by row then rank
+    (ties: the lower column first)."""
+    M = _canonical(M)
+    rows = _row_of(M)
+    pos = M.data > 0
+    rows, cols, vals = rows[pos], M.indices[pos], M.data[pos]
+    order = np.lexsort((-vals, rows))  # stable: within a row, columns ascending among ties
+    rows, cols = rows[order], cols[order]
+    starts = np.searchsorted(rows, np.arange(M.shape[0]))
+    ranks = np.arange(len(rows)) - starts[rows] + 1
+    return rows, cols.astype(np.int64), ranks
+
+
+def _top_rows(M: sp.csr_matrix, k: int) -> sp.csr_matrix:
+    """M with only the k largest positive entries of each row kept (linear time per row: rows of a
+    person-to-person similarity can hold tens of thousands of entries)."""
+    M = _canonical(M)
+    keep = M.data > 0
+    lengths = np.diff(M.indptr)
+    for r in np.flatnonzero(lengths > k):
+        start, end = M.indptr[r], M.indptr[r + 1]
+        values = M.data[start:end]
+        cut = np.partition(values, len(values) - k)[len(values) - k]
+        row_keep = values >= cut
+        if row_keep.sum() > k:  # ties at the cut: the lower columns first
+            row_keep &= np.cumsum(row_keep) <= k
+        keep[start:end] &= row_keep
+    rows = _row_of(M)[keep]
+    out = sp.csr_matrix((M.data[keep], (rows, M.indices[keep])), shape=M.shape)
+    out.sum_duplicates()
+    return out
+
+
+def _rank_matrix(M: sp.csr_matrix) -> sp.csr_matrix:
+    rows, cols, ranks = _ranked(M)
+    out = sp.csr_matrix((ranks.astype(np.float32), (rows, cols)), shape=M.shape)
+    out.sum_duplicates()
+    return out
+
+
+def _top_pairs(M: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) of the k best positive entries of each row."""
+    top = _top_rows(M, k)
+    return _row_of(top), top.indices.astype(np.int64)
+
+
+def knn_components(knn, rows: np.ndarray) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """The repeat-aware neighbourhood's (own vector, mean vector of the k most similar people) of
+    state rows, sparse: the people sharing an item with the person, the k most similar kept."""
+    V = knn.vectors
+    VT = knn.vectors_t()
+    own = V[rows]
+    sims = _canonical(own @ VT).tocoo()
+    self_hit = sims.col == np.asarray(rows)[sims.row]
+    sims = sp.csr_matrix(
+        (sims.data[~self_hit], (sims.row[~self_hit], sims.col[~self_hit])), shape=(len(rows), V.shape[0])
+    )
+    top = _top_rows(sims, knn.k)
+    total = np.asarray(top.sum(axis=1)).ravel()
+    top = sp.diags((1.0 / np.maximum(total, 1e-12)).astype(np.float32)) @ top
+    return _canonical(own), _canonical(top @ V)
+
+
+def als_top(als, rows: np.ndarray, n: int, index=None) -> tuple[np.ndarray, np.ndarray]:
+    """The n items of largest ALS score per state row: (items, scores), best first. Exact (one
+    matrix product) without an index; with the model's hnswlib index, approximate."""
+    uf = als.user_factors[rows]
+    n = min(n, als.item_factors.shape[0])
+    if index is not None:
+        found = index.query(uf, n)
+        if found is not None:
+            return found
+    scores = uf @ als.item_factors.T
+    if n <= 0:
+        return np.empty((len(rows), 0), np.int64), np.empty((len(rows), 0), np.float32)
+    part = np.argpartition(-scores, n - 1, axis=1)[:, :n]
+    vals = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-vals, axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1).astype(np.int64), np.take_along_axis(vals, order, axis=1)
+
+
+@dataclass
+class Candidates:
+    """Candidates of a batch of state rows: pair ``n`` is (``rows[row[n]]``, ``item[n]``); ``source``
+    has one bit per generator that proposed it (``SOURCES``); ``X`` the ranker's features."""
+
+    row: np.ndarray
+    item: np.ndarray
+    source: np.ndarray
+    X: np.ndarray
+
+
+SOURCES = ("history", "repeat_knn", "item_item", "als", "session", "popular", "extra")
 
 
 def candidate_features(
-    state: TrainState, comps: dict[str, Recommender], stats: _Stats, rows: np.ndarray, p: dict
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Candidates of state rows and their features: (row position, item index, feature matrix)."""
+    state: TrainState,
+    comps: dict[str, Recommender],
+    stats: _Stats,
+    rows: np.ndarray,
+    p: dict,
+    *,
+    index=None,
+    extra: np.ndarray | None = None,
+) -> Candidates:
+    """Stage one and the ranker's input: a bounded candidate set per state row from the generators
+    (the person's own items, the tops of the repeat-aware neighbourhood, BM25 item-item, ALS, session
+    similarity, popularity, and ``extra`` item indexes given by the caller, e.g. trending or segment
+    popularity), and each candidate's features, read from sparse rows and precomputed arrays."""
+    rows = np.asarray(rows, dtype=np.int64)
+    b, n_items = len(rows), state.n_items
     now = state.now_days
-    P = state.purchases[rows].toarray()
-    decayed = state.interactions[rows].toarray()
-    browsed = state.browsed[rows].toarray() if state.browsed is not None else np.zeros_like(P)
-    own, neigh = comps["repeat_knn"].components(rows)
-    knn = comps["repeat_knn"].alpha * own + (1 - comps["repeat_knn"].alpha) * neigh
-    bm25 = comps["item_item_bm25"].score_users(state, rows)
-    cosine = comps["item_item"].score_users(state, rows)
-    als = comps["als"].score_users(state, rows)
-    content = comps["content"].score_users(state, rows)
-    session = comps["session"].score_users(state, rows)
-    trending = comps["trending"].scores.astype(np.float32)
+    P = _canonical(state.purchases[rows])
+    D = _canonical(state.interactions[rows])
+    B = _canonical(state.browsed[rows]) if state.browsed is not None else sp.csr_matrix((b, n_items), dtype=np.float32)
+    knn_rec = comps["repeat_knn"]
+    own, neigh = knn_components(knn_rec, rows)
+    knn = _canonical(knn_rec.alpha * own + (1 - knn_rec.alpha) * neigh)
+    bm25 = _canonical(D @ comps["item_item_bm25"].sim)
+    cosine = _canonical(D @ comps["item_item"].sim)
+    content = _canonical(D @ comps["content"].sim)
+    session = _canonical(comps["session"].feedback(state, rows) @ comps["session"].sim)
+    n_als = int(p.get("als_rank_depth", 100))
+    als_items, _ = als_top(comps["als"], rows, max(n_als, p["candidates_als"]), index)
 
-    cand = (P > 0) | (browsed > 0)
-    cand |= _top_mask(knn, p["candidates_knn"])
-    cand |= _top_mask(bm25, p["candidates_item_item"])
-    cand |= _top_mask(als, p["candidates_als"])
-    cand |= _top_mask(session, p["candidates_session"])
-    pop_top = np.argsort(-comps["buy_again"].fill)[: p["candidates_popular"]]
-    cand[:, pop_top] = True
-    r, i = np.nonzero(cand)
+    parts_r, parts_i, parts_s = [], [], []
+
+    def add(r, i, bit):
+        parts_r.append(np.asarray(r, dtype=np.int64))
+        parts_i.append(np.asarray(i, dtype=np.int64))
+        parts_s.append(np.full(len(r), 1 << bit, dtype=np.int64))
+
+    hist = _canonical(P + B)
+    add(_row_of(hist), hist.indices, 0)
+    add(*_top_pairs(knn, p["candidates_knn"]), 1)
+    add(*_top_pairs(bm25, p["candidates_item_item"]), 2)
+    k_als = min(p["candidates_als"], als_items.shape[1])
+    add(np.repeat(np.arange(b), k_als), als_items[:, :k_als].ravel(), 3)
+    add(*_top_pairs(session, p["candidates_session"]), 4)
+    pop_top = np.argsort(-comps["buy_again"].fill, kind="stable")[: p["candidates_popular"]]
+    add(np.repeat(np.arange(b), len(pop_top)), np.tile(pop_top, b), 5)
+    if extra is not None and len(extra):
+        add(np.repeat(np.arange(b), len(extra)), np.tile(np.asarray(extra), b), 6)
+    keys = np.concatenate(parts_r) * n_items + np.concatenate(parts_i)
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    source = np.zeros(len(uniq), dtype=np.int64)
+    np.bitwise_or.at(source, inverse, np.concatenate(parts_s))
+    r, i = uniq // n_items, uniq % n_items
     u = rows[r]
 
-    last = _pick(state.last_purchase, u, i)
-    first = _pick(state.first_purchase, u, i)
-    bought = P[r, i] > 0
-    since_last = np.where(bought, now - last, np.nan)
-    since_first = np.where(bought, now - first, np.nan)
-    lb = _pick(state.last_browsed, u, i) if state.last_browsed is not None else np.zeros(len(u))
-    since_browsed = np.where(browsed[r, i] > 0, now - lb, np.nan)
+    p_ui = _gather(P, r, i)
+    bought = p_ui > 0
+    since_last = np.where(bought, now - _gather(_canonical(state.last_purchase[rows]), r, i), np.nan)
+    since_first = np.where(bought, now - _gather(_canonical(state.first_purchase[rows]), r, i), np.nan)
+    b_ui = _gather(B, r, i)
+    if state.last_browsed is not None:
+        since_browsed = np.where(b_ui > 0, now - _gather(_canonical(state.last_browsed[rows]), r, i), np.nan)
+    else:
+        since_browsed = np.full(len(r), np.nan)
     orders = stats.user_orders[u]
-
-    rk_knn = _ranks(knn)[r, i]
-    rk_bm25 = _ranks(bm25)[r, i]
-    rk_als = _ranks(als)[r, i]
-    recent_orders = stats.recent_orders[rows].toarray()
+    als = comps["als"]
+    als_score = np.einsum("ij,ij->i", als.user_factors[u], als.item_factors[i])
+    rank_keys = np.repeat(np.arange(b, dtype=np.int64), als_items.shape[1]) * n_items + als_items.ravel()
+    rank_vals = np.tile(np.arange(1, als_items.shape[1] + 1, dtype=np.float64), b)
+    rank_order = np.argsort(rank_keys, kind="stable")
+    rank_keys, rank_vals = rank_keys[rank_order], rank_vals[rank_order]
+    at = np.minimum(np.searchsorted(rank_keys, uniq), max(len(rank_keys) - 1, 0))
+    rk_als = (
+        np.where((len(rank_keys) > 0) & (rank_keys[at] == uniq), rank_vals[at], np.nan)
+        if len(rank_keys)
+        else np.full(len(uniq), np.nan)
+    )
     cols = [
-        P[r, i],
-        recent_orders[r, i],
-        decayed[r, i],
-        np.where(orders > 0, P[r, i] / np.maximum(orders, 1), 0.0),
+        p_ui,
+        _gather(_canonical(stats.recent_orders[rows]), r, i),
+        _gather(D, r, i),
+        np.where(orders > 0, p_ui / np.maximum(orders, 1), 0.0),
         since_last,
         since_first,
         since_last / np.maximum(stats.user_gap[u], 1.0),
         since_last / np.maximum(stats.item_cycle[i], 1.0),
-        browsed[r, i],
+        b_ui,
         since_browsed,
-        own[r, i],
-        neigh[r, i],
-        rk_knn,
-        bm25[r, i],
-        rk_bm25,
-        cosine[r, i],
-        als[r, i],
+        _gather(own, r, i),
+        _gather(neigh, r, i),
+        _gather(_rank_matrix(knn), r, i, np.nan),
+        _gather(bm25, r, i),
+        _gather(_rank_matrix(bm25), r, i, np.nan),
+        _gather(cosine, r, i),
+        als_score,
         rk_als,
-        content[r, i],
-        session[r, i],
+        _gather(content, r, i),
+        _gather(session, r, i),
         orders,
         stats.user_items[u],
         stats.user_days_since_last[u],
@@ -238,20 +388,21 @@ def candidate_features(
         stats.item_buyers[i],
         stats.item_recent_buyers[i],
         stats.item_momentum[i],
-        trending[i],
+        comps["trending"].scores[i],
         stats.item_repeat_rate[i],
         stats.item_cycle[i],
         stats.item_age[i],
         stats.item_price[i],
     ]
     X = np.column_stack([np.asarray(c, dtype=np.float32) for c in cols])
-    return r, i, X
+    return Candidates(row=r, item=i, source=source, X=X)
 
 
 def _batch_size(n_items: int) -> int:
-    return int(max(16, min(1024, 3_000_000 // max(n_items, 1))))
+    return int(max(16, min(512, 20_000_000 // max(n_items, 1))))
 
 
+@allow
 class Hybrid(Recommender):
     """Learned blend of the other recommenders (see the module docstring)."""
 
@@ -271,7 +422,8 @@ class Hybrid(Recommender):
         self.comps = {c: fitted[c] for c in COMPONENTS}
         self.stats = _Stats(state, catalog, p["recent_days"], data)
         self.fill = fitted["buy_again"].fill
-        self.model = None
+        self.models: list[BoostedTrees] = []
+        self.columns = np.ones(len(FEATURES), dtype=bool)
         self.report: dict = {"windows": []}
         X_parts, y_parts = [], []
         rng = np.random.default_rng(params["seed"])
@@ -300,7 +452,7 @@ class Hybrid(Recommender):
         bags = max(1, int(p["bags"]))
         positives = np.flatnonzero(y == 1)
         shares = np.array_split(rng.permutation(np.flatnonzero(y == 0)), bags)
-        self.models = []
+        fitted_models = []
         for b in range(bags):
             rows = np.sort(np.concatenate([positives, shares[b]]))
             model = HistGradientBoostingClassifier(
@@ -315,15 +467,20 @@ class Hybrid(Recommender):
                 random_state=params["seed"] + b,
             )
             model.fit(X[rows][:, self.columns], y[rows])
-            self.models.append(model)
-        self.model = self.models[0]
+            fitted_models.append(model)
+        # stored as their tree arrays (no pickle); predictions are scikit-learn's own
+        self.models = [BoostedTrees.from_sklearn(m) for m in fitted_models]
         self.report.update(
             rows=len(y),
             positives=int(y.sum()),
             bags=bags,
-            iterations=[int(m.n_iter_) for m in self.models],
-            validation_loss=[_last(m) for m in self.models],
+            iterations=[int(m.n_iter_) for m in fitted_models],
+            validation_loss=[_last(m) for m in fitted_models],
         )
+
+    @property
+    def trained(self) -> bool:
+        return bool(getattr(self, "models", None))
 
     def _window(self, data: Interactions, catalog, params, start: float, stop: float, rng):
         """Training rows of one label window [start, stop): features from data before ``start``."""
@@ -338,7 +495,13 @@ class Hybrid(Recommender):
         # keep the full vocabularies so indexes agree; rows of users/items without history stay empty
         sub_state = build_state(prefix, params=params, now=start)
         comps = fit_recommenders(
-            names=COMPONENTS, data=prefix, state=sub_state, catalog=catalog, params=params, progress=None
+            names=COMPONENTS,
+            data=prefix,
+            state=sub_state,
+            catalog=catalog,
+            params=params,
+            progress=None,
+            reuse=self._reusable(),
         )
         stats = _Stats(sub_state, catalog, p["recent_days"], prefix)
         has_history = np.diff(sub_state.interactions.indptr) > 0
@@ -353,12 +516,14 @@ class Hybrid(Recommender):
             (np.ones(int(label.sum()), dtype=np.float32), (data.user[label], data.item[label])),
             shape=(data.n_users, data.n_items),
         )
+        truth.sum_duplicates()
         Xs, ys = [], []
         step = _batch_size(data.n_items)
         for s in range(0, len(users), step):
             rows = users[s : s + step]
-            r, i, X = candidate_features(sub_state, comps, stats, rows, p)
-            y = (_pick(truth, rows[r], i) > 0).astype(np.int8)
+            c = candidate_features(sub_state, comps, stats, rows, p)
+            X = c.X
+            y = (_gather(_canonical(truth[rows]), c.row, c.item) > 0).astype(np.int8)
             neg = np.flatnonzero(y == 0)
             keep_neg = int(p["negatives_per_user"] * max(1, int(p["bags"])) * len(rows))
             if p["negatives_per_user"] and len(neg) > keep_neg:
@@ -370,23 +535,40 @@ class Hybrid(Recommender):
             ys.append(y)
         return np.vstack(Xs), np.concatenate(ys)
 
+    def _reusable(self) -> dict:
+        """Fitted components that depend on the catalog only (content): the same in every window."""
+        content = self.comps.get("content") if hasattr(self, "comps") else None
+        return {"content": content} if content is not None else {}
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """The ranker's probability that each candidate is bought next (mean over the bags)."""
+        X = X[:, self.columns]
+        with _openmp().limit(limits=getattr(self, "threads", 1), user_api="openmp"):
+            return sum(m.predict_proba(X) for m in self.models) / len(self.models)
+
+    def rank(self, state, rows: np.ndarray, *, index=None, extra=None) -> tuple[Candidates, np.ndarray]:
+        """Candidates of state rows and their scores (the ranker's probability in [0, 1]; the
+        fallback blend's score when no ranker could be trained)."""
+        c = candidate_features(state, self.comps, self.stats, rows, self.params, index=index, extra=extra)
+        if len(c.row) == 0:
+            return c, np.zeros(0)
+        if self.trained:
+            return c, self.predict(c.X)
+        knn = self.comps["repeat_knn"]
+        own, neigh = c.X[:, FEATURES.index("own_knn")], c.X[:, FEATURES.index("neighbours_knn")]
+        return c, (knn.alpha * own + (1 - knn.alpha) * neigh).astype(np.float64)
+
     def score_users(self, state, rows):
         rows = np.asarray(rows)
-        base = self.comps["repeat_knn"].score_users(state, rows)
         out = np.empty((len(rows), state.n_items), dtype=np.float32)
         out[:] = self.fill[None, :] - 1.0  # non-candidates: popularity order, below every candidate
-        if self.model is None:  # fallback blend: the repeat-aware neighbourhood, then popularity
-            return np.where(base > 0, base + 1.0, out).astype(np.float32)
         step = _batch_size(state.n_items)
         for s in range(0, len(rows), step):
-            chunk = rows[s : s + step]
-            r, i, X = candidate_features(state, self.comps, self.stats, chunk, self.params)
-            if len(r):
-                models = getattr(self, "models", None) or [self.model]
-                # one OpenMP thread: pools of idle threads cost more than they bring on 150 rows
-                with _openmp().limit(limits=getattr(self, "threads", 1), user_api="openmp"):
-                    proba = sum(m.predict_proba(X[:, self.columns])[:, 1] for m in models) / len(models)
-                out[s + r, i] = proba + 1.0
+            c, score = self.rank(state, rows[s : s + step])
+            if not self.trained:
+                keep = score > 0
+                c.row, c.item, score = c.row[keep], c.item[keep], score[keep]
+            out[s + c.row, c.item] = score + 1.0
         return out
 
     def drop_users(self, keep):

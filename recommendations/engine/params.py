@@ -24,7 +24,7 @@ DEFAULT_PARAMS: dict = {
         "repeat_knn",
         "hybrid",
     ],
-    "als": {"factors": 64, "regularization": 0.05, "alpha": 2.0, "iterations": 15, "weighting": "bm25"},
+    "als": {"factors": 32, "regularization": 0.05, "alpha": 2.0, "iterations": 15, "weighting": "bm25"},
     "bpr": {"factors": 64, "learning_rate": 0.05, "regularization": 0.01, "iterations": 100},
     "item_item": {"neighbours": 100, "bm25_k1": 1.2, "bm25_b": 0.75},
     "content": {"neighbours": 50, "price_bands": 5, "meta_weight": 0.5},
@@ -41,9 +41,10 @@ DEFAULT_PARAMS: dict = {
         "candidates_als": 30,
         "candidates_session": 20,
         "candidates_popular": 20,
+        "als_rank_depth": 100,  # the ALS rank feature: rank within the ALS top 100, else missing
         "negatives_per_user": 50,  # per model; 0: every candidate
         "bags": 1,
-        "max_users": 20000,
+        "max_users": 10000,  # people per label window whose candidates are training rows
         "min_positives": 50,
         "learning_rate": 0.1,
         "max_iter": 150,
@@ -54,6 +55,8 @@ DEFAULT_PARAMS: dict = {
         "validation_fraction": 0.15,
         "n_iter_no_change": 20,
     },
+    # an approximate nearest-neighbour index (hnswlib) answers the ALS stage from this many items on
+    "ann_min_items": 10_000,
     "num_threads": 1,
     "seed": 7,
 }

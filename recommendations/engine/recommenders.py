@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from recommendations.engine.artifact import allow
 from recommendations.engine.data import Catalog, Interactions
 from recommendations.engine.state import DAY, TrainState
 
@@ -52,6 +53,7 @@ def id_tiebreak(items: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 - rank / max(len(items), 1))
 
 
+@allow
 class Popularity(Recommender):
     """Items by distinct buyers (then distinct people who interacted at all), ties by item id."""
 
@@ -72,6 +74,7 @@ class Popularity(Recommender):
         return self.scores.astype(np.float32)
 
 
+@allow
 class Trending(Recommender):
     """Items by recent interest: each person counts once per item, decayed by the age of their last
     interaction with it (half-life ``trending_half_life_days``), purchases weighing most."""
@@ -99,6 +102,7 @@ class Trending(Recommender):
     score_session = Popularity.score_session
 
 
+@allow
 class BuyAgain(Recommender):
     """The person's own purchased items by number of orders, then popularity (the protocol's baseline)."""
 
@@ -174,6 +178,7 @@ class _Factors(Recommender):
         self.user_factors = self.user_factors[keep]
 
 
+@allow
 class ALS(_Factors):
     """implicit's alternating least squares on the (weighted, decayed) feedback matrix."""
 
@@ -193,6 +198,7 @@ class ALS(_Factors):
         self._fit_factors(model, X)
 
 
+@allow
 class BPR(_Factors):
     """implicit's Bayesian personalised ranking (item bias in the last factor column)."""
 
@@ -231,6 +237,7 @@ class _Neighbours(Recommender):
         return float(self.sim[a, b]) if a != b else 0.0
 
 
+@allow
 class ItemItemCosine(_Neighbours):
     name = "item_item"
 
@@ -241,6 +248,7 @@ class ItemItemCosine(_Neighbours):
         self.sim = sp.csr_matrix(model.similarity, dtype=np.float32)
 
 
+@allow
 class ItemItemBM25(_Neighbours):
     name = "item_item_bm25"
 
@@ -256,31 +264,6 @@ class ItemItemBM25(_Neighbours):
 # --- content -------------------------------------------------------------------------------------
 
 
-def _top_k_rows(M: sp.csr_matrix, k: int) -> sp.csr_matrix:
-    """Keep the k largest entries of each row (and drop the diagonal)."""
-    M = M.tocsr()
-    M.setdiag(0)
-    M.eliminate_zeros()
-    rows, cols, vals = [], [], []
-    for r in range(M.shape[0]):
-        start, end = M.indptr[r], M.indptr[r + 1]
-        if end == start:
-            continue
-        v = M.data[start:end]
-        c = M.indices[start:end]
-        if len(v) > k:
-            keep = np.argpartition(-v, k - 1)[:k]
-            v, c = v[keep], c[keep]
-        rows.append(np.full(len(v), r, dtype=np.int32))
-        cols.append(c)
-        vals.append(v)
-    if not rows:
-        return sp.csr_matrix(M.shape, dtype=np.float32)
-    return sp.csr_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=M.shape, dtype=np.float32
-    )
-
-
 def price_bands(price: np.ndarray, bands: int = 5) -> np.ndarray:
     """Band index of each price by quantiles of the known prices (-1 when unknown)."""
     out = np.full(len(price), -1, dtype=np.int64)
@@ -291,6 +274,7 @@ def price_bands(price: np.ndarray, bands: int = 5) -> np.ndarray:
     return out
 
 
+@allow
 class Content(_Neighbours):
     """TF-IDF of title and description, plus category path, brand and price band tokens (scikit-learn);
     items similar by cosine, the k nearest kept."""
@@ -340,14 +324,51 @@ class Content(_Neighbours):
             self.sim = sp.csr_matrix((n, n), dtype=np.float32)
             return
         X = normalize(sp.hstack(blocks).tocsr()).astype(np.float32)
-        sims = []
-        step = 2048
-        for start in range(0, n, step):  # chunked so a large catalogue never builds a dense n x n
-            block = X[start : start + step] @ X.T
-            sims.append(block)
-        self.sim = _top_k_rows(sp.vstack(sims).tocsr(), p["neighbours"])
+        self.sim = content_neighbours(X, top_categories(catalog.category), int(p["neighbours"]))
 
 
+def top_categories(categories) -> np.ndarray:
+    """The top level of each category path ("Shoes > Running" -> "Shoes"; "" when none)."""
+    return np.array([str(c).replace("/", ">").split(">")[0].strip().lower() for c in categories], dtype=object)
+
+
+def content_neighbours(X: sp.csr_matrix, groups: np.ndarray, k: int) -> sp.csr_matrix:
+    """The k most similar items of each item by cosine of its (normalised) rows of ``X``, among the
+    items of its own top category (a watch's neighbours are watches); exact, in dense blocks of at
+    most a few million similarities, so a large catalog never builds an n x n matrix."""
+    n = X.shape[0]
+    rows, cols, vals = [], [], []
+    _, group_of = np.unique(groups.astype(str), return_inverse=True)
+    for g in range(group_of.max() + 1 if n else 0):
+        idx = np.flatnonzero(group_of == g)
+        kk = min(k, len(idx) - 1)
+        if kk <= 0:
+            continue
+        Xg = X[idx]
+        XgT = Xg.T.tocsc()
+        step = max(1, 4_000_000 // len(idx))
+        for start in range(0, len(idx), step):
+            block = (Xg[start : start + step] @ XgT).toarray()
+            span = np.arange(block.shape[0])
+            block[span, start + span] = 0.0
+            top = np.argpartition(-block, kk - 1, axis=1)[:, :kk]
+            v = np.take_along_axis(block, top, axis=1)
+            keep = v > 0
+            rows.append(idx[start + np.repeat(span, kk).reshape(-1, kk)[keep]])
+            cols.append(idx[top[keep]])
+            vals.append(v[keep])
+    if not rows:
+        return sp.csr_matrix((n, n), dtype=np.float32)
+    out = sp.csr_matrix(
+        (np.concatenate(vals).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))),
+        shape=(n, n),
+        dtype=np.float32,
+    )
+    out.sum_duplicates()
+    return out
+
+
+@allow
 class Session(_Neighbours):
     """Similar items for a session (or a person's recent items): co-purchase (item-item cosine)
     blended with content similarity; falls back to whichever exists."""
@@ -357,23 +378,32 @@ class Session(_Neighbours):
 
     def fit(self, *, data, state, catalog, params, fitted=None) -> None:
         fitted = fitted or {}
-        parts = []
         weight = params["session"]["content_weight"]
-        for name, w in (("item_item", 1.0 - weight), ("content", weight)):
-            rec = fitted.get(name)
-            if rec is not None and rec.sim.nnz:
-                parts.append((w, rec.sim))
-        n = state.n_items
-        sim = sp.csr_matrix((n, n), dtype=np.float32)
-        for w, s in parts:
-            s = s.tocsr().copy()
-            s.setdiag(0)
-            s.eliminate_zeros()
-            top = np.asarray(s.max(axis=1).todense()).ravel()
-            scale = np.where(top > 0, 1.0 / np.maximum(top, 1e-9), 0.0).astype(np.float32)
-            sim = sim + w * sp.diags(scale) @ s
-        self.sim = sim.tocsr()
+        # the blend is not stored: it is rebuilt from the two recommenders it blends when first used
+        self.parts = [(1.0 - weight, fitted.get("item_item")), (weight, fitted.get("content"))]
+        self.n_items = state.n_items
+        self._cache_sim = None
         self.half_life = float(params["session"]["recent_half_life_days"])
+
+    @property
+    def sim(self) -> sp.csr_matrix:
+        cached = getattr(self, "_cache_sim", None)
+        if cached is None:
+            n = self.n_items
+            cached = sp.csr_matrix((n, n), dtype=np.float32)
+            for w, rec in self.parts:
+                if rec is None or not rec.sim.nnz:
+                    continue
+                s = rec.sim.tocsr().copy()
+                s.setdiag(0)
+                s.eliminate_zeros()
+                top = np.asarray(s.max(axis=1).todense()).ravel()
+                scale = np.where(top > 0, 1.0 / np.maximum(top, 1e-9), 0.0).astype(np.float32)
+                cached = cached + w * sp.diags(scale) @ s
+            cached = cached.tocsr()
+            cached.sum_duplicates()
+            self._cache_sim = cached
+        return cached
 
     def feedback(self, state, rows):
         X = state.last_purchase[rows]
@@ -384,6 +414,7 @@ class Session(_Neighbours):
 # --- repeat-aware neighbourhood (TIFU-KNN style) ---------------------------------------------------
 
 
+@allow
 class RepeatKNN(Recommender):
     """Recency-weighted personal frequency blended with the same vectors of the most similar people
     (in the spirit of TIFU-KNN): ``alpha * own + (1 - alpha) * mean of k neighbours``."""
@@ -403,6 +434,14 @@ class RepeatKNN(Recommender):
         V = sp.csr_matrix((w.astype(np.float32), (data.user, data.item)), shape=(data.n_users, data.n_items))
         V.sum_duplicates()
         self.vectors = normalize(V).astype(np.float32).tocsr()
+
+    def vectors_t(self) -> sp.csr_matrix:
+        """items x people (the people who have each item), built once per process."""
+        cached = getattr(self, "_cache_vt", None)
+        if cached is None or cached.shape[1] != self.vectors.shape[0]:
+            cached = self._cache_vt = self.vectors.T.tocsr()
+            cached.sum_duplicates()
+        return cached
 
     def components(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(own vector, mean vector of the k most similar people) for state rows, dense."""
@@ -424,3 +463,4 @@ class RepeatKNN(Recommender):
 
     def drop_users(self, keep):
         self.vectors = self.vectors[keep]
+        self._cache_vt = None

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from recommendations.engine.artifact import allow
 from recommendations.engine.data import CART, PURCHASE, VIEW, Interactions
 
 DAY = 86400.0
@@ -27,6 +28,7 @@ def event_weights(data: Interactions, *, params: dict, now: float) -> np.ndarray
     return weights.astype(np.float32)
 
 
+@allow
 @dataclass
 class TrainState:
     """Per-user matrices (rows can be dropped for erasure) and per-item aggregates.
@@ -130,7 +132,9 @@ def _count_lines(u, i, orders, days, shape) -> sp.csr_matrix:
     """Number of distinct orders (or purchase days, without order ids) in which a user bought an item."""
     if len(u) == 0:
         return sp.csr_matrix(shape, dtype=np.float32)
-    if orders is not None:
+    if orders is not None and np.issubdtype(np.asarray(orders).dtype, np.integer):
+        okey = np.asarray(orders, dtype=np.int64)
+    elif orders is not None:
         _, okey = np.unique(orders.astype(str), return_inverse=True)
     else:
         okey = np.floor(days).astype(np.int64)

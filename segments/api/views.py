@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 
 from profiles.api.tracking import ErrorResponse
 from profiles.models import Profile
+from profiles.selectors import profile_display_name
 from segments import selectors, services
 from segments.models import Segment, SegmentKind, SegmentMembership, SegmentStatus
 
@@ -73,7 +74,7 @@ class MemberOutput(serializers.Serializer):
         return {
             "profile_id": str(instance.profile_id),
             "email": traits.get("email"),
-            "name": traits.get("name"),
+            "name": profile_display_name(traits) or None,
             "entered_at": serializers.DateTimeField().to_representation(instance.entered_at),
         }
 
@@ -263,7 +264,9 @@ class SegmentViewSet(viewsets.GenericViewSet):
             yield writer.writerow(["profile_id", "email", "name", "entered_at"])
             for pid, traits, entered in rows:
                 traits = traits or {}
-                yield writer.writerow([pid, traits.get("email") or "", traits.get("name") or "", entered.isoformat()])
+                yield writer.writerow(
+                    [pid, traits.get("email") or "", profile_display_name(traits), entered.isoformat()]
+                )
 
         response = StreamingHttpResponse(lines(), content_type="text/csv")
         response["Content-Disposition"] = f'attachment; filename="segment-{segment.slug}-{purpose}.csv"'

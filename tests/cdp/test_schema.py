@@ -30,10 +30,26 @@ def test_openapi_schema_matches_snapshot():
 
 
 @pytest.mark.django_db
-def test_schema_and_docs_are_served(client):
+def test_schema_and_docs_are_served(client, admin_client):
     schema = client.get("/api/schema/")
     assert schema.status_code == 200
     assert "/api/v1/sources/" in schema.content.decode()
-    docs = client.get("/api/docs/")
+    docs = admin_client.get("/api/docs/")
     assert docs.status_code == 200
     assert b"swagger" in docs.content.lower()
+
+
+@pytest.mark.django_db
+def test_docs_are_staff_only_and_load_nothing_from_the_internet(client, admin_client):
+    import re
+
+    from django.contrib.staticfiles import finders
+
+    anonymous = client.get("/api/docs/")
+    assert anonymous.status_code == 302 and anonymous["Location"].startswith("/admin/login/")
+    html = admin_client.get("/api/docs/").content.decode()
+    assert not re.search(r"(src|href)=[\"']?(https?:)?//", html), "the docs page loads something from outside"
+    assets = re.findall(r"(?:src|href)=\"(/static/[^\"]+)\"", html)
+    assert any(a.endswith("swagger-ui-bundle.js") for a in assets)
+    for asset in assets:  # every asset is a pinned file of the project's static files
+        assert finders.find(asset.removeprefix("/static/")), asset

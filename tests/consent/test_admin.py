@@ -58,7 +58,7 @@ def test_admin_enters_verifies_runs_and_downloads(admin_client, django_capture_o
     archive = json.loads(response.content)
     assert archive["sections"]["profiles"]["profiles"][0]["traits"] == {"email": "eve@example.com"}
     detail = admin_client.get(f"{changelist}{request.pk}/change/").content.decode()
-    assert "<progress" in detail and "downloaded" in detail
+    assert "finished" in detail and "downloaded" in detail and "<progress" not in detail
 
 
 def test_admin_add_form_reports_bad_input(admin_client):

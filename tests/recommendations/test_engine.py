@@ -115,7 +115,7 @@ def test_item_neighbours_find_the_planted_pair(bundle):
         scores[bundle.item_index["garden-0"]] = -np.inf
         assert bundle.items[int(np.argmax(scores))] == "garden-1", name
     assert bundle.similar(item_id="toys-0", k=1)[0].item_id == "toys-1"
-    assert bundle.similar(item_id="toys-0", k=1)[0].reason == {"type": "similar_to", "item_id": "toys-0"}
+    assert bundle.similar(item_id="toys-0", k=1)[0].reason == {"type": "similar_product", "item_id": "toys-0"}
 
 
 def test_content_finds_items_with_the_same_words():
@@ -157,7 +157,7 @@ def test_hybrid_is_at_least_as_good_as_its_components_on_the_planted_shop(shop, 
     train, truth = holdout_split(data, 20)
     b = train_bundle(data=train, catalog=catalog, params={**SMALL, "hybrid": {"bags": bags}}, now=truth.cutoff)
     ndcg = {name: evaluate_bundle(b, truth, 5, recommender=name)["ndcg@5"] for name in b.recommenders}
-    assert b.recommenders["hybrid"].model is not None  # the learned blend, not the fallback
+    assert b.recommenders["hybrid"].trained  # the learned blend, not the fallback
     assert len(b.recommenders["hybrid"].models) == bags
     best_component = max(v for k, v in ndcg.items() if k != "hybrid")
     assert ndcg["hybrid"] >= best_component - 0.01, ndcg
@@ -170,17 +170,20 @@ def test_recommend_for_a_known_user_explains_each_item(bundle):
     assert recs[0].item_id == "coffee-2" and recs[0].recommender == "hybrid"
     assert recs[0].reason == {"type": "bought", "item_id": "coffee-2"}
     assert bundle.recommend(user_id="coffee-u0", k=5, exclude={"coffee-2"})[0].item_id != "coffee-2"
-    # items not bought before are explained by the nearest item of the person's own history
+    # items not bought before are explained by the item of the person's own history that led to them
     row = bundle.user_index["coffee-u0"]
-    history = {str(bundle.items[i]) for i in bundle.state.interactions[row].indices}
+    bought = {str(bundle.items[i]) for i in bundle.state.purchases[row].indices}
     for rec in bundle.recommend(user_id="coffee-u0", k=12):
         if rec.reason["type"] == "bought":
-            assert rec.item_id in history
-        elif rec.reason["type"] == "similar_to":
-            assert rec.item_id not in history and rec.reason["item_id"] in history
+            assert rec.item_id in bought and rec.reason["item_id"] == rec.item_id
+        elif rec.reason["type"] == "because_bought":
+            assert rec.item_id not in bought and rec.reason["item_id"] in bought
         else:
-            assert rec.reason == {"type": "popular"}
-    assert {r.reason["type"] for r in bundle.recommend(user_id="coffee-u0", k=12)} >= {"bought", "similar_to"}
+            assert rec.reason["type"] in ("popular", "similar_shoppers"), rec.reason
+    assert {r.reason["type"] for r in bundle.recommend(user_id="coffee-u0", k=12)} >= {"bought", "because_bought"}
+    # the score is the ranker's probability, not a rank discount
+    assert all(0.0 <= r.score <= 1.0 for r in recs)
+    assert [r.score for r in recs] == sorted((r.score for r in recs), reverse=True)
 
 
 def test_cold_start_uses_session_then_segment_then_global_popularity(bundle):
@@ -234,6 +237,52 @@ def test_to_bytes_round_trip_gives_the_same_answers(bundle):
         ModelBundle.from_bytes(__import__("pickle").dumps({"not": "a bundle"}))
 
 
+class _Boom:
+    def __reduce__(self):
+        return (print, ("pickle executed code",))
+
+
+def test_artifacts_hold_no_pickle_and_reading_one_cannot_execute_code(bundle, capsys):
+    import io
+    import json
+    import zipfile
+
+    blob = bundle.to_bytes()
+    assert b"\x80\x04\x95" not in blob[:2] and zipfile.is_zipfile(io.BytesIO(blob))  # an npz, not a pickle
+    with zipfile.ZipFile(io.BytesIO(blob)) as z:
+        for name in z.namelist():  # every member is a plain array (numpy refuses object arrays unpickled)
+            np.load(z.open(name), allow_pickle=False)
+        manifest = json.loads(np.load(z.open("manifest.npy"), allow_pickle=False).tobytes())
+    assert set(manifest["recommenders"]) == set(bundle.recommenders)
+    # a pickle, even one whose loading would run code, is refused without being run
+    with pytest.raises(ValueError):
+        ModelBundle.from_bytes(__import__("pickle").dumps(_Boom()))
+    assert "pickle executed code" not in capsys.readouterr().out
+    # a manifest naming a class that is not one of the engine's is refused
+    manifest["recommenders"]["popularity"]["@obj"] = "subprocess.Popen"
+    forged = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(blob)) as z:
+        arrays = {n[:-4]: np.load(z.open(n), allow_pickle=False) for n in z.namelist() if n != "manifest.npy"}
+    payload = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
+    np.savez(forged, manifest=payload, **arrays)
+    with pytest.raises(ValueError, match="not an engine class"):
+        ModelBundle.from_bytes(forged.getvalue())
+
+
+def test_stored_ranker_predicts_like_scikit_learn():
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from recommendations.engine.artifact import BoostedTrees
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(2000, 5))
+    X[rng.random(X.shape) < 0.1] = np.nan
+    y = (np.nan_to_num(X[:, 0]) + 0.5 * np.nan_to_num(X[:, 1]) + rng.normal(0, 0.5, 2000) > 0).astype(int)
+    model = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(X, y)
+    trees = BoostedTrees.from_sklearn(model)
+    assert np.allclose(trees.predict_proba(X), model.predict_proba(X)[:, 1], atol=1e-9)
+
+
 def test_unknown_recommender_is_a_clear_error(shop):
     data, catalog = shop
     with pytest.raises(ValueError, match="Unknown recommender 'nope'"):
@@ -256,9 +305,35 @@ def test_unknown_recommender_is_a_clear_error(shop):
 def test_tiny_shops_train_and_answer_with_the_fallback_blend(rows):
     data = Interactions.from_rows(rows)
     b = train_bundle(data=data, catalog=Catalog(items=data.items), params={}, now=100 * DAY)
-    assert b.recommenders["hybrid"].model is None  # fewer than min_positives: no ranker
+    assert not b.recommenders["hybrid"].trained  # fewer than min_positives: no ranker
     recs = b.recommend(user_id="u1", k=2)
     assert recs and recs[0].recommender == "hybrid"
     assert len({r.item_id for r in recs}) == len(recs) == min(2, len(data.items))
     b.forget_users(["u1"])
     assert not ModelBundle.from_bytes(b.to_bytes()).known_user("u1")
+
+
+def test_similar_items_are_the_same_kind_of_product_when_co_purchases_point_elsewhere():
+    # every watch buyer also bought a leather tote: co-purchases say "tote", content says "watch"
+    rows = []
+    for u in range(40):
+        rows.append((f"u{u}", f"watch-{u % 4}", PURCHASE, 1.0, NOW - (u + 1) * DAY, f"o{u}"))
+        rows.append((f"u{u}", f"tote-{u % 3}", PURCHASE, 1.0, NOW - (u + 1) * DAY, f"o{u}"))
+    data = Interactions.from_rows(rows)
+    items = list(data.items)
+    catalog = Catalog(
+        items=items,
+        title=["Steel watch" if s.startswith("watch") else "Leather tote" for s in items],
+        category=["Watches > Men" if s.startswith("watch") else "Bags > Totes" for s in items],
+        brand=["Chrono" if s.startswith("watch") else "Hide" for s in items],
+        price=[120.0 if s.startswith("watch") else 60.0 for s in items],
+    )
+    b = train_bundle(data=data, catalog=catalog, params=SMALL, now=NOW)
+    similar = b.similar(item_id="watch-0", k=3)
+    assert [r.item_id.split("-")[0] for r in similar] == ["watch"] * 3
+    assert all(r.reason == {"type": "similar_product", "item_id": "watch-0"} for r in similar)
+    assert similar[0].score == 1.0 and all(0 < r.score <= 1.0 for r in similar)
+    # what is bought with it is the complement, explained as such
+    bought_with = b.complements(items=["watch-0"], k=3, reason="bought_with")
+    assert bought_with and all(r.item_id.startswith("tote") for r in bought_with)
+    assert bought_with[0].reason == {"type": "bought_with", "item_id": "watch-0"}

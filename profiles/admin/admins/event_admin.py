@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import calendar
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.db.models import Max, Min
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.formats import date_format
 
-from ...models import Event, Profile
+from ...models import Event, Profile, Source
+from ...tracking.debugger import TTL_SECONDS, rejections_recent
 from ..display import pretty_json, profile_link, properties_summary
 from ..paginators import CappedCountPaginator
 
@@ -101,6 +105,64 @@ class EventAdmin(admin.ModelAdmin):
     def context_pretty(self, obj: Event):
         return pretty_json(obj.context)
 
+    # --- the live stream (debugger) -----------------------------------------------------------
+
+    live_limit = 50
+
+    def get_urls(self):
+        return [
+            path("live/", self.admin_site.admin_view(self.live_view), name="profiles_event_live"),
+            *super().get_urls(),
+        ]
+
+    def live_view(self, request):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        sources = list(Source.objects.order_by("name"))
+        chosen = request.GET.get("source")
+        source = next((s for s in sources if str(s.pk) == chosen), None) or (sources[0] if sources else None)
+        events, rejected = [], []
+        if source is not None:
+            latest = (
+                Event.objects.filter(source=source)
+                .select_related("profile")
+                .only("id", "received_at", "type", "name", "properties", "profile__traits", "profile__merged_into")
+                .order_by("-id")[: self.live_limit]
+            )
+            events = [
+                {
+                    "event": e,
+                    "url": reverse("admin:profiles_event_change", args=[e.pk]),
+                    "profile": e.profile,
+                    "profile_url": reverse("admin:profiles_profile_change", args=[e.profile_id]),
+                    "summary": properties_summary(e.properties, limit=100),
+                }
+                for e in latest
+            ]
+            for r in rejections_recent(source_id=source.pk, limit=self.live_limit):
+                call = r.get("call") or {}
+                rejected.append(
+                    {
+                        "at": datetime.fromtimestamp(r["at"], tz=timezone.get_current_timezone()),
+                        "call_text": " · ".join(f"{k}: {v}" for k, v in call.items()) or "—",
+                        "errors": r.get("errors") or {},
+                    }
+                )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Live events{f' of {source.name}' if source else ''}",
+            "opts": self.opts,
+            "sources": sources,
+            "source": source,
+            "events": events,
+            "rejected": rejected,
+            "limit": self.live_limit,
+            "now": timezone.now(),
+            "refresh_seconds": 3,
+            "kept_hours": TTL_SECONDS // 3600,
+        }
+        return TemplateResponse(request, "admin/profiles/event/live.html", context)
+
     def changelist_view(self, request, extra_context=None):
         response = super().changelist_view(request, extra_context)
         context = getattr(response, "context_data", None)
@@ -120,8 +182,9 @@ def time_bounds() -> tuple[datetime, datetime] | None:
 def calendar_date_nav(cl) -> dict:
     """The date_hierarchy links drawn from the calendar, not from ``SELECT DISTINCT`` over events.
 
-    Same links and filters as Django's date hierarchy (``occurred_at__year`` …); a month or day
-    without events simply shows an empty list.
+    Same links and filters as Django's date hierarchy (``occurred_at__year`` …). Only years, months
+    and days that have events (under the list's current filters) are offered: each candidate (at
+    most 31) is one ``EXISTS`` over a time range, which the BRIN index on ``occurred_at`` answers.
     """
     field = cl.date_hierarchy
     names = [f"{field}__{part}" for part in ("year", "month", "day")]
@@ -141,6 +204,14 @@ def calendar_date_nav(cl) -> dict:
 
     def link(filters: dict) -> str:
         return cl.get_query_string(filters, [f"{field}__"])
+
+    def has_events(start: datetime, end: datetime) -> bool:
+        tz = timezone.get_current_timezone()
+        lower, upper = timezone.make_aware(start, tz), timezone.make_aware(end, tz)
+        return cl.queryset.filter(**{f"{field}__gte": lower, f"{field}__lt": upper}).exists()
+
+    def next_month(y: int, m: int) -> datetime:
+        return datetime(y + 1, 1, 1) if m == 12 else datetime(y, m + 1, 1)
 
     if year and month and day:
         try:
@@ -168,6 +239,7 @@ def calendar_date_nav(cl) -> dict:
                     "title": date_format(datetime(year, month, d), "MONTH_DAY_FORMAT"),
                 }
                 for d in days
+                if has_events(datetime(year, month, d), datetime(year, month, d) + timedelta(days=1))
             ],
         }
     if year:
@@ -180,10 +252,15 @@ def calendar_date_nav(cl) -> dict:
                     "title": date_format(datetime(year, m, 1), "YEAR_MONTH_FORMAT"),
                 }
                 for m in range(1, 13)
+                if has_events(datetime(year, m, 1), next_month(year, m))
             ],
         }
     return {
         "show": True,
         "back": None,
-        "choices": [{"link": link({names[0]: y}), "title": str(y)} for y in range(bounds[0].year, bounds[1].year + 1)],
+        "choices": [
+            {"link": link({names[0]: y}), "title": str(y)}
+            for y in range(bounds[0].year, bounds[1].year + 1)
+            if has_events(datetime(y, 1, 1), datetime(y + 1, 1, 1))
+        ],
     }

@@ -31,6 +31,7 @@ from ..display import (
 from ..filters import ProfileStatusFilter
 from ..inlines import IdentifierInline
 from ..paginators import CappedCountPaginator
+from ..panels import profile_panels, profile_panels_html
 from ..search import profile_search_q
 
 TIMELINE_LENGTH = 50
@@ -56,8 +57,8 @@ class ProfileAdmin(admin.ModelAdmin):
     list_filter = [ProfileStatusFilter]
     search_fields = ["=identifiers__value"]  # shows the search box; get_search_results does the work
     search_help_text = (
-        "An email, phone, user id, anonymous id or other identifier (any spelling; kind:value narrows "
-        "to one kind), or a profile id or its first characters."
+        "A name or part of it (at least 3 letters), an email, phone, user id, anonymous id or other identifier "
+        "(any spelling; kind:value narrows to one kind), or a profile id or its first characters."
     )
     ordering = ["-last_seen_at"]
     sortable_by = ["first_seen_at", "last_seen_at"]  # indexed; sorting millions by a computed figure is not
@@ -227,6 +228,8 @@ class ProfileAdmin(admin.ModelAdmin):
             )
         survivor = survivor_of(profile)
         return {
+            "profile_nav": profile_panels(),
+            "app_panels": profile_panels_html(request=request, profile=profile),
             "merged_survivor": survivor if survivor.pk != profile.pk else None,
             "timeline_panel": render_to_string(
                 "admin/profiles/profile/timeline.html",
