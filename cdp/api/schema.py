@@ -101,8 +101,10 @@ class CdpAutoSchema(AutoSchema):
     def _get_request_body(self, direction="request"):
         """A raw JSON-schema body that names required members (the tracking calls) is itself required."""
         body = super()._get_request_body(direction)
+        if not body:
+            return body
         request = self.get_request_serializer()
-        if body and isinstance(request, dict):
+        if isinstance(request, dict):
             schemas = [s for s in request.values() if isinstance(s, dict)]
             if schemas and all("required" in s or "anyOf" in s for s in schemas):
                 body["required"] = True

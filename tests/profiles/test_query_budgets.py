@@ -23,7 +23,10 @@ def queries_of(send) -> list[str]:
 
 @pytest.fixture
 def tracker(write_key, settings):
+    from consent.services import purposes_ensure
+
     settings.API_KEY_CACHE_SECONDS = 60  # production keeps looked-up keys for a few seconds
+    purposes_ensure()  # as every real database has them (seeded by migration; flushed by some tests)
     client = writer(write_key)
     assert call(client, "identify", userId="known", anonymousId="a-known").status_code == 200
     return client
@@ -66,7 +69,8 @@ def test_profile_read_api(tracker, secret_client, settings):
 BUDGET_TRACK_KNOWN = 8
 # the same plus the batch's known-messageId check
 BUDGET_BATCH_KNOWN = 9
-# plus the identifiers' advisory locks, owners again, the owner lock, the bulk profile and identifier inserts
-BUDGET_BATCH_NEW = 13
+# plus the identifiers' advisory locks, a second suppression check and owners read again (after the
+# locks), the bulk profile and identifier inserts, and the consent purposes (context consent)
+BUDGET_BATCH_NEW = 14
 # detail (profile with its survivor joined, identifiers), events page, list page
 BUDGET_PROFILE_READS = (2, 2, 2)
