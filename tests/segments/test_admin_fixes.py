@@ -26,7 +26,7 @@ def test_csv_name_column_is_filled_from_name_or_first_and_last_name(secret_clien
     segment = Segment.objects.create(slug="named", name="Named", definition={"all": []})
     segment_membership_set(segment=segment, profile_ids=[str(p.pk) for p in people])
 
-    response = secret_client.get("/api/v1/segments/named/members/export/")
+    response = secret_client.get("/api/v1/segments/named/members/export/?purpose=analytics")  # a purpose is required
     rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
 
     assert {r["email"]: r["name"] for r in rows} == {
