@@ -40,7 +40,7 @@ from .models import (
     RequestStatus,
     Suppression,
 )
-from .privacy import privacy_entries
+from .privacy import privacy_entries, privacy_followups_run
 from .privacy_entries import RawJSON
 from .selectors import profile_group_ids, profile_live_id
 from .services import ConsentError, suppression_hash
@@ -344,12 +344,14 @@ def export_archives_purge() -> int:
 
 def _execute_erasure(request: DataSubjectRequest, actor: str) -> None:
     _progress(request.pk, 0.1, "erasing in every app")
-    with transaction.atomic():  # the erasure and the request's outcome commit together
-        result = privacy_erase(
-            profile_id=str(request.profile_id) if request.profile_id else None,
-            extra_identifiers=[(request.identifier_kind, request.identifier_value)] if request.identifier_value else [],
-            request=request,
-        )
+    # the erasure commits; the entries' follow-ups (stored models rewritten without the person) run
+    # right after that commit, inside privacy_erase; the request is done only once they have finished
+    result = privacy_erase(
+        profile_id=str(request.profile_id) if request.profile_id else None,
+        extra_identifiers=[(request.identifier_kind, request.identifier_value)] if request.identifier_value else [],
+        request=request,
+    )
+    with transaction.atomic():
         DataSubjectRequest.objects.filter(pk=request.pk).update(
             status=RequestStatus.DONE,
             finished_at=timezone.now(),
@@ -418,10 +420,15 @@ def privacy_erase(
     known = {(k, v) for k, v in extra_identifiers if k and v}
     for attempt in range(1, ERASE_ATTEMPTS + 1):
         try:
+            followups: dict = {}
             with transaction.atomic():
                 import_lock_exclusive()  # no order import runs between our suppression entries and its check
                 group, identifiers = erasure_lock_person(profile_id=profile_id, identifiers=known)
                 result = _erase_locked(group, identifiers, request, progress)
+                # the entries' follow-ups (stored models rewritten without the person) run right after
+                # the commit: at once when called outside a transaction, as the rq job does
+                transaction.on_commit(lambda f=followups: f.update(privacy_followups_run()), robust=False)
+            result["followups"] = followups  # filled by then, unless the caller's transaction is still open
             return result
         except _GroupMoved as moved:
             known |= moved.identifiers

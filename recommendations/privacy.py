@@ -23,19 +23,29 @@ def erase(profile_ids: list[str]) -> None:
     ExperimentOverride.objects.filter(profile_id__in=profile_ids).delete()
 
 
+def followup() -> dict:
+    """After the erasure committed: the stored models forget the people (artifact rewrites)."""
+    from .services import model_erasures_apply
+
+    return model_erasures_apply()
+
+
 def register() -> None:
     try:
         from consent.privacy import privacy_register
     except ImportError:  # consent's registry not there
         return
-    from .models import ExperimentOverride, Exposure, RecommendationServed
+    from .models import ExperimentOverride, Exposure, PendingModelErasure, RecommendationServed
 
+    # PendingModelErasure holds only ids of people being erased, until the follow-up removed them
+    # from the stored models (then the row goes): nothing to export, and erasing is what it is for
     privacy_register(
         name="recommendations",
-        models=[RecommendationServed, Exposure, ExperimentOverride],
+        models=[RecommendationServed, Exposure, ExperimentOverride, PendingModelErasure],
         export=export,
         erase=erase,
         order=90,
+        followup=followup,
     )
 
 

@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from cdp.lifecycle import job_lease_claim
 
-from .models import ModelStatus, ModelVersion, Product, ProductSource, RecommendationServed
+from .models import ModelStatus, ModelVersion, PendingModelErasure, Product, ProductSource, RecommendationServed
 
 logger = logging.getLogger("cdp.recommendations")
 
@@ -380,7 +380,7 @@ def _refresh(version: ModelVersion) -> ModelVersion:
 
     progress(0.02, "extracting interactions")
     t0 = time.monotonic()
-    data, catalog = interactions_extract()
+    data, catalog = interactions_extract(window_days=settings.RECS_TRAIN_WINDOW_DAYS or None)
     timings["extract"] = round(time.monotonic() - t0, 3)
     if len(data) == 0:
         raise RegistryError("No interactions to train on yet (no orders, views or carts).")
@@ -763,44 +763,70 @@ served_log_writer = ServedLogWriter()
 
 
 def recommendations_erase(*, profile_ids: list[str]) -> dict:
-    """Erasure: the served log of these people goes, and their rows and factors leave every stored
-    model (the active one first, republished at once so every server reloads it)."""
+    """Erasure, inside the erasure's transaction: the served log of these people goes, and they are
+    recorded as pending for the stored models. Rewriting the artifacts (hundreds of MB at catalog
+    size) is the follow-up ``model_erasures_apply``, run right after the commit."""
     deleted, _ = RecommendationServed.objects.filter(profile_id__in=profile_ids).delete()
-    return {"served_deleted": deleted, "models_updated": recommendations_models_forget(profile_ids=profile_ids)}
+    pending = False
+    if profile_ids and ModelVersion.objects.filter(artifact__isnull=False).exists():
+        PendingModelErasure.objects.create(profile_ids=[str(p) for p in profile_ids])
+        pending = True
+    return {"served_deleted": deleted, "models_pending": pending}
 
 
-@transaction.atomic
-def recommendations_consent_withdrawn(*, profile_ids: list[str]) -> list[int]:
-    """Those of these people who do not allow personalisation now (a withdrawal, consent's hook) are
-    forgotten by every stored model, as erasure forgets them; their served log stays (it is the
-    shop's record of what was shown). Returns the versions rewritten. Safe to run twice."""
-    from consent.selectors import consent_granted
-
-    withdrawn = [pid for pid in profile_ids if not consent_granted(profile_id=pid, purpose="personalisation")]
-    return recommendations_models_forget(profile_ids=withdrawn) if withdrawn else []
-
-
-def recommendations_models_forget(*, profile_ids: list[str]) -> list[int]:
-    """These people's rows and factors leave every stored model (the active one first, republished
-    at once so every server reloads it). Returns the versions rewritten."""
+def _artifact_users(blob: bytes) -> set[str]:
+    """The user ids a stored artifact holds, read without loading the rest of it."""
     from recommendations.engine.bundle import ModelBundle
 
-    forgotten: list[int] = []
-    versions = ModelVersion.objects.filter(artifact__isnull=False).order_by("-status", "-created_at")
-    for version_id, status in versions.values_list("pk", "status"):
-        row = ModelVersion.objects.select_for_update().filter(pk=version_id).values_list("artifact", flat=True).first()
-        if row is None:
-            continue
-        bundle = ModelBundle.from_bytes(bytes(row))
-        if not any(bundle.known_user(pid) for pid in profile_ids):
-            continue
-        bundle.forget_users(list(profile_ids))
-        blob = bundle.to_bytes()
-        ModelVersion.objects.filter(pk=version_id).update(
-            artifact=blob, artifact_bytes=len(blob), artifact_revision=F("artifact_revision") + 1
-        )
-        forgotten.append(version_id)
-        if status == ModelStatus.ACTIVE:
-            revision = ModelVersion.objects.filter(pk=version_id).values_list("artifact_revision", flat=True).first()
-            transaction.on_commit(lambda v=version_id, r=revision: publish_active(version_id=v, revision=r))
-    return forgotten
+    return ModelBundle.users_of(blob)
+
+
+def model_erasures_apply() -> dict:
+    """Remove every pending erased person from every stored artifact that holds them (a new
+    revision each; the active one is republished so servers reload it within a second), then drop
+    the pending rows. Idempotent; safe to run concurrently (the pending rows are claimed)."""
+    from recommendations.engine.bundle import ModelBundle
+
+    started = time.monotonic()
+    with transaction.atomic():
+        claimed = list(PendingModelErasure.objects.select_for_update(skip_locked=True).values_list("pk", "profile_ids"))
+        if not claimed:
+            return {"people": 0, "models_updated": []}
+        people = sorted({str(p) for _, ids in claimed for p in ids})
+        forgotten: list[int] = []
+        for version_id in ModelVersion.objects.filter(artifact__isnull=False).values_list("pk", flat=True):
+            blob = ModelVersion.objects.filter(pk=version_id).values_list("artifact", flat=True).first()
+            if blob is None:
+                continue
+            blob = bytes(blob)
+            if not set(people) & _artifact_users(blob):
+                continue
+            bundle = ModelBundle.from_bytes(blob)
+            del blob
+            bundle.forget_users(people)
+            new = bundle.to_bytes()
+            del bundle
+            ModelVersion.objects.filter(pk=version_id).update(
+                artifact=new, artifact_bytes=len(new), artifact_revision=F("artifact_revision") + 1
+            )
+            del new
+            forgotten.append(version_id)
+            row = ModelVersion.objects.filter(pk=version_id).values_list("status", "artifact_revision").first()
+            if row and row[0] == ModelStatus.ACTIVE:
+                transaction.on_commit(lambda v=version_id, r=row[1]: publish_active(version_id=v, revision=r))
+        PendingModelErasure.objects.filter(pk__in=[pk for pk, _ in claimed]).delete()
+    return {"people": len(people), "models_updated": forgotten, "seconds": round(time.monotonic() - started, 3)}
+
+
+def recommendations_consent_withdrawn(*, profile_ids: list[str]) -> list[int]:
+    """Those of these people who do not allow personalisation now (a withdrawal, consent's hook) are
+    forgotten by every stored model, as erasure forgets them (the same pending rows and follow-up);
+    their served log stays (it is the shop's record of what was shown). Returns the versions
+    rewritten. Safe to run twice."""
+    from consent.selectors import consent_granted
+
+    withdrawn = [str(p) for p in profile_ids if not consent_granted(profile_id=p, purpose="personalisation")]
+    if not withdrawn or not ModelVersion.objects.filter(artifact__isnull=False).exists():
+        return []
+    PendingModelErasure.objects.create(profile_ids=withdrawn)
+    return model_erasures_apply()["models_updated"]

@@ -140,7 +140,7 @@ def run_queued_matching() -> int:
 
 def _pending_for_decision(candidate: MatchCandidate) -> MatchCandidate:
     candidate = MatchCandidate.objects.select_for_update().get(pk=candidate.pk)
-    if candidate.status != CandidateStatus.PENDING:
+    if candidate.status not in (CandidateStatus.PENDING, CandidateStatus.DEFERRED):
         raise ValueError(f"This pair was already decided ({candidate.status}).")
     return candidate
 
@@ -177,13 +177,21 @@ def candidate_approve(*, candidate: MatchCandidate, actor: str) -> MatchCandidat
                 "candidate_evidence": candidate.evidence,
             },
         )
-    return _record_decision(candidate, CandidateStatus.APPROVED, actor)
+    return _propagated(_record_decision(candidate, CandidateStatus.APPROVED, actor), actor)
 
 
 @transaction.atomic
 def candidate_reject(*, candidate: MatchCandidate, actor: str) -> MatchCandidate:
     """A reviewer says: different people. The pair becomes a never-merge pair."""
-    return _record_decision(_pending_for_decision(candidate), CandidateStatus.REJECTED, actor)
+    return _propagated(_record_decision(_pending_for_decision(candidate), CandidateStatus.REJECTED, actor), actor)
+
+
+def _propagated(candidate: MatchCandidate, actor: str) -> MatchCandidate:
+    """The decision also settles similar pending pairs (fuzzy/review.py: active learning)."""
+    from .fuzzy.review import decision_propagate
+
+    candidate.propagated = decision_propagate(candidate=candidate, actor=actor)
+    return candidate
 
 
 def _live(profile_id) -> Profile:
