@@ -28,6 +28,7 @@ from profiles.identity.bulk import candidates_file_bulk, profiles_merge_bulk
 from profiles.models import CandidateStatus, MatchCandidate, Merge, MergeStatus, Profile
 
 from . import blocking, model, review
+from . import review as review_queue  # `review` is also a local threshold below
 from .cluster import conflicts, decide, refusal
 from .compare import COMPARISONS, compare
 from .records import RecordTable, record_from, records_load
@@ -153,7 +154,7 @@ def identity_match(
     report.merged, refused_by_guard, winners = _apply_merges(decisions, table, evidence_of, progress)
     report.clusters = len(decisions.clusters)
     _file_candidates(decisions, table, winners, evidence_of)
-    line = review.queue_line(records=len(table), population=None if population is None else set(table.ids))
+    line = review_queue.queue_line(records=len(table), population=None if population is None else set(table.ids))
     report.queued, report.deferred = line["pending"], line["deferred"]
     clock.lap("write")
     reasons = Counter(decisions.refused.values()) + refused_by_guard
