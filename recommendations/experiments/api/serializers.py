@@ -28,7 +28,11 @@ class ExperimentInput(serializers.Serializer):
     layer_end = serializers.IntegerField(min_value=1, max_value=BUCKETS, required=False)
     target_segments = serializers.ListField(child=serializers.SlugField(max_length=200), required=False)
     primary_metric = serializers.ChoiceField(choices=Metric.choices, required=False)
-    guardrail_metrics = serializers.ListField(child=serializers.ChoiceField(choices=Metric.choices), required=False)
+    guardrail_metrics = serializers.ListField(
+        child=serializers.CharField(max_length=16),
+        required=False,
+        help_text="Metrics judged beside the primary one: ctr, conversion, revenue, aov.",
+    )
     attribution_hours = serializers.IntegerField(min_value=1, max_value=24 * 90, required=False)
     cuped_days = serializers.IntegerField(min_value=0, max_value=365, required=False)
     alpha = serializers.FloatField(min_value=0.001, max_value=0.2, required=False)
