@@ -103,7 +103,7 @@ def _visit(rng, shopper: Shopper, answer, now, payloads: list) -> None:
 def demo_experiments_run(*, days: int = 4, visits: int = 3, seed: int = 14, out=None) -> dict:
     """Replace the demo experiment and bandit, then simulate ``days`` of traffic (a look at the
     experiment's results and a bandit update after each simulated day)."""
-    from profiles.demo_store import _demo_source
+    from cdp.demo.store import _demo_source
     from profiles.tracking.ingest import events_ingest
     from profiles.tracking.validate import clean_event
     from recommendations import serving

@@ -9,7 +9,7 @@ import pytest
 from django.core.management import call_command
 from django.urls import reverse
 
-from profiles.demo_store import demo_store_generate
+from cdp.demo.store import demo_store_generate
 from profiles.models import Identifier
 from recommendations.experiments.demo import BANDIT_KEY, EXPERIMENT_KEY
 from recommendations.experiments.models import BanditPolicy, Experiment

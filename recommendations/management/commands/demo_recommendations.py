@@ -12,10 +12,10 @@ import os
 
 from django.core.management.base import BaseCommand, CommandError
 
+from cdp.demo.store import demo_catalog
 from cdp.models import ApiKey
 from cdp.services import api_key_create, api_key_revoke
 from consent.selectors import consent_granted_q
-from profiles.demo_store import demo_catalog
 from profiles.models import Identifier
 from recommendations import services
 
