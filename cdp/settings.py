@@ -168,6 +168,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # one component for a choice set used by several fields (primary and guardrail metrics)
+    "ENUM_NAME_OVERRIDES": {"ExperimentMetricEnum": "recommendations.experiments.models.Metric"},
 }
 
 # --- Storefront: CORS per source (cdp/api/cors.py, docs/storefront.md) ------------------------

@@ -17,6 +17,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from profiles.models import Event, Identifier, MatchCandidate, Merge, PendingWork, Profile
+from profiles.schema import schema_samples_forget
 
 from .models import (
     ConsentRecord,
@@ -195,6 +196,13 @@ def privacy_entries_register() -> None:
         export=profiles_export,
         erase=profiles_erase,
         order=10,
+    )
+    privacy_register(
+        name="schema-samples",  # before "profiles" (10): it reads the person's values to drop them
+        models=[],
+        export=lambda profile_ids: {},
+        erase=lambda profile_ids: schema_samples_forget(profile_ids=profile_ids),
+        order=15,
     )
     privacy_register(
         name="consent",

@@ -107,10 +107,13 @@ def on_events_stored(*, events: list[dict]) -> None:
         pipe.set(SCHEDULED_KEY, "1", nx=True, ex=SCHEDULE_EVERY_SECONDS)
         _, first = pipe.execute()
         if first:
+            from cdp.queueing import task_send
+
             from .tasks import schema_drain
 
-            schema_drain.apply_async(countdown=1)
-    except Exception:  # Redis or the broker down must not fail ingestion: the nightly rebuild catches up
+            # fire and forget (decision 0003): a broker that does not answer never holds ingestion
+            task_send(schema_drain, countdown=1)
+    except Exception:  # Redis down must not fail ingestion: the nightly rebuild catches up
         logger.warning("could not queue the schema update", exc_info=True)
 
 
@@ -254,6 +257,38 @@ def schema_rebuild() -> int:
         SchemaItem.objects.all().delete()
         SchemaItem.objects.bulk_create(items, batch_size=1000)
     return len(items)
+
+
+def schema_samples_forget(*, profile_ids: list[str]) -> int:
+    """Erasure: drop every sample value that is one of the person's values (traits, identifiers,
+    event properties of the given profiles), so that a sample never keeps an erased person's email
+    or name. Runs before the person's rows are deleted (it reads them). Returns the rows changed."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT left(v, %s) FROM (
+                SELECT t.value AS v FROM profiles_profile p, jsonb_each_text(
+                    CASE WHEN jsonb_typeof(p.traits) = 'object' THEN p.traits ELSE '{}'::jsonb END) t
+                WHERE p.id = ANY(%s::uuid[])
+                UNION SELECT i.value FROM profiles_identifier i WHERE i.profile_id = ANY(%s::uuid[])
+                UNION SELECT kv.value FROM profiles_event e, jsonb_each_text(
+                    CASE WHEN jsonb_typeof(e.properties) = 'object' THEN e.properties ELSE '{}'::jsonb END) kv
+                WHERE e.profile_id = ANY(%s::uuid[])
+            ) values_of_the_person WHERE v IS NOT NULL
+            """,
+            [MAX_SAMPLE_CHARS, profile_ids, profile_ids, profile_ids],
+        )
+        theirs = {row[0] for row in cursor.fetchall()}
+    if not theirs:
+        return 0
+    changed = []
+    for item in SchemaItem.objects.select_for_update().exclude(samples=[]).order_by("pk"):
+        kept = [v for v in item.samples if not (isinstance(v, str) and v in theirs)]
+        if len(kept) != len(item.samples):
+            item.samples = kept
+            changed.append(item)
+    SchemaItem.objects.bulk_update(changed, ["samples"])
+    return len(changed)
 
 
 # --- reads ---------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
@@ -184,7 +185,7 @@ class BanditViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         policy = services.bandit_set_status(policy=self.get_object(), status="stopped")
         return Response(BanditOutput(policy).data)
 
-    @extend_schema(responses={200: serializers.DictField()})
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["get"])
     def evaluation(self, request, key: str):
         """The live policy's observed click rate beside IPS, SNIPS and doubly robust estimates of
