@@ -111,9 +111,9 @@ def on_events_stored(*, events: list[dict]) -> None:
 
             from .tasks import schema_drain
 
-            # fire and forget (decision 0003): a broker that does not answer never holds ingestion
+            # fire and forget (decision 0003): a broker outage never holds ingestion
             task_send(schema_drain, countdown=1)
-    except Exception:  # Redis down must not fail ingestion: the nightly rebuild catches up
+    except Exception:  # Redis or the broker down must not fail ingestion: the nightly rebuild catches up
         logger.warning("could not queue the schema update", exc_info=True)
 
 

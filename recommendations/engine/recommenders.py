@@ -378,23 +378,32 @@ class Session(_Neighbours):
 
     def fit(self, *, data, state, catalog, params, fitted=None) -> None:
         fitted = fitted or {}
-        parts = []
         weight = params["session"]["content_weight"]
-        for name, w in (("item_item", 1.0 - weight), ("content", weight)):
-            rec = fitted.get(name)
-            if rec is not None and rec.sim.nnz:
-                parts.append((w, rec.sim))
-        n = state.n_items
-        sim = sp.csr_matrix((n, n), dtype=np.float32)
-        for w, s in parts:
-            s = s.tocsr().copy()
-            s.setdiag(0)
-            s.eliminate_zeros()
-            top = np.asarray(s.max(axis=1).todense()).ravel()
-            scale = np.where(top > 0, 1.0 / np.maximum(top, 1e-9), 0.0).astype(np.float32)
-            sim = sim + w * sp.diags(scale) @ s
-        self.sim = sim.tocsr()
+        # the blend is not stored: it is rebuilt from the two recommenders it blends when first used
+        self.parts = [(1.0 - weight, fitted.get("item_item")), (weight, fitted.get("content"))]
+        self.n_items = state.n_items
+        self._cache_sim = None
         self.half_life = float(params["session"]["recent_half_life_days"])
+
+    @property
+    def sim(self) -> sp.csr_matrix:
+        cached = getattr(self, "_cache_sim", None)
+        if cached is None:
+            n = self.n_items
+            cached = sp.csr_matrix((n, n), dtype=np.float32)
+            for w, rec in self.parts:
+                if rec is None or not rec.sim.nnz:
+                    continue
+                s = rec.sim.tocsr().copy()
+                s.setdiag(0)
+                s.eliminate_zeros()
+                top = np.asarray(s.max(axis=1).todense()).ravel()
+                scale = np.where(top > 0, 1.0 / np.maximum(top, 1e-9), 0.0).astype(np.float32)
+                cached = cached + w * sp.diags(scale) @ s
+            cached = cached.tocsr()
+            cached.sum_duplicates()
+            self._cache_sim = cached
+        return cached
 
     def feedback(self, state, rows):
         X = state.last_purchase[rows]
