@@ -59,6 +59,7 @@ def bench_env(url: str, args) -> dict[str, str]:
         "CACHE_KEY_PREFIX": "cdp-bench-recs",
         "DEBUG": "false",
         "SECRET_KEY": "benchmark-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
+        "CONSENT_HASH_SALT": "benchmark-only-consent-salt-0123456789",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "SECURE_SSL_REDIRECT": "false",
         "LOG_LEVEL": "WARNING",
