@@ -84,8 +84,9 @@ def drop_db(name: str) -> None:
 
 GENERATE_SQL = """
 SELECT setseed(0.42);
-INSERT INTO profiles_source (name, write_key_prefix, write_key_hash, is_active, created_at, allowed_origins)
-VALUES ('bench', 'wk_bench', md5('bench'), true, now(), '{}');
+INSERT INTO profiles_source
+    (name, write_key_prefix, write_key_hash, is_active, created_at, allowed_origins, user_token_secret)
+VALUES ('bench', 'wk_bench', md5('bench'), true, now(), '{}', md5('bench-user-token'));
 
 INSERT INTO recommendations_product
     (sku, title, description, category, brand, price, attributes, in_stock, first_seen_source, created_at, updated_at)
