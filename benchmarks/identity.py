@@ -3,6 +3,12 @@
 
     python benchmarks/identity.py [FILE ...] [--link-on-source] [--systems cdp,recordlinkage,splink]
                                   [--threshold 0.9] [--seed 42] [--cdp-timeout 3600]
+                                  [--generate KIND:RECORDS:SEED ...]
+
+``--generate`` adds generated files (``profiles/identity/fuzzy/synthetic.py``, written to
+``benchmarks/results/``): ``many_records:50000:1`` (people with many noisy records each) or
+``shops:6000:1`` (shop customers with households, twins, Jr./Sr., family mailboxes); repeat it for
+several kinds and seeds. With ``--generate`` and no FILE only the generated files run.
 
 FILE is any person CSV in the PROTOCOL.md (I) format (``record_id, entity_id, first_name, last_name, email,
 phone, street, city, postal_code, state, birth_date``, any may be empty; a ``source`` column with
@@ -376,6 +382,28 @@ def table(name: str, records: int, true_pairs: int, rows: dict) -> str:
     return "\n".join(lines)
 
 
+def generate(spec: str, parser) -> Path:
+    """Write a generated identity CSV (PROTOCOL.md I) for ``KIND:RECORDS:SEED`` and return its path."""
+    try:
+        kind, records, seed = spec.split(":")
+        records, seed = int(records), int(seed)
+    except ValueError:
+        parser.error(f"--generate {spec!r}: expected KIND:RECORDS:SEED, e.g. many_records:50000:1")
+    sys.path.insert(0, str(REPO))
+    from profiles.identity.fuzzy import synthetic
+
+    if kind not in synthetic.GENERATORS:
+        parser.error(f"--generate {spec!r}: KIND is one of {', '.join(synthetic.GENERATORS)}")
+    if kind == "shops":  # people() counts people: about 1.45 records each
+        rows = synthetic.shops(max(1, round(records / 1.45)), seed=seed)
+    else:
+        rows = synthetic.many_records(records, seed=seed)
+    path = REPO / "benchmarks" / "results" / f"{kind}_{records}_seed{seed}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    synthetic.write_csv(path, rows)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="*", default=[str(f) for f in DEFAULT_FILES], help="person CSV files")
@@ -384,7 +412,14 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.9, help="splink match probability (default 0.9)")
     parser.add_argument("--seed", type=int, default=42, help="seed for splink's u sampling")
     parser.add_argument("--cdp-timeout", type=float, default=3600, help="seconds before cdp's run is given up")
+    parser.add_argument(
+        "--generate", action="append", default=[], metavar="KIND:RECORDS:SEED", help="add a generated file"
+    )
     args = parser.parse_args()
+    if args.generate:
+        generated = [str(generate(spec, parser)) for spec in args.generate]
+        explicit = [f for f in args.files if f not in {str(x) for x in DEFAULT_FILES}]
+        args.files = explicit + generated
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = set(systems) - set(SYSTEMS)
     if unknown:

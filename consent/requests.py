@@ -25,6 +25,7 @@ from django.db import DatabaseError, connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from cdp.lifecycle import job_lease_claim
 from profiles.bulk import import_lock_exclusive
 from profiles.models import Identifier
 from profiles.normalize import normalize_identifier
@@ -178,6 +179,32 @@ def privacy_requests_sweep(*, older_than_seconds: int = 300) -> int:
     return count
 
 
+LEASE_KIND = "privacy-request"
+
+
+def privacy_request_requeue(request_id) -> None:
+    """cdp.lifecycle's sweep: the worker running the request died (an erasure rolled back whole);
+    queue it again (after commit)."""
+    request = DataSubjectRequest.objects.select_for_update().filter(pk=request_id).first()
+    if request is None or request.status != RequestStatus.RUNNING:
+        return
+    request.status, request.progress, request.progress_message = RequestStatus.QUEUED, 0.0, "requeued"
+    request.save(update_fields=["status", "progress", "progress_message"])
+    audit(request, actor="sweep", action="requeued", reason="worker lost")
+    transaction.on_commit(lambda: _enqueue(str(request_id)))
+
+
+def privacy_request_fail(request_id, reason: str) -> None:
+    """cdp.lifecycle's sweep: the request's worker died too often; failed (admin's *run* retries)."""
+    request = DataSubjectRequest.objects.select_for_update().filter(pk=request_id).first()
+    if request is None or request.status != RequestStatus.RUNNING:
+        return
+    DataSubjectRequest.objects.filter(pk=request.pk).update(
+        status=RequestStatus.FAILED, error=reason[:2000], finished_at=timezone.now()
+    )
+    audit(request, actor="sweep", action="failed", error="worker lost")
+
+
 def _progress(request_id, value: float, message: str) -> None:
     DataSubjectRequest.objects.filter(pk=request_id).update(progress=round(value, 3), progress_message=message[:200])
 
@@ -207,11 +234,14 @@ def _execute_locked(request_id: str, actor: str) -> DataSubjectRequest:
         request.progress, request.progress_message = 0.05, "collecting the person's profiles"
         request.save(update_fields=["status", "started_at", "progress", "progress_message"])
         audit(request, actor=actor, action="started")
+        # cdp's lifecycle: a lease renewed by a heartbeat; a dead worker's request is requeued by the sweep
+        lease = job_lease_claim(kind=LEASE_KIND, object_id=request.pk)
     try:
-        if request.kind == RequestKind.ACCESS:
-            _execute_access(request, actor)
-        else:
-            _execute_erasure(request, actor)
+        with lease:
+            if request.kind == RequestKind.ACCESS:
+                _execute_access(request, actor)
+            else:
+                _execute_erasure(request, actor)
     except Exception as exc:
         logger.exception("privacy request %s failed", request_id)
         with transaction.atomic():

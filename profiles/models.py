@@ -179,6 +179,9 @@ class CandidateStatus(models.TextChoices):
     PENDING = "pending"
     APPROVED = "approved"
     REJECTED = "rejected"
+    # held back below the review queue's line (CDP_REVIEW_QUEUE_MAX_SHARE); each matching run ranks
+    # pending and deferred pairs again and moves them across the line (profiles/identity/fuzzy/review.py)
+    DEFERRED = "deferred"
 
 
 class MatchCandidate(models.Model):

@@ -139,7 +139,9 @@ def pending_process(*, max_rounds: int = 1000) -> int:
         if not hooks.on_profile_activity.deliver(profile_ids=ids):
             logger.warning("pending_process: follow-up of %d profiles not handed on; kept for the sweep", len(ids))
             return done
-        with connection.cursor() as cursor:  # no profile lock is held here
+        # no profile lock is held here; the rows are locked in id order first, as ingestion upserts them
+        with transaction.atomic(), connection.cursor() as cursor:
+            lock_pending(ids, skip_locked=False)
             cursor.execute(
                 "DELETE FROM profiles_pendingwork p USING unnest(%s::uuid[], %s::timestamptz[]) AS d(id, q) "
                 "WHERE p.profile_id = d.id AND p.queued_at = d.q",

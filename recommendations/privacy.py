@@ -61,3 +61,16 @@ def on_events_stored(*, events: list[dict]) -> None:
     from .services import products_from_events
 
     products_from_events(events=events)
+
+
+def on_consent_changed(*, profile_ids: list[str], purposes: list[str] | None = None, **_) -> None:
+    """consent's hook (after commit): a personalisation answer may be a withdrawal; the worker
+    forgets the people who no longer allow it from the stored models (as erasure does)."""
+    if not profile_ids or (purposes is not None and "personalisation" not in purposes):
+        return
+    from .tasks import ml_models_forget_withdrawn
+
+    try:
+        ml_models_forget_withdrawn.delay([str(p) for p in profile_ids])
+    except Exception:  # broker down: the next refresh leaves them out anyway (training consent filter)
+        logger.exception("could not queue forgetting %d people after a consent change", len(profile_ids))

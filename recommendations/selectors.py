@@ -83,14 +83,33 @@ SELECT sku, title, description, category, brand, price::float8, in_stock FROM re
 """
 
 
+# Models that serve shoppers learn only from people who allow personalisation (issue 11).
+TRAINING_PURPOSE = "personalisation"
+
+
+def training_consent_condition(*, purpose: str | None = TRAINING_PURPOSE) -> tuple[str, dict]:
+    """The SQL condition (on the live profile id ``COALESCE(p.merged_into_id, p.id)``) that keeps
+    only people who allow ``purpose``, with named parameters; ``purpose=None``: everyone (offline
+    evaluation of an imported data set, which serves nobody). consent owns the condition."""
+    if purpose is None:
+        return "TRUE", {}
+    from consent.selectors import consent_granted_sql
+
+    sql, params = consent_granted_sql(purpose=purpose, profile_column="COALESCE(p.merged_into_id, p.id)")
+    names = [f"consent_{n}" for n in range(len(params))]
+    for name in names:
+        sql = sql.replace("%s", f"%({name})s", 1)
+    return sql, dict(zip(names, params, strict=True))
+
+
 EXTRACT_CHUNK_ROWS = 50_000  # rows per fetch from the server-side cursor
 
 
-def training_profile_condition() -> tuple[str, dict]:
+def training_profile_condition(*, purpose: str | None = TRAINING_PURPOSE) -> tuple[str, dict]:
     """The one place that decides whose events train the models: an SQL condition on ``p`` (the
-    event's profile row, joined as ``profiles_profile p``) and its parameters. Everyone, for now;
-    a consent condition (people without personalisation consent left out) belongs here."""
-    return "TRUE", {}
+    event's profile row, joined as ``profiles_profile p``) and its parameters: people who allow
+    ``purpose`` (personalisation) and nobody else."""
+    return training_consent_condition(purpose=purpose)
 
 
 def _latest_interaction(args: dict) -> datetime | None:
@@ -134,6 +153,7 @@ def interactions_extract(
     catalog: bool = True,
     window_days: float | None = None,
     chunk_rows: int = EXTRACT_CHUNK_ROWS,
+    consent_purpose: str | None = TRAINING_PURPOSE,
 ) -> tuple[Interactions, Catalog]:
     """Interactions of live profiles from stored events, and the catalog of their items.
 
@@ -144,7 +164,8 @@ def interactions_extract(
     interactions as arrays, never with a list of every row as Python objects). The catalog comes from
     the Product table where it has the item, else from what the events said of it (name, category,
     price). ``source_ids`` restricts to events of those sources (an evaluation reads only what it
-    imported).
+    imported). ``consent_purpose``: only people who allow it (default personalisation: nobody who did
+    not agree is learnt from); None only for offline evaluation of imported data.
     """
     args = {
         "order": ORDER_EVENT,
@@ -159,7 +180,7 @@ def interactions_extract(
         if latest is not None:
             start = latest - timedelta(days=float(window_days))
             args["since"] = max(since, start) if since is not None else start
-    condition, condition_args = training_profile_condition()
+    condition, condition_args = training_profile_condition(purpose=consent_purpose)
     users, items, orders = _Vocabulary(), _Vocabulary(), _Vocabulary()
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("user", "item", "kind", "quantity", "ts", "order", "price")}
     with transaction.atomic(), connection.chunked_cursor() as cursor:

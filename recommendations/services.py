@@ -24,6 +24,8 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from cdp.lifecycle import job_lease_claim
+
 from .models import ModelStatus, ModelVersion, PendingModelErasure, Product, ProductSource, RecommendationServed
 
 logger = logging.getLogger("cdp.recommendations")
@@ -298,6 +300,26 @@ def _queue(task, version_id: int) -> None:
         )
 
 
+LEASE_KIND = "model-refresh"
+
+
+def model_refresh_requeue(version_id) -> None:
+    """cdp.lifecycle's sweep: the training worker died; queue the refresh again (after commit)."""
+    from .tasks import ml_model_refresh
+
+    if ModelVersion.objects.filter(pk=version_id, status=ModelStatus.TRAINING).update(
+        progress=0.0, progress_message="requeued: its worker was lost"
+    ):
+        transaction.on_commit(lambda: _queue(ml_model_refresh, int(version_id)))
+
+
+def model_refresh_fail(version_id, reason: str) -> None:
+    """cdp.lifecycle's sweep: the training worker died too often; the refresh failed."""
+    ModelVersion.objects.filter(pk=version_id, status=ModelStatus.TRAINING).update(
+        status=ModelStatus.FAILED, error=reason[:4000], finished_at=timezone.now()
+    )
+
+
 class _Progress:
     """Writes progress to the version row at most every half second (visible in admin)."""
 
@@ -324,14 +346,18 @@ def _ts(epoch: float) -> datetime:
 
 def model_refresh_execute(*, version_id: int) -> ModelVersion:
     """Run a queued refresh; idempotent (a version that is no longer training is returned as is)."""
-    claimed = ModelVersion.objects.filter(pk=version_id, status=ModelStatus.TRAINING, progress=0).update(
-        progress=0.01, progress_message="starting"
-    )
+    with transaction.atomic():
+        claimed = ModelVersion.objects.filter(pk=version_id, status=ModelStatus.TRAINING, progress=0).update(
+            progress=0.01, progress_message="starting"
+        )
+        # cdp's lifecycle: a lease renewed by a heartbeat; a dead worker's refresh is requeued by the sweep
+        lease = job_lease_claim(kind=LEASE_KIND, object_id=version_id) if claimed else None
     version = ModelVersion.objects.get(pk=version_id)
     if not claimed:
         return version
     try:
-        return _refresh(version)
+        with lease:
+            return _refresh(version)
     except Exception as exc:
         logger.exception("model refresh %s failed", version_id)
         ModelVersion.objects.filter(pk=version_id).update(
@@ -489,16 +515,21 @@ def model_version_republish(*, version: ModelVersion, bundle, data_until: dateti
 
 
 def _forget_erased(bundle) -> None:
-    """People erased (or merged away) while the model trained leave it before it is stored."""
+    """People erased (or merged away), or who withdrew personalisation consent, while the model
+    trained leave it before it is stored."""
+    from recommendations.selectors import training_consent_condition
+
     users = [str(u) for u in bundle.state.users]
     if not users:
         return
+    consent_sql, consent_args = training_consent_condition()
     live: set[str] = set()
     with connection.cursor() as cursor:
         for start in range(0, len(users), 50_000):
-            cursor.execute(
-                "SELECT id::text FROM profiles_profile WHERE id = ANY(%s::uuid[]) AND merged_into_id IS NULL",
-                [users[start : start + 50_000]],
+            cursor.execute(  # consent_sql: consent's condition (code), values are parameters
+                "SELECT p.id::text FROM profiles_profile p WHERE p.id = ANY(%(ids)s::uuid[]) "  # noqa: S608
+                f"AND p.merged_into_id IS NULL AND {consent_sql}",
+                {"ids": users[start : start + 50_000], **consent_args},
             )
             live.update(row[0] for row in cursor.fetchall())
     gone = [u for u in users if u not in live]
@@ -787,3 +818,17 @@ def model_erasures_apply() -> dict:
                 transaction.on_commit(lambda v=version_id, r=row[1]: publish_active(version_id=v, revision=r))
         PendingModelErasure.objects.filter(pk__in=[pk for pk, _ in claimed]).delete()
     return {"people": len(people), "models_updated": forgotten, "seconds": round(time.monotonic() - started, 3)}
+
+
+def recommendations_consent_withdrawn(*, profile_ids: list[str]) -> list[int]:
+    """Those of these people who do not allow personalisation now (a withdrawal, consent's hook) are
+    forgotten by every stored model, as erasure forgets them (the same pending rows and follow-up);
+    their served log stays (it is the shop's record of what was shown). Returns the versions
+    rewritten. Safe to run twice."""
+    from consent.selectors import consent_granted
+
+    withdrawn = [str(p) for p in profile_ids if not consent_granted(profile_id=p, purpose="personalisation")]
+    if not withdrawn or not ModelVersion.objects.filter(artifact__isnull=False).exists():
+        return []
+    PendingModelErasure.objects.create(profile_ids=withdrawn)
+    return model_erasures_apply()["models_updated"]

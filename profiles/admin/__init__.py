@@ -26,10 +26,10 @@ def register_all_admin(site: admin.AdminSite = admin.site) -> None:
     """Register every admin of the profiles app on ``site`` (once)."""
     from .admins import (
         EventAdmin,
-        MatchCandidateAdmin,
         MatchingRunAdmin,
         MergeAdmin,
         ProfileAdmin,
+        ReviewQueueAdmin,
         SchemaItemAdmin,
         SourceAdmin,
     )
@@ -38,7 +38,7 @@ def register_all_admin(site: admin.AdminSite = admin.site) -> None:
         (Source, SourceAdmin),
         (Profile, ProfileAdmin),
         (Merge, MergeAdmin),
-        (MatchCandidate, MatchCandidateAdmin),
+        (MatchCandidate, ReviewQueueAdmin),  # MatchCandidateAdmin ordered by uncertainty (issue 17)
         (Event, EventAdmin),
         (MatchingRun, MatchingRunAdmin),
         (SchemaItem, SchemaItemAdmin),

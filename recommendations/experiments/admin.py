@@ -41,6 +41,9 @@ class ExperimentForm(forms.Form):
     cuped_days = forms.IntegerField(min_value=0, initial=14)
     alpha = forms.FloatField(min_value=0.001, max_value=0.2, initial=0.05)
     sequential = forms.BooleanField(required=False, initial=True, help_text="always-valid intervals (safe to peek)")
+    sequential_tuning = forms.IntegerField(
+        min_value=10, initial=5000, help_text="N*: the units at which the always-valid interval is tightest"
+    )
 
 
 class VariantForm(forms.Form):

@@ -29,6 +29,13 @@ from profiles.tracking.validate import clean_event
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
+@pytest.fixture(autouse=True)
+def _whole_review_queue(settings):
+    """These tests look at every pair the matcher finds likely; the queue's cap (2 % of the records,
+    most uncertain first) is tested in test_fuzzy_scale.py."""
+    settings.CDP_REVIEW_QUEUE_MAX_SHARE = 1.0
+
+
 @pytest.fixture
 def source(db):
     return source_create(name="shop")[0]

@@ -102,3 +102,17 @@ def test_many_records_precision_holds_and_clusters_grow():
         hits += int((counts * (counts - 1) // 2).sum())
     assert hits / merged >= 0.99
     assert max(len(m) for m in scored.decisions.clusters) >= 6
+
+
+def test_review_queue_is_capped_and_most_uncertain_first():
+    from profiles.identity.fuzzy.review import select, uncertainty
+
+    groups = [
+        ("a", "b", 0.55, 1, uncertainty(0.55)),
+        ("c", "d", 0.95, 10, uncertainty(0.95)),
+        ("e", "f", 0.7, 3, uncertainty(0.7)),
+        ("g", "h", 0.999, 1, 1.0),  # refused by a conflict rule: model and rules disagree
+    ]
+    assert [g[0] for g in select(groups, records=200, share=0.02)] == ["g", "a"]  # 4 profiles of 200
+    assert [g[0] for g in select(groups, records=1000, share=0.02)] == ["g", "a", "e", "c"]
+    assert uncertainty(0.5) == 1.0 and uncertainty(0.999) < 0.02

@@ -9,7 +9,7 @@ import pytest
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
-from profiles.demo_store import demo_catalog, demo_store_generate
+from cdp.demo.store import demo_catalog, demo_store_generate
 from recommendations.models import ModelStatus, ModelVersion, Product
 
 pytestmark = pytest.mark.django_db
@@ -19,6 +19,8 @@ def test_demo_recommendations_serves_a_demo_shopper(django_capture_on_commit_cal
     settings.RECS_TRAIN_PARAMS = {}  # the default recipe, as `make demo` trains it
     with django_capture_on_commit_callbacks(execute=True):
         demo_store_generate(customers=40, days=30, seed=5, progress=False)
+        # as `make demo` runs it, after consent's demo step: training learns from those who agreed
+        call_command("demo_consent", stdout=io.StringIO(), stderr=io.StringIO())
     out = io.StringIO()
     with django_capture_on_commit_callbacks(execute=True):
         call_command("demo_recommendations", stdout=out)

@@ -16,6 +16,8 @@ from profiles.tracking.validate import clean_event
 from recommendations.engine.data import CART, PURCHASE, VIEW
 from recommendations.selectors import interactions_extract
 
+from .conftest import consent_to_training
+
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
@@ -88,6 +90,7 @@ def test_extract_reads_orders_views_and_cart_additions_for_live_profiles():
     profile_merge(winner=Identifier.objects.get(value="alice").profile, loser=loser, reason="test")
     # an event that reached the merged-away profile later still belongs to the live one
     Event.objects.filter(message_id="m2").update(profile=loser)
+    consent_to_training()
 
     data, catalog = interactions_extract()
     chunked, _ = interactions_extract(chunk_rows=2)  # the server-side cursor, two rows at a time
@@ -132,6 +135,7 @@ def test_extract_windows_and_sources_and_the_product_table():
         track(13, "Product Viewed", {"sku": "P1"}, user_id="v", at=T0 + timedelta(days=9)),
     )
     Product.objects.create(sku="P1", title="Catalogue title", brand="Acme", price=9, in_stock=False)
+    consent_to_training()
 
     data, catalog = interactions_extract(since=T0 + timedelta(days=1), until=T0 + timedelta(days=6))
     assert list(data.items) == ["P2"] and len(data) == 1 and data.kind[0] == VIEW
@@ -162,6 +166,7 @@ def test_training_sees_only_prices_from_before_its_cutoff():
         events.append(track(40 + n, "Order Completed", order, user_id=f"u{n % 3}", at=T0 + timedelta(days=10 * n)))
     ingest(*events)
     Product.objects.create(sku="P1", title="P1", price=99)  # the catalog says today's price
+    consent_to_training()
 
     data, catalog = interactions_extract()
     assert data.price is not None and sorted(set(data.price.tolist())) == [5.0, 10.0, 99.0]

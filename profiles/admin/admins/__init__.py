@@ -5,6 +5,7 @@ from .match_candidate_admin import MatchCandidateAdmin
 from .matching_run_admin import MatchingRunAdmin
 from .merge_admin import MergeAdmin
 from .profile_admin import ProfileAdmin
+from .review_queue_admin import ReviewQueueAdmin
 from .schema_admin import SchemaItemAdmin
 from .source_admin import SourceAdmin
 
@@ -14,6 +15,7 @@ __all__ = [
     "MatchingRunAdmin",
     "MergeAdmin",
     "ProfileAdmin",
+    "ReviewQueueAdmin",
     "SchemaItemAdmin",
     "SourceAdmin",
 ]

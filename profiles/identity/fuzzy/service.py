@@ -22,19 +22,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from django.conf import settings
 from django.core.cache import cache
-from django.db import DatabaseError, transaction
-from django.db.models import Q
+from django.db import DatabaseError
 
-from profiles.identity.merge import (
-    candidate_file,
-    merge_guard,
-    merge_refusal_record,
-    older_first,
-    profile_merge,
-)
+from profiles.identity.bulk import candidates_file_bulk, profiles_merge_bulk
 from profiles.models import CandidateStatus, MatchCandidate, Merge, MergeStatus, Profile
 
-from . import blocking, model
+from . import blocking, model, review
 from .cluster import conflicts, decide, refusal
 from .compare import COMPARISONS, compare
 from .records import RecordTable, record_from, records_load
@@ -47,8 +40,8 @@ PARAMS_CACHE_SECONDS = 7 * 24 * 3600
 RANDOM_PAIRS = 500_000
 TRAINING_PAIRS_PER_RULE = 200_000
 COMPARE_CHUNK = 200_000
-MERGE_BATCH = 25  # clusters per transaction
-CANDIDATE_BATCH = 500  # review candidates per transaction
+MERGE_BATCH = 1000  # clusters per transaction (set-based writes)
+CANDIDATE_BATCH = 5000  # review candidates per transaction
 MAX_LABELLED = 10_000
 SEED = 20260301  # estimation samples random pairs; a fixed seed makes runs repeatable
 
@@ -60,7 +53,8 @@ class MatchReport:
     candidate_pairs: int = 0
     compared: int = 0
     merged: int = 0
-    queued: int = 0
+    queued: int = 0  # open pairs above the review queue's line (pending)
+    deferred: int = 0  # open pairs below it
     refused: int = 0
     clusters: int = 0
     seconds: float = 0.0
@@ -73,7 +67,8 @@ class MatchReport:
     def line(self) -> str:
         return (
             f"{self.profiles} profiles, {self.candidate_pairs} candidate pairs compared, {self.merged} merged, "
-            f"{self.queued} to review, {self.refused} refused, {self.seconds:.1f}s"
+            f"{self.queued} to review ({self.deferred} deferred below the line), {self.refused} refused, "
+            f"{self.seconds:.1f}s"
         )
 
 
@@ -157,7 +152,9 @@ def identity_match(
     evidence_of = _Evidence(table, a, b, levels, bits, p, params, prior)
     report.merged, refused_by_guard, winners = _apply_merges(decisions, table, evidence_of, progress)
     report.clusters = len(decisions.clusters)
-    report.queued = _file_candidates(decisions, table, winners, evidence_of)
+    _file_candidates(decisions, table, winners, evidence_of)
+    line = review.queue_line(records=len(table), population=None if population is None else set(table.ids))
+    report.queued, report.deferred = line["pending"], line["deferred"]
     clock.lap("write")
     reasons = Counter(decisions.refused.values()) + refused_by_guard
     report.refusals, report.refused = dict(reasons), sum(reasons.values())
@@ -321,120 +318,92 @@ def _show(record: dict, keys: tuple[str, ...]):
 
 
 def _apply_merges(decisions, table: RecordTable, evidence_of: _Evidence, progress) -> tuple[int, Counter, dict]:
-    """Merge each cluster into its oldest profile; guards are checked again on the rows themselves.
+    """Merge each cluster into its oldest profile through the bulk path (``profiles_merge_bulk``: the
+    guards are checked again on the locked rows, each merge keeps its undo record).
 
-    Clusters are written ``MERGE_BATCH`` to a transaction (one commit for many merges, locks held
-    briefly). A batch that fails (a deadlock with ingestion) is retried cluster by cluster; a cluster
-    that fails again is left for the next run."""
+    Clusters are written ``MERGE_BATCH`` to a transaction. A batch that fails (a deadlock with
+    ingestion) is retried cluster by cluster; a cluster that fails again is left for the next run."""
     merged = 0
     refused: Counter = Counter()
     winners: dict[int, object] = {}  # record index -> live profile id it ended in
-    clusters = decisions.clusters
+    clusters = [_ordered_members(members, decisions, evidence_of, table) for members in decisions.clusters]
+
+    def evidence(k: int, cluster: list[str]) -> dict:
+        return evidence_of.of(decisions.links[k], cluster=cluster)
+
+    def score(k: int) -> float:
+        return float(evidence_of.p[decisions.links[k]])
+
+    def write(batch) -> None:
+        nonlocal merged
+        outcome = profiles_merge_bulk(clusters=batch, reason=REASON, evidence=evidence, score=score)
+        merged += outcome.merged
+        refused.update(outcome.refused)
+        winners.update(outcome.ended_in)
+
     for start in range(0, len(clusters), MERGE_BATCH):
         batch = clusters[start : start + MERGE_BATCH]
         try:
-            with transaction.atomic():
-                outcomes = [_merge_cluster(members, table, decisions, evidence_of) for members in batch]
+            write(batch)
         except DatabaseError as exc:
             logger.info("identity_match: merging a batch again cluster by cluster after %s", exc)
-            outcomes = []
             for members in batch:
                 try:
-                    with transaction.atomic():
-                        outcomes.append(_merge_cluster(members, table, decisions, evidence_of))
+                    write([members])
                 except DatabaseError:
                     logger.warning("identity_match: cluster %s left for the next run", members, exc_info=True)
-        for count, guards, ended_in in outcomes:
-            merged += count
-            refused.update(guards)
-            winners.update(ended_in)
         if progress:
             progress(min(start + MERGE_BATCH, len(clusters)), len(clusters))
     return merged, refused, winners
 
 
-def _merge_cluster(members: list[int], table: RecordTable, decisions, evidence_of: _Evidence):
-    """Merge one cluster. A member merged away since it was read stands for its survivor (a
-    merged-away profile never merges again); a member that is gone is left out."""
-    found = Profile.objects.in_bulk([table.ids[i] for i in members])
-    survivors = Profile.objects.in_bulk([p.merged_into_id for p in found.values() if p.merged_into_id])
-    profiles: dict[int, Profile] = {}  # record index -> its live profile now
-    for i in members:
-        profile = found.get(table.ids[i])
-        if profile is not None and profile.merged_into_id:
-            profile = survivors.get(profile.merged_into_id)
-        if profile is not None and profile.merged_into_id is None:
-            profiles[i] = profile
-    live = list({p.pk: i for i, p in profiles.items()}.values())  # one record per live profile
-    gone, refused, ended_in = set(), Counter(), {}
-    if len(live) < 2:
-        return 0, refused, ended_in
-    winner = profiles[live[0]]
-    for i in live[1:]:
-        winner = older_first(winner, profiles[i])[0]
-    losers = sorted((i for i in live if profiles[i].pk != winner.pk), key=lambda i: -evidence_of.p[decisions.links[i]])
-    cluster = [str(profiles[i].pk) for i in live]
-    for i in losers:
-        loser, k = profiles[i], decisions.links[i]
-        evidence = evidence_of.of(k, cluster=cluster)
-        guard = merge_guard(winner, loser)
-        if guard:
-            merge_refusal_record(a=winner, b=loser, reason=REASON, guard=guard, evidence=evidence)
-            refused[guard["guard"]] += 1
-            continue
-        profile_merge(winner=winner, loser=loser, reason=REASON, evidence=evidence, score=float(evidence_of.p[k]))
-        gone.add(loser.pk)
-    for i, profile in profiles.items():  # where each record ended, for the review queue
-        ended_in[i] = winner.pk if profile.pk in gone else profile.pk
-    return len(gone), refused, ended_in
+def _ordered_members(members: list[int], decisions, evidence_of: _Evidence, table: RecordTable) -> list[tuple]:
+    """(record index, profile id), strongest link first (the order single merges took them in)."""
+    ordered = sorted(members, key=lambda i: -evidence_of.p[decisions.links[i]])
+    return [(i, table.ids[i]) for i in ordered]
 
 
 def _file_candidates(decisions, table: RecordTable, winners: dict, evidence_of: _Evidence) -> int:
-    """One review candidate per pair of live profiles, with the strongest pair's evidence."""
+    """Review candidates (review.py): one per pair of live profiles with the strongest record pair's
+    evidence, its uncertainty and how many record pairs it stands for; filed in bulk (pairs a
+    reviewer decided are left alone). ``review.queue_line`` then decides which are pending."""
     best: dict[tuple, int] = {}
+    count: Counter = Counter()
     for k in decisions.review:
         i, j = int(evidence_of.a[k]), int(evidence_of.b[k])
         x, y = winners.get(i, table.ids[i]), winners.get(j, table.ids[j])
         if x == y:
             continue
-        key = (min(x, y), max(x, y))
+        key = (min(str(x), str(y)), max(str(x), str(y)))
+        count[key] += 1
         if key not in best or evidence_of.p[k] > evidence_of.p[best[key]]:
             best[key] = k
-    if not best:
-        return 0
-    ids = {pid for key in best for pid in key}
-    profiles = Profile.objects.only("id").in_bulk(list(ids))
-    existing = {
-        (x, y): (pk, status, reason, evidence)
-        for pk, x, y, status, reason, evidence in MatchCandidate.objects.filter(
-            Q(profile_a__in=ids) & Q(profile_b__in=ids)
-        ).values_list("pk", "profile_a_id", "profile_b_id", "status", "reason", "evidence")
-    }
+    chosen = []
+    for (x, y), k in best.items():
+        p = float(evidence_of.p[k])
+        doubt = 1.0 if k in decisions.refused else review.uncertainty(p)  # model and rules disagree
+        chosen.append((x, y, p, count[(x, y)], doubt, k))
     queued = 0
-    for chunk in _chunks(list(best.items()), CANDIDATE_BATCH):
-        with transaction.atomic():
-            queued += _file_chunk(chunk, profiles, existing, decisions, evidence_of)
+    for chunk in _chunks(chosen, CANDIDATE_BATCH):
+        pairs = [
+            (
+                x,
+                y,
+                p,
+                evidence_of.of(
+                    k,
+                    refused=decisions.refused.get(k),
+                    uncertainty=round(doubt, 4),
+                    record_pairs=n,
+                    pattern=review.pattern(evidence_of.levels[k]),
+                ),
+            )
+            for x, y, p, n, doubt, k in chunk
+        ]
+        queued += candidates_file_bulk(pairs=pairs, reason=REASON)
     return queued
 
 
 def _chunks(items: list, size: int):
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def _file_chunk(chunk, profiles: dict, existing: dict, decisions, evidence_of: _Evidence) -> int:
-    queued = 0
-    for (x, y), k in chunk:
-        pk, status, reason, old = existing.get((x, y), (None, None, None, None))
-        if x not in profiles or y not in profiles or status not in (None, CandidateStatus.PENDING):
-            continue  # a reviewer decided this pair already
-        evidence = evidence_of.of(k, refused=decisions.refused.get(k))
-        score = float(evidence_of.p[k])
-        if status is None:
-            candidate_file(a=profiles[x], b=profiles[y], reason=REASON, evidence=evidence, score=score)
-        elif reason == REASON:  # keep what reviewers see current
-            MatchCandidate.objects.filter(pk=pk).update(score=score, evidence=evidence)
-        else:  # filed at ingestion (a contradicted email or phone): add the comparison, keep its reason
-            MatchCandidate.objects.filter(pk=pk).update(score=score, evidence={**(old or {}), "fuzzy": evidence})
-        queued += 1
-    return queued

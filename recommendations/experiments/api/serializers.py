@@ -33,6 +33,9 @@ class ExperimentInput(serializers.Serializer):
     cuped_days = serializers.IntegerField(min_value=0, max_value=365, required=False)
     alpha = serializers.FloatField(min_value=0.001, max_value=0.2, required=False)
     sequential = serializers.BooleanField(required=False)
+    sequential_tuning = serializers.IntegerField(
+        min_value=10, max_value=100_000_000, required=False, help_text="N* of the confidence sequence (default 5000)."
+    )
     variants = VariantInput(many=True, allow_empty=False)
 
 
@@ -80,6 +83,7 @@ class ExperimentOutput(serializers.ModelSerializer):
             "cuped_days",
             "alpha",
             "sequential",
+            "sequential_tuning",
             "status",
             "shipped_variant",
             "variants",
