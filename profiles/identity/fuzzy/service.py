@@ -154,7 +154,9 @@ def identity_match(
     report.merged, refused_by_guard, winners = _apply_merges(decisions, table, evidence_of, progress)
     report.clusters = len(decisions.clusters)
     _file_candidates(decisions, table, winners, evidence_of)
-    line = review_queue.queue_line(records=len(table), population=None if population is None else set(table.ids))
+    # an evaluation's own pairs: its profiles, also those merged away (ingestion filed pairs of them)
+    own = None if population is None else {str(p) for p in population} | {str(p) for p in table.ids}
+    line = review_queue.queue_line(records=len(table), population=own)
     report.queued, report.deferred = line["pending"], line["deferred"]
     clock.lap("write")
     reasons = Counter(decisions.refused.values()) + refused_by_guard
