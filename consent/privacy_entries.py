@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from profiles.models import Event, Identifier, MatchCandidate, Merge, PendingWork, Profile
 from profiles.schema import schema_samples_forget
+from profiles.tracking.debugger import rejections_forget
 
 from .models import (
     ConsentRecord,
@@ -97,6 +98,14 @@ SET samples = (SELECT coalesce(jsonb_agg(v.value), '[]'::jsonb) FROM jsonb_array
                WHERE v.value NOT IN (SELECT h.sample FROM hit h WHERE h.id = s.id))
 WHERE s.id IN (SELECT id FROM hit)
 """
+
+
+def derived_erase(profile_ids: list[str]) -> None:
+    """What profiles keeps about a person outside their rows: sample values in the schema registry
+    and rejected calls kept for the live debugger (Redis). Runs before their rows are deleted."""
+    schema_samples_forget(profile_ids=profile_ids)
+    ids = Identifier.objects.filter(profile_id__in=profile_ids, kind__in=["user_id", "anonymous_id"])
+    rejections_forget(values=set(ids.values_list("value", flat=True)))
 
 
 def profiles_erase(profile_ids: list[str]) -> None:
@@ -226,7 +235,7 @@ def privacy_entries_register() -> None:
         name="schema-samples",  # before "profiles" (10): it reads the person's values to drop them
         models=[],
         export=lambda profile_ids: {},
-        erase=lambda profile_ids: schema_samples_forget(profile_ids=profile_ids),
+        erase=derived_erase,
         order=15,
     )
     privacy_register(

@@ -55,6 +55,24 @@ def rejections_record(*, source_id: int, rejections: list[dict]) -> None:
         logger.warning("could not keep rejected calls for the debugger", exc_info=True)
 
 
+def rejections_forget(*, values: set[str]) -> int:
+    """Erasure: drop every kept rejected call that names one of these user or anonymous ids, in every
+    source's list. Returns how many were dropped; Redis being down is logged (the lists expire)."""
+    if not values:
+        return 0
+    dropped = 0
+    try:
+        client = _client(_LIST.format(source_id=0))
+        for key in client.scan_iter(match=_LIST.format(source_id="*"), count=500):
+            for row in client.lrange(key, 0, -1):
+                call = (json.loads(row).get("call") or {}) if row else {}
+                if {str(call.get("userId", "")), str(call.get("anonymousId", ""))} & values:
+                    dropped += client.lrem(key, 0, row)
+    except Exception:
+        logger.warning("could not drop an erased person's rejected calls from the debugger", exc_info=True)
+    return dropped
+
+
 def rejections_recent(*, source_id: int, limit: int = 50) -> list[dict]:
     key = _LIST.format(source_id=source_id)
     try:

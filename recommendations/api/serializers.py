@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
@@ -81,7 +80,12 @@ class RecommendationQueryInput(serializers.Serializer):
     profile_id = serializers.UUIDField(required=False, help_text="A profile id (a merged-away id works).")
     user_id = serializers.CharField(max_length=255, required=False, help_text="The shop's user id.")
     anonymous_id = serializers.CharField(max_length=255, required=False, help_text="An anonymous id.")
-    k = serializers.IntegerField(min_value=1, max_value=MAX_K, required=False, help_text="How many items (1-100).")
+    k = serializers.IntegerField(
+        min_value=1,
+        max_value=MAX_K,
+        required=False,
+        help_text="How many items (1-100; default: the placement's, else RECS_DEFAULT_K).",
+    )
     placement = serializers.CharField(
         max_length=100,
         required=False,
@@ -121,7 +125,7 @@ class RecommendationQueryInput(serializers.Serializer):
             raise serializers.ValidationError(
                 {key: ["Give one of profile_id, user_id, anonymous_id."] for key in named}
             )
-        attrs.setdefault("k", settings.RECS_DEFAULT_K)
+        attrs.setdefault("k", None)  # the placement's default k, else RECS_DEFAULT_K (serving decides)
         return attrs
 
 

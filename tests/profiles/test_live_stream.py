@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from profiles.models import Source
+from profiles.models import Profile, Source
 from profiles.services import source_create
 from profiles.tracking.debugger import KEEP, rejections_recent, rejections_record
 from tests.profiles.helpers import batch, call, writer
@@ -52,3 +52,20 @@ def test_stream_needs_the_view_permission(client, django_user_model):
     staff = django_user_model.objects.create_user("s", password="x", is_staff=True)
     client.force_login(staff)
     assert client.get(LIVE).status_code == 403
+
+
+def test_erasure_drops_the_persons_rejected_calls_from_the_debugger(write_key):
+    from consent.requests import privacy_erase
+
+    # given a person's accepted call and their rejected one, and someone else's rejected call
+    client = writer(write_key)
+    assert call(client, "track", userId="erase-me", event="Checkout Started").status_code == 200
+    assert call(client, "track", userId="erase-me").status_code == 400
+    assert call(client, "track", userId="keep-me").status_code == 400
+    source = Source.objects.get()
+    assert len(rejections_recent(source_id=source.pk)) == 2
+    # when the person is erased
+    profile_id = Profile.objects.get(identifiers__kind="user_id", identifiers__value="erase-me").pk
+    privacy_erase(profile_id=str(profile_id))
+    # then only the other person's rejected call is still shown
+    assert [r["call"].get("userId") for r in rejections_recent(source_id=source.pk)] == ["keep-me"]

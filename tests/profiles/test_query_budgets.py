@@ -69,8 +69,9 @@ def test_profile_read_api(tracker, secret_client, settings):
 BUDGET_TRACK_KNOWN = 8
 # the same plus the batch's known-messageId check
 BUDGET_BATCH_KNOWN = 9
-# plus the identifiers' advisory locks, a second suppression check and owners read again (after the
-# locks), the bulk profile and identifier inserts, and the consent purposes (context consent)
+# plus the identifiers' advisory locks, the suppression check again under those locks (an erasure that
+# committed after the first check is seen), owners read again, the bulk profile and identifier inserts,
+# and the consent purposes (context consent)
 BUDGET_BATCH_NEW = 14
 # detail (profile with its survivor joined, identifiers), events page, list page
 BUDGET_PROFILE_READS = (2, 2, 2)
