@@ -166,6 +166,7 @@ def test_training_sees_only_prices_from_before_its_cutoff():
         events.append(track(40 + n, "Order Completed", order, user_id=f"u{n % 3}", at=T0 + timedelta(days=10 * n)))
     ingest(*events)
     Product.objects.create(sku="P1", title="P1", price=99)  # the catalog says today's price
+    consent_to_training()
 
     data, catalog = interactions_extract()
     assert data.price is not None and sorted(set(data.price.tolist())) == [5.0, 10.0, 99.0]
