@@ -72,8 +72,10 @@ def setup_django(redis_db: int) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cdp.settings")
     os.environ.setdefault("DEBUG", "false")
     os.environ.setdefault("SECRET_KEY", "benchmark-only-secret-key-0123456789abcdef")
+    os.environ.setdefault("CONSENT_HASH_SALT", "benchmark-only-consent-salt-0123456789")
     os.environ.setdefault("ALLOWED_HOSTS", "localhost")
     os.environ["DB_POOL"] = "false"
+    os.environ.setdefault("DB_STATEMENT_TIMEOUT_MS", "0")  # storing a model of realistic size takes seconds
     import django
 
     django.setup()

@@ -59,6 +59,7 @@ def bench_env(url: str, args) -> dict[str, str]:
         "CACHE_KEY_PREFIX": "cdp-bench-recs",
         "DEBUG": "false",
         "SECRET_KEY": "benchmark-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
+        "CONSENT_HASH_SALT": "benchmark-only-consent-salt-0123456789",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "SECURE_SSL_REDIRECT": "false",
         "LOG_LEVEL": "WARNING",
@@ -83,8 +84,9 @@ def drop_db(name: str) -> None:
 
 GENERATE_SQL = """
 SELECT setseed(0.42);
-INSERT INTO profiles_source (name, write_key_prefix, write_key_hash, is_active, created_at)
-VALUES ('bench', 'wk_bench', md5('bench'), true, now());
+INSERT INTO profiles_source
+    (name, write_key_prefix, write_key_hash, is_active, created_at, allowed_origins, user_token_secret)
+VALUES ('bench', 'wk_bench', md5('bench'), true, now(), '{}', md5('bench-user-token'));
 
 INSERT INTO recommendations_product
     (sku, title, description, category, brand, price, attributes, in_stock, first_seen_source, created_at, updated_at)

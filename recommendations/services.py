@@ -794,6 +794,8 @@ def model_erasures_apply() -> dict:
             return {"people": 0, "models_updated": []}
         people = sorted({str(p) for _, ids in claimed for p in ids})
         forgotten: list[int] = []
+        with connection.cursor() as cursor:  # rewriting a 200 MB artifact may take longer than requests may
+            cursor.execute("SET LOCAL statement_timeout = 0")
         for version_id in ModelVersion.objects.filter(artifact__isnull=False).values_list("pk", flat=True):
             blob = ModelVersion.objects.filter(pk=version_id).values_list("artifact", flat=True).first()
             if blob is None:

@@ -29,7 +29,9 @@ DEFAULT_PARAMS: dict = {
     "item_item": {"neighbours": 100, "bm25_k1": 1.2, "bm25_b": 0.75},
     "content": {"neighbours": 50, "price_bands": 5, "meta_weight": 0.5},
     "session": {"content_weight": 0.3, "recent_half_life_days": 30.0},
-    "repeat_knn": {"alpha": 0.7, "neighbours": 100, "half_life_days": 90.0},
+    # neighbours are looked for among the people sharing an item; of an item more than
+    # ``max_item_people`` people have, only that many (the largest weights) are looked at
+    "repeat_knn": {"alpha": 0.7, "neighbours": 100, "half_life_days": 90.0, "max_item_people": 2000},
     # the learned blend: a gradient-boosted classifier on candidates, labels from the last
     # ``label_days`` of the training data (``windows`` consecutive windows), features from before
     "hybrid": {

@@ -67,7 +67,8 @@ BUDGET_TRACK_KNOWN = 8
 # the same plus the batch's known-messageId check
 BUDGET_BATCH_KNOWN = 9
 # plus the identifiers' advisory locks, the suppression check again under those locks (an erasure that
-# committed meanwhile, issue 11), owners again, the owner lock, the bulk profile and identifier inserts
+# committed after the first check is seen), owners again, the owner lock, the bulk profile and
+# identifier inserts
 BUDGET_BATCH_NEW = 14
 # detail (profile with its survivor joined, identifiers), events page, list page
 BUDGET_PROFILE_READS = (2, 2, 2)

@@ -337,3 +337,16 @@ def test_similar_items_are_the_same_kind_of_product_when_co_purchases_point_else
     bought_with = b.complements(items=["watch-0"], k=3, reason="bought_with")
     assert bought_with and all(r.item_id.startswith("tote") for r in bought_with)
     assert bought_with[0].reason == {"type": "bought_with", "item_id": "watch-0"}
+
+
+def test_neighbours_of_a_best_seller_are_looked_for_among_its_strongest_people_only(shop):
+    data, catalog = shop
+    b = train_bundle(data=data, catalog=catalog, params={**SMALL, "repeat_knn": {"max_item_people": 3}}, now=NOW)
+    knn = b.recommenders["repeat_knn"]
+    vt = knn.vectors_t()
+    assert np.diff(vt.indptr).max() == 3
+    full = knn.vectors.T.tocsr()
+    for item in range(vt.shape[0]):
+        kept = vt.data[vt.indptr[item] : vt.indptr[item + 1]]
+        everyone = np.sort(full.data[full.indptr[item] : full.indptr[item + 1]])[::-1]
+        assert np.allclose(np.sort(kept)[::-1], everyone[: len(kept)])  # the largest weights
