@@ -342,12 +342,90 @@ def results_at_scale(*, units: int = 10_000_000, seed: int = 7) -> dict:
     }
 
 
+# --- the in-process cost of strategy_for ---------------------------------------------------------
+
+
+def strategy_cost(*, calls: int = 200_000, experiments: int = 5, seed: int = 8) -> dict:
+    """Microseconds per call of the decision serving makes on every request, with ``experiments``
+    running experiments on the placement (in separate layers, targeting on) and a bandit on another
+    placement, against the baseline in the same run: the same call with nothing running. The
+    configuration is built in memory as ``assignment.load`` builds it (the once-a-second version
+    check against Redis is outside this loop; it is one GET a second per process)."""
+    import uuid as _uuid
+
+    from recommendations.experiments import assignment
+    from recommendations.experiments.strategy import Strategy
+
+    rng = np.random.default_rng(seed)
+    config = assignment.Config()
+    for n in range(experiments):
+        alloc = assignment.reallocate([], {"control": 50, "treatment": 50})
+        exp = assignment.LiveExperiment(
+            key=f"e{n}",
+            salt=f"salt{n}",
+            layer=f"layer{n}",
+            layer_start=0,
+            layer_end=2000 * (n + 1),
+            segments=frozenset({"vip", "new"}) if n % 2 else frozenset(),
+            buckets=assignment.expand(alloc),
+            variants={
+                k: assignment.LiveVariant(k, Strategy(experiment=f"e{n}", variant=k)) for k in ("control", "treatment")
+            },
+            overrides={},
+        )
+        config.by_placement.setdefault("home", []).append(exp)
+    arms = {k: Strategy(variant=k) for k in ("a", "b", "c")}
+    config.policies["cart"] = assignment.LivePolicy(
+        key="p",
+        arms=arms,
+        context_segments=("vip",),
+        shares={},
+        uniform=assignment._cumulative([(k, 1 / 3) for k in arms]),
+    )
+    empty = assignment.Config()
+    people = [str(_uuid.UUID(int=int(x))) for x in rng.integers(0, 2**63, size=calls)]
+    segments = ["new", "loyal"]
+
+    def run(cfg, placement):
+        started = time.perf_counter()
+        for p in people:
+            assignment.choose(
+                profile_id=p,
+                placement=placement,
+                device="mobile",
+                segments=segments,
+                personalisation_consent=True,
+                config=cfg,
+            )
+        return (time.perf_counter() - started) / calls * 1e6
+
+    baseline = run(empty, "home")
+    with_experiments = run(config, "home")
+    with_bandit = run(config, "cart")
+    # the per-process cache check serving pays too (a monotonic clock read while the config is fresh)
+    assignment.live_config.config, assignment.live_config.checked_at = config, time.monotonic() + 3600
+    started = time.perf_counter()
+    for _ in range(calls):
+        assignment.live_config.get()
+    cache_us = (time.perf_counter() - started) / calls * 1e6
+    assignment.live_config.invalidate()
+    return {
+        "calls": calls,
+        "baseline_nothing_running_us": round(baseline, 2),
+        f"{experiments}_experiments_us": round(with_experiments, 2),
+        "bandit_us": round(with_bandit, 2),
+        "cache_check_us": round(cache_us, 3),
+        "ratio_experiments_to_baseline": round(with_experiments / baseline, 1),
+    }
+
+
 PARTS = {
     "aa": lambda q: aa_peeking(runs=300 if q else 2000),
     "power": lambda q: power_check(runs=500 if q else 2000),
     "srm": lambda q: srm_check(runs=500 if q else 2000),
     "cuped": lambda q: cuped_check(runs=200 if q else 500),
     "scale": lambda q: results_at_scale(units=1_000_000 if q else 10_000_000),
+    "strategy": lambda q: strategy_cost(calls=20_000 if q else 200_000),
 }
 
 

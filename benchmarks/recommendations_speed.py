@@ -59,6 +59,7 @@ def bench_env(url: str, args) -> dict[str, str]:
         "CACHE_KEY_PREFIX": "cdp-bench-recs",
         "DEBUG": "false",
         "SECRET_KEY": "benchmark-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
+        "CONSENT_HASH_SALT": "benchmark-only-consent-salt-0123456789",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "SECURE_SSL_REDIRECT": "false",
         "LOG_LEVEL": "WARNING",
@@ -83,8 +84,9 @@ def drop_db(name: str) -> None:
 
 GENERATE_SQL = """
 SELECT setseed(0.42);
-INSERT INTO profiles_source (name, write_key_prefix, write_key_hash, is_active, created_at)
-VALUES ('bench', 'wk_bench', md5('bench'), true, now());
+INSERT INTO profiles_source
+    (name, write_key_prefix, write_key_hash, is_active, created_at, allowed_origins, user_token_secret)
+VALUES ('bench', 'wk_bench', md5('bench'), true, now(), '{}', md5('bench-user-token'));
 
 INSERT INTO recommendations_product
     (sku, title, description, category, brand, price, attributes, in_stock, first_seen_source, created_at, updated_at)
@@ -181,8 +183,13 @@ def generate(args) -> dict:
         raise SystemExit(f"model refresh did not produce an active model: {version.status} {version.error}")
     refresh_seconds = time.perf_counter() - started
     _, key = api_key_create(name="benchmark")
+    import resource
+
     return {
         "events": events,
+        # the peak resident memory of this process: the refresh (extract, train, evaluate, store)
+        "refresh_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "interactions": version.data_stats.get("interactions"),
         "generate_seconds": round(generate_seconds, 1),
         "refresh_seconds": round(refresh_seconds, 1),
         "refresh_timings": version.data_stats.get("seconds", {}),
@@ -300,7 +307,15 @@ async def load(host: str, port: int, key: str, paths: list[str], rate: float, se
         "p99": round(float(np.percentile(ms, 99)), 2),
         "max": round(float(ms.max()), 2),
         "achieved_rate": round(achieved, 1),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+def worker_rss_mb(server_pid: int) -> list[float]:
+    """Resident memory of each gunicorn worker (the processes that hold a loaded model)."""
+    import psutil
+
+    return [round(p.memory_info().rss / 1e6, 1) for p in psutil.Process(server_pid).children(recursive=True)]
 
 
 def free_port() -> int:
@@ -362,6 +377,8 @@ def serving_part(args) -> dict:
             asyncio.run(load("127.0.0.1", port, key, recs, 50, 10, 16))
             asyncio.run(load("127.0.0.1", port, key, trivial, 50, 3, 16))
             results = {"model": {k: v for k, v in info.items() if k != "key"}}
+            results["worker_rss_mb"] = worker_rss_mb(server.pid)
+            print("worker rss MB", results["worker_rss_mb"], file=sys.stderr, flush=True)
             for name, paths in (("trivial", trivial), ("recommendations", recs)):
                 results[name] = asyncio.run(load("127.0.0.1", port, key, paths, args.rate, args.seconds, args.conns))
                 print(name, json.dumps(results[name]), file=sys.stderr, flush=True)  # partial results survive
@@ -513,6 +530,7 @@ def main() -> int:
                 f"{row['p99']} | {row['max']} |"
             )
         print(f"\np99 ratio recommendations / trivial: {r['p99'] / max(t['p99'], 1e-9):.2f}")
+        print(f"web workers' resident memory with the model loaded (MB): {report['serving'].get('worker_rss_mb')}")
     if "retail" in report:
         for n, row in enumerate(report["retail"]["refreshes"], start=1):
             print(f"retail refresh {n}: {row['seconds']} s ({row['status']}; {row['timings']})")

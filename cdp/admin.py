@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 
 from . import services
-from .models import ApiKey
+from .models import ApiKey, JobLease
 
 
 @admin.register(ApiKey)
@@ -32,3 +32,25 @@ class ApiKeyAdmin(admin.ModelAdmin):
             services.api_key_revoke(key=key)
             count += 1
         messages.success(request, f"Revoked {count} key(s).")
+
+
+@admin.register(JobLease)
+class JobLeaseAdmin(admin.ModelAdmin):
+    """Leases of long runs (read-only): who runs what, the last heartbeat, attempts and their outcomes."""
+
+    list_display = ["kind", "object_id", "state", "attempts", "worker", "heartbeat_at", "expires_at", "finished_at"]
+    list_filter = ["kind", "state"]
+    search_fields = ["=object_id"]
+    ordering = ["-started_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in JobLease._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

@@ -23,6 +23,12 @@ def beat_schedule() -> dict[str, dict]:
             "schedule": crontab(minute="*"),
             "options": {"expires": 55},
         },
+        "jobs-sweep": {
+            # long runs (matching, clustering, model refresh, privacy requests) whose worker died
+            "task": "cdp.tasks.jobs_sweep",
+            "schedule": crontab(minute="*"),
+            "options": {"expires": 55},
+        },
         "profiles-pending-sweep": {
             # catches follow-up work whose task was lost (broker down at ingest time, worker crash)
             "task": "profiles.tasks.pending_process",

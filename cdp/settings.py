@@ -55,6 +55,7 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "cdp.api.middleware.HostileUrlMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -127,6 +128,13 @@ CELERY_BROKER_CONNECTION_TIMEOUT: float = env.float("CELERY_BROKER_CONNECTION_TI
 CDP_QUEUE_TIMEOUT_SECONDS: float = env.float("CDP_QUEUE_TIMEOUT_SECONDS", default=0.5)
 CDP_QUEUE_BACKOFF_SECONDS: float = env.float("CDP_QUEUE_BACKOFF_SECONDS", default=5.0)
 
+# One lifecycle for every long run (cdp/lifecycle.py, decision 0023): a running job renews its lease
+# every HEARTBEAT seconds; a lease not renewed for LEASE seconds means the worker died, and the sweep
+# (every minute) requeues the run, or fails it after MAX_ATTEMPTS.
+CDP_JOB_LEASE_SECONDS: float = env.float("CDP_JOB_LEASE_SECONDS", default=120.0)
+CDP_JOB_HEARTBEAT_SECONDS: float = env.float("CDP_JOB_HEARTBEAT_SECONDS", default=20.0)
+CDP_JOB_MAX_ATTEMPTS: int = env.int("CDP_JOB_MAX_ATTEMPTS", default=3)
+
 RQ_DEFAULT_TIMEOUT: int = env.int("RQ_DEFAULT_TIMEOUT", default=3600)
 RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_DEFAULT_TIMEOUT} for name in ("default", "privacy")}
 RQ_SHOW_ADMIN_LINK = True
@@ -150,9 +158,10 @@ REST_FRAMEWORK = {
     },
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
     + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PARSER_CLASSES": ["cdp.api.jsonbody.StrictJSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "cdp.api.schema.CdpAutoSchema",
     "EXCEPTION_HANDLER": "cdp.api.errors.exception_handler",
+    "DEFAULT_METADATA_CLASS": "cdp.api.metadata.ApiMetadata",
     "UNAUTHENTICATED_USER": None,
 }
 
@@ -168,6 +177,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # one component for a choice set used by several fields (primary and guardrail metrics)
+    "ENUM_NAME_OVERRIDES": {"ExperimentMetricEnum": "recommendations.experiments.models.Metric"},
 }
 
 # --- Storefront: CORS per source (cdp/api/cors.py, docs/storefront.md) ------------------------
@@ -323,6 +334,9 @@ CONSENT_VALIDITY_DAYS: int = env.int("CONSENT_VALIDITY_DAYS", default=395)
 # Its own secret, required in production: were it SECRET_KEY, a routine key rotation would void
 # every suppression entry and bring erased people back (rotation: docs/privacy.md).
 CONSENT_HASH_SALT: str = env.str("CONSENT_HASH_SALT", default=_DEV_SECRET if DEBUG else "")
+# Rotation: the new salt goes in CONSENT_HASH_SALT, the old ones here (comma-separated, newest first);
+# suppression entries are looked up under every salt, new ones are written under the current one.
+CONSENT_HASH_SALT_PREVIOUS: list[str] = env.list("CONSENT_HASH_SALT_PREVIOUS", default=[])
 if not CONSENT_HASH_SALT:
     raise ImproperlyConfigured(
         "CONSENT_HASH_SALT is required when DEBUG is false. Set it in the environment (see .env.example); "
@@ -358,6 +372,8 @@ RECS_BOOST_FACTOR: float = env.float("RECS_BOOST_FACTOR", default=1.5)  # ?boost
 RECS_SESSION_MINUTES: int = env.int("RECS_SESSION_MINUTES", default=30)  # a gap longer ends a session
 # The refresh: temporal holdout length, metric that decides promotion, training parameters (JSON).
 RECS_HOLDOUT_DAYS: int = env.int("RECS_HOLDOUT_DAYS", default=14)
+# the refresh trains on the last this many days of interactions (before the latest one); 0: all of them
+RECS_TRAIN_WINDOW_DAYS: int = env.int("RECS_TRAIN_WINDOW_DAYS", default=730)
 RECS_PRIMARY_METRIC: str = env.str("RECS_PRIMARY_METRIC", default="ndcg@10")
 RECS_TRAIN_PARAMS: dict = env.json("RECS_TRAIN_PARAMS", default={})
 RECS_REFRESH_HOUR: int = env.int("RECS_REFRESH_HOUR", default=3)  # nightly refresh (UTC)

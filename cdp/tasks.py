@@ -15,3 +15,11 @@ def ping(value: str) -> dict:
 @shared_task(name="cdp.tasks.heartbeat")
 def heartbeat() -> str:
     return services.heartbeat_record()
+
+
+@shared_task(name="cdp.tasks.jobs_sweep")
+def jobs_sweep() -> dict:
+    """Requeue (or fail) long runs whose worker died: their lease was not renewed (cdp.lifecycle)."""
+    from .lifecycle import jobs_sweep as sweep
+
+    return sweep()

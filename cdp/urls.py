@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from profiles.api.sdk_settings import RudderStackSourceConfigView, SegmentSettingsView
 from profiles.api.tracking import beacon_urls, tracking_urls
 from recommendations.api.storefront import StorefrontRecommendationView
+from recommendations.experiments.api.storefront import StorefrontAssignmentView
 
 from . import health, sdk_assets
 from .api.router import api_v1_urls
@@ -31,6 +32,7 @@ urlpatterns = [
     path("v1/projects/<str:write_key>/settings", SegmentSettingsView.as_view(), name="segment-settings"),
     re_path(r"^sourceConfig/?$", RudderStackSourceConfigView.as_view(), name="rudderstack-source-config"),
     path("v1/recommendations", StorefrontRecommendationView.as_view(), name="storefront-recommendations"),
+    path("v1/experiments/assignment", StorefrontAssignmentView.as_view(), name="storefront-experiment-assignment"),
     path("analytics.js/v1/<str:write_key>/analytics.min.js", sdk_assets.analytics_js_snippet_bundle),
     path("analytics-next/bundles/<str:name>", sdk_assets.analytics_js_chunk),
     path("v1/", include((tracking_urls, "tracking"), namespace="tracking")),

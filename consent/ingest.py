@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from .services import consent_records_bulk, salted_hash, suppression_hash
+from .services import consent_records_bulk, salted_hash, suppression_hashes
 
 # Segment's consent categories are named by each shop; these names map to cdp's purposes
 # (case, spaces, hyphens and underscores ignored); CONSENT_CATEGORY_MAP adds or overrides.
@@ -83,7 +83,7 @@ def filter_suppressed(*, events: list, indexes: list[int]) -> list[int]:
     """Drop events carrying an identifier of an erased person. Nothing in an event lifts the
     suppression, not even ``context.consent`` granting analytics: consent managers re-send stored
     preferences with every call, so only an explicit opt-in (banner, privacy center, admin) does."""
-    hashes = {i: [suppression_hash(kind, value) for kind, value in events[i].identifiers] for i in indexes}
+    hashes = {i: [h for kind, value in events[i].identifiers for h in suppression_hashes(kind, value)] for i in indexes}
     every = sorted({h for hs in hashes.values() for h in hs})
     if not every:
         return indexes

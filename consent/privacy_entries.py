@@ -17,6 +17,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from profiles.models import Event, Identifier, MatchCandidate, Merge, PendingWork, Profile
+from profiles.schema import schema_samples_forget
 
 from .models import (
     ConsentRecord,
@@ -74,6 +75,30 @@ class RawJSON(str):
     """Already-serialised JSON that the archive writer embeds as is (no decode + encode of 10k events)."""
 
 
+# The schema registry (profiles.SchemaItem) keeps a few sample values per event property and trait:
+# a value that occurs anywhere in the person's events, traits or identifiers leaves the samples
+# (found by the concurrency suite's full-database scan). Strings only; over-removing a common value
+# costs an example, never privacy.
+_SCHEMA_SAMPLES_SCRUB = """
+WITH person AS (
+    SELECT properties::text || ' ' || traits::text || ' ' || context::text AS t
+    FROM profiles_event WHERE profile_id = ANY(%s::uuid[])
+    UNION ALL SELECT traits::text FROM profiles_profile WHERE id = ANY(%s::uuid[])
+    UNION ALL SELECT value FROM profiles_identifier WHERE profile_id = ANY(%s::uuid[])
+), hit AS (
+    SELECT DISTINCT s.id, v.value AS sample
+    FROM profiles_schemaitem s CROSS JOIN LATERAL jsonb_array_elements(
+        CASE WHEN jsonb_typeof(s.samples) = 'array' THEN s.samples ELSE '[]'::jsonb END) AS v(value)
+    WHERE jsonb_typeof(v.value) = 'string'
+      AND EXISTS (SELECT 1 FROM person WHERE strpos(person.t, v.value #>> '{}') > 0)
+)
+UPDATE profiles_schemaitem s
+SET samples = (SELECT coalesce(jsonb_agg(v.value), '[]'::jsonb) FROM jsonb_array_elements(s.samples) AS v(value)
+               WHERE v.value NOT IN (SELECT h.sample FROM hit h WHERE h.id = s.id))
+WHERE s.id IN (SELECT id FROM hit)
+"""
+
+
 def profiles_erase(profile_ids: list[str]) -> None:
     """Delete every row of the person in profiles (and admin log entries that name them)."""
     ids = [str(uuid.UUID(p)) for p in profile_ids]
@@ -88,6 +113,7 @@ def profiles_erase(profile_ids: list[str]) -> None:
         [value for _, value in identifier_rows],
     )
     with connection.cursor() as cursor:
+        cursor.execute(_SCHEMA_SAMPLES_SCRUB, [ids, ids, ids])
         cursor.execute("DELETE FROM profiles_event WHERE profile_id = ANY(%s::uuid[])", [ids])
         cursor.execute("DELETE FROM profiles_identifier WHERE profile_id = ANY(%s::uuid[])", [ids])
         cursor.execute(
@@ -195,6 +221,13 @@ def privacy_entries_register() -> None:
         export=profiles_export,
         erase=profiles_erase,
         order=10,
+    )
+    privacy_register(
+        name="schema-samples",  # before "profiles" (10): it reads the person's values to drop them
+        models=[],
+        export=lambda profile_ids: {},
+        erase=lambda profile_ids: schema_samples_forget(profile_ids=profile_ids),
+        order=15,
     )
     privacy_register(
         name="consent",

@@ -25,6 +25,7 @@ from django.db import DatabaseError, connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from cdp.lifecycle import job_lease_claim
 from profiles.bulk import import_lock_exclusive
 from profiles.models import Identifier
 from profiles.normalize import normalize_identifier
@@ -39,7 +40,7 @@ from .models import (
     RequestStatus,
     Suppression,
 )
-from .privacy import privacy_entries
+from .privacy import privacy_entries, privacy_followups_run
 from .privacy_entries import RawJSON
 from .selectors import profile_group_ids, profile_live_id
 from .services import ConsentError, suppression_hash
@@ -178,6 +179,32 @@ def privacy_requests_sweep(*, older_than_seconds: int = 300) -> int:
     return count
 
 
+LEASE_KIND = "privacy-request"
+
+
+def privacy_request_requeue(request_id) -> None:
+    """cdp.lifecycle's sweep: the worker running the request died (an erasure rolled back whole);
+    queue it again (after commit)."""
+    request = DataSubjectRequest.objects.select_for_update().filter(pk=request_id).first()
+    if request is None or request.status != RequestStatus.RUNNING:
+        return
+    request.status, request.progress, request.progress_message = RequestStatus.QUEUED, 0.0, "requeued"
+    request.save(update_fields=["status", "progress", "progress_message"])
+    audit(request, actor="sweep", action="requeued", reason="worker lost")
+    transaction.on_commit(lambda: _enqueue(str(request_id)))
+
+
+def privacy_request_fail(request_id, reason: str) -> None:
+    """cdp.lifecycle's sweep: the request's worker died too often; failed (admin's *run* retries)."""
+    request = DataSubjectRequest.objects.select_for_update().filter(pk=request_id).first()
+    if request is None or request.status != RequestStatus.RUNNING:
+        return
+    DataSubjectRequest.objects.filter(pk=request.pk).update(
+        status=RequestStatus.FAILED, error=reason[:2000], finished_at=timezone.now()
+    )
+    audit(request, actor="sweep", action="failed", error="worker lost")
+
+
 def _progress(request_id, value: float, message: str) -> None:
     DataSubjectRequest.objects.filter(pk=request_id).update(progress=round(value, 3), progress_message=message[:200])
 
@@ -207,11 +234,14 @@ def _execute_locked(request_id: str, actor: str) -> DataSubjectRequest:
         request.progress, request.progress_message = 0.05, "collecting the person's profiles"
         request.save(update_fields=["status", "started_at", "progress", "progress_message"])
         audit(request, actor=actor, action="started")
+        # cdp's lifecycle: a lease renewed by a heartbeat; a dead worker's request is requeued by the sweep
+        lease = job_lease_claim(kind=LEASE_KIND, object_id=request.pk)
     try:
-        if request.kind == RequestKind.ACCESS:
-            _execute_access(request, actor)
-        else:
-            _execute_erasure(request, actor)
+        with lease:
+            if request.kind == RequestKind.ACCESS:
+                _execute_access(request, actor)
+            else:
+                _execute_erasure(request, actor)
     except Exception as exc:
         logger.exception("privacy request %s failed", request_id)
         with transaction.atomic():
@@ -314,12 +344,14 @@ def export_archives_purge() -> int:
 
 def _execute_erasure(request: DataSubjectRequest, actor: str) -> None:
     _progress(request.pk, 0.1, "erasing in every app")
-    with transaction.atomic():  # the erasure and the request's outcome commit together
-        result = privacy_erase(
-            profile_id=str(request.profile_id) if request.profile_id else None,
-            extra_identifiers=[(request.identifier_kind, request.identifier_value)] if request.identifier_value else [],
-            request=request,
-        )
+    # the erasure commits; the entries' follow-ups (stored models rewritten without the person) run
+    # right after that commit, inside privacy_erase; the request is done only once they have finished
+    result = privacy_erase(
+        profile_id=str(request.profile_id) if request.profile_id else None,
+        extra_identifiers=[(request.identifier_kind, request.identifier_value)] if request.identifier_value else [],
+        request=request,
+    )
+    with transaction.atomic():
         DataSubjectRequest.objects.filter(pk=request.pk).update(
             status=RequestStatus.DONE,
             finished_at=timezone.now(),
@@ -388,10 +420,15 @@ def privacy_erase(
     known = {(k, v) for k, v in extra_identifiers if k and v}
     for attempt in range(1, ERASE_ATTEMPTS + 1):
         try:
+            followups: dict = {}
             with transaction.atomic():
                 import_lock_exclusive()  # no order import runs between our suppression entries and its check
                 group, identifiers = erasure_lock_person(profile_id=profile_id, identifiers=known)
                 result = _erase_locked(group, identifiers, request, progress)
+                # the entries' follow-ups (stored models rewritten without the person) run right after
+                # the commit: at once when called outside a transaction, as the rq job does
+                transaction.on_commit(lambda f=followups: f.update(privacy_followups_run()), robust=False)
+            result["followups"] = followups  # filled by then, unless the caller's transaction is still open
             return result
         except _GroupMoved as moved:
             known |= moved.identifiers

@@ -152,3 +152,26 @@ def consent_history(*, profile_id) -> QuerySet[ConsentRecord]:
 def privacy_requests_overdue() -> QuerySet[DataSubjectRequest]:
     open_statuses = ["received", "verified", "queued", "running", "failed"]
     return DataSubjectRequest.objects.filter(status__in=open_statuses, due_at__lt=timezone.now())
+
+
+def consent_granted_sql(*, purpose: str, profile_column: str) -> tuple[str, list]:
+    """A SQL condition for set-based queries: true when the LIVE profile id in ``profile_column`` may
+    be used for ``purpose`` now (its unexpired answer; without one, the purpose's default). Returns
+    (sql, params) with positional ``%s`` parameters. ``profile_column`` is SQL written by the caller
+    (e.g. ``COALESCE(p.merged_into_id, p.id)``), never user input.
+
+    Planned as a semi-join on ``consent_consentstate`` (one index probe per person, not per row):
+    for an opt-in purpose (default no, e.g. personalisation) an unexpired grant must exist; for an
+    opt-out purpose (default yes, e.g. analytics) no unexpired denial may exist. This is the one
+    place where training leaves out people without personalisation consent
+    (``recommendations.selectors.interactions_extract``)."""
+    default = purpose_default(purpose=purpose)
+    # profile_column is SQL written by the calling code; values are parameters
+    exists = (
+        "EXISTS (SELECT 1 FROM consent_consentstate cs JOIN consent_purpose cp ON cp.id = cs.purpose_id "  # noqa: S608
+        f"WHERE cs.profile_id = {profile_column} AND cp.key = %s AND cs.granted = %s "
+        "AND (cs.expires_at IS NULL OR cs.expires_at > now()))"
+    )
+    if default:
+        return f"NOT {exists}", [purpose, False]
+    return exists, [purpose, True]

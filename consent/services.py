@@ -38,8 +38,17 @@ def salted_hash(value: str) -> str:
 
 
 def suppression_hash(kind: str, value: str) -> str:
-    """The suppression list's key for a normalised identifier."""
+    """The suppression list's key for a normalised identifier (under the current salt: new entries)."""
     return salted_hash(f"suppress:{kind}:{value}")
+
+
+def suppression_hashes(kind: str, value: str) -> list[str]:
+    """Every key an identifier's entry may have: the current salt's, then each previous salt's
+    (``CONSENT_HASH_SALT_PREVIOUS``), so rotating the salt never voids the list (docs/privacy.md)."""
+    keys = [suppression_hash(kind, value)]
+    for salt in getattr(settings, "CONSENT_HASH_SALT_PREVIOUS", None) or []:
+        keys.append(hmac.new(salt.encode(), f"suppress:{kind}:{value}".encode(), hashlib.sha256).hexdigest())
+    return keys
 
 
 # Where an opt-in that lifts suppression may come from: an answer the person gave on purpose, now
@@ -61,7 +70,7 @@ def suppressions_lift(*, hashes: list[str], source: str, answered_at: datetime |
 
 def suppressed_hashes(*, identifiers: list[tuple[str, str]]) -> set[str]:
     """The suppression entries among these normalised identifiers (one indexed query)."""
-    hashes = [suppression_hash(kind, value) for kind, value in identifiers]
+    hashes = [h for kind, value in identifiers for h in suppression_hashes(kind, value)]
     if not hashes:
         return set()
     return set(Suppression.objects.filter(hash__in=hashes).values_list("hash", flat=True))

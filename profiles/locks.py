@@ -1,12 +1,14 @@
 """The one lock order of cdp, and the ordered lock helpers everyone takes it with.
 
 Every transaction that writes people's data takes its locks in this order, each level sorted, and
-never goes back up a level (docs/decisions/0021-one-lock-order.md, docs/architecture.md):
+never goes back up a level (docs/decisions/0023-one-lock-order.md, docs/architecture.md):
 
 1. **identifier advisory locks** (``lock_identifier_keys``): the identifiers a transaction creates
    or links, all in one statement, sorted by key;
 2. **profile rows** (``lock_profiles`` / ``lock_profile_ids``): ``FOR UPDATE`` in id order, live and
-   merged-away alike, re-checking ``merged_into`` after the lock;
+   merged-away alike, re-checking ``merged_into`` after the lock; a profile found only after that
+   (a concurrent merge moved an identifier to it) is taken with ``lock_profiles_more``: waited for
+   only if its id is above every held one, else ``NOWAIT`` (a retry, never a deadlock);
 3. **rows that hang off those profiles**: identifiers, events, ``PendingWork`` (``pending_mark`` upserts
    in id order; ``lock_pending`` takes them in id order), consent records, segment memberships,
    recommendation state: written only while the profiles they belong to are locked, or without
@@ -27,12 +29,14 @@ Job and control rows (a ``DataSubjectRequest``, a ``Segment`` being refreshed, a
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 
 from django.db import connection
 
 _LOCK_PROFILES = "SELECT id FROM profiles_profile WHERE id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE"
 _LOCK_PROFILES_SKIP = _LOCK_PROFILES + " SKIP LOCKED"
+_LOCK_PROFILES_NOWAIT = _LOCK_PROFILES + " NOWAIT"
 _LOCK_PENDING = (
     "SELECT profile_id, queued_at FROM profiles_pendingwork WHERE profile_id = ANY(%s::uuid[]) "
     "ORDER BY profile_id FOR UPDATE"
@@ -78,6 +82,26 @@ def lock_profile_ids(ids: Iterable, *, skip_locked: bool = False) -> list:
             [ordered],
         )
         return [row[0] for row in cursor.fetchall()]
+
+
+def lock_profiles_more(ids: Iterable, *, held: Iterable) -> list:
+    """Level 2 again while already holding ``held`` (e.g. a merge moved an identifier to a profile we
+    did not lock yet). Ids above every held one are waited for: that is still the one order. Ids
+    below are taken ``NOWAIT``: if another transaction holds one, PostgreSQL raises LockNotAvailable
+    (the caller retries its transaction) instead of a deadlock forming. Returns the ids locked."""
+    held_max = max((uuid.UUID(str(h)) for h in held), default=None)
+    wanted = [uuid.UUID(i) for i in _sorted_ids(ids)]
+    above = [str(i) for i in wanted if held_max is None or i > held_max]
+    below = [str(i) for i in wanted if held_max is not None and i <= held_max]
+    locked = []
+    with connection.cursor() as cursor:
+        if below:
+            cursor.execute(_LOCK_PROFILES_NOWAIT, [below])
+            locked += [row[0] for row in cursor.fetchall()]
+        if above:
+            cursor.execute(_LOCK_PROFILES, [above])
+            locked += [row[0] for row in cursor.fetchall()]
+    return locked
 
 
 def lock_pending(profile_ids: Iterable, *, skip_locked: bool = True) -> list[tuple]:

@@ -2,7 +2,8 @@
 
 Ingestion keeps it current without being slowed down: ``on_events_stored`` (a profiles hook, fired
 after commit) folds the stored batch into a small summary (names, keys, counts, a few sample
-values) and queues ``profiles.tasks.schema_record``, which upserts the rows. ``schema_rebuild``
+values) and appends it to a Redis list; ``profiles.tasks.schema_drain`` (queued at most every few
+seconds) merges the pending summaries and upserts the rows. ``schema_rebuild``
 recounts everything from the tables (command ``schema_rebuild``; after bulk imports, which fire no
 hook). Trait counts are live profiles having the trait (recounted by the rebuild); between
 rebuilds a new trait key appears at once with the profiles of its batch.
@@ -10,9 +11,10 @@ rebuilds a new trait key appears at once with the profiles of its batch.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -80,17 +82,76 @@ def schema_summary(*, events: list[dict]) -> dict:
     }
 
 
+PENDING_KEY = "cdp:schema:pending"
+SCHEDULED_KEY = "cdp:schema:scheduled"
+SCHEDULE_EVERY_SECONDS = 5
+DRAIN_CHUNK = 500
+
+
+def _redis():
+    from django.core.cache import cache
+
+    return cache._cache.get_client(PENDING_KEY, write=True)  # the raw client: a list and one pipeline
+
+
 def on_events_stored(*, events: list[dict]) -> None:
-    """Hook subscriber: cheap (one pass, one queued task); never fails ingestion."""
+    """Hook subscriber, on the request path after commit, so it stays cheap: one pass over the batch
+    and one pipelined Redis round trip (append the summary; at most every few seconds, a drain task
+    is queued: a Celery publish costs 10-20 ms, too much per request). Never fails ingestion."""
     summary = schema_summary(events=events)
     if not summary["items"] and not summary["trait_profiles"]:
         return
-    from .tasks import schema_record
-
     try:
-        schema_record.delay(summary)
-    except Exception:  # the broker being down must not lose events: the next rebuild catches up
+        pipe = _redis().pipeline()
+        pipe.rpush(PENDING_KEY, json.dumps(summary))
+        pipe.set(SCHEDULED_KEY, "1", nx=True, ex=SCHEDULE_EVERY_SECONDS)
+        _, first = pipe.execute()
+        if first:
+            from cdp.queueing import task_send
+
+            from .tasks import schema_drain
+
+            # fire and forget (decision 0003): a broker outage never holds ingestion
+            task_send(schema_drain, countdown=1)
+    except Exception:  # Redis or the broker down must not fail ingestion: the nightly rebuild catches up
         logger.warning("could not queue the schema update", exc_info=True)
+
+
+def schema_drain() -> int:
+    """Fold every pending summary into the registry (chunks of ``DRAIN_CHUNK``, one upsert each)."""
+    client = _redis()
+    written = 0
+    while True:
+        pipe = client.pipeline()  # MULTI/EXEC: take a chunk and remove it atomically
+        pipe.lrange(PENDING_KEY, 0, DRAIN_CHUNK - 1)
+        pipe.ltrim(PENDING_KEY, DRAIN_CHUNK, -1)
+        rows, _ = pipe.execute()
+        if rows:
+            summaries = [json.loads(row) for row in rows]
+            written += schema_record(summary=schema_summaries_merge(summaries=summaries))
+            continue
+        # empty: let the next batch schedule a drain again, and take what arrived in between
+        client.delete(SCHEDULED_KEY)
+        if not client.llen(PENDING_KEY):
+            return written
+
+
+def schema_summaries_merge(*, summaries: list[dict]) -> dict:
+    items: dict[tuple[str, str, str], list] = {}
+    profiles: set[str] = set()
+    latest = ""
+    for summary in summaries:
+        latest = max(latest, summary.get("at") or "")
+        profiles.update(summary.get("trait_profiles") or [])
+        for kind, event, name, count, samples in summary.get("items") or []:
+            item = items.setdefault((kind, event, name), [0, []])
+            item[0] += count
+            item[1] = _merge_samples(item[1], samples)
+    return {
+        "at": latest or timezone.now().isoformat(),
+        "items": [[k, e, n, c, s] for (k, e, n), (c, s) in items.items()],
+        "trait_profiles": sorted(profiles),
+    }
 
 
 def _merge_samples(old: list, new: list) -> list:
@@ -105,6 +166,8 @@ def _merge_samples(old: list, new: list) -> list:
 def schema_record(*, summary: dict) -> int:
     """Upsert a summary's rows (locks rows in key order, so concurrent batches take turns)."""
     at = datetime.fromisoformat(summary["at"]) if summary.get("at") else timezone.now()
+    if timezone.is_naive(at):
+        at = timezone.make_aware(at, UTC)
     rows = {(k, ev, n): (count, samples) for k, ev, n, count, samples in summary.get("items", [])}
     if summary.get("trait_profiles"):
         for key, count, samples in _trait_keys(profile_ids=summary["trait_profiles"]):
@@ -194,6 +257,38 @@ def schema_rebuild() -> int:
         SchemaItem.objects.all().delete()
         SchemaItem.objects.bulk_create(items, batch_size=1000)
     return len(items)
+
+
+def schema_samples_forget(*, profile_ids: list[str]) -> int:
+    """Erasure: drop every sample value that is one of the person's values (traits, identifiers,
+    event properties of the given profiles), so that a sample never keeps an erased person's email
+    or name. Runs before the person's rows are deleted (it reads them). Returns the rows changed."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT left(v, %s) FROM (
+                SELECT t.value AS v FROM profiles_profile p, jsonb_each_text(
+                    CASE WHEN jsonb_typeof(p.traits) = 'object' THEN p.traits ELSE '{}'::jsonb END) t
+                WHERE p.id = ANY(%s::uuid[])
+                UNION SELECT i.value FROM profiles_identifier i WHERE i.profile_id = ANY(%s::uuid[])
+                UNION SELECT kv.value FROM profiles_event e, jsonb_each_text(
+                    CASE WHEN jsonb_typeof(e.properties) = 'object' THEN e.properties ELSE '{}'::jsonb END) kv
+                WHERE e.profile_id = ANY(%s::uuid[])
+            ) values_of_the_person WHERE v IS NOT NULL
+            """,
+            [MAX_SAMPLE_CHARS, profile_ids, profile_ids, profile_ids],
+        )
+        theirs = {row[0] for row in cursor.fetchall()}
+    if not theirs:
+        return 0
+    changed = []
+    for item in SchemaItem.objects.select_for_update().exclude(samples=[]).order_by("pk"):
+        kept = [v for v in item.samples if not (isinstance(v, str) and v in theirs)]
+        if len(kept) != len(item.samples):
+            item.samples = kept
+            changed.append(item)
+    SchemaItem.objects.bulk_update(changed, ["samples"])
+    return len(changed)
 
 
 # --- reads ---------------------------------------------------------------------------------------

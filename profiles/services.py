@@ -72,7 +72,9 @@ def source_rotate_user_token_secret(*, source: Source) -> Source:
 
 
 def source_rotate_write_key(*, source: Source) -> tuple[Source, str]:
-    """Replace a source's write key; the old one stops working at once."""
+    """Replace a source's write key. The new key works at once; the old one is refused by every web
+    process within ``API_KEY_CACHE_SECONDS`` (10 s by default: each process caches a looked-up key
+    that long, cdp/api/keycache.py), and at once where the cache is off (0)."""
     raw = key_generate(prefix=WRITE_KEY_PREFIX)
     source.write_key_prefix = key_display_prefix(raw)
     source.write_key_hash = key_hash(raw)
@@ -139,7 +141,9 @@ def pending_process(*, max_rounds: int = 1000) -> int:
         if not hooks.on_profile_activity.deliver(profile_ids=ids):
             logger.warning("pending_process: follow-up of %d profiles not handed on; kept for the sweep", len(ids))
             return done
-        with connection.cursor() as cursor:  # no profile lock is held here
+        # no profile lock is held here; the rows are locked in id order first, as ingestion upserts them
+        with transaction.atomic(), connection.cursor() as cursor:
+            lock_pending(ids, skip_locked=False)
             cursor.execute(
                 "DELETE FROM profiles_pendingwork p USING unnest(%s::uuid[], %s::timestamptz[]) AS d(id, q) "
                 "WHERE p.profile_id = d.id AND p.queued_at = d.q",

@@ -33,13 +33,13 @@ def ml_identity_match_nightly() -> int:
     return run.pk
 
 
-@shared_task(name="profiles.tasks.schema_record", acks_late=True)
-def schema_record(summary: dict) -> int:
-    """Fold one stored batch's names, keys and samples into the schema registry (idempotent enough:
-    a re-run adds its counts twice, which the nightly rebuild corrects; samples and times are sets)."""
-    from .schema import schema_record as record
+@shared_task(name="profiles.tasks.schema_drain")
+def schema_drain() -> int:
+    """Fold the pending summaries of stored batches into the schema registry (each summary is taken
+    from Redis once, so a re-run finds nothing left; the nightly rebuild corrects any loss)."""
+    from .schema import schema_drain as drain
 
-    return record(summary=summary)
+    return drain()
 
 
 @shared_task(name="profiles.tasks.heavy_schema_rebuild")

@@ -21,6 +21,7 @@ from decimal import Decimal, InvalidOperation
 from django.db import connection, transaction
 from django.utils import timezone
 
+from profiles.locks import lock_profile_ids
 from profiles.models import Profile
 
 ORDER_EVENT = "Order Completed"
@@ -182,6 +183,7 @@ def traits_refresh(*, profile_ids: Iterable, now: datetime | None = None) -> int
             for pid, p in profiles.items()
         ]
         with transaction.atomic(), connection.cursor() as cursor:  # one set-based UPDATE per chunk
+            lock_profile_ids(list(profiles))  # in id order first (profiles/locks.py); no wait if held
             cursor.execute(
                 "UPDATE profiles_profile p SET computed = v.c::jsonb, computed_at = %s "
                 "FROM unnest(%s::uuid[], %s::text[]) AS v(id, c) WHERE p.id = v.id",

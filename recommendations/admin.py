@@ -46,19 +46,35 @@ class ProductAdmin(admin.ModelAdmin):
         self._set_stock(request, queryset, False)
 
 
+def ndcg_half_interval(metrics: dict, z: float = 1.96) -> float | None:
+    """Half-width of a 95 % interval on the mean nDCG@10 over the evaluated users.
+
+    Uses the per-user standard deviation when the evaluation reports it (``ndcg@10_std``); otherwise
+    the bound that holds for any score in [0, 1], var <= m(1 - m), which makes the interval
+    conservative (never narrower than the truth), never invented.
+    """
+    value, users = metrics.get("ndcg@10"), metrics.get("users_evaluated")
+    if value is None or not users:
+        return None
+    std = metrics.get("ndcg@10_std")
+    if std is None:
+        std = (max(value, 0.0) * max(1 - value, 0.0)) ** 0.5
+    return z * std / users**0.5
+
+
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
     """Model versions: the refresh's progress, metrics beside the active model's, CTR; promote and
     roll back through the registry services; a button starts a refresh now."""
 
-    list_display = ["__str__", "status", "progress_bar", "primary", "baseline", "ctr", "created_by", "created_at"]
+    list_display = ["__str__", "state", "primary", "baseline", "ctr", "why", "created_by", "created_at"]
     list_filter = ["status"]
     exclude = ["artifact", "metrics", "baseline_metrics", "data_stats", "context_stats", "params"]
     readonly_fields = [
         f.name
         for f in ModelVersion._meta.fields
         if f.name not in ("artifact", "metrics", "baseline_metrics", "data_stats", "context_stats", "params")
-    ] + ["progress_bar", "metrics_table", "ctr", "params_pretty", "data_stats_pretty", "context_pretty"]
+    ] + ["state", "progress_bar", "metrics_table", "ctr", "params_pretty", "data_stats_pretty", "context_pretty"]
     actions = ["promote", "rollback"]
     change_list_template = "admin/recommendations/modelversion/change_list.html"
 
@@ -85,10 +101,39 @@ class ModelVersionAdmin(admin.ModelAdmin):
             obj.error[:120] if obj.error else obj.progress_message,
         )
 
-    @admin.display(description="ndcg@10 (holdout)")
+    @admin.display(description="state")
+    def state(self, obj: ModelVersion):
+        """What the version is now, in words (a retired version no longer says "100 % active")."""
+        when = lambda at: f"{timezone.localtime(at):%Y-%m-%d %H:%M}" if at else "?"  # noqa: E731
+        if obj.status == ModelStatus.TRAINING:
+            percent = round(100 * (obj.progress or 0))
+            return format_html(
+                '<progress max="100" value="{}" style="width:8em" data-cdp-running></progress> {}% {}',
+                percent,
+                percent,
+                obj.progress_message,
+            )
+        if obj.status == ModelStatus.ACTIVE:
+            return format_html('<b class="cdp-ok">serving</b> since {}', when(obj.promoted_at or obj.finished_at))
+        if obj.status == ModelStatus.RETIRED:
+            served = f", served from {when(obj.promoted_at)}" if obj.promoted_at else ", never served"
+            return f"retired {when(obj.retired_at)}{served}"
+        if obj.status == ModelStatus.FAILED:
+            return format_html('<span class="cdp-bad">failed</span>: {}', (obj.error or "")[:120])
+        return f"trained {when(obj.finished_at)}, not serving"
+
+    @admin.display(description="why (promotion decision)")
+    def why(self, obj: ModelVersion) -> str:
+        return (obj.decision or "—")[:160]
+
+    @admin.display(description="ndcg@10 (holdout, 95 % interval)")
     def primary(self, obj: ModelVersion):
-        value = (obj.metrics or {}).get("ndcg@10")
-        return "—" if value is None else f"{value:.4f}"
+        metrics = obj.metrics or {}
+        value = metrics.get("ndcg@10")
+        if value is None:
+            return "—"
+        half = ndcg_half_interval(metrics)
+        return f"{value:.4f}" if half is None else f"{value:.4f} ± {half:.3f}"
 
     @admin.display(description="active's ndcg@10")
     def baseline(self, obj: ModelVersion):
@@ -110,10 +155,18 @@ class ModelVersionAdmin(admin.ModelAdmin):
         ours, theirs = obj.metrics or {}, obj.baseline_metrics or {}
         rows = [(name, _fmt(ours.get(name)), _fmt(theirs.get(name))) for name in METRIC_COLUMNS if name in ours]
         body = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", rows)
+        half = ndcg_half_interval(ours)
+        interval = (
+            f"nDCG@10 {ours['ndcg@10']:.4f} ± {half:.3f} (95 % interval over {ours.get('users_evaluated')} users)."
+            if half is not None
+            else ""
+        )
         return format_html(
-            "<table><tr><th>metric</th><th>this version</th><th>active model's recipe</th></tr>{}</table><p>{}</p>",
+            "<table><tr><th>metric</th><th>this version</th><th>baseline: the active model's recipe</th></tr>{}</table>"
+            "<p>{}</p><p><b>Why:</b> {}</p>",
             body,
-            obj.decision,
+            interval,
+            obj.decision or "—",
         )
 
     @admin.display(description="params")
@@ -266,25 +319,40 @@ def recommendations_panel(*, request, profile) -> PanelContent:
 
 
 def experiments_panel(*, request, profile) -> PanelContent:
-    """Experiment assignments, once experiments exist (issue 14 builds them: read defensively).
+    """The person's experiments: variant and first exposure (from the served log), an override after
+    a merge, and the bandit arms they were served."""
+    from .experiments.models import ExperimentOverride, Exposure
 
-    MARKED PLACE: when ``recommendations.Exposure`` (or an assignment model) lands, this lists the
-    person's experiments and variants; until then it says experiments are not set up.
-    """
-    from django.apps import apps
-
-    try:
-        exposure = apps.get_model("recommendations", "Exposure")
-    except LookupError:
-        return PanelContent(empty="Experiments are not set up in this version.")
-    names = {f.name for f in exposure._meta.get_fields()}
-    if "profile" not in names:
-        return PanelContent(empty="Experiment exposures are not stored per profile.")
-    rows = exposure.objects.filter(profile_id__in=_profile_ids(profile)).order_by("-pk")[:20]
+    ids = _profile_ids(profile)
+    overrides = {o.experiment_id: o.variant for o in ExperimentOverride.objects.filter(profile_id__in=ids)}
+    rows = [
+        [
+            format_html(
+                '<a href="{}">{}</a>',
+                reverse("admin:recommendations_experiment_results", args=[r.experiment_id]),
+                r.experiment.key,
+            ),
+            r.experiment.status,
+            r.variant.key,
+            f"{timezone.localtime(r.first_exposed_at):%Y-%m-%d %H:%M}",
+            overrides.get(r.experiment_id, ""),
+        ]
+        for r in Exposure.objects.filter(profile_id__in=ids)
+        .select_related("experiment", "variant")
+        .order_by("-pk")[:20]
+    ]
+    bandit = (
+        RecommendationServed.objects.filter(profile_id__in=ids)
+        .exclude(policy="")
+        .values_list("policy", "variant")
+        .order_by("-created_at")[:5]
+    )
+    note = "; ".join(f"bandit {policy}: {arm}" for policy, arm in bandit)
     return PanelContent(
-        headers=["exposure", "experiment", "variant"],
-        rows=[[str(r.pk), str(getattr(r, "experiment", "—")), str(getattr(r, "variant", "—"))] for r in rows],
-        empty="In no experiment.",
+        headers=["experiment", "status", "variant", "first exposure", "override (merge: earlier exposure wins)"],
+        rows=rows,
+        empty="In no experiment (without personalisation consent nobody is assigned).",
+        note=f"Latest bandit arms served: {note}" if note else "",
     )
 
 

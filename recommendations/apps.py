@@ -14,3 +14,6 @@ class RecommendationsConfig(AppConfig):
         hooks.on_events_stored.subscribe(privacy.on_events_stored)
         hooks.on_profiles_merged.subscribe(privacy.on_profiles_merged)
         privacy.register()
+        from consent import hooks as consent_hooks
+
+        consent_hooks.on_consent_changed.subscribe(privacy.on_consent_changed)

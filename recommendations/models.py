@@ -186,6 +186,20 @@ class Placement(models.Model):
         return f"{self.key} ({self.kind})"
 
 
+class PendingModelErasure(models.Model):
+    """People erased whose rows are still in stored model artifacts: written by the erasure's
+    transaction, worked off right after its commit (``model_erasures_apply``), then deleted."""
+
+    profile_ids = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at"]
+
+    def __str__(self) -> str:
+        return f"{len(self.profile_ids)} people pending since {self.created_at:%Y-%m-%d %H:%M}"
+
+
 from recommendations.experiments.models import (  # noqa: E402,F401  (models of this app, kept in their package)
     BanditPolicy,
     BanditSnapshot,

@@ -23,19 +23,29 @@ def erase(profile_ids: list[str]) -> None:
     ExperimentOverride.objects.filter(profile_id__in=profile_ids).delete()
 
 
+def followup() -> dict:
+    """After the erasure committed: the stored models forget the people (artifact rewrites)."""
+    from .services import model_erasures_apply
+
+    return model_erasures_apply()
+
+
 def register() -> None:
     try:
         from consent.privacy import privacy_register
     except ImportError:  # consent's registry not there
         return
-    from .models import ExperimentOverride, Exposure, RecommendationServed
+    from .models import ExperimentOverride, Exposure, PendingModelErasure, RecommendationServed
 
+    # PendingModelErasure holds only ids of people being erased, until the follow-up removed them
+    # from the stored models (then the row goes): nothing to export, and erasing is what it is for
     privacy_register(
         name="recommendations",
-        models=[RecommendationServed, Exposure, ExperimentOverride],
+        models=[RecommendationServed, Exposure, ExperimentOverride, PendingModelErasure],
         export=export,
         erase=erase,
         order=90,
+        followup=followup,
     )
 
 
@@ -51,3 +61,18 @@ def on_events_stored(*, events: list[dict]) -> None:
     from .services import products_from_events
 
     products_from_events(events=events)
+
+
+def on_consent_changed(*, profile_ids: list[str], purposes: list[str] | None = None, **_) -> None:
+    """consent's hook (after commit): a personalisation answer may be a withdrawal; the worker
+    forgets the people who no longer allow it from the stored models (as erasure does)."""
+    if not profile_ids or (purposes is not None and "personalisation" not in purposes):
+        return
+    from cdp.queueing import task_send
+
+    from .tasks import ml_models_forget_withdrawn
+
+    # never waits on Redis; if the broker is down, the next refresh leaves them out anyway (training
+    # consent filter) and a later answer of theirs queues this again
+    if not task_send(ml_models_forget_withdrawn, args=[[str(p) for p in profile_ids]]):
+        logger.warning("could not queue forgetting %d people after a consent change", len(profile_ids))

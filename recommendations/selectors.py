@@ -6,10 +6,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
-from django.db import connection
+from django.db import connection, transaction
 
 from profiles.traits import CART_EVENT, ORDER_EVENT, VIEW_EVENT
 from recommendations.engine.data import CART, PURCHASE, VIEW, Catalog, Interactions
@@ -25,26 +25,28 @@ WITH ev AS (
     SELECT COALESCE(p.merged_into_id, p.id) AS pid, e.name, e.properties, e.occurred_at
     FROM profiles_event e JOIN profiles_profile p ON p.id = e.profile_id
     WHERE e.type = 'track' AND e.name IN (%(order)s, %(view)s, %(cart)s)
+      AND {profile_filter}
       AND (%(since)s::timestamptz IS NULL OR e.occurred_at >= %(since)s::timestamptz)
       AND (%(until)s::timestamptz IS NULL OR e.occurred_at < %(until)s::timestamptz)
       AND (%(sources)s::bigint[] IS NULL OR e.source_id = ANY(%(sources)s::bigint[]))
 ), line AS (
     SELECT ev.pid, 2 AS kind, COALESCE(NULLIF(x.sku, ''), NULLIF(x.product_id, '')) AS item,
-           x.quantity AS quantity, ev.occurred_at, ev.properties ->> 'order_id' AS order_id
+           x.quantity AS quantity, ev.occurred_at, ev.properties ->> 'order_id' AS order_id, x.price AS price
     FROM ev CROSS JOIN LATERAL jsonb_to_recordset(
         CASE WHEN jsonb_typeof(ev.properties -> 'products') = 'array' THEN ev.properties -> 'products'
              ELSE '[]'::jsonb END
-    ) AS x(sku text, product_id text, quantity text)
+    ) AS x(sku text, product_id text, quantity text, price text)
     WHERE ev.name = %(order)s
     UNION ALL
     SELECT ev.pid, CASE WHEN ev.name = %(view)s THEN 0 ELSE 1 END,
            COALESCE(NULLIF(ev.properties ->> 'sku', ''), NULLIF(ev.properties ->> 'product_id', '')),
-           ev.properties ->> 'quantity', ev.occurred_at, NULL
+           ev.properties ->> 'quantity', ev.occurred_at, NULL, ev.properties ->> 'price'
     FROM ev WHERE ev.name IN (%(view)s, %(cart)s)
 )
 SELECT pid::text, kind, item,
        CASE WHEN quantity ~ '^\\s*[0-9]+(\\.[0-9]+)?\\s*$' THEN quantity::float8 ELSE 1 END AS quantity,
-       extract(epoch FROM occurred_at)::float8, COALESCE(order_id, '')
+       extract(epoch FROM occurred_at)::float8, COALESCE(order_id, ''),
+       CASE WHEN price ~ '^\\s*[0-9]+(\\.[0-9]+)?\\s*$' THEN price::float8 END AS price
 FROM line
 WHERE item IS NOT NULL AND item <> ''
   AND NOT (kind = 2 AND CASE WHEN quantity ~ '^\\s*-?[0-9]+(\\.[0-9]+)?\\s*$' THEN quantity::float8 <= 0
@@ -81,19 +83,89 @@ SELECT sku, title, description, category, brand, price::float8, in_stock FROM re
 """
 
 
+# Models that serve shoppers learn only from people who allow personalisation (issue 11).
+TRAINING_PURPOSE = "personalisation"
+
+
+def training_consent_condition(*, purpose: str | None = TRAINING_PURPOSE) -> tuple[str, dict]:
+    """The SQL condition (on the live profile id ``COALESCE(p.merged_into_id, p.id)``) that keeps
+    only people who allow ``purpose``, with named parameters; ``purpose=None``: everyone (offline
+    evaluation of an imported data set, which serves nobody). consent owns the condition."""
+    if purpose is None:
+        return "TRUE", {}
+    from consent.selectors import consent_granted_sql
+
+    sql, params = consent_granted_sql(purpose=purpose, profile_column="COALESCE(p.merged_into_id, p.id)")
+    names = [f"consent_{n}" for n in range(len(params))]
+    for name in names:
+        sql = sql.replace("%s", f"%({name})s", 1)
+    return sql, dict(zip(names, params, strict=True))
+
+
+EXTRACT_CHUNK_ROWS = 50_000  # rows per fetch from the server-side cursor
+
+
+def training_profile_condition(*, purpose: str | None = TRAINING_PURPOSE) -> tuple[str, dict]:
+    """The one place that decides whose events train the models: an SQL condition on ``p`` (the
+    event's profile row, joined as ``profiles_profile p``) and its parameters: people who allow
+    ``purpose`` (personalisation) and nobody else."""
+    return training_consent_condition(purpose=purpose)
+
+
+def _latest_interaction(args: dict) -> datetime | None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT max(occurred_at) FROM profiles_event e
+            WHERE e.type = 'track' AND e.name IN (%(order)s, %(view)s, %(cart)s)
+              AND (%(until)s::timestamptz IS NULL OR e.occurred_at < %(until)s::timestamptz)
+              AND (%(sources)s::bigint[] IS NULL OR e.source_id = ANY(%(sources)s::bigint[]))
+            """,
+            args,
+        )
+        return cursor.fetchone()[0]
+
+
+class _Vocabulary:
+    """Ids to dense indexes, as chunks arrive."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+
+    def codes(self, values) -> np.ndarray:
+        index = self.index
+        return np.fromiter((index.setdefault(v, len(index)) for v in values), dtype=np.int64, count=len(values))
+
+    def sorted(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(vocabulary sorted by id, codes renumbered into it)."""
+        ids = np.array(list(self.index), dtype=object)
+        order = np.argsort(ids.astype(str), kind="stable")
+        remap = np.empty(len(ids), dtype=np.int64)
+        remap[order] = np.arange(len(ids))
+        return ids[order], remap[codes] if len(codes) else codes
+
+
 def interactions_extract(
     *,
     since: datetime | None = None,
     until: datetime | None = None,
     source_ids: list[int] | None = None,
     catalog: bool = True,
+    window_days: float | None = None,
+    chunk_rows: int = EXTRACT_CHUNK_ROWS,
+    consent_purpose: str | None = TRAINING_PURPOSE,
 ) -> tuple[Interactions, Catalog]:
     """Interactions of live profiles from stored events, and the catalog of their items.
 
-    Kinds: ``Order Completed`` products[] are purchases (one row per line, with the order id),
-    ``Product Viewed`` views, ``Product Added`` cart additions. The catalog comes from the Product
-    table where it has the item, else from what the events said of it (name, category, price).
-    ``source_ids`` restricts to events of those sources (an evaluation reads only what it imported).
+    Kinds: ``Order Completed`` products[] are purchases (one row per line, with the order id and its
+    price), ``Product Viewed`` views, ``Product Added`` cart additions. ``window_days``: only the last
+    that many days before the latest interaction (``since`` wins when later). Rows come through a
+    server-side cursor, ``chunk_rows`` at a time, straight into arrays (memory grows with the
+    interactions as arrays, never with a list of every row as Python objects). The catalog comes from
+    the Product table where it has the item, else from what the events said of it (name, category,
+    price). ``source_ids`` restricts to events of those sources (an evaluation reads only what it
+    imported). ``consent_purpose``: only people who allow it (default personalisation: nobody who did
+    not agree is learnt from); None only for offline evaluation of imported data.
     """
     args = {
         "order": ORDER_EVENT,
@@ -103,25 +175,42 @@ def interactions_extract(
         "until": until,
         "sources": list(source_ids) if source_ids is not None else None,
     }
-    with connection.cursor() as cursor:
-        cursor.execute(_INTERACTIONS_SQL, args)
-        rows = cursor.fetchall()
-    if rows:
-        pid, kind, item, quantity, ts, order = (np.array(col, dtype=object) for col in zip(*rows, strict=True))
-    else:
-        pid = kind = item = quantity = ts = order = np.empty(0, dtype=object)
-    del rows
-    users, user = np.unique(pid.astype(str), return_inverse=True)
-    items, item_ix = np.unique(item.astype(str), return_inverse=True)
+    if window_days:
+        latest = _latest_interaction(args)
+        if latest is not None:
+            start = latest - timedelta(days=float(window_days))
+            args["since"] = max(since, start) if since is not None else start
+    condition, condition_args = training_profile_condition(purpose=consent_purpose)
+    users, items, orders = _Vocabulary(), _Vocabulary(), _Vocabulary()
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("user", "item", "kind", "quantity", "ts", "order", "price")}
+    with transaction.atomic(), connection.chunked_cursor() as cursor:
+        cursor.execute(_INTERACTIONS_SQL.replace("{profile_filter}", condition), {**args, **condition_args})
+        while True:
+            rows = cursor.fetchmany(chunk_rows)
+            if not rows:
+                break
+            pid, kind, item, quantity, ts, order, price = zip(*rows, strict=True)
+            del rows
+            parts["user"].append(users.codes(pid))
+            parts["item"].append(items.codes(item))
+            parts["kind"].append(np.array(kind, dtype=np.int8))
+            parts["quantity"].append(np.array(quantity, dtype=np.float32))
+            parts["ts"].append(np.array(ts, dtype=np.float64))
+            parts["order"].append(orders.codes(order))
+            parts["price"].append(np.array([np.nan if p is None else p for p in price], dtype=np.float32))
+    cols = {k: (np.concatenate(v) if v else np.empty(0)) for k, v in parts.items()}
+    user_ids, user = users.sorted(cols["user"].astype(np.int64))
+    item_ids, item = items.sorted(cols["item"].astype(np.int64))
     data = Interactions(
-        users=users.astype(object),
-        items=items.astype(object),
+        users=user_ids,
+        items=item_ids,
         user=user.astype(np.int32),
-        item=item_ix.astype(np.int32),
-        kind=kind.astype(np.int8),
-        quantity=quantity.astype(np.float32),
-        ts=ts.astype(np.float64),
-        order=order,
+        item=item.astype(np.int32),
+        kind=cols["kind"].astype(np.int8),
+        quantity=cols["quantity"].astype(np.float32),
+        ts=cols["ts"].astype(np.float64),
+        order=cols["order"].astype(np.int64),
+        price=cols["price"].astype(np.float32),
     )
     return data, (catalog_extract(items=data.items) if catalog else Catalog(items=data.items))
 

@@ -24,7 +24,9 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from .models import ModelStatus, ModelVersion, Product, ProductSource, RecommendationServed
+from cdp.lifecycle import job_lease_claim
+
+from .models import ModelStatus, ModelVersion, PendingModelErasure, Product, ProductSource, RecommendationServed
 
 logger = logging.getLogger("cdp.recommendations")
 
@@ -298,6 +300,26 @@ def _queue(task, version_id: int) -> None:
         )
 
 
+LEASE_KIND = "model-refresh"
+
+
+def model_refresh_requeue(version_id) -> None:
+    """cdp.lifecycle's sweep: the training worker died; queue the refresh again (after commit)."""
+    from .tasks import ml_model_refresh
+
+    if ModelVersion.objects.filter(pk=version_id, status=ModelStatus.TRAINING).update(
+        progress=0.0, progress_message="requeued: its worker was lost"
+    ):
+        transaction.on_commit(lambda: _queue(ml_model_refresh, int(version_id)))
+
+
+def model_refresh_fail(version_id, reason: str) -> None:
+    """cdp.lifecycle's sweep: the training worker died too often; the refresh failed."""
+    ModelVersion.objects.filter(pk=version_id, status=ModelStatus.TRAINING).update(
+        status=ModelStatus.FAILED, error=reason[:4000], finished_at=timezone.now()
+    )
+
+
 class _Progress:
     """Writes progress to the version row at most every half second (visible in admin)."""
 
@@ -324,14 +346,18 @@ def _ts(epoch: float) -> datetime:
 
 def model_refresh_execute(*, version_id: int) -> ModelVersion:
     """Run a queued refresh; idempotent (a version that is no longer training is returned as is)."""
-    claimed = ModelVersion.objects.filter(pk=version_id, status=ModelStatus.TRAINING, progress=0).update(
-        progress=0.01, progress_message="starting"
-    )
+    with transaction.atomic():
+        claimed = ModelVersion.objects.filter(pk=version_id, status=ModelStatus.TRAINING, progress=0).update(
+            progress=0.01, progress_message="starting"
+        )
+        # cdp's lifecycle: a lease renewed by a heartbeat; a dead worker's refresh is requeued by the sweep
+        lease = job_lease_claim(kind=LEASE_KIND, object_id=version_id) if claimed else None
     version = ModelVersion.objects.get(pk=version_id)
     if not claimed:
         return version
     try:
-        return _refresh(version)
+        with lease:
+            return _refresh(version)
     except Exception as exc:
         logger.exception("model refresh %s failed", version_id)
         ModelVersion.objects.filter(pk=version_id).update(
@@ -354,7 +380,7 @@ def _refresh(version: ModelVersion) -> ModelVersion:
 
     progress(0.02, "extracting interactions")
     t0 = time.monotonic()
-    data, catalog = interactions_extract()
+    data, catalog = interactions_extract(window_days=settings.RECS_TRAIN_WINDOW_DAYS or None)
     timings["extract"] = round(time.monotonic() - t0, 3)
     if len(data) == 0:
         raise RegistryError("No interactions to train on yet (no orders, views or carts).")
@@ -489,16 +515,21 @@ def model_version_republish(*, version: ModelVersion, bundle, data_until: dateti
 
 
 def _forget_erased(bundle) -> None:
-    """People erased (or merged away) while the model trained leave it before it is stored."""
+    """People erased (or merged away), or who withdrew personalisation consent, while the model
+    trained leave it before it is stored."""
+    from recommendations.selectors import training_consent_condition
+
     users = [str(u) for u in bundle.state.users]
     if not users:
         return
+    consent_sql, consent_args = training_consent_condition()
     live: set[str] = set()
     with connection.cursor() as cursor:
         for start in range(0, len(users), 50_000):
-            cursor.execute(
-                "SELECT id::text FROM profiles_profile WHERE id = ANY(%s::uuid[]) AND merged_into_id IS NULL",
-                [users[start : start + 50_000]],
+            cursor.execute(  # consent_sql: consent's condition (code), values are parameters
+                "SELECT p.id::text FROM profiles_profile p WHERE p.id = ANY(%(ids)s::uuid[]) "  # noqa: S608
+                f"AND p.merged_into_id IS NULL AND {consent_sql}",
+                {"ids": users[start : start + 50_000], **consent_args},
             )
             live.update(row[0] for row in cursor.fetchall())
     gone = [u for u in users if u not in live]
@@ -732,27 +763,72 @@ served_log_writer = ServedLogWriter()
 
 
 def recommendations_erase(*, profile_ids: list[str]) -> dict:
-    """Erasure: the served log of these people goes, and their rows and factors leave every stored
-    model (the active one first, republished at once so every server reloads it)."""
+    """Erasure, inside the erasure's transaction: the served log of these people goes, and they are
+    recorded as pending for the stored models. Rewriting the artifacts (hundreds of MB at catalog
+    size) is the follow-up ``model_erasures_apply``, run right after the commit."""
+    deleted, _ = RecommendationServed.objects.filter(profile_id__in=profile_ids).delete()
+    pending = False
+    if profile_ids and ModelVersion.objects.filter(artifact__isnull=False).exists():
+        PendingModelErasure.objects.create(profile_ids=[str(p) for p in profile_ids])
+        pending = True
+    return {"served_deleted": deleted, "models_pending": pending}
+
+
+def _artifact_users(blob: bytes) -> set[str]:
+    """The user ids a stored artifact holds, read without loading the rest of it."""
     from recommendations.engine.bundle import ModelBundle
 
-    deleted, _ = RecommendationServed.objects.filter(profile_id__in=profile_ids).delete()
-    forgotten: list[int] = []
-    versions = ModelVersion.objects.filter(artifact__isnull=False).order_by("-status", "-created_at")
-    for version_id, status in versions.values_list("pk", "status"):
-        row = ModelVersion.objects.select_for_update().filter(pk=version_id).values_list("artifact", flat=True).first()
-        if row is None:
-            continue
-        bundle = ModelBundle.from_bytes(bytes(row))
-        if not any(bundle.known_user(pid) for pid in profile_ids):
-            continue
-        bundle.forget_users(list(profile_ids))
-        blob = bundle.to_bytes()
-        ModelVersion.objects.filter(pk=version_id).update(
-            artifact=blob, artifact_bytes=len(blob), artifact_revision=F("artifact_revision") + 1
-        )
-        forgotten.append(version_id)
-        if status == ModelStatus.ACTIVE:
-            revision = ModelVersion.objects.filter(pk=version_id).values_list("artifact_revision", flat=True).first()
-            transaction.on_commit(lambda v=version_id, r=revision: publish_active(version_id=v, revision=r))
-    return {"served_deleted": deleted, "models_updated": forgotten}
+    return ModelBundle.users_of(blob)
+
+
+def model_erasures_apply() -> dict:
+    """Remove every pending erased person from every stored artifact that holds them (a new
+    revision each; the active one is republished so servers reload it within a second), then drop
+    the pending rows. Idempotent; safe to run concurrently (the pending rows are claimed)."""
+    from recommendations.engine.bundle import ModelBundle
+
+    started = time.monotonic()
+    with transaction.atomic():
+        claimed = list(PendingModelErasure.objects.select_for_update(skip_locked=True).values_list("pk", "profile_ids"))
+        if not claimed:
+            return {"people": 0, "models_updated": []}
+        people = sorted({str(p) for _, ids in claimed for p in ids})
+        forgotten: list[int] = []
+        with connection.cursor() as cursor:  # rewriting a 200 MB artifact may take longer than requests may
+            cursor.execute("SET LOCAL statement_timeout = 0")
+        for version_id in ModelVersion.objects.filter(artifact__isnull=False).values_list("pk", flat=True):
+            blob = ModelVersion.objects.filter(pk=version_id).values_list("artifact", flat=True).first()
+            if blob is None:
+                continue
+            blob = bytes(blob)
+            if not set(people) & _artifact_users(blob):
+                continue
+            bundle = ModelBundle.from_bytes(blob)
+            del blob
+            bundle.forget_users(people)
+            new = bundle.to_bytes()
+            del bundle
+            ModelVersion.objects.filter(pk=version_id).update(
+                artifact=new, artifact_bytes=len(new), artifact_revision=F("artifact_revision") + 1
+            )
+            del new
+            forgotten.append(version_id)
+            row = ModelVersion.objects.filter(pk=version_id).values_list("status", "artifact_revision").first()
+            if row and row[0] == ModelStatus.ACTIVE:
+                transaction.on_commit(lambda v=version_id, r=row[1]: publish_active(version_id=v, revision=r))
+        PendingModelErasure.objects.filter(pk__in=[pk for pk, _ in claimed]).delete()
+    return {"people": len(people), "models_updated": forgotten, "seconds": round(time.monotonic() - started, 3)}
+
+
+def recommendations_consent_withdrawn(*, profile_ids: list[str]) -> list[int]:
+    """Those of these people who do not allow personalisation now (a withdrawal, consent's hook) are
+    forgotten by every stored model, as erasure forgets them (the same pending rows and follow-up);
+    their served log stays (it is the shop's record of what was shown). Returns the versions
+    rewritten. Safe to run twice."""
+    from consent.selectors import consent_granted
+
+    withdrawn = [str(p) for p in profile_ids if not consent_granted(profile_id=p, purpose="personalisation")]
+    if not withdrawn or not ModelVersion.objects.filter(artifact__isnull=False).exists():
+        return []
+    PendingModelErasure.objects.create(profile_ids=withdrawn)
+    return model_erasures_apply()["models_updated"]

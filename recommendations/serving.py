@@ -16,7 +16,7 @@ import math
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from django.conf import settings
@@ -215,7 +215,7 @@ class Query:
     profile_id: str | None = None
     user_id: str | None = None
     anonymous_id: str | None = None
-    k: int = 10
+    k: int | None = None  # None: the placement's default k, else RECS_DEFAULT_K
     placement: str = "home"
     product: str = ""
     cart_items: list[str] = field(default_factory=list)
@@ -518,7 +518,9 @@ def recommend(query: Query) -> Answer:
     experiment strategy, the placement's kind, filters, business rules, context re-ranking,
     diversity; the answer is logged as served."""
     model, catalog = current()
-    kind, _ = placement_kind(catalog, query.placement)
+    kind, default_k = placement_kind(catalog, query.placement)
+    if not query.k:
+        query = replace(query, k=default_k or settings.RECS_DEFAULT_K)
     profile_id, consent = resolve_profile(query)
     segments = profile_segments(profile_id) if consent else []
     strategy: Strategy = strategy_for(

@@ -15,6 +15,18 @@ def ml_model_refresh(version_id: int | None = None) -> int:
     return services.model_refresh_execute(version_id=version_id).pk
 
 
+@shared_task(
+    name="recommendations.tasks.ml_models_forget_withdrawn",
+    acks_late=True,
+    autoretry_for=(Exception,),
+    retry_backoff=True,
+    max_retries=10,
+)
+def ml_models_forget_withdrawn(profile_ids: list[str]) -> list[int]:
+    """People who withdrew personalisation consent leave every stored model (consent's hook)."""
+    return services.recommendations_consent_withdrawn(profile_ids=profile_ids)
+
+
 @shared_task(name="recommendations.tasks.experiments_bandits_update", acks_late=True)
 def experiments_bandits_update(policy_id: int | None = None) -> int:
     """Recompute the arm shares of one running bandit policy (or every one) from its logged answers

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import connection
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
@@ -24,12 +25,52 @@ from segments.clustering.services import (
     clustering_run_start,
 )
 from segments.models import ClusteringRun, Segment, SegmentKind, SegmentStatus
+from segments.services import SegmentInvalid, segment_update
 
 EMPTY = "-"
 
 
 def _fmt(value, spec: str) -> str:
     return EMPTY if value is None else format(value, spec)
+
+
+def _days(value) -> str:
+    return "never ordered" if value is None else f"{value:.0f}"
+
+
+def cluster_continuations(*, segments: list[Segment], min_share: float = 0.3) -> dict[int, tuple[str, float]]:
+    """For each cluster segment of a run: the accepted cluster segment of an earlier run whose current
+    members it shares most (Jaccard of current members), when that share is at least ``min_share``."""
+    ids = [s.pk for s in segments]
+    runs = {s.clustering_run_id for s in segments}
+    accepted = {
+        s.pk: s
+        for s in Segment.objects.filter(kind=SegmentKind.CLUSTER, status=SegmentStatus.ACTIVE).exclude(
+            clustering_run_id__in=runs
+        )
+    }
+    if not accepted or not ids:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT n.segment_id, o.segment_id, count(*)
+            FROM segments_segmentmembership n
+            JOIN segments_segmentmembership o ON o.profile_id = n.profile_id AND o.exited_at IS NULL
+            WHERE n.exited_at IS NULL AND n.segment_id = ANY(%s) AND o.segment_id = ANY(%s)
+            GROUP BY 1, 2
+            """,
+            [ids, list(accepted)],
+        )
+        shared = cursor.fetchall()
+    sizes = {s.pk: s.size for s in segments} | {pk: s.size for pk, s in accepted.items()}
+    best: dict[int, tuple[str, float]] = {}
+    for new, old, both in shared:
+        union = sizes[new] + sizes[old] - both
+        jaccard = both / union if union else 0.0
+        if jaccard >= min_share and jaccard > best.get(new, ("", 0.0))[1]:
+            best[new] = (accepted[old].name, jaccard)
+    return best
 
 
 class ClusterSegmentInline(admin.TabularInline):
@@ -61,10 +102,14 @@ class ClusterSegmentInline(admin.TabularInline):
         if obj.status != SegmentStatus.PROPOSED:
             decision = (obj.cluster_profile or {}).get("decision") or {}
             return f"{decision.get('status', obj.status)} by {decision.get('by', '?')}" if decision else obj.status
-        # buttons of the change form (formaction): the form carries the CSRF token
+        # buttons of the change form (formaction): the form carries the CSRF token; the name field
+        # renames the segment on accept
         return format_html(
+            '<input type="text" name="rename_{}" value="{}" size="28" aria-label="name when accepted"> '
             '<button type="submit" class="button" formmethod="post" formaction="{}">Accept</button> '
             '<button type="submit" class="button" formmethod="post" formaction="{}">Dismiss</button>',
+            obj.pk,
+            obj.name,
             reverse("admin:segments_clusteringrun_decide", args=[obj.pk, "accept"]),
             reverse("admin:segments_clusteringrun_decide", args=[obj.pk, "dismiss"]),
         )
@@ -91,6 +136,7 @@ class ClusteringRunAdmin(admin.ModelAdmin):
         "requested_by",
         "population",
         "summary",
+        "clusters_table",
         "report_table",
         "params",
         "error",
@@ -110,9 +156,13 @@ class ClusteringRunAdmin(admin.ModelAdmin):
 
     @admin.display(description="progress")
     def progress_bar(self, obj: ClusteringRun):
+        if obj.status == "done":
+            return format_html('<span class="cdp-pill finished">{}</span>', "finished")
+        if obj.status == "failed":
+            return format_html('<span class="cdp-pill failed">failed</span> {}', (obj.error or "")[:120])
         percent = round(100 * (obj.progress or 0))
         return format_html(
-            '<progress max="100" value="{}" style="width:10em"></progress> {}% {}',
+            '<progress max="100" value="{}" style="width:10em" data-cdp-running></progress> {}% {}',
             percent,
             percent,
             obj.progress_message,
@@ -131,7 +181,49 @@ class ClusteringRunAdmin(admin.ModelAdmin):
             f"silhouette {_fmt(metrics.get('silhouette'), '.3f')}, stability {_fmt(metrics.get('stability'), '.3f')}"
         )
 
-    @admin.display(description="report")
+    @admin.display(description="what each cluster's customers are like")
+    def clusters_table(self, obj: ClusteringRun):
+        segments = list(Segment.objects.filter(clustering_run=obj, kind=SegmentKind.CLUSTER).order_by("cluster_label"))
+        if not segments:
+            return EMPTY
+        continues = cluster_continuations(segments=segments)
+        rows = []
+        for seg in segments:
+            profile = seg.cluster_profile or {}
+            median = profile.get("median") or {}
+            categories = sorted((profile.get("categories") or {}).items(), key=lambda kv: -kv[1])[:3]
+            devices = sorted((profile.get("devices") or {}).items(), key=lambda kv: -kv[1])[:1]
+            previous = continues.get(seg.pk)
+            rows.append(
+                (
+                    seg.name,
+                    seg.status,
+                    seg.size,
+                    _fmt(profile.get("share"), ".0%"),
+                    _days(median.get("recency_days")),
+                    _fmt(median.get("frequency"), ".0f"),
+                    _fmt(median.get("monetary"), ",.0f"),
+                    ", ".join(f"{c} {v:.0%}" for c, v in categories if v) or EMPTY,
+                    ", ".join(f"{d} {v:.0%}" for d, v in devices if v) or EMPTY,
+                    f"{previous[0]} ({previous[1]:.0%} same people)" if previous else "new",
+                )
+            )
+        return format_html(
+            '<table class="cdp-table cluster-results"><thead><tr><th>cluster</th><th>status</th><th class="num">'
+            'customers</th><th class="num">share</th><th class="num">median days since last order</th>'
+            '<th class="num">median orders</th><th class="num">median spend</th><th>top categories (share of '
+            "views)</th><th>device</th><th>continues</th></tr></thead><tbody>{}</tbody></table>"
+            '<p class="help">Medians are of the cluster\'s own customers; "continues" names the accepted cluster '
+            "segment from an earlier run whose members this cluster mostly shares.</p>",
+            format_html_join(
+                "",
+                "<tr><td>{}</td><td>{}</td><td class='num'>{}</td><td class='num'>{}</td><td class='num'>{}</td>"
+                "<td class='num'>{}</td><td class='num'>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                rows,
+            ),
+        )
+
+    @admin.display(description="report (for experts)")
     def report_table(self, obj: ClusteringRun):
         report = obj.report or {}
         algorithms = report.get("algorithms") or []
@@ -217,9 +309,12 @@ class ClusteringRunAdmin(admin.ModelAdmin):
         if decision not in actions:
             self.message_user(request, f"Unknown decision {decision!r}.", messages.ERROR)
         else:
+            new_name = (request.POST.get(f"rename_{segment.pk}") or "").strip()
             try:
                 segment = actions[decision](segment=segment, actor=request.user.get_username())
-            except ClusterDecisionError as exc:
+                if decision == "accept" and new_name and new_name != segment.name:
+                    segment = segment_update(segment=segment, name=new_name[:200])
+            except (ClusterDecisionError, SegmentInvalid) as exc:
                 self.message_user(request, str(exc), messages.ERROR)
             else:
                 self.message_user(request, f"{segment.name}: {segment.status}.", messages.SUCCESS)

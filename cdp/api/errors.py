@@ -10,6 +10,8 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
+from django.db import DataError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -51,6 +53,17 @@ def _code_of(exc: exceptions.APIException) -> str:
 
 
 def exception_handler(exc: Exception, context: dict) -> Response:
+    if isinstance(exc, DataError):  # PostgreSQL refused a value (out of range, bad text): bad input
+        logger.info("data error answered as 400: %s", exc)
+        return Response(
+            error_body(code="invalid", message="Invalid input: a value cannot be stored.", fields={}),
+            status=status.HTTP_400_BAD_REQUEST,
+        )
+    if isinstance(exc, RequestDataTooBig):
+        return Response(
+            error_body(code="too_large", message="Request body is too large."),
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
     response = drf_exception_handler(exc, context)
     if response is None:
         view = context.get("view")

@@ -3,29 +3,31 @@
 The body is read directly (no DRF parser) so that the size limits, content type and JSON errors are
 checked before any work and reported in cdp's error shape. Segment's libraries send the write key
 as the Basic username; analytics.js may send text/plain bodies (beacons), which are accepted too.
+Browser SDKs (docs/storefront.md): short paths, /v1/b (Analytics.js batching), /beacon/v1/batch
+(RudderStack's beacons), and the write key in the body or the query where no header can carry it;
+a browser's Origin must be one its source allows (``OriginAllowed``).
 """
 
 from __future__ import annotations
 
-import gzip
-import json
-import zlib
-
+from django.core.exceptions import RequestDataTooBig
 from django.urls import path
 from django.utils import timezone
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view, inline_serializer
 from rest_framework import authentication, exceptions, serializers
 from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from cdp.api.authentication import ApiKeyAuthentication, ApiPrincipal
+from cdp.api.jsonbody import BodyTooLarge, gunzip_limited, json_loads_strict
 from cdp.api.permissions import IsWriteKey, OriginAllowed
+from cdp.api.schema import ErrorResponse
 from cdp.keys import WRITE_KEY_PREFIX
 from profiles.selectors import source_by_write_key
 from profiles.services import events_ingest
 from profiles.tracking.debugger import rejections_record
+from profiles.tracking.spec import BATCH, call_schema
 from profiles.tracking.validate import MAX_BATCH_BYTES, Invalid, clean_event, parse_time
 
 ACCEPTED_CONTENT_TYPES = ("application/json", "text/plain")
@@ -41,18 +43,21 @@ IngestResponse = inline_serializer(
         ),
     },
 )
-ErrorResponse = inline_serializer(
-    "ErrorResponse",
-    {
-        "error": inline_serializer(
-            "ErrorBody",
-            {"code": serializers.CharField(), "message": serializers.CharField(), "fields": serializers.DictField()},
-        )
-    },
-)
+
+
+def _too_large(size) -> ValidationError:
+    return ValidationError({"body": [f"Request is {size} bytes; the limit is {MAX_BATCH_BYTES} (500 KB)."]})
 
 
 def read_json_body(request) -> tuple[object, int]:
+    """The body of a tracking call, decoded: (value, size in bytes after decompression).
+
+    Steps, each refusing bad input with a 400 in the one error shape before any work:
+    content type; declared and actual size on the wire (read at most the limit + 1 bytes, so a
+    body without Content-Length cannot grow the worker); ``Content-Encoding`` gzip/deflate,
+    decompressed in bounded steps that stop as soon as the limit is passed; then strict JSON
+    (``cdp.api.jsonbody``: depth, NUL and lone surrogates, non-finite numbers).
+    """
     content_type = (request.META.get("CONTENT_TYPE") or "").split(";")[0].strip().lower()
     if content_type not in ACCEPTED_CONTENT_TYPES:
         raise ValidationError(
@@ -60,20 +65,30 @@ def read_json_body(request) -> tuple[object, int]:
         )
     declared = request.META.get("CONTENT_LENGTH")
     if declared and declared.isdigit() and int(declared) > MAX_BATCH_BYTES:
-        raise ValidationError({"body": [f"Request is {declared} bytes; the limit is {MAX_BATCH_BYTES} (500 KB)."]})
-    body = request.body
-    encoding = (request.META.get("HTTP_CONTENT_ENCODING") or "").lower()
-    if encoding == "gzip":
+        raise _too_large(declared)
+    body = _read_wire_body(getattr(request, "_request", request))
+    encoding = (request.META.get("HTTP_CONTENT_ENCODING") or "identity").strip().lower()
+    if encoding in ("gzip", "x-gzip", "deflate"):
         try:
-            body = gzip.decompress(body)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise ParseError("Body is not valid gzip.") from exc
+            body = gunzip_limited(body, MAX_BATCH_BYTES)
+        except BodyTooLarge as exc:
+            raise ValidationError(
+                {"body": [f"Request expands to more than {MAX_BATCH_BYTES} bytes (500 KB) when decompressed."]}
+            ) from exc
+    elif encoding != "identity":
+        raise ValidationError({"content_encoding": [f"Send gzip, deflate or no encoding, not {encoding!r}."]})
     if len(body) > MAX_BATCH_BYTES:
-        raise ValidationError({"body": [f"Request is {len(body)} bytes; the limit is {MAX_BATCH_BYTES} (500 KB)."]})
+        raise _too_large(len(body))
+    return json_loads_strict(body), len(body)
+
+
+def _read_wire_body(django_request) -> bytes:
+    if hasattr(django_request, "_body"):  # someone read it already
+        return django_request._body
     try:
-        return json.loads(body), len(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ParseError(f"Invalid JSON: {exc}") from exc
+        return django_request.read(MAX_BATCH_BYTES + 1)
+    except (OSError, RequestDataTooBig) as exc:
+        raise ParseError("Could not read the request body.") from exc
 
 
 def request_json(request) -> tuple[object, int]:
@@ -119,7 +134,7 @@ class TrackingView(APIView):
     call_type: str = "track"
 
     @extend_schema(
-        request=OpenApiTypes.OBJECT,
+        request={"application/json": call_schema("track")},
         responses={200: IngestResponse, 400: ErrorResponse},
         examples=[
             OpenApiExample(
@@ -150,7 +165,7 @@ class BatchView(APIView):
     parser_classes: list = []
 
     @extend_schema(
-        request=OpenApiTypes.OBJECT,
+        request={"application/json": BATCH},
         responses={200: IngestResponse, 400: ErrorResponse},
         examples=[
             OpenApiExample(
@@ -202,7 +217,9 @@ def keep_rejected(request, rejections: list[dict]) -> None:
 
 
 def _call(call_type: str):
-    return type(f"{call_type.title()}View", (TrackingView,), {"call_type": call_type}).as_view()
+    view = type(f"{call_type.title()}View", (TrackingView,), {"call_type": call_type})
+    # the request body this call type accepts (Segment's shape), for the schema
+    return extend_schema_view(post=extend_schema(request={"application/json": call_schema(call_type)}))(view).as_view()
 
 
 tracking_urls = [

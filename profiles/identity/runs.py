@@ -17,6 +17,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from cdp.lifecycle import job_lease_claim
 from profiles.models import (
     CandidateStatus,
     Identifier,
@@ -79,6 +80,7 @@ def matching_run_execute(*, run_id: int) -> MatchingRun:
         run.status = RunStatus.RUNNING
         run.started_at = timezone.now()
         run.save(update_fields=["status", "started_at"])
+        lease = job_lease_claim(kind=LEASE_KIND, object_id=run.pk)  # cdp's lifecycle: heartbeat + sweep
     last_saved = 0.0
 
     def progress(done: int, total: int) -> None:
@@ -89,8 +91,9 @@ def matching_run_execute(*, run_id: int) -> MatchingRun:
             last_saved = now
 
     try:
-        ids = None if run.mode == MatchingRun.Mode.FULL else changed_profile_ids(since=run.since)
-        report = identity_match(profile_ids=ids, progress=progress)
+        with lease:
+            ids = None if run.mode == MatchingRun.Mode.FULL else changed_profile_ids(since=run.since)
+            report = identity_match(profile_ids=ids, progress=progress)
     except Exception as exc:
         logger.exception("matching run %s failed", run.pk)
         MatchingRun.objects.filter(pk=run.pk).update(
@@ -103,6 +106,24 @@ def matching_run_execute(*, run_id: int) -> MatchingRun:
     run.finished_at = timezone.now()
     run.save(update_fields=["status", "report", "finished_at"])
     return run
+
+
+LEASE_KIND = "matching-run"
+
+
+def matching_run_requeue(run_id) -> None:
+    """cdp.lifecycle's sweep: the run's worker died; queue the run again (after commit)."""
+    if MatchingRun.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(
+        status=RunStatus.QUEUED, error="requeued: its worker was lost", progress_done=0
+    ):
+        transaction.on_commit(lambda: _queue(int(run_id)))
+
+
+def matching_run_fail(run_id, reason: str) -> None:
+    """cdp.lifecycle's sweep: the run's worker died too often; the run failed (the next one starts)."""
+    MatchingRun.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(
+        status=RunStatus.FAILED, error=reason[:2000], finished_at=timezone.now()
+    )
 
 
 def run_queued_matching() -> int:

@@ -31,7 +31,7 @@ from psycopg import errors as pg_errors
 from profiles import hooks
 from profiles.identity.merge import ProfileVanished, pending_mark, trait_value, traits_apply
 from profiles.identity.resolve import owners_of, profile_resolve
-from profiles.locks import lock_identifier_keys
+from profiles.locks import lock_identifier_keys, lock_profile_ids, lock_profiles_more
 from profiles.models import Profile, Source
 from profiles.normalize import limit_for, normalize_identifier
 
@@ -39,6 +39,8 @@ from .validate import CleanEvent
 
 logger = logging.getLogger("cdp.ingest")
 
+# retries by cause since the process started (the concurrency tests and `make reliability` read it)
+retry_counts: Counter = Counter()
 RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure, pg_errors.LockNotAvailable)
 MAX_ATTEMPTS = 6
 
@@ -96,7 +98,9 @@ def events_ingest(*, source: Source, events: list[CleanEvent], lock_identifiers:
         except (OperationalError, DatabaseError) as exc:
             if attempt == MAX_ATTEMPTS or not _is_retryable(exc):
                 raise
-            logger.info("ingest: retrying after %s (attempt %d)", type(exc.__cause__).__name__, attempt)
+            cause = type(exc.__cause__ or exc).__name__
+            retry_counts[cause] += 1
+            logger.info("ingest: retrying after %s (attempt %d)", cause, attempt)
             time.sleep(random.uniform(0.005, 0.05) * attempt)
     raise AssertionError("unreachable")
 
@@ -154,7 +158,11 @@ def _ingest(source: Source, events: list[CleanEvent], *, lock_identifiers: bool 
         linking = {kv for i in to_resolve for kv in events[i].identifiers}
         if lock_identifiers:
             lock_identifier_keys(linking)
+            to_resolve, fresh = _refilter_locked(events, to_resolve, fresh, result)
         owners.update(owners_of(linking))
+        # then every profile the batch can touch, in id order, before any per-event work (one lock
+        # order, profiles/locks.py): resolving event by event would lock them in batch order
+        _lock_owners(owners)
     assigned: dict[int, object] = {}
     # 3. brand-new people (no identifier known anywhere) are created in bulk
     _create_new_people(events, [i for i in to_resolve if not _settled(events[i], owners)], owners, assigned)
@@ -197,6 +205,36 @@ def _ingest(source: Source, events: list[CleanEvent], *, lock_identifiers: bool 
     result.profile_ids = {str(p) for p in assigned.values()}
     pending_mark(result.profile_ids)
     return result
+
+
+def _refilter_locked(events: list[CleanEvent], to_resolve: list[int], fresh: list[int], result) -> tuple[list, list]:
+    """The identifier filters again, for the events that create or link identifiers, now that their
+    advisory locks are held: an erasure holds the same locks while it writes its suppression entries,
+    so one that committed after the first filter is seen here (or waits for us). Without this an
+    erased person's identifiers would be created again by a batch that started before the erasure."""
+    if not hooks.ingest_filter_identifiers.subscribers:
+        return to_resolve, fresh
+    kept = set(hooks.ingest_filter_identifiers.apply(events=events, indexes=to_resolve))
+    if len(kept) == len(to_resolve):
+        return to_resolve, fresh
+    result.dropped += len(to_resolve) - len(kept)
+    dropped = set(to_resolve) - kept
+    return [i for i in to_resolve if i in kept], [i for i in fresh if i not in dropped]
+
+
+def _lock_owners(owners: dict) -> None:
+    """Lock the owners of the batch's identifiers in id order, then read the owners again: an
+    identifier a merge moved before our lock points at a profile we do not hold yet, which is locked
+    with ``lock_profiles_more`` (never out of order). Afterwards no owner can change under us."""
+    held = set(lock_profile_ids(set(owners.values())))
+    for _ in range(10):
+        current = owners_of(list(owners))
+        owners.update(current)
+        missing = set(current.values()) - held
+        if not missing:
+            return
+        held.update(lock_profiles_more(missing, held=held))
+    raise RuntimeError("identifiers kept moving while ingesting; retry")
 
 
 def _settled(event: CleanEvent, owners: dict) -> bool:
@@ -307,11 +345,16 @@ def _lock_live(assigned: dict[int, object]) -> dict:
     merged away (by an earlier event of this batch, or by another transaction that committed before
     our lock). Holding the lock until commit makes a concurrent merge of these profiles wait for our
     events. Returns {profile id: (first_seen_at, last_seen_at)} of the live profiles."""
+    held: set = set()
     for _ in range(10):
+        wanted = {str(p) for p in assigned.values()}
+        if held:  # profiles a merge moved us to: never waited for out of order (profiles/locks.py)
+            held.update(lock_profiles_more({w for w in wanted if uuid.UUID(w) not in held}, held=held))
         with connection.cursor() as cursor:
-            cursor.execute(_LOCK_SQL, [sorted({str(p) for p in assigned.values()})])
+            cursor.execute(_LOCK_SQL, [sorted(wanted)])
             rows = cursor.fetchall()
-        if len(rows) < len({str(p) for p in assigned.values()}):
+        held.update(pid for pid, _, _, _ in rows)
+        if len(rows) < len(wanted):
             raise ProfileVanished("a profile of the batch was deleted (erased) before it was locked")
         moved = {pid: into for pid, into, _, _ in rows if into}
         if not moved:

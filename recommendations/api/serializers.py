@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.conf import settings
+from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
 from recommendations.models import Product
@@ -80,7 +80,12 @@ class RecommendationQueryInput(serializers.Serializer):
     profile_id = serializers.UUIDField(required=False, help_text="A profile id (a merged-away id works).")
     user_id = serializers.CharField(max_length=255, required=False, help_text="The shop's user id.")
     anonymous_id = serializers.CharField(max_length=255, required=False, help_text="An anonymous id.")
-    k = serializers.IntegerField(min_value=1, max_value=MAX_K, required=False, help_text="How many items (1-100).")
+    k = serializers.IntegerField(
+        min_value=1,
+        max_value=MAX_K,
+        required=False,
+        help_text="How many items (1-100; default: the placement's, else RECS_DEFAULT_K).",
+    )
     placement = serializers.CharField(
         max_length=100,
         required=False,
@@ -120,7 +125,7 @@ class RecommendationQueryInput(serializers.Serializer):
             raise serializers.ValidationError(
                 {key: ["Give one of profile_id, user_id, anonymous_id."] for key in named}
             )
-        attrs.setdefault("k", settings.RECS_DEFAULT_K)
+        attrs.setdefault("k", None)  # the placement's default k, else RECS_DEFAULT_K (serving decides)
         return attrs
 
 
@@ -143,6 +148,7 @@ class RecommendedItemOutput(serializers.Serializer):
     explanation = serializers.CharField(help_text='A sentence for the shopper, e.g. "Because you bought X".')
 
 
+@extend_schema_serializer(many=False)  # the list action answers one object, not an array
 class RecommendationOutput(serializers.Serializer):
     recommendation_id = serializers.UUIDField(
         help_text="Send it back as properties.recommendation_id on Recommendation Viewed / Product Clicked."

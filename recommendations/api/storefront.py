@@ -39,6 +39,9 @@ class StorefrontRecommendationInput(serializers.Serializer):
     )
     placement = serializers.CharField(max_length=100, required=False, default="", help_text="home, product, cart")
     k = serializers.IntegerField(min_value=1, max_value=MAX_BROWSER_K, required=False, default=8)
+    product = serializers.CharField(max_length=100, required=False, default="", help_text="placement=product: its sku")
+    cart_items = CsvListField(max_length=2000, required=False, help_text="placement=cart: the cart's skus")
+    order_items = CsvListField(max_length=2000, required=False, help_text="placement=post_purchase: the order's skus")
     session_items = CsvListField(max_length=2000, required=False, help_text="Comma-separated skus on screen now.")
     device = serializers.ChoiceField(choices=["desktop", "mobile", "tablet"], required=False)
     local_hour = serializers.IntegerField(min_value=0, max_value=23, required=False)
@@ -144,6 +147,9 @@ class StorefrontRecommendationView(APIView):
                 anonymous_id=anonymous_id,
                 k=values["k"],
                 placement=values.get("placement") or "home",
+                product=values.get("product", ""),
+                cart_items=values.get("cart_items", []),
+                order_items=values.get("order_items", []),
                 device=values.get("device", ""),
                 local_hour=values.get("local_hour"),
                 session_items=values.get("session_items", []),

@@ -37,12 +37,18 @@ class ItemIndex:
         index.set_num_threads(1)
         return cls(index, vectors.shape[1], len(vectors))
 
-    def query(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(item indexes, inner products), each (len(vectors), k), best first."""
+    def query(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(item indexes, inner products), each (len(vectors), k), best first; None when the graph
+        cannot answer (the caller then computes the exact top)."""
         k = min(k, self.count)
         if k <= 0:
             return np.empty((len(vectors), 0), np.int64), np.empty((len(vectors), 0), np.float32)
-        labels, distances = self.index.knn_query(np.ascontiguousarray(vectors, dtype=np.float32), k=k, num_threads=1)
+        try:
+            labels, distances = self.index.knn_query(
+                np.ascontiguousarray(vectors, dtype=np.float32), k=k, num_threads=1
+            )
+        except RuntimeError:  # the graph could not reach k items (e.g. a zero vector): None = ask exactly
+            return None
         return labels.astype(np.int64), (1.0 - distances).astype(np.float32)
 
     # --- artifact storage (hnswlib's own format, no pickle) ---------------------------------------

@@ -100,7 +100,10 @@ class _Writer:
             return {"@ref": self.refs[id(value)]}
         if isinstance(value, np.ndarray):
             if value.dtype == object:
-                return {"@s": self.add(np.asarray([str(v) for v in value.ravel()], dtype=str).reshape(value.shape))}
+                text = np.asarray([str(v) for v in value.ravel()], dtype=str).reshape(value.shape)
+                if text.size and all(v.isascii() for v in text.ravel()):  # a quarter of the bytes
+                    return {"@b": self.add(text.astype(np.bytes_))}
+                return {"@s": self.add(text)}
             return {"@a": self.add(value)}
         if sp.issparse(value):
             m = sp.csr_matrix(value)
@@ -137,7 +140,7 @@ class _Reader:
         self.pending: list[tuple[dict, str, str]] = []
 
     def array(self, name) -> np.ndarray:
-        if not isinstance(name, str) or name not in self.arrays:
+        if not isinstance(name, str) or name == "manifest" or name not in self.arrays:
             raise ValueError(f"Artifact refers to a missing array {name!r}.")
         return self.arrays[name]
 
@@ -156,6 +159,9 @@ class _Reader:
             return self.array(value["@a"])
         if "@s" in value:
             return self.array(value["@s"]).astype(object)
+        if "@b" in value:
+            raw = self.array(value["@b"])
+            return np.array([v.decode("ascii") for v in raw.ravel()], dtype=object).reshape(raw.shape)
         if "@csr" in value:
             data, indices, indptr = (self.array(n) for n in value["@csr"])
             return sp.csr_matrix((data, indices, indptr), shape=tuple(value["shape"]))
@@ -193,17 +199,20 @@ def resolve_refs(obj, recommenders: dict[str, object], seen: set[int] | None = N
     if id(obj) in seen:
         return
     seen.add(id(obj))
-    items = obj.items() if isinstance(obj, dict) else vars(obj).items() if hasattr(obj, "__dict__") else ()
+    if isinstance(obj, list):
+        items = enumerate(obj)
+    else:
+        items = obj.items() if isinstance(obj, dict) else vars(obj).items() if hasattr(obj, "__dict__") else ()
     for key, value in list(items):
         if isinstance(value, _Ref):
             if value.name not in recommenders:
                 raise ValueError(f"Artifact refers to an unknown recommender {value.name!r}.")
             target = recommenders[value.name]
-            if isinstance(obj, dict):
+            if isinstance(obj, (dict, list)):
                 obj[key] = target
             else:
                 setattr(obj, key, target)
-        elif isinstance(value, dict) or (hasattr(value, "__dict__") and type(value) in ALLOWED.values()):
+        elif isinstance(value, (dict, list)) or (hasattr(value, "__dict__") and type(value) in ALLOWED.values()):
             resolve_refs(value, recommenders, seen)
 
 
@@ -223,8 +232,16 @@ def dump(tree: dict, recommenders: dict[str, object]) -> bytes:
     return buffer.getvalue()
 
 
-def load(blob: bytes) -> tuple[dict, dict]:
-    """(tree, recommenders) as stored by ``dump``, references resolved."""
+def load_field(blob: bytes, obj: str, name: str):
+    """One field of one object of the tree (``tree[obj].name``), decoding only that field's arrays."""
+    archive, manifest = _open(blob)
+    entry = manifest["tree"].get(obj)
+    if not isinstance(entry, dict) or "fields" not in entry or name not in entry["fields"]:
+        raise ValueError(f"The artifact has no {obj}.{name}.")
+    return _Reader(archive, {}).decode(entry["fields"][name])
+
+
+def _open(blob: bytes):
     try:
         archive = np.load(io.BytesIO(blob), allow_pickle=False)
         manifest = json.loads(bytes(archive["manifest"]).decode())
@@ -234,8 +251,13 @@ def load(blob: bytes) -> tuple[dict, dict]:
         raise ValueError("Not a recommendations model artifact.")
     if manifest.get("format") != ARTIFACT_FORMAT:
         raise ValueError(f"Artifact format {manifest.get('format')} is not {ARTIFACT_FORMAT}; refresh the model.")
-    arrays = {name: archive[name] for name in archive.files if name != "manifest"}
-    reader = _Reader(arrays, {})
+    return archive, manifest
+
+
+def load(blob: bytes) -> tuple[dict, dict]:
+    """(tree, recommenders) as stored by ``dump``, references resolved."""
+    archive, manifest = _open(blob)
+    reader = _Reader(archive, {})
     tree = {k: reader.decode(v) for k, v in manifest["tree"].items()}
     recommenders = {k: reader.decode(v) for k, v in manifest["recommenders"].items()}
     for rec in recommenders.values():

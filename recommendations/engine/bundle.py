@@ -486,6 +486,11 @@ class ModelBundle:
         }
         return artifact.dump(tree, self.recommenders)
 
+    @staticmethod
+    def users_of(blob: bytes) -> set[str]:
+        """The user ids of a stored bundle, read from its archive without loading the rest."""
+        return {str(u) for u in artifact.load_field(blob, "state", "users")}
+
     @classmethod
     def from_bytes(cls, blob: bytes) -> ModelBundle:
         """Read an artifact: only arrays, JSON and the engine's own classes; ValueError otherwise."""
@@ -564,6 +569,8 @@ def train_bundle(
     state = build_state(data, params=params, now=now)
     if catalog is not None:
         catalog = catalog.aligned(state.items)
+        if data.price is not None:  # prices of the training data only (the catalog's are today's)
+            catalog = catalog.with_prices(data.last_prices(before=now + 1.0))
     names = list(params["recommenders"])
     for required in ("popularity", "buy_again"):
         if required not in names:

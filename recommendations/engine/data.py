@@ -22,7 +22,8 @@ class Interactions:
     """One row per interaction: ``users[user[r]]`` did ``kind[r]`` with ``items[item[r]]`` at ``ts[r]``.
 
     ``users``/``items`` are the id vocabularies (str); ``user``/``item`` index into them. ``order``
-    holds the order id of a purchase row (``""`` for views and carts), or is ``None``.
+    holds the order id of a purchase row (``""`` for views and carts; or integer codes of the ids),
+    or is ``None``. ``price``: the unit price the event said (NaN when it said none), or ``None``.
     """
 
     users: np.ndarray
@@ -33,6 +34,7 @@ class Interactions:
     quantity: np.ndarray
     ts: np.ndarray
     order: np.ndarray | None = None
+    price: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.users = np.asarray(self.users, dtype=object)
@@ -43,13 +45,17 @@ class Interactions:
         self.quantity = np.asarray(self.quantity, dtype=np.float32)
         self.ts = np.asarray(self.ts, dtype=np.float64)
         if self.order is not None:
-            self.order = np.asarray(self.order, dtype=object)
+            order = np.asarray(self.order)
+            self.order = order if np.issubdtype(order.dtype, np.integer) else np.asarray(self.order, dtype=object)
+        if self.price is not None:
+            self.price = np.asarray(self.price, dtype=np.float32)
         n = len(self.user)
         for name in ("item", "kind", "quantity", "ts"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"Interactions.{name} has {len(getattr(self, name))} rows, user has {n}")
-        if self.order is not None and len(self.order) != n:
-            raise ValueError(f"Interactions.order has {len(self.order)} rows, user has {n}")
+        for name in ("order", "price"):
+            if getattr(self, name) is not None and len(getattr(self, name)) != n:
+                raise ValueError(f"Interactions.{name} has {len(getattr(self, name))} rows, user has {n}")
 
     def __len__(self) -> int:
         return len(self.user)
@@ -67,12 +73,12 @@ class Interactions:
         cls,
         rows: Iterable[tuple],
     ) -> Interactions:
-        """From ``(user_id, item_id, kind, quantity, ts[, order_id])`` tuples (kind 0/1/2 or a name)."""
+        """From ``(user_id, item_id, kind, quantity, ts[, order_id[, price]])`` tuples (kind 0/1/2 or a name)."""
         names = {v: k for k, v in KIND_NAMES.items()}
         user_ix: dict[str, int] = {}
         item_ix: dict[str, int] = {}
-        u, i, k, q, t, o = [], [], [], [], [], []
-        with_order = False
+        u, i, k, q, t, o, pr = [], [], [], [], [], [], []
+        with_order = with_price = False
         for row in rows:
             user_id, item_id, kind, quantity, ts = row[:5]
             u.append(user_ix.setdefault(str(user_id), len(user_ix)))
@@ -85,6 +91,11 @@ class Interactions:
                 o.append("" if row[5] is None else str(row[5]))
             else:
                 o.append("")
+            if len(row) > 6:
+                with_price = True
+                pr.append(np.nan if row[6] is None else float(row[6]))
+            else:
+                pr.append(np.nan)
         return cls(
             users=np.array(list(user_ix), dtype=object),
             items=np.array(list(item_ix), dtype=object),
@@ -94,7 +105,22 @@ class Interactions:
             quantity=np.array(q, dtype=np.float32),
             ts=np.array(t, dtype=np.float64),
             order=np.array(o, dtype=object) if with_order else None,
+            price=np.array(pr, dtype=np.float32) if with_price else None,
         )
+
+    def last_prices(self, before: float | None = None) -> np.ndarray:
+        """Per item, the last price the interactions said before ``before`` (epoch seconds; all rows
+        when None); NaN where none. Catalog prices of the training data, never later ones."""
+        out = np.full(self.n_items, np.nan)
+        if self.price is None or len(self) == 0:
+            return out
+        ok = np.isfinite(self.price) & (self.price > 0)
+        if before is not None:
+            ok &= self.ts < before
+        rows = np.flatnonzero(ok)
+        order = rows[np.argsort(self.ts[rows], kind="stable")]
+        out[self.item[order]] = self.price[order]  # the latest write wins
+        return out
 
     def subset(self, mask: np.ndarray, *, compact: bool = False) -> Interactions:
         """The rows where ``mask`` holds; ``compact`` drops users/items left without rows."""
@@ -107,6 +133,7 @@ class Interactions:
             quantity=self.quantity[mask],
             ts=self.ts[mask],
             order=None if self.order is None else self.order[mask],
+            price=None if self.price is None else self.price[mask],
         )
         return out.compact() if compact else out
 
@@ -127,6 +154,7 @@ class Interactions:
             quantity=self.quantity,
             ts=self.ts,
             order=self.order,
+            price=self.price,
         )
 
 
@@ -168,6 +196,19 @@ class Catalog:
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def with_prices(self, prices: np.ndarray) -> Catalog:
+        """This catalog with ``prices`` (aligned on its items) instead of its own: the prices of the
+        training period, so no price from after the cutoff reaches training or evaluation."""
+        return Catalog(
+            items=self.items,
+            title=self.title,
+            description=self.description,
+            category=self.category,
+            brand=self.brand,
+            price=np.asarray(prices, dtype=np.float64),
+            in_stock=self.in_stock,
+        )
 
     def aligned(self, items: np.ndarray) -> Catalog:
         """This catalog's attributes for ``items`` (unknown skus get empty text, NaN price, in stock)."""

@@ -128,7 +128,11 @@ class _Stats:
         first_seen = np.full(n_i, np.inf)
         np.minimum.at(first_seen, fc_coo.col, fc_coo.data)
         self.item_age = np.where(np.isfinite(first_seen), now - first_seen, np.nan).astype(np.float32)
-        if catalog is not None and len(catalog) == n_i:
+        # the price as the interactions before ``now`` said it (never a later catalog price);
+        # the catalog's price only where the data has no prices at all (it is then of the training data)
+        if data.price is not None:
+            self.item_price = data.last_prices(before=now * DAY).astype(np.float32)
+        elif catalog is not None and len(catalog) == n_i:
             self.item_price = catalog.price.astype(np.float32)
         else:
             self.item_price = np.full(n_i, np.nan, dtype=np.float32)
@@ -182,16 +186,37 @@ def _gather(M: sp.csr_matrix, r: np.ndarray, c: np.ndarray, missing: float = 0.0
 
 
 def _ranked(M: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The positive entries of M as (row, column, rank within the row: 1 = best), by row then rank."""
+    """The positive entries of M as (row, column, rank within the row: 1 = best), by row then rank
+    (ties: the lower column first)."""
     M = _canonical(M)
     rows = _row_of(M)
     pos = M.data > 0
     rows, cols, vals = rows[pos], M.indices[pos], M.data[pos]
-    order = np.lexsort((cols, -vals, rows))
+    order = np.lexsort((-vals, rows))  # stable: within a row, columns ascending among ties
     rows, cols = rows[order], cols[order]
     starts = np.searchsorted(rows, np.arange(M.shape[0]))
     ranks = np.arange(len(rows)) - starts[rows] + 1
     return rows, cols.astype(np.int64), ranks
+
+
+def _top_rows(M: sp.csr_matrix, k: int) -> sp.csr_matrix:
+    """M with only the k largest positive entries of each row kept (linear time per row: rows of a
+    person-to-person similarity can hold tens of thousands of entries)."""
+    M = _canonical(M)
+    keep = M.data > 0
+    lengths = np.diff(M.indptr)
+    for r in np.flatnonzero(lengths > k):
+        start, end = M.indptr[r], M.indptr[r + 1]
+        values = M.data[start:end]
+        cut = np.partition(values, len(values) - k)[len(values) - k]
+        row_keep = values >= cut
+        if row_keep.sum() > k:  # ties at the cut: the lower columns first
+            row_keep &= np.cumsum(row_keep) <= k
+        keep[start:end] &= row_keep
+    rows = _row_of(M)[keep]
+    out = sp.csr_matrix((M.data[keep], (rows, M.indices[keep])), shape=M.shape)
+    out.sum_duplicates()
+    return out
 
 
 def _rank_matrix(M: sp.csr_matrix) -> sp.csr_matrix:
@@ -203,9 +228,8 @@ def _rank_matrix(M: sp.csr_matrix) -> sp.csr_matrix:
 
 def _top_pairs(M: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(row, column) of the k best positive entries of each row."""
-    rows, cols, ranks = _ranked(M)
-    keep = ranks <= k
-    return rows[keep], cols[keep]
+    top = _top_rows(M, k)
+    return _row_of(top), top.indices.astype(np.int64)
 
 
 def knn_components(knn, rows: np.ndarray) -> tuple[sp.csr_matrix, sp.csr_matrix]:
@@ -219,11 +243,9 @@ def knn_components(knn, rows: np.ndarray) -> tuple[sp.csr_matrix, sp.csr_matrix]
     sims = sp.csr_matrix(
         (sims.data[~self_hit], (sims.row[~self_hit], sims.col[~self_hit])), shape=(len(rows), V.shape[0])
     )
-    r, c = _top_pairs(sims, knn.k)
-    w = _gather(_canonical(sims), r, c)
-    total = np.bincount(r, weights=w, minlength=len(rows))
-    w = w / np.maximum(total[r], 1e-12)
-    top = sp.csr_matrix((w.astype(np.float32), (r, c)), shape=sims.shape)
+    top = _top_rows(sims, knn.k)
+    total = np.asarray(top.sum(axis=1)).ravel()
+    top = sp.diags((1.0 / np.maximum(total, 1e-12)).astype(np.float32)) @ top
     return _canonical(own), _canonical(top @ V)
 
 
@@ -233,7 +255,9 @@ def als_top(als, rows: np.ndarray, n: int, index=None) -> tuple[np.ndarray, np.n
     uf = als.user_factors[rows]
     n = min(n, als.item_factors.shape[0])
     if index is not None:
-        return index.query(uf, n)
+        found = index.query(uf, n)
+        if found is not None:
+            return found
     scores = uf @ als.item_factors.T
     if n <= 0:
         return np.empty((len(rows), 0), np.int64), np.empty((len(rows), 0), np.float32)

@@ -24,12 +24,14 @@ DEFAULT_PARAMS: dict = {
         "repeat_knn",
         "hybrid",
     ],
-    "als": {"factors": 64, "regularization": 0.05, "alpha": 2.0, "iterations": 15, "weighting": "bm25"},
+    "als": {"factors": 32, "regularization": 0.05, "alpha": 2.0, "iterations": 15, "weighting": "bm25"},
     "bpr": {"factors": 64, "learning_rate": 0.05, "regularization": 0.01, "iterations": 100},
     "item_item": {"neighbours": 100, "bm25_k1": 1.2, "bm25_b": 0.75},
     "content": {"neighbours": 50, "price_bands": 5, "meta_weight": 0.5},
     "session": {"content_weight": 0.3, "recent_half_life_days": 30.0},
-    "repeat_knn": {"alpha": 0.7, "neighbours": 100, "half_life_days": 90.0},
+    # neighbours are looked for among the people sharing an item; of an item more than
+    # ``max_item_people`` people have, only that many (the largest weights) are looked at
+    "repeat_knn": {"alpha": 0.7, "neighbours": 100, "half_life_days": 90.0, "max_item_people": 2000},
     # the learned blend: a gradient-boosted classifier on candidates, labels from the last
     # ``label_days`` of the training data (``windows`` consecutive windows), features from before
     "hybrid": {
@@ -44,7 +46,7 @@ DEFAULT_PARAMS: dict = {
         "als_rank_depth": 100,  # the ALS rank feature: rank within the ALS top 100, else missing
         "negatives_per_user": 50,  # per model; 0: every candidate
         "bags": 1,
-        "max_users": 20000,
+        "max_users": 10000,  # people per label window whose candidates are training rows
         "min_positives": 50,
         "learning_rate": 0.1,
         "max_iter": 150,

@@ -378,23 +378,32 @@ class Session(_Neighbours):
 
     def fit(self, *, data, state, catalog, params, fitted=None) -> None:
         fitted = fitted or {}
-        parts = []
         weight = params["session"]["content_weight"]
-        for name, w in (("item_item", 1.0 - weight), ("content", weight)):
-            rec = fitted.get(name)
-            if rec is not None and rec.sim.nnz:
-                parts.append((w, rec.sim))
-        n = state.n_items
-        sim = sp.csr_matrix((n, n), dtype=np.float32)
-        for w, s in parts:
-            s = s.tocsr().copy()
-            s.setdiag(0)
-            s.eliminate_zeros()
-            top = np.asarray(s.max(axis=1).todense()).ravel()
-            scale = np.where(top > 0, 1.0 / np.maximum(top, 1e-9), 0.0).astype(np.float32)
-            sim = sim + w * sp.diags(scale) @ s
-        self.sim = sim.tocsr()
+        # the blend is not stored: it is rebuilt from the two recommenders it blends when first used
+        self.parts = [(1.0 - weight, fitted.get("item_item")), (weight, fitted.get("content"))]
+        self.n_items = state.n_items
+        self._cache_sim = None
         self.half_life = float(params["session"]["recent_half_life_days"])
+
+    @property
+    def sim(self) -> sp.csr_matrix:
+        cached = getattr(self, "_cache_sim", None)
+        if cached is None:
+            n = self.n_items
+            cached = sp.csr_matrix((n, n), dtype=np.float32)
+            for w, rec in self.parts:
+                if rec is None or not rec.sim.nnz:
+                    continue
+                s = rec.sim.tocsr().copy()
+                s.setdiag(0)
+                s.eliminate_zeros()
+                top = np.asarray(s.max(axis=1).todense()).ravel()
+                scale = np.where(top > 0, 1.0 / np.maximum(top, 1e-9), 0.0).astype(np.float32)
+                cached = cached + w * sp.diags(scale) @ s
+            cached = cached.tocsr()
+            cached.sum_duplicates()
+            self._cache_sim = cached
+        return cached
 
     def feedback(self, state, rows):
         X = state.last_purchase[rows]
@@ -418,6 +427,7 @@ class RepeatKNN(Recommender):
         p = params["repeat_knn"]
         self.alpha = float(p["alpha"])
         self.k = int(p["neighbours"])
+        self.max_item_people = int(p.get("max_item_people", 0) or 0)
         kinds = params["kind_weights"]
         by_kind = np.array([kinds["view"], kinds["cart"], kinds["purchase"]], dtype=np.float64)
         age = np.maximum(state.now_days - data.ts / DAY, 0.0)
@@ -427,11 +437,26 @@ class RepeatKNN(Recommender):
         self.vectors = normalize(V).astype(np.float32).tocsr()
 
     def vectors_t(self) -> sp.csr_matrix:
-        """items x people (the people who have each item), built once per process."""
+        """items x people (the people who have each item; of a very popular item only the
+        ``max_item_people`` with the largest weight), built once per process: a person's
+        neighbours are looked for among the people sharing an item with them, and a best seller
+        shared with a large part of the shop says little about who is similar."""
         cached = getattr(self, "_cache_vt", None)
         if cached is None or cached.shape[1] != self.vectors.shape[0]:
-            cached = self._cache_vt = self.vectors.T.tocsr()
-            cached.sum_duplicates()
+            vt = self.vectors.T.tocsr()
+            vt.sum_duplicates()
+            cap = int(getattr(self, "max_item_people", 0) or 0)
+            lengths = np.diff(vt.indptr)
+            if cap and (lengths > cap).any():
+                keep = np.ones(vt.nnz, dtype=bool)
+                for item in np.flatnonzero(lengths > cap):
+                    start, end = vt.indptr[item], vt.indptr[item + 1]
+                    order = np.argsort(-vt.data[start:end], kind="stable")
+                    keep[start + order[cap:]] = False
+                rows = np.repeat(np.arange(vt.shape[0]), lengths)[keep]
+                vt = sp.csr_matrix((vt.data[keep], (rows, vt.indices[keep])), shape=vt.shape)
+                vt.sum_duplicates()
+            cached = self._cache_vt = vt
         return cached
 
     def components(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

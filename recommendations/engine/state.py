@@ -132,7 +132,9 @@ def _count_lines(u, i, orders, days, shape) -> sp.csr_matrix:
     """Number of distinct orders (or purchase days, without order ids) in which a user bought an item."""
     if len(u) == 0:
         return sp.csr_matrix(shape, dtype=np.float32)
-    if orders is not None:
+    if orders is not None and np.issubdtype(np.asarray(orders).dtype, np.integer):
+        okey = np.asarray(orders, dtype=np.int64)
+    elif orders is not None:
         _, okey = np.unique(orders.astype(str), return_inverse=True)
     else:
         okey = np.floor(days).astype(np.int64)

@@ -41,6 +41,9 @@ class ExperimentForm(forms.Form):
     cuped_days = forms.IntegerField(min_value=0, initial=14)
     alpha = forms.FloatField(min_value=0.001, max_value=0.2, initial=0.05)
     sequential = forms.BooleanField(required=False, initial=True, help_text="always-valid intervals (safe to peek)")
+    sequential_tuning = forms.IntegerField(
+        min_value=10, initial=5000, help_text="N*: the units at which the always-valid interval is tightest"
+    )
 
 
 class VariantForm(forms.Form):
@@ -198,7 +201,16 @@ class ExperimentAdmin(admin.ModelAdmin):
             series.setdefault(row["variant"], []).append(
                 (row["at"].timestamp() / 86400, row["lift"], row["low"], row["high"])
             )
-        rows = results["metrics"]
+        rows = [
+            {
+                **r,
+                "lift_text": "" if r.get("lift") is None else f"{r['lift']:+.1%}",
+                "interval_text": "—"
+                if r.get("low") is None or r.get("high") is None
+                else f"[{r['low']:+.1%}, {r['high']:+.1%}]",
+            }
+            for r in results["metrics"]
+        ]
         chart = charts.line_chart(series, y_label="cumulative lift", x_label="looks over time (days)", percent=True)
         context = {
             **self.admin_site.each_context(request),

@@ -52,6 +52,9 @@ class Experiment(models.Model):
     cuped_days = models.PositiveIntegerField(default=14, help_text="pre-exposure window of the CUPED covariate")
     alpha = models.FloatField(default=0.05)
     sequential = models.BooleanField(default=True, help_text="always-valid intervals (safe to peek)")
+    sequential_tuning = models.PositiveIntegerField(
+        default=5000, help_text="N*: the units at which the always-valid interval is tightest (the units you expect)"
+    )
     status = models.CharField(
         max_length=8, choices=ExperimentStatus.choices, default=ExperimentStatus.DRAFT, db_index=True
     )

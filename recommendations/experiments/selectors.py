@@ -33,24 +33,30 @@ WITH unit AS (
     SELECT u.*, least(u.first_at + make_interval(hours => %(hours)s), %(until)s) AS window_end
     FROM unit u
     {consent_filter}
-), served AS (
-    SELECT w.profile_id, s.id
-    FROM unit_window w
-    JOIN profiles_profile p ON coalesce(p.merged_into_id, p.id) = w.profile_id
-    JOIN recommendations_recommendationserved s ON s.profile_id = p.id
+), served AS MATERIALIZED (
+    SELECT w.profile_id, s.id, s.created_at, w.window_end
+    FROM recommendations_recommendationserved s
+    JOIN profiles_profile p ON p.id = s.profile_id
+    JOIN unit_window w ON w.profile_id = coalesce(p.merged_into_id, p.id)
     WHERE s.experiment = %(key)s AND s.created_at >= w.first_at AND s.created_at < w.window_end
+), served_per_unit AS (
+    SELECT profile_id, count(*) AS e FROM served GROUP BY 1
+), clicks_per_unit AS (
+    SELECT s.profile_id, count(*) AS c
+    FROM served s
+    JOIN profiles_event ev ON ev.profile_id = s.profile_id AND ev.name = 'Product Clicked'
+     AND ev.occurred_at >= s.created_at AND ev.occurred_at < s.window_end
+     AND (ev.properties ->> 'recommendation_id') = s.id::text
+    GROUP BY 1
 ), per_unit AS (
     SELECT w.profile_id, w.variant_id, w.nv,
-        (SELECT count(*) FROM served s WHERE s.profile_id = w.profile_id)::float8 AS e,
-        (SELECT count(*) FROM profiles_event ev
-         WHERE ev.profile_id = w.profile_id AND ev.name = 'Product Clicked'
-           AND ev.occurred_at >= w.first_at AND ev.occurred_at < w.window_end
-           AND (ev.properties ->> 'recommendation_id') IN (
-               SELECT s.id::text FROM served s WHERE s.profile_id = w.profile_id))::float8 AS c,
+        coalesce(spu.e, 0)::float8 AS e, coalesce(cpu.c, 0)::float8 AS c,
         coalesce(o.orders, 0)::float8 AS o, coalesce(o.revenue, 0)::float8 AS r,
         (coalesce(o.orders, 0) > 0)::int::float8 AS v,
         coalesce(pre.orders, 0)::float8 AS po, coalesce(pre.revenue, 0)::float8 AS pr
     FROM unit_window w
+    LEFT JOIN served_per_unit spu ON spu.profile_id = w.profile_id
+    LEFT JOIN clicks_per_unit cpu ON cpu.profile_id = w.profile_id
     LEFT JOIN LATERAL (
         SELECT count(*) AS orders, sum({revenue}) AS revenue FROM profiles_event ev
         WHERE ev.profile_id = w.profile_id AND ev.name = 'Order Completed'
@@ -181,6 +187,7 @@ def compute_results(*, experiment: Experiment, rows: list[dict]) -> dict:
                     theta=theta,
                     z_pooled=z_pooled,
                     proportion=proportion,
+                    tuning=experiment.sequential_tuning,
                 )
                 entry.update(
                     {
@@ -257,3 +264,21 @@ def experiment_series(*, experiment: Experiment) -> list[dict]:
                     }
                 )
     return out
+
+
+def shopper_strategy(
+    *, placement: str, device: str = "", profile_id: str | None = None, user_id=None, anonymous_id=None
+):
+    """(live profile id, personalisation consent, Strategy) of the shopper named, as serving would
+    resolve and ask (``serving.UnknownProfile`` for an unknown profile id)."""
+    from recommendations import serving
+
+    from .strategy import strategy_for
+
+    query = serving.Query(profile_id=profile_id, user_id=user_id, anonymous_id=anonymous_id)
+    live_id, consent = serving.resolve_profile(query)
+    segments = [slug for slug, _ in serving.profile_segments(live_id)] if live_id and consent else []
+    strategy = strategy_for(
+        profile_id=live_id, placement=placement, device=device, segments=segments, personalisation_consent=consent
+    )
+    return live_id, consent, strategy

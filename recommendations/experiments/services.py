@@ -6,7 +6,6 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 
-from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -22,7 +21,6 @@ from .models import (
     Variant,
 )
 
-DEFAULT_PLACEMENTS = ["home", "cart", "pdp", "category", "search", "checkout", "email"]
 VARIANT_FIELDS = ("key", "name", "weight", "is_control", "personalised", "model_version", "rerank", "rule_set")
 EDITABLE = (
     "name",
@@ -38,6 +36,7 @@ EDITABLE = (
     "cuped_days",
     "alpha",
     "sequential",
+    "sequential_tuning",
 )
 # what may change while an experiment runs (anything else would change who is in it or what it measures)
 EDITABLE_RUNNING = ("name", "hypothesis", "guardrail_metrics", "variants.weight")
@@ -51,8 +50,19 @@ class ExperimentInvalid(ValueError):
         self.errors = errors
 
 
+def _db_now() -> datetime:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT now()")
+        return cursor.fetchone()[0]
+
+
 def known_placements() -> list[str]:
-    return list(getattr(settings, "RECS_PLACEMENTS", DEFAULT_PLACEMENTS))
+    """The active placements (recommendations.Placement), as serving accepts them; with none
+    defined, the placement kinds (home, product, cart, post_purchase), as serving does."""
+    from recommendations.models import Placement, PlacementKind
+
+    keys = list(Placement.objects.filter(is_active=True).order_by("key").values_list("key", flat=True))
+    return keys or list(PlacementKind.values)
 
 
 def _publish() -> None:
@@ -228,7 +238,7 @@ def experiment_start(*, experiment: Experiment, by: str = "api") -> Experiment:
     if errors:
         raise ExperimentInvalid(errors)
     experiment.status = ExperimentStatus.RUNNING
-    experiment.started_at = timezone.now()
+    experiment.started_at = _db_now()  # the served log's clock (its created_at is PostgreSQL's now())
     _audit(experiment, action="start", by=by)
     experiment.save()
     _publish()
@@ -239,7 +249,7 @@ def experiment_start(*, experiment: Experiment, by: str = "api") -> Experiment:
 def experiment_stop(*, experiment: Experiment, by: str = "api") -> Experiment:
     experiment = _transition(experiment, to="stopped", allowed=(ExperimentStatus.RUNNING,), by=by)
     experiment.status = ExperimentStatus.STOPPED
-    experiment.stopped_at = timezone.now()
+    experiment.stopped_at = _db_now()
     _audit(experiment, action="stop", by=by)
     experiment.save()
     _publish()
@@ -256,7 +266,7 @@ def experiment_ship(*, experiment: Experiment, variant: str, by: str = "api") ->
         raise ExperimentInvalid({"variant": [f"No variant {variant!r} in this experiment."]})
     # one shipped winner per placement: an older one on the same placement gives way
     if experiment.stopped_at is None:
-        experiment.stopped_at = timezone.now()
+        experiment.stopped_at = _db_now()
     experiment.status = ExperimentStatus.SHIPPED
     experiment.shipped_variant = variant
     _audit(experiment, action="ship", by=by, detail={"variant": variant})
@@ -284,8 +294,9 @@ def exposures_refresh(*, experiment: Experiment, until: datetime | None = None) 
             FROM recommendations_recommendationserved s
             JOIN profiles_profile p ON p.id = s.profile_id
             JOIN recommendations_variant v ON v.experiment_id = %(experiment)s AND v.key = s.variant
-            WHERE s.experiment = %(key)s AND s.created_at <= %(until)s
-              AND (%(since)s::timestamptz IS NULL OR s.created_at > %(since)s::timestamptz - interval '%(lag)s seconds')
+            WHERE s.experiment = %(key)s AND s.created_at <= %(until)s AND s.created_at >= %(started)s
+              AND (%(since)s::timestamptz IS NULL
+                   OR s.created_at > %(since)s::timestamptz - make_interval(secs => %(lag)s))
             GROUP BY v.id, coalesce(p.merged_into_id, p.id)
             ON CONFLICT (experiment_id, profile_id, variant_id)
             DO UPDATE SET first_exposed_at = least(recommendations_exposure.first_exposed_at, excluded.first_exposed_at)
@@ -296,6 +307,8 @@ def exposures_refresh(*, experiment: Experiment, until: datetime | None = None) 
                 "until": until,
                 "since": since,
                 "lag": EXPOSURE_LAG_SECONDS,
+                # a key reused after its draft was deleted: answers served before this start are not its own
+                "started": experiment.started_at or until,
             },
         )
         count = cursor.rowcount
@@ -344,6 +357,15 @@ def experiments_on_profiles_merged(*, winner_id: str, loser_id: str) -> int:
     if fixed:
         _publish()
     return fixed
+
+
+@transaction.atomic
+def demo_objects_discard(*, experiment_keys: list[str], bandit_keys: list[str]) -> None:
+    """`make demo` only: remove the demo's own experiment and bandit (whatever their status) so that a
+    second run starts clean. Their rows in the served log stay (they are the log)."""
+    Experiment.objects.filter(key__in=experiment_keys).delete()
+    BanditPolicy.objects.filter(key__in=bandit_keys).delete()
+    _publish()
 
 
 # --- bandits -------------------------------------------------------------------------------------

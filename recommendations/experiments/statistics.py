@@ -132,6 +132,7 @@ def compare(
     theta: float | None = None,
     z_pooled: float = 0.0,
     proportion: bool = False,
+    tuning: int = SEQUENTIAL_TUNING,
 ) -> Comparison:
     """Variant vs control on one metric: relative lift with its delta-method standard error
     (Var(mu_t/mu_c) ≈ var_t/mu^2_c + mu^2_t var_c/mu⁴_c), the fixed-horizon p-value (Welch's t-test, or the
@@ -156,8 +157,8 @@ def compare(
     fixed_p = float(fixed_p) if np.isfinite(fixed_p) else 1.0
     z = stats.norm.ppf(1 - alpha / 2)
     n = control.n + variant.n
-    half = confidence_sequence_halfwidth(se=lift_se, n=n, alpha=alpha)
-    seq_p = sequential_p_value(estimate=lift, se=lift_se, n=n, alpha=alpha)
+    half = confidence_sequence_halfwidth(se=lift_se, n=n, alpha=alpha, tuning=tuning)
+    seq_p = sequential_p_value(estimate=lift, se=lift_se, n=n, alpha=alpha, tuning=tuning)
     chance = float(stats.norm.cdf(lift / lift_se)) if lift_se > 0 else (1.0 if lift > 0 else 0.0)
     fixed_low, fixed_high = lift - z * lift_se, lift + z * lift_se
     low, high = (lift - half, lift + half) if sequential else (fixed_low, fixed_high)

@@ -27,6 +27,7 @@ import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
+from cdp.lifecycle import job_lease_claim
 from segments.models import ClusteringRun, ClusteringRunStatus, Segment, SegmentKind, SegmentStatus
 from segments.services import segment_membership_set
 
@@ -175,24 +176,26 @@ def clustering_run_execute(*, run_id: int, now: datetime | None = None) -> Clust
         run.started_at = timezone.now()
         run.progress, run.progress_message = 0.0, "reading features"
         run.save(update_fields=["status", "started_at", "progress", "progress_message"])
+        lease = job_lease_claim(kind=LEASE_KIND, object_id=run.pk)  # cdp's lifecycle: heartbeat + sweep
     now = now or timezone.now()
     try:
-        params = ClusteringParams.from_dict(run.params)
-        frame = clustering_features_extract(now=now, top_categories=params.top_categories)
-        ClusteringRun.objects.filter(pk=run.pk).update(population=len(frame), progress=0.05)
-        outcome = clustering_compute(frame=frame, params=params, progress=_progress_writer(run.pk, 0.05, 0.85))
-        write = _progress_writer(run.pk, 0.85, 1.0)
-        write(0.0, "proposing segments")
-        with transaction.atomic():
-            run.refresh_from_db()
-            run.population = len(frame)
-            run.chosen = outcome.chosen_summary()
-            run.report = outcome.report()
-            run.model = outcome.model.to_bytes()
-            run.save(update_fields=["population", "chosen", "report", "model"])
-            _propose(run=run, frame=frame, outcome=outcome, at=now)
-        write(0.6, "updating accepted cluster segments")
-        cluster_segments_assign(now=now, current=(run, frame))
+        with lease:
+            params = ClusteringParams.from_dict(run.params)
+            frame = clustering_features_extract(now=now, top_categories=params.top_categories)
+            ClusteringRun.objects.filter(pk=run.pk).update(population=len(frame), progress=0.05)
+            outcome = clustering_compute(frame=frame, params=params, progress=_progress_writer(run.pk, 0.05, 0.85))
+            write = _progress_writer(run.pk, 0.85, 1.0)
+            write(0.0, "proposing segments")
+            with transaction.atomic():
+                run.refresh_from_db()
+                run.population = len(frame)
+                run.chosen = outcome.chosen_summary()
+                run.report = outcome.report()
+                run.model = outcome.model.to_bytes()
+                run.save(update_fields=["population", "chosen", "report", "model"])
+                _propose(run=run, frame=frame, outcome=outcome, at=now)
+            write(0.6, "updating accepted cluster segments")
+            cluster_segments_assign(now=now, current=(run, frame))
     except Exception as exc:
         logger.exception("clustering run %s failed", run.pk)
         ClusteringRun.objects.filter(pk=run.pk).update(
@@ -210,6 +213,24 @@ def clustering_run_execute(*, run_id: int, now: datetime | None = None) -> Clust
     )
     run.refresh_from_db()
     return run
+
+
+LEASE_KIND = "clustering-run"
+
+
+def clustering_run_requeue(run_id) -> None:
+    """cdp.lifecycle's sweep: the run's worker died; queue the run again (after commit)."""
+    if ClusteringRun.objects.filter(pk=run_id, status=ClusteringRunStatus.RUNNING).update(
+        status=ClusteringRunStatus.QUEUED, progress=0.0, progress_message="requeued: its worker was lost"
+    ):
+        transaction.on_commit(lambda: _queue(int(run_id)))
+
+
+def clustering_run_fail(run_id, reason: str) -> None:
+    """cdp.lifecycle's sweep: the run's worker died too often; the run failed (the next one starts)."""
+    ClusteringRun.objects.filter(pk=run_id, status=ClusteringRunStatus.RUNNING).update(
+        status=ClusteringRunStatus.FAILED, error=reason[:2000], progress_message="failed", finished_at=timezone.now()
+    )
 
 
 def run_queued_clustering() -> int:

@@ -17,3 +17,12 @@ def test_the_web_process_gets_the_port_the_banner_prints():
 def test_demo_steps_run_the_shop_then_each_app_in_layer_order():
     steps = [step[0] for step in demo_data_steps()]
     assert steps == ["generate_demo_store", "demo_consent", "demo_segments", "demo_recommendations"]
+
+
+def test_the_demo_storefront_runs_on_its_own_port_and_sends_to_the_printed_cdp():
+    from cdp.demo import storefront_command
+
+    command = storefront_command("8123", "8124")
+    assert command[1:3] == ["-m", "cdp.demo.storefront"]
+    assert command[command.index("--port") + 1] == "8124"
+    assert command[command.index("--cdp") + 1] == "http://127.0.0.1:8123"

@@ -70,6 +70,7 @@ def test_request_page_buttons_verify_then_run_then_download(admin_client, django
     privacy_request_execute(request_id=str(request.pk))
     html = admin_client.get(page).content.decode()
     assert "finished" in html and "data-refresh-seconds" not in html
+    assert "1 profile(s); archive stored compressed:" in html  # not mistaken for the download's size
     shown = html.split('id="dsr-download"')[1].split("</button>")[0]
 
     download = admin_client.post(f"{QUEUE}{request.pk}/download/")

@@ -131,3 +131,44 @@ def test_erasure_follows_a_merge_that_moves_the_person_while_it_starts(write_key
     assert not Profile.objects.exists() and not Event.objects.exists() and not Identifier.objects.exists()
     assert Suppression.objects.count() == 4  # user id, e-mail, anonymous id, phone
     assert call(client, "track", anonymousId="a-old", event="Product Viewed").json()["accepted"] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_that_passed_the_suppression_check_before_an_erasure_does_not_recreate_the_person(
+    write_key, monkeypatch
+):
+    # given a known person, erased right after a new batch of theirs passed the suppression filter
+    client = writer(write_key)
+    call(client, "identify", userId="u-late", traits={"email": "late.batch@example.org"})
+    owner = _profile_of("user_id", "u-late")
+    from profiles.tracking import ingest
+
+    real_owners_of = ingest.owners_of
+    erased = threading.Event()
+
+    def erase_then_owners(identifiers):
+        if not erased.is_set():
+            erased.set()
+
+            def erase():
+                try:
+                    privacy_erase(profile_id=str(owner.pk))
+                finally:
+                    connection.close()
+
+            worker = threading.Thread(target=erase)
+            worker.start()
+            worker.join(30)
+        return real_owners_of(identifiers)
+
+    monkeypatch.setattr(ingest, "owners_of", erase_then_owners)
+
+    # when the batch goes on to resolve identity (nobody owns the identifiers any more)
+    response = call(
+        client, "identify", userId="u-late", anonymousId="a-late", traits={"email": "late.batch@example.org"}
+    )
+
+    # then the check under the identifier locks drops it: the erased person is not created again
+    assert erased.is_set() and response.status_code == 200
+    assert response.json()["accepted"] == 0
+    assert not Profile.objects.exists() and not Identifier.objects.exists()

@@ -113,3 +113,31 @@ def test_admin_records_an_opt_in_and_is_refused_without_analytics(admin_client, 
     record = ConsentRecord.objects.get(purpose__key="analytics")
     assert record.source == "admin" and record.evidence == {"admin": "admin", "note": "ticket 118"}
     assert Identifier.objects.get(value="u-erased-3").profile_id == record.profile_id
+
+
+def test_rotating_the_salt_keeps_erased_people_suppressed(write_key, settings):
+    client = writer(write_key)
+    call(client, "identify", userId="u-rotate")
+    _erase_user("u-rotate")
+    old_salt = settings.CONSENT_HASH_SALT
+
+    # a new salt with the old one kept as previous (docs/privacy.md): the entry still holds
+    settings.CONSENT_HASH_SALT = "a-brand-new-salt-after-rotation-0123456789"
+    settings.CONSENT_HASH_SALT_PREVIOUS = [old_salt]
+    assert call(client, "track", userId="u-rotate", event="Product Viewed").json()["accepted"] == 0
+    assert not Identifier.objects.filter(value="u-rotate").exists()
+    # and an explicit opt-in lifts it under either salt
+    assert client.post("/v1/consent", {"userId": "u-rotate", "purposes": {"analytics": True}}, format="json").json()[
+        "profile_id"
+    ]
+    assert not Suppression.objects.exists()
+
+
+def test_a_salt_changed_without_keeping_the_old_one_would_void_the_list(write_key, settings):
+    # why the salt is its own required secret and rotation keeps the old one (the test above)
+    client = writer(write_key)
+    call(client, "identify", userId="u-void")
+    _erase_user("u-void")
+    settings.CONSENT_HASH_SALT = "changed-without-keeping-the-old-salt-0123456789"
+    settings.CONSENT_HASH_SALT_PREVIOUS = []
+    assert call(client, "track", userId="u-void", event="Product Viewed").json()["accepted"] == 1

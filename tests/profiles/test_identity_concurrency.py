@@ -95,3 +95,80 @@ def test_overlapping_merges_from_parallel_connections_converge_to_one_profile_pe
         assert owned == {("user_id", user), ("email", f"{user}@example.com"), *(("anonymous_id", d) for d in devices)}
         assert profile.events.count() == len(devices) * 3
     assert Event.objects.count() == len(warmup) + len(work)
+
+
+def deadlocks() -> int:
+    """PostgreSQL's own count of deadlocks detected in this (test) database."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_force_next_flush()")
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+        return cursor.fetchone()[0]
+
+
+def test_batches_that_merge_alongside_pending_processing_never_deadlock():
+    from profiles.services import pending_process
+    from profiles.tracking import ingest
+
+    # given people with devices seen before they log in
+    source, _ = source_create(name="deadlocks")
+    rng = random.Random(11)
+    people = {f"user-{p}": [f"dev-{p}-{d}" for d in range(6)] for p in range(8)}
+    seen = [
+        {"type": "track", "anonymousId": dev, "event": "Order Completed", "messageId": f"w-{dev}"}
+        for devs in people.values()
+        for dev in devs
+    ]
+    events_ingest(source=source, events=[clean_event(p, received_at=T0) for p in seen])
+    # when 4 connections send batches that log devices in (merging profiles, in random orders)
+    # while a fifth runs the follow-up work the whole time
+    batches = []
+    for _ in range(40):
+        batch = []
+        for _ in range(6):
+            user = rng.choice(list(people))
+            dev = rng.choice(people[user])
+            batch.append({"type": "identify", "userId": user, "anonymousId": dev, "traits": {"email": f"{user}@x.io"}})
+            batch.append({"type": "track", "anonymousId": rng.choice(people[user]), "event": "Order Completed"})
+        batches.append(batch)
+    before = deadlocks()
+    ingest.retry_counts.clear()
+    errors: list[Exception] = []
+    done = threading.Event()
+
+    def sender(chunk):
+        try:
+            for batch in chunk:
+                events_ingest(source=source, events=[clean_event(p, received_at=T0) for p in batch])
+        except Exception as exc:  # asserted on below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def processor():
+        try:
+            while not done.is_set():
+                pending_process()
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    follow = threading.Thread(target=processor)
+    follow.start()
+    senders = [threading.Thread(target=sender, args=(batches[i::4],)) for i in range(4)]
+    for thread in senders:
+        thread.start()
+    for thread in senders:
+        thread.join(timeout=300)
+    done.set()
+    follow.join(timeout=60)
+    # then no batch failed, PostgreSQL detected no deadlock at all, and ingestion never had to retry one
+    assert errors == []
+    assert deadlocks() - before == 0
+    assert ingest.retry_counts.get("DeadlockDetected", 0) == 0
+    # and every person is one live profile with all their identified devices, nothing on a merged one
+    identified = {p["anonymousId"] for b in batches for p in b if p["type"] == "identify"}
+    never = sum(1 for devs in people.values() for d in devs if d not in identified)
+    assert Profile.objects.filter(merged_into__isnull=True).count() == len(people) + never
+    assert not Identifier.objects.filter(profile__merged_into__isnull=False).exists()

@@ -87,3 +87,26 @@ def test_ingestion_keeps_the_registry_current_through_the_worker(celery_worker, 
     assert SchemaItem.objects.get(kind="event", name="Wishlist Added").count == 1
     assert SchemaItem.objects.get(kind="property", event="Wishlist Added", name="sku").samples == ["SKU-9"]
     assert SchemaItem.objects.get(kind="trait", name="favourite_colour").samples == ["green"]
+
+
+@pytest.mark.django_db
+def test_the_subscriber_only_appends_and_the_drain_folds_everything_pending():
+    from profiles import schema
+
+    queued = []
+    original = schema._redis
+    from profiles import tasks
+
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(tasks.schema_drain, "apply_async", lambda **kw: queued.append(kw))
+    try:
+        schema.on_events_stored(events=[_event("Product Viewed", {"category": "outdoor"})])
+        schema.on_events_stored(events=[_event("Product Viewed", {"category": "kitchen"})])
+    finally:
+        monkey.undo()
+    assert len(queued) == 1  # one drain scheduled for both batches
+    assert not SchemaItem.objects.exists()  # nothing written on the request path
+    assert schema.schema_drain() > 0
+    prop = SchemaItem.objects.get(kind="property", event="Product Viewed", name="category")
+    assert (prop.count, prop.samples) == (2, ["outdoor", "kitchen"])
+    assert schema.schema_drain() == 0 and not original().exists(schema.SCHEDULED_KEY)

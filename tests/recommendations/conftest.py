@@ -108,6 +108,20 @@ def grant(profile_id: str, granted: bool = True) -> None:
     consent_record(profile_id=profile_id, choices={"personalisation": granted}, source="api")
 
 
+def consent_to_training() -> None:
+    """Every shopper without a personalisation answer allows it: training leaves out people who did
+    not agree (issue 11), so tests that train on the shop's orders record the agreement first."""
+    from consent.models import ConsentState
+    from consent.services import consent_records_bulk, purposes_ensure
+    from profiles.models import Profile
+
+    purposes_ensure()
+    answered = ConsentState.objects.filter(purpose__key="personalisation").values("profile_id")
+    ids = Profile.objects.filter(merged_into__isnull=True).exclude(pk__in=answered).values_list("pk", flat=True)
+    now = timezone.now()
+    consent_records_bulk(entries=[(str(pk), {"personalisation": True}, now, {}) for pk in ids], source="api")
+
+
 def make_products() -> None:
     from recommendations.services import product_upsert_many
 

@@ -10,10 +10,11 @@ from django.urls import reverse
 from recommendations import services
 from recommendations.models import ModelStatus, ModelVersion
 
-from .conftest import WORSE_PARAMS, make_people, make_products, store_orders
+from .conftest import WORSE_PARAMS, consent_to_training, make_people, make_products, store_orders
 
 
 def refresh(params=None):
+    consent_to_training()
     version = services.model_refresh_start(requested_by="tests", params=params, queue=False)
     return services.model_refresh_execute(version_id=version.pk)
 
@@ -60,6 +61,7 @@ def test_refresh_now_from_admin_runs_on_a_real_celery_worker(celery_worker, admi
     source, _ = source_create(name="shop")
     make_products()
     store_orders(source, make_people(source, 12))
+    consent_to_training()
     response = admin_client.post(reverse("admin:recommendations_modelversion_refresh"))
     assert response.status_code == 302
     version = ModelVersion.objects.get()

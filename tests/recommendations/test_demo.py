@@ -9,7 +9,7 @@ import pytest
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
-from profiles.demo_store import demo_catalog, demo_store_generate
+from cdp.demo.store import demo_catalog, demo_store_generate
 from recommendations.models import ModelStatus, ModelVersion, Product
 
 pytestmark = pytest.mark.django_db
@@ -19,6 +19,8 @@ def test_demo_recommendations_serves_a_demo_shopper(django_capture_on_commit_cal
     settings.RECS_TRAIN_PARAMS = {}  # the default recipe, as `make demo` trains it
     with django_capture_on_commit_callbacks(execute=True):
         demo_store_generate(customers=40, days=30, seed=5, progress=False)
+        # as `make demo` runs it, after consent's demo step: training learns from those who agreed
+        call_command("demo_consent", stdout=io.StringIO(), stderr=io.StringIO())
     out = io.StringIO()
     with django_capture_on_commit_callbacks(execute=True):
         call_command("demo_recommendations", stdout=out)
@@ -31,7 +33,51 @@ def test_demo_recommendations_serves_a_demo_shopper(django_capture_on_commit_cal
     body = client.get(url).json()
     assert len(body["items"]) == 5
     assert all(item["explanation"] for item in body["items"])
+    # every demo shopper's reasons name what really led to each item
+    _reasons_are_honest(client)
     # a second run changes nothing in the catalog
     out = io.StringIO()
     call_command("demo_recommendations", stdout=out)
     assert "0 created" in out.getvalue()
+
+
+def _reasons_are_honest(client) -> None:
+    from profiles.models import Event, Identifier
+    from recommendations.models import Product
+
+    titles = dict(Product.objects.values_list("sku", "title"))
+    checked = 0
+    from .conftest import grant
+
+    shoppers = Identifier.objects.filter(kind="user_id", profile__merged_into__isnull=True).order_by("value")
+    for user_id, profile_id in shoppers.values_list("value", "profile_id")[:15]:
+        grant(str(profile_id))  # the demo shopper agrees to personalisation
+        body = client.get("/api/v1/recommendations/", {"user_id": user_id, "k": 8, "placement": "home"}).json()
+        assert "items" in body, body
+        if not body["personalised"]:
+            continue
+        events = Event.objects.filter(profile_id=body["profile_id"])
+        bought, viewed = set(), set()
+        for name, props in events.values_list("name", "properties"):
+            if name == "Order Completed":
+                bought |= {p.get("product_id") or p.get("sku") for p in props.get("products") or []}
+            elif name in ("Product Viewed", "Product Added"):
+                viewed.add(props.get("product_id") or props.get("sku"))
+        for item in body["items"]:
+            reason, sku = item["reason"], item["sku"]
+            if reason["type"] == "bought":
+                assert sku in bought and item["explanation"] == "You bought this before"
+            elif reason["type"] == "viewed":
+                assert sku in viewed and sku not in bought and item["explanation"] == "You viewed this"
+            elif reason["type"] == "because_bought":
+                assert reason["item_id"] in bought and reason["item_id"] != sku
+                assert item["explanation"] == f"Because you bought {titles[reason['item_id']]}"
+            elif reason["type"] == "because_viewed":
+                assert reason["item_id"] in viewed and reason["item_id"] != sku
+            else:
+                assert reason["type"] in ("similar_shoppers", "popular", "trending", "popular_in_segment")
+            assert item["score_type"] == "probability" or item["recommender"] != "hybrid"
+            if item["recommender"] == "hybrid":
+                assert 0.0 <= item["score"] <= 1.0
+        checked += 1
+    assert checked >= 3

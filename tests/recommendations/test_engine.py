@@ -311,3 +311,42 @@ def test_tiny_shops_train_and_answer_with_the_fallback_blend(rows):
     assert len({r.item_id for r in recs}) == len(recs) == min(2, len(data.items))
     b.forget_users(["u1"])
     assert not ModelBundle.from_bytes(b.to_bytes()).known_user("u1")
+
+
+def test_similar_items_are_the_same_kind_of_product_when_co_purchases_point_elsewhere():
+    # every watch buyer also bought a leather tote: co-purchases say "tote", content says "watch"
+    rows = []
+    for u in range(40):
+        rows.append((f"u{u}", f"watch-{u % 4}", PURCHASE, 1.0, NOW - (u + 1) * DAY, f"o{u}"))
+        rows.append((f"u{u}", f"tote-{u % 3}", PURCHASE, 1.0, NOW - (u + 1) * DAY, f"o{u}"))
+    data = Interactions.from_rows(rows)
+    items = list(data.items)
+    catalog = Catalog(
+        items=items,
+        title=["Steel watch" if s.startswith("watch") else "Leather tote" for s in items],
+        category=["Watches > Men" if s.startswith("watch") else "Bags > Totes" for s in items],
+        brand=["Chrono" if s.startswith("watch") else "Hide" for s in items],
+        price=[120.0 if s.startswith("watch") else 60.0 for s in items],
+    )
+    b = train_bundle(data=data, catalog=catalog, params=SMALL, now=NOW)
+    similar = b.similar(item_id="watch-0", k=3)
+    assert [r.item_id.split("-")[0] for r in similar] == ["watch"] * 3
+    assert all(r.reason == {"type": "similar_product", "item_id": "watch-0"} for r in similar)
+    assert similar[0].score == 1.0 and all(0 < r.score <= 1.0 for r in similar)
+    # what is bought with it is the complement, explained as such
+    bought_with = b.complements(items=["watch-0"], k=3, reason="bought_with")
+    assert bought_with and all(r.item_id.startswith("tote") for r in bought_with)
+    assert bought_with[0].reason == {"type": "bought_with", "item_id": "watch-0"}
+
+
+def test_neighbours_of_a_best_seller_are_looked_for_among_its_strongest_people_only(shop):
+    data, catalog = shop
+    b = train_bundle(data=data, catalog=catalog, params={**SMALL, "repeat_knn": {"max_item_people": 3}}, now=NOW)
+    knn = b.recommenders["repeat_knn"]
+    vt = knn.vectors_t()
+    assert np.diff(vt.indptr).max() == 3
+    full = knn.vectors.T.tocsr()
+    for item in range(vt.shape[0]):
+        kept = vt.data[vt.indptr[item] : vt.indptr[item + 1]]
+        everyone = np.sort(full.data[full.indptr[item] : full.indptr[item + 1]])[::-1]
+        assert np.allclose(np.sort(kept)[::-1], everyone[: len(kept)])  # the largest weights

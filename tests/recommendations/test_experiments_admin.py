@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 from django.urls import reverse
 from django.utils import timezone
@@ -31,6 +29,7 @@ def form_data(**over):
         "cuped_days": "14",
         "alpha": "0.05",
         "sequential": "on",
+        "sequential_tuning": "5000",
         "variants-TOTAL_FORMS": "2",
         "variants-INITIAL_FORMS": "0",
         "variants-MIN_NUM_FORMS": "2",
@@ -84,7 +83,7 @@ def test_results_page_actions_chart_and_srm_banner(shop, admin_client):
     assert admin_client.post(act("start")).status_code == 302
     experiment.refresh_from_db()
     assert experiment.status == ExperimentStatus.RUNNING
-    at = timezone.now() - timedelta(minutes=5)
+    at = timezone.now()
     for n in range(10):  # a skewed split: 9 to a, 1 to b
         grant(shop.person(n))
         RecommendationServed.objects.create(
@@ -147,3 +146,23 @@ def test_bandit_page(shop, admin_client):
     assert 'id="shares-chart"' in page and "<polyline" in page
     assert 'id="ope"' in page and "doubly robust" in page
     assert admin_client.get(reverse("admin:recommendations_banditpolicy_changelist")).status_code == 200
+
+
+@pytest.mark.django_db
+def test_profile_page_lists_the_persons_experiments(shop, admin_client):
+    experiment = services.experiment_start(
+        experiment=services.experiment_create(
+            key="exp",
+            placements=["home"],
+            variants=[{"key": "a", "weight": 50, "is_control": True}, {"key": "b", "weight": 50}],
+        )
+    )
+    person = shop.person(0)
+    grant(person)
+    RecommendationServed.objects.create(
+        profile_id=person, experiment="exp", variant="b", items=[], created_at=timezone.now()
+    )
+    services.exposures_refresh(experiment=experiment)
+    page = admin_client.get(reverse("admin:profiles_profile_change", args=[person])).content.decode()
+    assert reverse("admin:recommendations_experiment_results", args=[experiment.pk]) in page
+    assert "first exposure" in page

@@ -119,3 +119,52 @@ def test_assignment_endpoint(shop, secret_client, api_client):
     assert (refused["experiment"], refused["personalised"]) == (None, False)
     assert secret_client.get(URL + "assignment/", {"placement": ""}).status_code == 400
     assert api_client.get(URL + "assignment/", {"placement": "home"}).status_code in (401, 403)
+
+
+@pytest.mark.django_db
+def test_browser_safe_assignment_with_write_key_and_user_token(shop, secret_client, client):
+    import time
+
+    from django.utils import timezone
+
+    from profiles.models import Identifier
+    from profiles.services import source_create
+    from profiles.storefront import user_token_make
+
+    secret_client.post(URL, body(), format="json")
+    secret_client.post(URL + "home-personalised/start/")
+    source, raw = source_create(name="web", allowed_origins=["https://shop.example.test"])
+    person = shop.person(0)
+    Identifier.objects.create(kind="user_id", value="u-0", profile_id=person, last_seen_at=timezone.now())
+    grant(person)
+    token = user_token_make(secret=source.user_token_secret, user_id="u-0", expires_at=int(time.time()) + 600)
+    headers = {"HTTP_ORIGIN": "https://shop.example.test"}
+    ok = client.get(
+        "/v1/experiments/assignment",
+        {"writeKey": raw, "user_id": "u-0", "user_token": token, "placement": "home"},
+        **headers,
+    )
+    assert ok.status_code == 200, ok.content
+    assert set(ok.json()) == {"placement", "experiment", "variant"}  # no profile id
+    assert ok.json()["experiment"] == "home-personalised"
+    forged = client.get(
+        "/v1/experiments/assignment",
+        {"writeKey": raw, "user_id": "u-0", "user_token": "1.x", "placement": "home"},
+        **headers,
+    )
+    assert forged.status_code == 403
+    anonymous = client.get(
+        "/v1/experiments/assignment", {"writeKey": raw, "anonymous_id": "a-1", "placement": "home"}, **headers
+    )
+    assert anonymous.json()["experiment"] is None  # nobody known: in no experiment
+
+
+@pytest.mark.django_db
+def test_power_calculator_endpoint(secret_client):
+    plan = secret_client.get(URL + "power/", {"baseline_mean": 0.1, "mde": 0.05, "units_per_day": 10_000}).json()
+    assert plan["units_per_variant"] == 56_512 and plan["days"] == 12
+    back = secret_client.get(URL + "power/", {"baseline_mean": 0.1, "units": 56_512}).json()
+    assert back["mde"] == pytest.approx(0.05, rel=0.001)
+    both = secret_client.get(URL + "power/", {"baseline_mean": 0.1, "mde": 0.05, "units": 10})
+    assert "mde" in fields_of(both)
+    assert "baseline_sd" in fields_of(secret_client.get(URL + "power/", {"baseline_mean": 30, "mde": 0.05}))

@@ -9,10 +9,17 @@ import pytest
 from django.utils import timezone
 
 from recommendations.experiments import selectors, services
-from recommendations.experiments.models import Exposure
+from recommendations.experiments.models import Experiment, Exposure
 from recommendations.models import RecommendationServed
 
 from .conftest import add_event, grant
+
+
+def _started_days_ago(experiment, days: int):
+    """As if the experiment had been started ``days`` ago (answers served before a start are not its own)."""
+    Experiment.objects.filter(pk=experiment.pk).update(started_at=timezone.now() - timedelta(days=days))
+    experiment.refresh_from_db()
+    return experiment
 
 
 def _serve(profile_id, variant, at, experiment="exp"):
@@ -36,6 +43,7 @@ def test_metrics_count_only_after_first_exposure_and_exclude_multi_variant_units
     )
     experiment = services.experiment_start(experiment=experiment)
     now = timezone.now()
+    experiment = _started_days_ago(experiment, 5)
     p = [shop.person(n) for n in range(10)]
     for person in p:
         grant(person)
@@ -75,6 +83,8 @@ def test_metrics_count_only_after_first_exposure_and_exclude_multi_variant_units
     assert results["srm"]["observed"] == [3, 1]
     assert "p_value_holm" in rows[("revenue", "treat")]
 
+    # answers served before the start (a reused key) are not exposures of this experiment
+    _serve(p[5], "treat", experiment.started_at - timedelta(minutes=1))
     # refreshing again is idempotent, and the API answers the same
     services.exposures_refresh(experiment=experiment)
     assert Exposure.objects.filter(experiment=experiment).count() == 5
@@ -92,6 +102,7 @@ def test_units_whose_consent_is_withdrawn_leave_the_analysis(shop):
             variants=[{"key": "a", "weight": 50, "is_control": True}, {"key": "b", "weight": 50}],
         )
     )
+    experiment = _started_days_ago(experiment, 1)
     at = timezone.now() - timedelta(hours=1)
     for n in range(4):
         grant(shop.person(n))

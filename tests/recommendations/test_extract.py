@@ -16,6 +16,8 @@ from profiles.tracking.validate import clean_event
 from recommendations.engine.data import CART, PURCHASE, VIEW
 from recommendations.selectors import interactions_extract
 
+from .conftest import consent_to_training
+
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
@@ -88,22 +90,32 @@ def test_extract_reads_orders_views_and_cart_additions_for_live_profiles():
     profile_merge(winner=Identifier.objects.get(value="alice").profile, loser=loser, reason="test")
     # an event that reached the merged-away profile later still belongs to the live one
     Event.objects.filter(message_id="m2").update(profile=loser)
+    consent_to_training()
 
     data, catalog = interactions_extract()
+    chunked, _ = interactions_extract(chunk_rows=2)  # the server-side cursor, two rows at a time
 
     assert sorted(data.users) == sorted([alice, bob]) and anon not in set(data.users)
-    rows = sorted(
-        (str(data.users[u]), str(data.items[i]), int(k), float(q), float(t), str(o))
-        for u, i, k, q, t, o in zip(data.user, data.item, data.kind, data.quantity, data.ts, data.order, strict=True)
-    )
+
+    def table(d):
+        return sorted(
+            (str(d.users[u]), str(d.items[i]), int(k), float(q), float(t), int(o))
+            for u, i, k, q, t, o in zip(d.user, d.item, d.kind, d.quantity, d.ts, d.order, strict=True)
+        )
+
+    rows = table(data)
+    assert rows == table(chunked)
     day = T0.timestamp()
-    assert rows == sorted(
+    codes = {(r[1], r[2]): r[5] for r in rows}
+    o1, o2, none = codes[("S1", PURCHASE)], codes[("S2", PURCHASE)], codes[("S1", VIEW)]
+    assert codes[("S3", PURCHASE)] == o1 and len({o1, o2, none}) == 3 and codes[("S2", CART)] == none
+    assert [r[:5] for r in rows] == sorted(
         [
-            (alice, "S1", VIEW, 1.0, day, ""),
-            (alice, "S2", CART, 2.0, day + 60, ""),
-            (alice, "S1", PURCHASE, 2.0, day + 86400, "o-1"),
-            (alice, "S3", PURCHASE, 1.0, day + 86400, "o-1"),
-            (bob, "S2", PURCHASE, 1.0, day + 2 * 86400, "o-2"),
+            (alice, "S1", VIEW, 1.0, day),
+            (alice, "S2", CART, 2.0, day + 60),
+            (alice, "S1", PURCHASE, 2.0, day + 86400),
+            (alice, "S3", PURCHASE, 1.0, day + 86400),
+            (bob, "S2", PURCHASE, 1.0, day + 2 * 86400),
         ]
     )
     # the catalog says what events said of each item
@@ -123,6 +135,7 @@ def test_extract_windows_and_sources_and_the_product_table():
         track(13, "Product Viewed", {"sku": "P1"}, user_id="v", at=T0 + timedelta(days=9)),
     )
     Product.objects.create(sku="P1", title="Catalogue title", brand="Acme", price=9, in_stock=False)
+    consent_to_training()
 
     data, catalog = interactions_extract(since=T0 + timedelta(days=1), until=T0 + timedelta(days=6))
     assert list(data.items) == ["P2"] and len(data) == 1 and data.kind[0] == VIEW
@@ -134,3 +147,31 @@ def test_extract_windows_and_sources_and_the_product_table():
 
     data, _ = interactions_extract(since=T0 + timedelta(days=100))
     assert len(data) == 0 and data.n_users == 0
+
+    # a window: the last 5 days before the latest interaction (day 9)
+    data, _ = interactions_extract(window_days=5)
+    assert len(data) == 2 and sorted(data.items) == ["P1", "P2"] and PURCHASE not in data.kind.tolist()
+
+
+@pytest.mark.django_db
+def test_training_sees_only_prices_from_before_its_cutoff():
+    from recommendations.engine.bundle import train_bundle
+    from recommendations.engine.evaluate import holdout_split
+    from recommendations.models import Product
+
+    events = []
+    for n in range(6):
+        price = 10 if n < 4 else 99  # the last two orders (the test period) say a new price
+        order = {"order_id": f"o{n}", "products": [{"sku": "P1", "price": price}, {"sku": "P2", "price": 5}]}
+        events.append(track(40 + n, "Order Completed", order, user_id=f"u{n % 3}", at=T0 + timedelta(days=10 * n)))
+    ingest(*events)
+    Product.objects.create(sku="P1", title="P1", price=99)  # the catalog says today's price
+    consent_to_training()
+
+    data, catalog = interactions_extract()
+    assert data.price is not None and sorted(set(data.price.tolist())) == [5.0, 10.0, 99.0]
+    train, truth = holdout_split(data, 15)
+    bundle = train_bundle(data=train, catalog=catalog, params={}, now=truth.cutoff)
+    at = {sku: n for n, sku in enumerate(bundle.items)}
+    assert bundle.catalog.price[at["P1"]] == 10.0  # not the 99 of the test period nor the catalog's
+    assert bundle.recommenders["hybrid"].stats.item_price[at["P1"]] == 10.0

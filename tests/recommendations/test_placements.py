@@ -30,7 +30,8 @@ def test_placements_are_managed_in_admin(shop, secret_client, admin_client):
 
     # an admin adds a placement of kind "product" and switches "cart" off
     response = admin_client.post(
-        "/admin/recommendations/placement/add/", {"key": "pdp", "name": "PDP", "kind": "product", "is_active": "on"}
+        "/admin/recommendations/placement/add/",
+        {"key": "pdp", "name": "PDP", "kind": "product", "is_active": "on", "default_k": "2"},
     )
     assert response.status_code == 302, response.content
     cart = Placement.objects.get(key="cart")
@@ -42,6 +43,7 @@ def test_placements_are_managed_in_admin(shop, secret_client, admin_client):
     body = ask(secret_client, placement="pdp", product="ELE-1", k=4).json()
     assert body["placement"] == "pdp"
     assert {item["reason"]["type"] for item in body["items"]} <= {"similar_product", "bought_with", "popular"}
+    assert len(ask(secret_client, placement="pdp", product="ELE-1").json()["items"]) == 2  # its default k
     refused = ask(secret_client, placement="cart")
     assert refused.status_code == 400 and "allowed: home, pdp, post_purchase, product" in refused.content.decode()
     with pytest.raises(ValueError, match="Unknown placement kind"):

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from recommendations import reports, services
 from recommendations.engine.bundle import ModelBundle
-from recommendations.models import ModelVersion, RecommendationServed
+from recommendations.models import ModelVersion, PendingModelErasure, RecommendationServed
 
 from .conftest import add_event, grant
 
@@ -54,6 +54,13 @@ def test_erase_removes_the_person_from_the_active_model_and_the_log(
 
     with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
         entry().erase([person])
+        # inside the erasure's transaction the artifact is not rewritten: the people are pending
+        assert ModelVersion.objects.get(pk=shop.version.pk).artifact_revision == 1
+        assert PendingModelErasure.objects.get().profile_ids == [person]
+        assert RecommendationServed.objects.filter(profile_id=person).count() == 0
+    with django_capture_on_commit_callbacks(execute=True):
+        entry().followup()  # what privacy_erase runs after the commit
+    assert not PendingModelErasure.objects.exists()
 
     version = ModelVersion.objects.get(pk=shop.version.pk)
     after = ModelBundle.from_bytes(bytes(version.artifact))
@@ -69,6 +76,43 @@ def test_erase_removes_the_person_from_the_active_model_and_the_log(
 
     model, _ = serving.current()
     assert model.revision == 2 and not model.bundle.known_user(person)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_erasure_request_is_done_only_after_every_stored_model_forgot_the_person(shop, monkeypatch):
+    from consent.models import DataSubjectRequest
+    from consent.requests import privacy_request_create, privacy_request_execute
+
+    from .conftest import publish, train_from_events
+
+    person, other = shop.person(0), shop.person(1)
+    candidate = publish(train_from_events())  # a second stored model (the first one is retired now)
+    seen: list[tuple] = []
+    real = services.model_erasures_apply
+
+    def spy():
+        # the follow-up runs after the erasure committed, and before the request says done
+        request = DataSubjectRequest.objects.get()
+        revisions = dict(ModelVersion.objects.values_list("pk", "artifact_revision"))
+        seen.append((request.status, revisions, PendingModelErasure.objects.count()))
+        return real()
+
+    monkeypatch.setattr(services, "model_erasures_apply", spy)
+    request = privacy_request_create(
+        kind="erasure", channel="api", requested_by="tests", profile_id=person, verified=True
+    )
+    privacy_request_execute(request_id=str(request.pk))
+
+    request.refresh_from_db()
+    assert request.status == "done", request.error
+    assert seen == [("running", {shop.version.pk: 1, candidate.pk: 1}, 1)]
+    for version in ModelVersion.objects.all():
+        bundle = ModelBundle.from_bytes(bytes(version.artifact))
+        assert not bundle.known_user(person) and bundle.known_user(other)
+        assert version.artifact_revision == 2
+    assert cache.get(services.ACTIVE_KEY) == f"{candidate.pk}:2"
+    assert set(request.result["followups"]["recommendations"]["models_updated"]) == {shop.version.pk, candidate.pk}
+    assert not PendingModelErasure.objects.exists()
 
 
 def test_ctr_per_model_version_joins_impressions_and_clicks(shop, secret_client):

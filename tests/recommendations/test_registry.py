@@ -10,12 +10,13 @@ from django.test import override_settings
 from recommendations import services, serving
 from recommendations.models import ModelStatus, ModelVersion, Product
 
-from .conftest import BETTER_PARAMS, WORSE_PARAMS, add_event
+from .conftest import BETTER_PARAMS, WORSE_PARAMS, add_event, consent_to_training
 
 pytestmark = pytest.mark.django_db
 
 
 def refresh(params: dict | None = None, by: str = "tests") -> ModelVersion:
+    consent_to_training()
     version = services.model_refresh_start(requested_by=by, params=params, queue=False)
     return services.model_refresh_execute(version_id=version.pk)
 

@@ -131,3 +131,12 @@ def test_browser_recommendations_are_throttled_per_source_and_address(shop, page
     assert response.status_code == 429
     assert response.json()["error"]["code"] == "throttled"
     assert int(response["Retry-After"]) > 0
+
+
+def test_placements_take_their_anchor_and_unknown_ones_are_a_400(shop, page):
+    body = page(placement="product", product="ELE-1").json()
+    assert body["placement"] == "product"
+    assert body["items"] and "ELE-1" not in [item["sku"] for item in body["items"]]
+    response = page(placement="nowhere")
+    assert response.status_code == 400
+    assert "placement" in response.json()["error"]["fields"]

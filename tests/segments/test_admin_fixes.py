@@ -23,10 +23,15 @@ def test_csv_name_column_is_filled_from_name_or_first_and_last_name(secret_clien
         profile(traits={"email": "c@example.com", "firstName": "Cy", "lastName": "Twombly"}),
         profile(traits={"email": "d@example.com"}),
     ]
+    from consent.services import consent_record, purposes_ensure
+
+    purposes_ensure()
+    for person in people:
+        consent_record(profile_id=person.pk, choices={"marketing": True}, source="api")
     segment = Segment.objects.create(slug="named", name="Named", definition={"all": []})
     segment_membership_set(segment=segment, profile_ids=[str(p.pk) for p in people])
 
-    response = secret_client.get("/api/v1/segments/named/members/export/")
+    response = secret_client.get("/api/v1/segments/named/members/export/?purpose=marketing")
     rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
 
     assert {r["email"]: r["name"] for r in rows} == {

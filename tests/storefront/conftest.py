@@ -116,3 +116,37 @@ def wait_until(predicate, *, timeout: float = 20.0, browser=None, what: str = "c
         except Exception:
             console = "(no console log)"
     pytest.fail(f"timed out waiting for {what}; browser console:\n{console}")
+
+
+@pytest.fixture
+def trained(settings):
+    """A small shop with a trained model (tests/recommendations' shop); person 0 (user u-0) bought
+    ELE-1 and BEA-1 and consents to personalisation."""
+    from django.utils import timezone
+
+    from consent.services import purposes_ensure
+    from profiles import services
+    from profiles.models import Identifier
+    from recommendations import serving
+    from tests.recommendations.conftest import (
+        ORDERS,
+        grant,
+        make_people,
+        make_products,
+        publish,
+        store_orders,
+        train_from_events,
+    )
+
+    settings.RECS_SERVED_LOG_ASYNC = False
+    purposes_ensure()
+    serving.runtime.reset()
+    source, _ = services.source_create(name="orders")
+    make_products()
+    people = make_people(source, len(ORDERS) + 2)
+    store_orders(source, people)
+    publish(train_from_events(params={"primary": "popularity", "recommenders": ["popularity", "buy_again"]}))
+    Identifier.objects.create(kind="user_id", value="u-0", profile_id=people[0], last_seen_at=timezone.now())
+    grant(people[0])
+    yield people
+    serving.runtime.reset()

@@ -10,45 +10,15 @@ import json
 import time
 
 import pytest
-from django.utils import timezone
 
 from consent.selectors import consent_granted
 from profiles import services
 from profiles.models import Event, Identifier
 from profiles.storefront import user_token_make
-from recommendations import serving
-from tests.recommendations.conftest import (
-    ORDERS,
-    grant,
-    make_people,
-    make_products,
-    publish,
-    store_orders,
-    train_from_events,
-)
 
 from .conftest import browser_required, wait_until
 
 pytestmark = browser_required
-
-
-@pytest.fixture
-def trained(settings):
-    """A small shop with a trained model; person 0 (user u-0) bought ELE-1 and BEA-1."""
-    from consent.services import purposes_ensure
-
-    settings.RECS_SERVED_LOG_ASYNC = False
-    purposes_ensure()
-    serving.runtime.reset()
-    source, _ = services.source_create(name="orders")
-    make_products()
-    people = make_people(source, len(ORDERS) + 2)
-    store_orders(source, people)
-    publish(train_from_events(params={"primary": "popularity", "recommenders": ["popularity", "buy_again"]}))
-    Identifier.objects.create(kind="user_id", value="u-0", profile_id=people[0], last_seen_at=timezone.now())
-    grant(people[0])
-    yield people
-    serving.runtime.reset()
 
 
 def sdk_loader(sdk: str, cdp: str, write_key: str) -> str:

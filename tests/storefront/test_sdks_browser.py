@@ -187,3 +187,29 @@ def test_gzip_bodies_from_a_page(browser, live_server, shop_site, shop_source):
     )
     assert answer["status"] == 200, answer
     assert Event.objects.filter(source=source, name="Gz").exists()
+
+
+def test_beacons_with_the_key_in_the_body_and_a_foreign_origins_beacon_stores_nothing(
+    browser, live_server, shop_site, shop_source, caplog
+):
+    """navigator.sendBeacon cannot set headers and skips the preflight: the key rides in the body,
+    and the origin check alone keeps a foreign page's beacon out."""
+    source, write_key = shop_source
+    foreign, foreign_key = services.source_create(name="foreign", allowed_origins=["https://elsewhere.example"])
+    browser.get(shop_site.page("/", "<!doctype html><title>shop</title>"))
+    sent = browser.execute_script(
+        """const beacon = (key, name) => navigator.sendBeacon(arguments[0] + '/v1/b', new Blob([JSON.stringify(
+             {writeKey: key, batch: [{type: 'track', event: name, anonymousId: 'a-b'}]})], {type: 'text/plain'}));
+        return [beacon(arguments[1], 'Beacon Mine'), beacon(arguments[2], 'Beacon Foreign')];""",
+        live_server.url,
+        write_key,
+        foreign_key,
+    )
+    assert sent == [True, True]
+    wait_until(lambda: Event.objects.filter(source=source, name="Beacon Mine").exists(), browser=browser, what="beacon")
+    wait_until(  # the foreign beacon reached cdp and was refused (django.request logs every 4xx)
+        lambda: any(r.getMessage() == "Forbidden: /v1/b" for r in caplog.records),
+        browser=browser,
+        what="the foreign beacon's 403",
+    )
+    assert not Event.objects.filter(source=foreign).exists()

@@ -35,5 +35,10 @@
     if (results && results.querySelector("[data-cdp-running]")) {
       follow(results, 5, "stop");
     }
+    var form = document.querySelector("#content-main form[id$='_form']");
+    if (!results && form && form.querySelector("fieldset [data-cdp-running]")) {
+      // a read-only page of running work (a run, a model refresh): show its progress as it moves
+      setTimeout(function () { if (!document.hidden) window.location.reload(); }, 5000);
+    }
   });
 })();

@@ -6,6 +6,8 @@
  *           data-write-key="wk_…" data-banner="true" defer></script>
  *   <div data-placement="home" data-k="4"></div>
  *
+ * Placement attributes: data-k, data-title, data-product (product page: its sku), data-cart-items and
+ * data-order-items (comma-separated skus), data-session-items (skus on screen).
  * Optional attributes on the script: data-user-id + data-user-token (the token your backend signs,
  * see docs/storefront.md), data-purposes="analytics,personalisation,marketing", data-policy-version,
  * data-product-url="/product/{sku}". Or call window.cdpStorefront.init({...}) yourself.
@@ -102,6 +104,9 @@
         placement: placement,
         k: options.k || 4,
         session_items: options.sessionItems || "",
+        product: options.product || "",
+        cart_items: options.cartItems || "",
+        order_items: options.orderItems || "",
       };
       if (who.userId && config.userToken) {
         params.user_id = who.userId;
@@ -215,6 +220,9 @@
         return fetchRecommendations(node.getAttribute("data-placement"), {
           k: node.getAttribute("data-k"),
           sessionItems: node.getAttribute("data-session-items"),
+          product: node.getAttribute("data-product"),
+          cartItems: node.getAttribute("data-cart-items"),
+          orderItems: node.getAttribute("data-order-items"),
         }).then(
           function (answer) {
             render(node, answer);

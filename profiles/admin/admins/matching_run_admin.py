@@ -30,8 +30,12 @@ class MatchingRunAdmin(admin.ModelAdmin):
 
     @admin.display(description="progress")
     def progress_bar(self, obj: MatchingRun):
+        if obj.status in ("done", "failed"):
+            return format_html(
+                '<span class="cdp-pill {}">{}</span>', obj.status, "finished" if obj.status == "done" else "failed"
+            )
         return format_html(
-            '<progress max="100" value="{}" style="width:10em"></progress> {}% ({} / {})',
+            '<progress max="100" value="{}" style="width:10em" data-cdp-running></progress> {}% ({} / {})',
             obj.progress_percent,
             obj.progress_percent,
             obj.progress_done,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
@@ -18,6 +19,7 @@ from .serializers import (
     ExperimentInput,
     ExperimentOutput,
     ExperimentPatchInput,
+    PowerInput,
     ResultsOutput,
     ShipInput,
 )
@@ -117,36 +119,40 @@ class ExperimentViewSet(
         experiment = self.get_object()
         return Response(selectors.experiment_results(experiment=experiment, refresh=True))
 
+    @extend_schema(parameters=[PowerInput], responses={200: OpenApiTypes.OBJECT})
+    @action(detail=False, methods=["get"])
+    def power(self, request):
+        """Power calculator (fixed horizon, two-sided, equal split): units per variant and days for a
+        minimum detectable effect, or the MDE for a number of units. The sequential default needs about
+        2-3x the units for the same power (docs/experiments.md)."""
+        from recommendations.experiments.statistics import power_plan
+
+        data = PowerInput(data=request.query_params)
+        data.is_valid(raise_exception=True)
+        return Response(power_plan(**data.validated_data))
+
     @extend_schema(parameters=[AssignmentQueryInput], responses={200: AssignmentOutput})
     @action(detail=False, methods=["get"])
     def assignment(self, request):
         """The strategy a shopper gets on a placement (for storefront features other than the
         recommendations API). Does not record an exposure: exposures come from what was served."""
         from recommendations import serving
-        from recommendations.experiments.strategy import strategy_for
 
         data = AssignmentQueryInput(data=request.query_params)
         data.is_valid(raise_exception=True)
         values = data.validated_data
-        query = serving.Query(
-            profile_id=str(values["profile_id"]) if values.get("profile_id") else None,
-            user_id=values.get("user_id"),
-            anonymous_id=values.get("anonymous_id"),
-        )
         try:
-            profile_id, consent = serving.resolve_profile(query)
+            profile_id, consent, strategy = selectors.shopper_strategy(
+                profile_id=str(values["profile_id"]) if values.get("profile_id") else None,
+                user_id=values.get("user_id"),
+                anonymous_id=values.get("anonymous_id"),
+                placement=values["placement"],
+                device=values.get("device", ""),
+            )
         except serving.UnknownProfile:
             from django.http import Http404
 
             raise Http404 from None
-        segments = [slug for slug, _ in serving.profile_segments(profile_id)] if profile_id and consent else []
-        strategy = strategy_for(
-            profile_id=profile_id,
-            placement=values["placement"],
-            device=values.get("device", ""),
-            segments=segments,
-            personalisation_consent=consent,
-        )
         return Response(
             {
                 "profile_id": profile_id,
@@ -184,7 +190,7 @@ class BanditViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         policy = services.bandit_set_status(policy=self.get_object(), status="stopped")
         return Response(BanditOutput(policy).data)
 
-    @extend_schema(responses={200: serializers.DictField()})
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["get"])
     def evaluation(self, request, key: str):
         """The live policy's observed click rate beside IPS, SNIPS and doubly robust estimates of

@@ -87,7 +87,8 @@ class Command(BaseCommand):
             )
         t0 = time.monotonic()
         source = Source.objects.get(name=source_name)
-        data, catalog = interactions_extract(source_ids=[source.pk])
+        # an offline measurement of an imported data set: it serves nobody, so no consent filter
+        data, catalog = interactions_extract(source_ids=[source.pk], consent_purpose=None)
         seconds["extract"] = round(time.monotonic() - t0, 2)
         if len(data) == 0:
             raise CommandError(f"{path}: no order line could be imported.")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from profiles.demo_store import LUXURY
+from cdp.demo.store import LUXURY
 from segments import services
 from segments.clustering.services import cluster_segment_accept, clustering_run_now
 from segments.models import ClusteringRun, Segment, SegmentKind

@@ -148,6 +148,20 @@
     if (node.count) {
       row.appendChild(input("sb-count-value", count.value, "n", null, function (v) { node.count.value = Number(v); changed(); }));
     }
+    var total = node.sum || {};
+    var numeric = ((info && info.properties) || []).filter(function (p) {
+      return (p.samples || []).some(function (v) { return typeof v === "number"; });
+    }).map(function (p) { return {value: p.name}; });
+    row.appendChild(select("sb-sum-op", [["", "any total"]].concat(catalog.ops.count.map(function (o) {
+      return [o, "total " + (OP_WORDS[o] || o)]; })), total.op || "", function (v) {
+        if (!v) delete node.sum; else node.sum = {property: total.property || (numeric[0] || {}).value || "revenue",
+          op: v, value: total.value === undefined ? 100 : total.value};
+        changed(); }));
+    if (node.sum) {
+      row.appendChild(input("sb-sum-value", total.value, "amount", null, function (v) { node.sum.value = Number(v); changed(); }));
+      row.appendChild(el("span", {"class": "sb-inline", text: " of "}));
+      row.appendChild(input("sb-sum-prop", total.property, "number property", numeric, function (v) { node.sum.property = v; changed(); }));
+    }
     var filters = el("div", {"class": "sb-filters"});
     (node.where || []).forEach(function (f, i) {
       var props = ((info && info.properties) || []).map(function (p) { return {value: p.name, label: p.count + " events"}; });

@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 
-from .envfiles import BASE_DIR
+from cdp.envfiles import BASE_DIR
 
 
 def manage(*args: str, capture: bool = False) -> str:
@@ -34,8 +34,10 @@ def main() -> int:
         manage(*step)
     port = os.environ.get("PORT", "8000")
     base = f"http://127.0.0.1:{port}"
+    storefront_port = os.environ.get("STOREFRONT_PORT", str(int(port) + 1))
     print("\n" + "=" * 72)
-    print("cdp demo is starting: web (gunicorn), celery worker, celery beat, rq worker")
+    print("cdp demo is starting: web (gunicorn), celery worker, celery beat, rq worker, demo storefront")
+    print(f"  storefront: http://127.0.0.1:{storefront_port}/  (a shop on another origin: browse, log in, buy)")
     print(f"  admin:     {base}/admin/")
     print(credentials.rstrip().replace("admin user", "  username ").replace("admin password", "  password "))
     print(f"  API docs:  {base}/api/docs/")
@@ -45,10 +47,27 @@ def main() -> int:
     bin_dir = os.path.dirname(sys.executable)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     honcho = subprocess.Popen(honcho_command(port), env=env)
+    storefront = subprocess.Popen(storefront_command(port, storefront_port), env=env, cwd=BASE_DIR)
     try:
         return honcho.wait()
     except KeyboardInterrupt:  # honcho gets the same SIGINT and stops its processes
         return honcho.wait()
+    finally:
+        storefront.terminate()
+        storefront.wait(timeout=10)
+
+
+def storefront_command(port: str, storefront_port: str) -> list[str]:
+    """The demo shop (cdp/demo/storefront.py) on its own port: a second origin, so CORS is real."""
+    return [
+        sys.executable,
+        "-m",
+        "cdp.demo.storefront",
+        "--port",
+        storefront_port,
+        "--cdp",
+        f"http://127.0.0.1:{port}",
+    ]
 
 
 def honcho_command(port: str) -> list[str]:
@@ -68,7 +87,3 @@ def demo_data_steps() -> list[tuple[str, ...]]:
         if (BASE_DIR / app / "management" / "commands" / f"demo_{app}.py").exists():
             steps.append((f"demo_{app}",))
     return steps
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from profiles.demo_store import IDENTITY_CASES, DemoSummary, demo_store_generate
+from cdp.demo.store import IDENTITY_CASES, DemoSummary, demo_store_generate
 
 
 class Command(BaseCommand):

@@ -8,7 +8,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from profiles.demo_store import demo_catalog, demo_store_generate, demo_store_payloads, demo_store_plan
+from cdp.demo.store import demo_catalog, demo_store_generate, demo_store_payloads, demo_store_plan
 from profiles.models import Event, Identifier, MatchCandidate, Merge, Profile, Source
 from profiles.normalize import normalize_email
 
