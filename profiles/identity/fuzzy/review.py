@@ -47,18 +47,21 @@ def pattern(levels_row) -> str:
     return ".".join("-" if int(x) < 0 else str(int(x)) for x in levels_row)
 
 
-def select(groups: list[tuple], *, records: int, share: float | None = None) -> list[tuple]:
+def select(groups: list[tuple], *, records: int, share: float | None = None, weight: dict | None = None) -> list[tuple]:
     """Groups ``(x, y, p, pairs, uncertainty, ...)`` (x, y: live profiles) in queue order, cut where
-    the profiles in review would exceed ``share`` of ``records``."""
+    the records in review would exceed ``share`` of ``records`` (``weight``: records behind each
+    profile, the profile itself and those merged into it; 1 when not given)."""
     share = max_share() if share is None else share
     budget = max(math.floor(share * records), 2)  # one question is always allowed
     ordered = sorted(groups, key=lambda g: (-g[4], -g[3], -g[2]))
-    chosen, seen = [], set()
+    chosen, seen, used = [], set(), 0
     for group in ordered:
         new = {group[0], group[1]} - seen
-        if len(seen) + len(new) > budget:
+        cost = sum((weight or {}).get(p, 1) for p in new)
+        if used + cost > budget:
             continue
         seen |= new
+        used += cost
         chosen.append(group)
     return chosen
 
@@ -108,7 +111,8 @@ def decision_propagate(*, candidate, actor: str) -> int:
 
 
 def queue_line(*, records: int, population: set | None = None, share: float | None = None) -> dict:
-    """Draw the queue's line over every open pair (pending or deferred, whoever filed it: the fuzzy
+    """Draw the queue's line over every open pair (``records``: the records, i.e. profiles including
+    merged-away ones, the share is taken of) (pending or deferred, whoever filed it: the fuzzy
     job or ingestion's contradicted email or phone): ranked as ``select`` does, the pairs above the
     line are pending, the rest deferred (so are pairs that became one profile since they were
     filed: nothing is left to ask about them). ``population`` limits it to pairs of those profiles (an
@@ -137,7 +141,12 @@ def queue_line(*, records: int, population: set | None = None, share: float | No
             doubt = 1.0
         p = float(score) if score is not None else 0.5
         groups.append((x, y, p, int(fuzzy.get("record_pairs") or 1), float(doubt), pk))
-    above = {g[5] for g in select(groups, records=records, share=share)}
+    from django.db.models import Count
+
+    lives = list({p for g in groups for p in g[:2]})
+    behind = Profile.objects.filter(merged_into__in=lives).values("merged_into").annotate(n=Count("id"))
+    weight = {row["merged_into"]: row["n"] + 1 for row in behind}
+    above = {g[5] for g in select(groups, records=records, share=share, weight=weight)}
     below = ({g[5] for g in groups} - above) | moot
     MatchCandidate.objects.filter(pk__in=above).exclude(status=CandidateStatus.PENDING).update(
         status=CandidateStatus.PENDING

@@ -23,6 +23,7 @@ import numpy as np
 from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError
+from django.db.models import Q
 
 from profiles.identity.bulk import candidates_file_bulk, profiles_merge_bulk
 from profiles.models import CandidateStatus, MatchCandidate, Merge, MergeStatus, Profile
@@ -155,8 +156,12 @@ def identity_match(
     report.clusters = len(decisions.clusters)
     _file_candidates(decisions, table, winners, evidence_of)
     # an evaluation's own pairs: its profiles, also those merged away (ingestion filed pairs of them)
-    own = None if population is None else {str(p) for p in population} | {str(p) for p in table.ids}
-    line = review_queue.queue_line(records=len(table), population=own)
+    own = None
+    if population is not None:
+        live = list(table.ids)
+        own = set(Profile.objects.filter(Q(pk__in=live) | Q(merged_into__in=live)).values_list("pk", flat=True))
+    records = len(own) if own is not None else Profile.objects.count()  # merged-away ones are records too
+    line = review_queue.queue_line(records=records, population=own)
     report.queued, report.deferred = line["pending"], line["deferred"]
     clock.lap("write")
     reasons = Counter(decisions.refused.values()) + refused_by_guard
