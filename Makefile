@@ -11,12 +11,13 @@ export DEBUG ?= true
 # The browser SDKs the storefront tests and the demo shop load (package.json + package-lock.json).
 NODE_STAMP := node_modules/.package-lock.json
 
-.PHONY: demo test lint venv services-up services-down services-status clean help
+.PHONY: demo test lint reliability venv services-up services-down services-status clean help
 
 help:
 	@echo "make demo   - install, start services, migrate, create admin, run web + workers + beat"
 	@echo "make test   - install, start services if needed, ruff + pytest on real PostgreSQL/Redis"
 	@echo "make lint   - ruff only"
+	@echo "make reliability - fault checks on private PostgreSQL/Redis (kill -9, Redis/PostgreSQL restarts, schemathesis, merges, hostile input)"
 	@echo "make services-up|services-down|services-status - embedded PostgreSQL/Redis by hand"
 
 venv: $(STAMP)
@@ -36,6 +37,11 @@ demo: $(STAMP) $(NODE_STAMP)
 
 test: $(STAMP) $(NODE_STAMP)
 	$(PY) -m cdp.devservices run -- bash -c '$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(PY) -m pytest'
+
+# Long: about 15 minutes. Starts its own PostgreSQL, Redis, gunicorn, Celery worker and beat on free ports
+# and removes them after (reliability/run.py); `make test` runs only the small versions in tests/.
+reliability: $(STAMP)
+	$(PY) -m reliability.run $(if $(ONLY),--only $(ONLY)) $(if $(RELIABILITY_SECONDS),--seconds $(RELIABILITY_SECONDS))
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

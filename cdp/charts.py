@@ -104,5 +104,5 @@ def sparkline(values: Sequence[float], *, label: str, width: int = 120, height: 
 
 def _num(value: float) -> str:
     if isinstance(value, float) and not value.is_integer():
-        return f"{value:,.1f}"
+        return f"{value:.2f}" if abs(value) < 1 else f"{value:,.1f}"
     return f"{int(value):,}"

@@ -26,6 +26,8 @@ def api_key_create(*, name: str) -> tuple[ApiKey, str]:
 
 
 def api_key_revoke(*, key: ApiKey) -> ApiKey:
+    """Revoke a secret key: every web process refuses it within ``API_KEY_CACHE_SECONDS`` (10 s by
+    default, the per-process key cache), at once where the cache is off (0)."""
     if key.revoked_at is None:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])

@@ -159,7 +159,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
     + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
     "DEFAULT_PARSER_CLASSES": ["cdp.api.jsonbody.StrictJSONParser"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "cdp.api.schema.CdpAutoSchema",
     "EXCEPTION_HANDLER": "cdp.api.errors.exception_handler",
     "DEFAULT_METADATA_CLASS": "cdp.api.metadata.ApiMetadata",
     "UNAUTHENTICATED_USER": None,

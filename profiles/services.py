@@ -72,7 +72,9 @@ def source_rotate_user_token_secret(*, source: Source) -> Source:
 
 
 def source_rotate_write_key(*, source: Source) -> tuple[Source, str]:
-    """Replace a source's write key; the old one stops working at once."""
+    """Replace a source's write key. The new key works at once; the old one is refused by every web
+    process within ``API_KEY_CACHE_SECONDS`` (10 s by default: each process caches a looked-up key
+    that long, cdp/api/keycache.py), and at once where the cache is off (0)."""
     raw = key_generate(prefix=WRITE_KEY_PREFIX)
     source.write_key_prefix = key_display_prefix(raw)
     source.write_key_hash = key_hash(raw)

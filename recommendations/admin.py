@@ -319,25 +319,40 @@ def recommendations_panel(*, request, profile) -> PanelContent:
 
 
 def experiments_panel(*, request, profile) -> PanelContent:
-    """Experiment assignments, once experiments exist (issue 14 builds them: read defensively).
+    """The person's experiments: variant and first exposure (from the served log), an override after
+    a merge, and the bandit arms they were served."""
+    from .experiments.models import ExperimentOverride, Exposure
 
-    MARKED PLACE: when ``recommendations.Exposure`` (or an assignment model) lands, this lists the
-    person's experiments and variants; until then it says experiments are not set up.
-    """
-    from django.apps import apps
-
-    try:
-        exposure = apps.get_model("recommendations", "Exposure")
-    except LookupError:
-        return PanelContent(empty="Experiments are not set up in this version.")
-    names = {f.name for f in exposure._meta.get_fields()}
-    if "profile" not in names:
-        return PanelContent(empty="Experiment exposures are not stored per profile.")
-    rows = exposure.objects.filter(profile_id__in=_profile_ids(profile)).order_by("-pk")[:20]
+    ids = _profile_ids(profile)
+    overrides = {o.experiment_id: o.variant for o in ExperimentOverride.objects.filter(profile_id__in=ids)}
+    rows = [
+        [
+            format_html(
+                '<a href="{}">{}</a>',
+                reverse("admin:recommendations_experiment_results", args=[r.experiment_id]),
+                r.experiment.key,
+            ),
+            r.experiment.status,
+            r.variant.key,
+            f"{timezone.localtime(r.first_exposed_at):%Y-%m-%d %H:%M}",
+            overrides.get(r.experiment_id, ""),
+        ]
+        for r in Exposure.objects.filter(profile_id__in=ids)
+        .select_related("experiment", "variant")
+        .order_by("-pk")[:20]
+    ]
+    bandit = (
+        RecommendationServed.objects.filter(profile_id__in=ids)
+        .exclude(policy="")
+        .values_list("policy", "variant")
+        .order_by("-created_at")[:5]
+    )
+    note = "; ".join(f"bandit {policy}: {arm}" for policy, arm in bandit)
     return PanelContent(
-        headers=["exposure", "experiment", "variant"],
-        rows=[[str(r.pk), str(getattr(r, "experiment", "—")), str(getattr(r, "variant", "—"))] for r in rows],
-        empty="In no experiment.",
+        headers=["experiment", "status", "variant", "first exposure", "override (merge: earlier exposure wins)"],
+        rows=rows,
+        empty="In no experiment (without personalisation consent nobody is assigned).",
+        note=f"Latest bandit arms served: {note}" if note else "",
     )
 
 

@@ -68,9 +68,11 @@ def on_consent_changed(*, profile_ids: list[str], purposes: list[str] | None = N
     forgets the people who no longer allow it from the stored models (as erasure does)."""
     if not profile_ids or (purposes is not None and "personalisation" not in purposes):
         return
+    from cdp.queueing import task_send
+
     from .tasks import ml_models_forget_withdrawn
 
-    try:
-        ml_models_forget_withdrawn.delay([str(p) for p in profile_ids])
-    except Exception:  # broker down: the next refresh leaves them out anyway (training consent filter)
-        logger.exception("could not queue forgetting %d people after a consent change", len(profile_ids))
+    # never waits on Redis; if the broker is down, the next refresh leaves them out anyway (training
+    # consent filter) and a later answer of theirs queues this again
+    if not task_send(ml_models_forget_withdrawn, args=[[str(p) for p in profile_ids]]):
+        logger.warning("could not queue forgetting %d people after a consent change", len(profile_ids))

@@ -1,5 +1,7 @@
-"""Refuse hostile URLs on the API before any view runs: NUL or unpaired surrogates in the path or
-the query string would reach PostgreSQL (which cannot hold them) as a lookup value."""
+"""The API's edge: refuse hostile URLs before any view runs (NUL or unpaired surrogates in the path or
+the query string would reach PostgreSQL, which cannot hold them, as a lookup value), and answer
+every API error in the one error shape, even one raised before a view (an unknown URL while DEBUG
+is on renders Django's HTML page otherwise)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,15 @@ from cdp.api.errors import API_PATH_PREFIXES, error_body
 _BAD_CHARS = re.compile("[\x00\ud800-\udfff]")
 
 
+_ERRORS = {
+    400: ("bad_request", "Bad request."),
+    403: ("permission_denied", "Forbidden."),
+    404: ("not_found", "Not found."),
+    405: ("method_not_allowed", "Method not allowed."),
+    500: ("server_error", "Internal server error."),
+}
+
+
 class HostileUrlMiddleware:
     def __init__(self, get_response) -> None:
         self.get_response = get_response
@@ -21,6 +32,11 @@ class HostileUrlMiddleware:
             fields = self._hostile_fields(request)
             if fields:
                 return JsonResponse(error_body(code="invalid", message="Invalid input.", fields=fields), status=400)
+            response = self.get_response(request)
+            if response.status_code >= 400 and not response.get("Content-Type", "").startswith("application/json"):
+                code, message = _ERRORS.get(response.status_code, ("error", "Request failed."))
+                return JsonResponse(error_body(code=code, message=message), status=response.status_code)
+            return response
         return self.get_response(request)
 
     @staticmethod

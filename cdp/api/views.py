@@ -42,7 +42,11 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         key.key = raw
         return Response(ApiKeyCreatedOutput(key).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=None, responses=ApiKeyOutput)
+    @extend_schema(
+        request=None,
+        responses=ApiKeyOutput,
+        description="Revoke the key: it is refused everywhere within API_KEY_CACHE_SECONDS (10 s by default).",
+    )
     @action(detail=True, methods=["post"])
     def revoke(self, request, pk=None):
         key = services.api_key_revoke(key=self.get_object())

@@ -13,8 +13,7 @@ from __future__ import annotations
 from django.core.exceptions import RequestDataTooBig
 from django.urls import path
 from django.utils import timezone
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view, inline_serializer
 from rest_framework import authentication, exceptions, serializers
 from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.response import Response
@@ -23,10 +22,12 @@ from rest_framework.views import APIView
 from cdp.api.authentication import ApiKeyAuthentication, ApiPrincipal
 from cdp.api.jsonbody import BodyTooLarge, gunzip_limited, json_loads_strict
 from cdp.api.permissions import IsWriteKey, OriginAllowed
+from cdp.api.schema import ErrorResponse
 from cdp.keys import WRITE_KEY_PREFIX
 from profiles.selectors import source_by_write_key
 from profiles.services import events_ingest
 from profiles.tracking.debugger import rejections_record
+from profiles.tracking.spec import BATCH, call_schema
 from profiles.tracking.validate import MAX_BATCH_BYTES, Invalid, clean_event, parse_time
 
 ACCEPTED_CONTENT_TYPES = ("application/json", "text/plain")
@@ -40,15 +41,6 @@ IngestResponse = inline_serializer(
         "errors": serializers.ListField(
             child=serializers.DictField(), required=False, help_text="batch only: {index, fields} per bad event"
         ),
-    },
-)
-ErrorResponse = inline_serializer(
-    "ErrorResponse",
-    {
-        "error": inline_serializer(
-            "ErrorBody",
-            {"code": serializers.CharField(), "message": serializers.CharField(), "fields": serializers.DictField()},
-        )
     },
 )
 
@@ -142,7 +134,7 @@ class TrackingView(APIView):
     call_type: str = "track"
 
     @extend_schema(
-        request=OpenApiTypes.OBJECT,
+        request={"application/json": call_schema("track")},
         responses={200: IngestResponse, 400: ErrorResponse},
         examples=[
             OpenApiExample(
@@ -173,7 +165,7 @@ class BatchView(APIView):
     parser_classes: list = []
 
     @extend_schema(
-        request=OpenApiTypes.OBJECT,
+        request={"application/json": BATCH},
         responses={200: IngestResponse, 400: ErrorResponse},
         examples=[
             OpenApiExample(
@@ -225,7 +217,9 @@ def keep_rejected(request, rejections: list[dict]) -> None:
 
 
 def _call(call_type: str):
-    return type(f"{call_type.title()}View", (TrackingView,), {"call_type": call_type}).as_view()
+    view = type(f"{call_type.title()}View", (TrackingView,), {"call_type": call_type})
+    # the request body this call type accepts (Segment's shape), for the schema
+    return extend_schema_view(post=extend_schema(request={"application/json": call_schema(call_type)}))(view).as_view()
 
 
 tracking_urls = [

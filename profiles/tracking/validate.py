@@ -206,7 +206,10 @@ def clean_event(
     if client_time is None:
         occurred_at = received_at
     elif sent_at is not None:
-        occurred_at = client_time + (received_at - sent_at)
+        try:
+            occurred_at = client_time + (received_at - sent_at)
+        except OverflowError:  # a skew beyond datetime's range (sentAt in year 8000): trust nothing
+            occurred_at = received_at
     else:
         occurred_at = client_time
     if occurred_at > received_at + MAX_FUTURE_SKEW:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
 from recommendations.models import Product
@@ -147,6 +148,7 @@ class RecommendedItemOutput(serializers.Serializer):
     explanation = serializers.CharField(help_text='A sentence for the shopper, e.g. "Because you bought X".')
 
 
+@extend_schema_serializer(many=False)  # the list action answers one object, not an array
 class RecommendationOutput(serializers.Serializer):
     recommendation_id = serializers.UUIDField(
         help_text="Send it back as properties.recommendation_id on Recommendation Viewed / Product Clicked."

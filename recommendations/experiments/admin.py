@@ -201,7 +201,16 @@ class ExperimentAdmin(admin.ModelAdmin):
             series.setdefault(row["variant"], []).append(
                 (row["at"].timestamp() / 86400, row["lift"], row["low"], row["high"])
             )
-        rows = results["metrics"]
+        rows = [
+            {
+                **r,
+                "lift_text": "" if r.get("lift") is None else f"{r['lift']:+.1%}",
+                "interval_text": "—"
+                if r.get("low") is None or r.get("high") is None
+                else f"[{r['low']:+.1%}, {r['high']:+.1%}]",
+            }
+            for r in results["metrics"]
+        ]
         chart = charts.line_chart(series, y_label="cumulative lift", x_label="looks over time (days)", percent=True)
         context = {
             **self.admin_site.each_context(request),

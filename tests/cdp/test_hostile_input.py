@@ -15,24 +15,11 @@ import pytest
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework.test import APIClient
 
-from cdp.api.jsonbody import MAX_JSON_DEPTH, BodyTooLarge, gunzip_limited, json_loads_strict
+from cdp.api.jsonbody import BodyTooLarge, gunzip_limited, json_loads_strict
 from profiles.models import Event
+from reliability.corpus import HOSTILE_BODIES
 
 pytestmark = pytest.mark.django_db
-
-HOSTILE_BODIES = {
-    "nested 10,000 deep": b"[" * 10_000 + b"]" * 10_000,
-    "objects nested past the limit": (b'{"a":' * (MAX_JSON_DEPTH + 5)) + b"1" + b"}" * (MAX_JSON_DEPTH + 5),
-    "NUL in a value": b'{"userId": "u1", "event": "a\\u0000b", "name": "x\\u0000", "properties": {"p": "\\u0000"}}',
-    "NUL in a key": b'{"userId": "u1", "event": "e", "properties": {"a\\u0000": 1}}',
-    "lone surrogate": b'{"userId": "u1", "event": "\\ud800", "name": "\\udfff"}',
-    "1e400": b'{"userId": "u1", "event": "e", "properties": {"revenue": 1e400}, "price": 1e400}',
-    "NaN": b'{"userId": "u1", "event": "e", "properties": {"revenue": NaN}, "price": NaN}',
-    "Infinity": b'{"userId": "u1", "event": "e", "price": -Infinity}',
-    "an integer of 5,000 digits": b'{"userId": "u1", "event": "e", "price": ' + b"9" * 5000 + b"}",
-    "not UTF-8": b'{"userId": "\xff\xfe", "event": "e"}',
-    "truncated": b'{"userId": "u1", "event": ',
-}
 
 
 def operations() -> list[tuple[str, str]]:
@@ -131,3 +118,10 @@ def test_hostile_tracking_calls_store_nothing_and_good_ones_still_work(clients):
     assert not Event.objects.exists()
     assert client.post("/v1/track", {"userId": "u1", "event": "Fine"}, format="json").status_code == 200
     assert Event.objects.count() == 1
+
+
+def test_a_clock_skew_beyond_the_calendar_is_not_a_server_error(clients):
+    # found by schemathesis: sentAt in year 8433 with a timestamp in 1989 overflowed the skew correction
+    payload = {"userId": "u1", "event": "e", "timestamp": "1989-01-20T19:20:58Z", "sentAt": "8433-11-09T23:02:05Z"}
+    assert clients("/v1/track").post("/v1/track", payload, format="json").status_code == 200
+    assert Event.objects.get().occurred_at.year >= 2026

@@ -69,3 +69,30 @@ def test_admin_creates_a_secret_key_and_revokes_it(client):
     client.post("/admin/cdp/apikey/", {"action": "revoke", "_selected_action": [key.pk]})
     key.refresh_from_db()
     assert key.revoked_at is not None
+
+
+@pytest.mark.django_db
+def test_rotation_and_revocation_take_effect_within_the_key_cache_time(settings, api_client):
+    # given keys looked up (and cached) by this process, with a 1 s key cache
+    import base64
+    import time
+
+    from cdp.services import api_key_create, api_key_revoke
+    from profiles.services import source_create, source_rotate_write_key
+
+    settings.API_KEY_CACHE_SECONDS = 1
+    key, secret = api_key_create(name="rotating")
+    source, old = source_create(name="rotating")
+    basic = "Basic " + base64.b64encode(f"{old}:".encode()).decode()
+    track = {"userId": "u1", "event": "e"}
+    assert api_client.get("/api/v1/sources/", HTTP_AUTHORIZATION=f"Bearer {secret}").status_code == 200
+    assert api_client.post("/v1/track", track, format="json", HTTP_AUTHORIZATION=basic).status_code == 200
+    # when the write key is rotated and the secret key revoked
+    _, new = source_rotate_write_key(source=source)
+    api_key_revoke(key=key)
+    # then the new write key works at once, and after the cache time both old keys are refused
+    fresh = "Basic " + base64.b64encode(f"{new}:".encode()).decode()
+    assert api_client.post("/v1/track", track, format="json", HTTP_AUTHORIZATION=fresh).status_code == 200
+    time.sleep(1.1)
+    assert api_client.get("/api/v1/sources/", HTTP_AUTHORIZATION=f"Bearer {secret}").status_code == 401
+    assert api_client.post("/v1/track", track, format="json", HTTP_AUTHORIZATION=basic).status_code == 401

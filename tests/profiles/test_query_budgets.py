@@ -66,7 +66,9 @@ def test_profile_read_api(tracker, secret_client, settings):
 BUDGET_TRACK_KNOWN = 8
 # the same plus the batch's known-messageId check
 BUDGET_BATCH_KNOWN = 9
-# plus the identifiers' advisory locks, owners again, the owner lock, the bulk profile and identifier inserts
-BUDGET_BATCH_NEW = 13
+# plus the identifiers' advisory locks, the suppression check again under those locks (an erasure that
+# committed after the first check is seen), owners again, the owner lock, the bulk profile and
+# identifier inserts
+BUDGET_BATCH_NEW = 14
 # detail (profile with its survivor joined, identifiers), events page, list page
 BUDGET_PROFILE_READS = (2, 2, 2)

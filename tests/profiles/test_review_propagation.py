@@ -94,3 +94,21 @@ def test_the_queue_line_defers_what_is_beyond_the_share_and_brings_it_back_later
     assert queue_line(records=100, share=0.02) == {"pending": 1, "deferred": 0}
     sure.refresh_from_db()
     assert sure.status == CandidateStatus.PENDING
+
+
+def test_the_matching_job_puts_at_most_the_share_of_its_records_in_review(settings):
+    from profiles.identity.fuzzy import service
+    from profiles.identity.fuzzy.synthetic import many_records
+    from profiles.services import source_create
+    from tests.profiles.test_fuzzy import ingest
+
+    settings.CDP_REVIEW_QUEUE_MAX_SHARE = 0.02
+    rows = many_records(600, seed=9)
+    ingest(source_create(name="shop")[0], rows)
+    report = service.identity_match()
+    assert report.deferred > 0  # the matcher had more to ask than a person should see
+    pending = MatchCandidate.objects.filter(status=CandidateStatus.PENDING).values_list("profile_a", "profile_b")
+    ids = {p for pair in pending for p in pair}
+    survivor = dict(Profile.objects.filter(pk__in=ids, merged_into__isnull=False).values_list("pk", "merged_into_id"))
+    assert len({survivor.get(p, p) for p in ids}) <= 0.02 * report.profiles  # live profiles, as people see them
+    assert report.queued == len(pending) > 0

@@ -146,3 +146,23 @@ def test_bandit_page(shop, admin_client):
     assert 'id="shares-chart"' in page and "<polyline" in page
     assert 'id="ope"' in page and "doubly robust" in page
     assert admin_client.get(reverse("admin:recommendations_banditpolicy_changelist")).status_code == 200
+
+
+@pytest.mark.django_db
+def test_profile_page_lists_the_persons_experiments(shop, admin_client):
+    experiment = services.experiment_start(
+        experiment=services.experiment_create(
+            key="exp",
+            placements=["home"],
+            variants=[{"key": "a", "weight": 50, "is_control": True}, {"key": "b", "weight": 50}],
+        )
+    )
+    person = shop.person(0)
+    grant(person)
+    RecommendationServed.objects.create(
+        profile_id=person, experiment="exp", variant="b", items=[], created_at=timezone.now()
+    )
+    services.exposures_refresh(experiment=experiment)
+    page = admin_client.get(reverse("admin:profiles_profile_change", args=[person])).content.decode()
+    assert reverse("admin:recommendations_experiment_results", args=[experiment.pk]) in page
+    assert "first exposure" in page

@@ -157,3 +157,14 @@ def test_browser_safe_assignment_with_write_key_and_user_token(shop, secret_clie
         "/v1/experiments/assignment", {"writeKey": raw, "anonymous_id": "a-1", "placement": "home"}, **headers
     )
     assert anonymous.json()["experiment"] is None  # nobody known: in no experiment
+
+
+@pytest.mark.django_db
+def test_power_calculator_endpoint(secret_client):
+    plan = secret_client.get(URL + "power/", {"baseline_mean": 0.1, "mde": 0.05, "units_per_day": 10_000}).json()
+    assert plan["units_per_variant"] == 56_512 and plan["days"] == 12
+    back = secret_client.get(URL + "power/", {"baseline_mean": 0.1, "units": 56_512}).json()
+    assert back["mde"] == pytest.approx(0.05, rel=0.001)
+    both = secret_client.get(URL + "power/", {"baseline_mean": 0.1, "mde": 0.05, "units": 10})
+    assert "mde" in fields_of(both)
+    assert "baseline_sd" in fields_of(secret_client.get(URL + "power/", {"baseline_mean": 30, "mde": 0.05}))

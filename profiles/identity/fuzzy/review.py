@@ -110,7 +110,8 @@ def decision_propagate(*, candidate, actor: str) -> int:
 def queue_line(*, records: int, population: set | None = None, share: float | None = None) -> dict:
     """Draw the queue's line over every open pair (pending or deferred, whoever filed it: the fuzzy
     job or ingestion's contradicted email or phone): ranked as ``select`` does, the pairs above the
-    line are pending, the rest deferred. ``population`` limits it to pairs of those profiles (an
+    line are pending, the rest deferred (so are pairs that became one profile since they were
+    filed: nothing is left to ask about them). ``population`` limits it to pairs of those profiles (an
     evaluation's own). Returns how many are pending and deferred."""
     from profiles.models import CandidateStatus, MatchCandidate, Profile
 
@@ -123,10 +124,11 @@ def queue_line(*, records: int, population: set | None = None, share: float | No
     survivor = dict(
         Profile.objects.filter(pk__in=list(ids), merged_into__isnull=False).values_list("pk", "merged_into_id")
     )
-    groups = []
+    groups, moot = [], set()
     for pk, a, b, score, evidence, _ in rows:
         x, y = survivor.get(a, a), survivor.get(b, b)
-        if x == y:
+        if x == y:  # one profile by now (merged since it was filed): nothing left to ask
+            moot.add(pk)
             continue
         evidence = evidence or {}
         fuzzy = evidence.get("fuzzy") if isinstance(evidence.get("fuzzy"), dict) else evidence
@@ -136,7 +138,7 @@ def queue_line(*, records: int, population: set | None = None, share: float | No
         p = float(score) if score is not None else 0.5
         groups.append((x, y, p, int(fuzzy.get("record_pairs") or 1), float(doubt), pk))
     above = {g[5] for g in select(groups, records=records, share=share)}
-    below = {g[5] for g in groups} - above
+    below = ({g[5] for g in groups} - above) | moot
     MatchCandidate.objects.filter(pk__in=above).exclude(status=CandidateStatus.PENDING).update(
         status=CandidateStatus.PENDING
     )

@@ -27,7 +27,8 @@ from django.db import DatabaseError
 from profiles.identity.bulk import candidates_file_bulk, profiles_merge_bulk
 from profiles.models import CandidateStatus, MatchCandidate, Merge, MergeStatus, Profile
 
-from . import blocking, model, review
+from . import blocking, model
+from . import review as review_queue
 from .cluster import conflicts, decide, refusal
 from .compare import COMPARISONS, compare
 from .records import RecordTable, record_from, records_load
@@ -153,7 +154,9 @@ def identity_match(
     report.merged, refused_by_guard, winners = _apply_merges(decisions, table, evidence_of, progress)
     report.clusters = len(decisions.clusters)
     _file_candidates(decisions, table, winners, evidence_of)
-    line = review.queue_line(records=len(table), population=None if population is None else set(table.ids))
+    # an evaluation's own pairs: its profiles, also those merged away (ingestion filed pairs of them)
+    own = None if population is None else {str(p) for p in population} | {str(p) for p in table.ids}
+    line = review_queue.queue_line(records=len(table), population=own)
     report.queued, report.deferred = line["pending"], line["deferred"]
     clock.lap("write")
     reasons = Counter(decisions.refused.values()) + refused_by_guard
@@ -381,7 +384,7 @@ def _file_candidates(decisions, table: RecordTable, winners: dict, evidence_of: 
     chosen = []
     for (x, y), k in best.items():
         p = float(evidence_of.p[k])
-        doubt = 1.0 if k in decisions.refused else review.uncertainty(p)  # model and rules disagree
+        doubt = 1.0 if k in decisions.refused else review_queue.uncertainty(p)  # model and rules disagree
         chosen.append((x, y, p, count[(x, y)], doubt, k))
     queued = 0
     for chunk in _chunks(chosen, CANDIDATE_BATCH):
@@ -395,7 +398,7 @@ def _file_candidates(decisions, table: RecordTable, winners: dict, evidence_of: 
                     refused=decisions.refused.get(k),
                     uncertainty=round(doubt, 4),
                     record_pairs=n,
-                    pattern=review.pattern(evidence_of.levels[k]),
+                    pattern=review_queue.pattern(evidence_of.levels[k]),
                 ),
             )
             for x, y, p, n, doubt, k in chunk

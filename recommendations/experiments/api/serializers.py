@@ -28,7 +28,11 @@ class ExperimentInput(serializers.Serializer):
     layer_end = serializers.IntegerField(min_value=1, max_value=BUCKETS, required=False)
     target_segments = serializers.ListField(child=serializers.SlugField(max_length=200), required=False)
     primary_metric = serializers.ChoiceField(choices=Metric.choices, required=False)
-    guardrail_metrics = serializers.ListField(child=serializers.ChoiceField(choices=Metric.choices), required=False)
+    guardrail_metrics = serializers.ListField(
+        child=serializers.CharField(max_length=16),
+        required=False,
+        help_text="Metrics judged beside the primary one: ctr, conversion, revenue, aov.",
+    )
     attribution_hours = serializers.IntegerField(min_value=1, max_value=24 * 90, required=False)
     cuped_days = serializers.IntegerField(min_value=0, max_value=365, required=False)
     alpha = serializers.FloatField(min_value=0.001, max_value=0.2, required=False)
@@ -169,3 +173,32 @@ class BanditOutput(serializers.ModelSerializer):
             "created_at",
         ]
         read_only_fields = fields
+
+
+class PowerInput(serializers.Serializer):
+    baseline_mean = serializers.FloatField(help_text="The control's mean of the metric (e.g. 0.1 for 10 %).")
+    baseline_sd = serializers.FloatField(
+        required=False, min_value=0, help_text="Its standard deviation per unit (default: sqrt(p(1-p)) for a rate)."
+    )
+    mde = serializers.FloatField(required=False, min_value=0.0001, help_text="Relative lift to detect (0.05 = 5 %).")
+    units = serializers.IntegerField(required=False, min_value=2, help_text="Units per variant (gives the MDE).")
+    units_per_day = serializers.FloatField(required=False, min_value=0.1, help_text="Across the experiment.")
+    power = serializers.FloatField(required=False, default=0.8, min_value=0.5, max_value=0.99)
+    alpha = serializers.FloatField(required=False, default=0.05, min_value=0.001, max_value=0.2)
+    variants = serializers.IntegerField(required=False, default=2, min_value=2, max_value=20)
+
+    def validate(self, attrs: dict) -> dict:
+        if (attrs.get("mde") is None) == (attrs.get("units") is None):
+            raise serializers.ValidationError({"mde": ["Give either mde or units."]})
+        mean = attrs["baseline_mean"]
+        if mean == 0:
+            raise serializers.ValidationError({"baseline_mean": ["A relative lift needs a non-zero baseline."]})
+        if attrs.get("baseline_sd") is None:
+            if not 0 < mean < 1:
+                raise serializers.ValidationError(
+                    {"baseline_sd": ["Give the standard deviation of a non-rate metric."]}
+                )
+            attrs["baseline_sd"] = (mean * (1 - mean)) ** 0.5
+        if attrs["baseline_sd"] == 0:
+            raise serializers.ValidationError({"baseline_sd": ["Must be above 0."]})
+        return attrs

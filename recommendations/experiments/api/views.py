@@ -19,6 +19,7 @@ from .serializers import (
     ExperimentInput,
     ExperimentOutput,
     ExperimentPatchInput,
+    PowerInput,
     ResultsOutput,
     ShipInput,
 )
@@ -117,6 +118,18 @@ class ExperimentViewSet(
         (sequential by default) interval, p-value, chance to beat control, Holm-adjusted p-values, SRM."""
         experiment = self.get_object()
         return Response(selectors.experiment_results(experiment=experiment, refresh=True))
+
+    @extend_schema(parameters=[PowerInput], responses={200: OpenApiTypes.OBJECT})
+    @action(detail=False, methods=["get"])
+    def power(self, request):
+        """Power calculator (fixed horizon, two-sided, equal split): units per variant and days for a
+        minimum detectable effect, or the MDE for a number of units. The sequential default needs about
+        2-3x the units for the same power (docs/experiments.md)."""
+        from recommendations.experiments.statistics import power_plan
+
+        data = PowerInput(data=request.query_params)
+        data.is_valid(raise_exception=True)
+        return Response(power_plan(**data.validated_data))
 
     @extend_schema(parameters=[AssignmentQueryInput], responses={200: AssignmentOutput})
     @action(detail=False, methods=["get"])
