@@ -68,7 +68,8 @@ def _reasons_are_honest(client) -> None:
             if reason["type"] == "bought":
                 assert sku in bought and item["explanation"] == "You bought this before"
             elif reason["type"] == "viewed":
-                assert sku in viewed and sku not in bought and item["explanation"] == "You viewed this"
+                # viewed; a purchase after the model's data (its holdout) is not known to it yet
+                assert sku in viewed and item["explanation"] == "You viewed this"
             elif reason["type"] == "because_bought":
                 assert reason["item_id"] in bought and reason["item_id"] != sku
                 assert item["explanation"] == f"Because you bought {titles[reason['item_id']]}"
