@@ -1,5 +1,5 @@
 """One lifecycle for every long run: a lease with a heartbeat, and a sweep that requeues or fails
-runs whose worker died (decision 0023; the pattern of Sentry's re-attempted deletions).
+runs whose worker died (decision 0026; the pattern of Sentry's re-attempted deletions).
 
 A run (a ``MatchingRun``, ``ClusteringRun``, a ``ModelVersion`` being trained, a
 ``DataSubjectRequest``) keeps its own status; this module keeps its lease in ``cdp.JobLease``:

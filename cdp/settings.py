@@ -128,7 +128,7 @@ CELERY_BROKER_CONNECTION_TIMEOUT: float = env.float("CELERY_BROKER_CONNECTION_TI
 CDP_QUEUE_TIMEOUT_SECONDS: float = env.float("CDP_QUEUE_TIMEOUT_SECONDS", default=0.5)
 CDP_QUEUE_BACKOFF_SECONDS: float = env.float("CDP_QUEUE_BACKOFF_SECONDS", default=5.0)
 
-# One lifecycle for every long run (cdp/lifecycle.py, decision 0023): a running job renews its lease
+# One lifecycle for every long run (cdp/lifecycle.py, decision 0026): a running job renews its lease
 # every HEARTBEAT seconds; a lease not renewed for LEASE seconds means the worker died, and the sweep
 # (every minute) requeues the run, or fails it after MAX_ATTEMPTS.
 CDP_JOB_LEASE_SECONDS: float = env.float("CDP_JOB_LEASE_SECONDS", default=120.0)

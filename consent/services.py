@@ -52,7 +52,7 @@ def suppression_hashes(kind: str, value: str) -> list[str]:
 
 
 # Where an opt-in that lifts suppression may come from: an answer the person gave on purpose, now
-# (decision 0021). An event's ``context.consent`` is not one: consent managers re-send stored
+# (decision 0033). An event's ``context.consent`` is not one: consent managers re-send stored
 # preferences with every call, so a cookie from before the erasure would bring the person back.
 OPT_IN_SOURCES = ("banner", "privacy_center", "admin")
 

@@ -1,7 +1,7 @@
 """The one lock order of cdp, and the ordered lock helpers everyone takes it with.
 
 Every transaction that writes people's data takes its locks in this order, each level sorted, and
-never goes back up a level (docs/decisions/0023-one-lock-order.md, docs/architecture.md):
+never goes back up a level (docs/decisions/0027-one-lock-order.md, docs/architecture.md):
 
 1. **identifier advisory locks** (``lock_identifier_keys``): the identifiers a transaction creates
    or links, all in one statement, sorted by key;

@@ -4,7 +4,7 @@ A write key is publishable: it sits in every shop page. What makes browser calls
 (1) the origin check: a browser says which page sent a request (the ``Origin`` header, which page
 script cannot forge), and a source accepts browser calls only from the origins it lists; and
 (2) user tokens: a page may ask for a *user id's* recommendations only with a token the shop's
-backend signed with the source's secret (docs/decisions/0021-storefront-trust-model.md).
+backend signed with the source's secret (docs/decisions/0032-storefront-trust-model.md).
 """
 
 from __future__ import annotations

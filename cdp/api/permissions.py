@@ -30,7 +30,7 @@ class IsWriteKey(permissions.BasePermission):
 
 class OriginAllowed(permissions.BasePermission):
     """Write-key endpoints that browsers call: a request sent by a page (it has an ``Origin``)
-    must come from an origin its source lists (docs/decisions/0021-storefront-trust-model.md).
+    must come from an origin its source lists (docs/decisions/0032-storefront-trust-model.md).
     Server-side calls send no Origin and pass."""
 
     code = "origin_not_allowed"

@@ -4,7 +4,7 @@ A page asks for the visitor in front of it: the anonymous id its SDK sends, or a
 with a user token the shop's backend signed (``profiles.storefront.user_token_make``). The answer
 holds product data only (no profile id, no traits, no scores), is throttled per source and client
 address, and is CORS-enabled for the source's origins like the tracking endpoints
-(docs/decisions/0021-storefront-trust-model.md). It calls the same serving service as the
+(docs/decisions/0032-storefront-trust-model.md). It calls the same serving service as the
 secret-key ``/api/v1/recommendations/``.
 """
 

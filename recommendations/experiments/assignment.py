@@ -5,7 +5,7 @@
   experiment has its own random salt, and every layer its own (``layer:<name>``).
 - ``reallocate(old, weights)``: a new bucket → variant map for new weights that moves only the
   buckets it must (a variant that shrinks gives up its highest buckets; a variant that grows takes
-  freed ones). See docs/decisions/0021-experiment-bucket-hashing.md.
+  freed ones). See docs/decisions/0022-experiment-bucket-hashing.md.
 - ``Config``: the running experiments and bandit policies of the shop, loaded from PostgreSQL into
   each process and reloaded when their version in Redis changes (checked at most once a second), so
   that ``strategy_for`` costs no database or network round trip on a request.

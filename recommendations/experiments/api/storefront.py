@@ -1,6 +1,6 @@
 """Browser-safe assignment: ``GET /v1/experiments/assignment`` with a source's (publishable) write key,
 for the visitor's anonymous id or a user id with a user token signed by the shop's backend, exactly
-as ``GET /v1/recommendations`` (docs/decisions/0021-storefront-trust-model.md). The answer names the
+as ``GET /v1/recommendations`` (docs/decisions/0032-storefront-trust-model.md). The answer names the
 experiment and variant only (no profile id, no strategy internals)."""
 
 from __future__ import annotations
