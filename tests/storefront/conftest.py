@@ -4,8 +4,6 @@ server on ``localhost``: two origins, so every call is a real cross-origin call 
 
 from __future__ import annotations
 
-import os
-import shutil
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,17 +12,12 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-CHROMIUM = os.environ.get("CHROMIUM_BINARY") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = os.environ.get("CHROMEDRIVER_BINARY") or shutil.which("chromedriver") or "/usr/bin/chromedriver"
-HAVE_BROWSER = os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)
+from tests.browser import chromium_options, chromium_start, needs_browser
+
 HAVE_SDKS = all(Path(path).is_dir() for path in settings.STOREFRONT_SDK_DIRS.values())
 
 browser_required = [
-    pytest.mark.skipif(
-        not HAVE_BROWSER,
-        reason=f"no headless browser: need chromium ({CHROMIUM}) and chromedriver ({CHROMEDRIVER}); "
-        "apt-get install chromium chromium-driver",
-    ),
+    needs_browser,
     pytest.mark.skipif(not HAVE_SDKS, reason="the browser SDKs are not installed: run `npm ci` (make test does)"),
     pytest.mark.django_db(transaction=True),
 ]
@@ -152,35 +145,19 @@ def quiesce(driver) -> None:
 @pytest.fixture
 def browser():
     from django.core.signals import request_finished, request_started
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--disable-dev-shm-usage",
-        "--window-size=1200,900",
-    ):
-        options.add_argument(flag)
+    options = chromium_options(width=1200, height=900)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     in_flight = InFlight()
     request_started.connect(in_flight.started)
     request_finished.connect(in_flight.finished)
     try:
-        driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+        driver = chromium_start(options)
     except Exception:
         request_started.disconnect(in_flight.started)
         request_finished.disconnect(in_flight.finished)
         raise
     driver._cdp_in_flight = in_flight
-    driver.set_page_load_timeout(30)
     yield driver
     quiesce(driver)
 
