@@ -222,12 +222,17 @@ def power_plan(
     if mde is not None:
         effect = mde * baseline_mean / baseline_sd
         n = float(analysis.solve_power(effect_size=effect, alpha=alpha, power=power, ratio=1.0))
+        if not (math.isfinite(effect) and effect and math.isfinite(n) and n * variants < 1e15):
+            raise ValueError("These figures give no usable plan (the effect is zero, infinite or needs no units).")
         out.update(mde=mde, units_per_variant=math.ceil(n))
         if units_per_day:
             out["days"] = math.ceil(n * variants / units_per_day)
     elif units is not None:
         effect = float(analysis.solve_power(nobs1=units, alpha=alpha, power=power, ratio=1.0))
-        out.update(units_per_variant=units, mde=effect * baseline_sd / baseline_mean)
+        mde_found = effect * baseline_sd / baseline_mean if baseline_mean else math.inf
+        if not math.isfinite(mde_found):
+            raise ValueError("These figures give no usable minimum detectable effect (check the baseline).")
+        out.update(units_per_variant=units, mde=mde_found)
     else:
         raise ValueError("give mde or units")
     return out

@@ -168,3 +168,16 @@ def test_power_calculator_endpoint(secret_client):
     both = secret_client.get(URL + "power/", {"baseline_mean": 0.1, "mde": 0.05, "units": 10})
     assert "mde" in fields_of(both)
     assert "baseline_sd" in fields_of(secret_client.get(URL + "power/", {"baseline_mean": 30, "mde": 0.05}))
+
+
+def test_power_figures_that_make_no_plan_are_a_400_not_a_500(secret_client):
+    # schemathesis found these: each figure is valid on its own, together they give NaN units
+    absurd = {
+        "alpha": 0.174,
+        "units_per_day": 0.34,
+        "mde": 1.16e16,
+        "baseline_mean": -2.05e284,
+        "baseline_sd": 3.83e-95,
+    }
+    response = secret_client.get(URL + "power/", absurd)
+    assert response.status_code == 400 and "baseline_mean" in fields_of(response)

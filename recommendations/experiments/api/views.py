@@ -129,7 +129,10 @@ class ExperimentViewSet(
 
         data = PowerInput(data=request.query_params)
         data.is_valid(raise_exception=True)
-        return Response(power_plan(**data.validated_data))
+        try:
+            return Response(power_plan(**data.validated_data))
+        except (ValueError, ArithmeticError) as exc:  # figures valid one by one, meaningless together
+            raise serializers.ValidationError({"baseline_mean": [str(exc)]}) from None
 
     @extend_schema(parameters=[AssignmentQueryInput], responses={200: AssignmentOutput})
     @action(detail=False, methods=["get"])
