@@ -154,3 +154,26 @@ def anonymous_id_is_signed_in(*, anonymous_id: str) -> bool:
     if profile is None:
         return False
     return any(identifier.kind == "user_id" for identifier in profile.identifiers.all())
+
+
+class UserTokenRefused(Exception):
+    """A user id came without a valid user token; ``str(exc)`` says why (for the 403)."""
+
+
+def visitor_identity(
+    *, source, user_id: str | None, anonymous_id: str | None, token: str
+) -> tuple[str | None, str | None]:
+    """Who a shop page may ask about: (user id, anonymous id), at most one of them set.
+
+    A user id needs a valid user token signed by the shop's backend (``UserTokenRefused`` otherwise);
+    an anonymous id that belongs to someone who has logged in is not enough on its own
+    (``anonymous_id_is_signed_in``), so the page gets the visitor's non-personal view."""
+    user_id, anonymous_id = user_id or None, anonymous_id or None
+    if user_id:
+        why = user_token_check(source=source, user_id=user_id, token=token)
+        if why:
+            raise UserTokenRefused(f"A user id needs a valid user token from the shop's backend: {why}")
+        return user_id, None
+    if anonymous_id and anonymous_id_is_signed_in(anonymous_id=anonymous_id):
+        return None, None
+    return None, anonymous_id

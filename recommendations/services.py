@@ -719,6 +719,7 @@ class ServedLogWriter:
         self.interval = interval
         self.rows: list[tuple] = []
         self.lock = threading.Lock()
+        self.writing = threading.Lock()  # one INSERT at a time: flush() returns once earlier rows are in
         self.wake = threading.Event()
         self.thread: threading.Thread | None = None
         self.pid = 0
@@ -748,15 +749,18 @@ class ServedLogWriter:
                 connection.close()  # this thread's connection goes back to the pool
 
     def flush(self) -> int:
-        with self.lock:
-            rows, self.rows = self.rows, []
-        if not rows:
-            return 0
-        try:
-            return recommendations_served_insert(rows=rows)
-        except Exception:  # never kill the writer; the rows of this interval are lost, and logged
-            logger.exception("recommendations: could not write %d served-log rows", len(rows))
-            return 0
+        """Write the rows added so far. Returns after they (and any rows the writer thread was
+        writing at the call) are in the database, so a caller that flushes sees the whole log."""
+        with self.writing:
+            with self.lock:
+                rows, self.rows = self.rows, []
+            if not rows:
+                return 0
+            try:
+                return recommendations_served_insert(rows=rows)
+            except Exception:  # never kill the writer; the rows of this interval are lost, and logged
+                logger.exception("recommendations: could not write %d served-log rows", len(rows))
+                return 0
 
 
 served_log_writer = ServedLogWriter()

@@ -21,7 +21,7 @@ from cdp.api.authentication import ApiKeyAuthentication
 from cdp.api.permissions import IsWriteKey, OriginAllowed
 from cdp.api.throttling import ApiKeyRateThrottle
 from profiles.api.tracking import ErrorResponse, WriteKeyInRequestAuthentication
-from profiles.storefront import anonymous_id_is_signed_in, user_token_check
+from profiles.storefront import UserTokenRefused, visitor_identity
 from recommendations import serving
 from recommendations.models import Product
 
@@ -109,6 +109,19 @@ def _product_data(items: list[dict]) -> list[dict]:
     return out
 
 
+def visitor_identity_or_403(request, values: dict) -> tuple[str | None, str | None]:
+    """profiles.storefront.visitor_identity for a shop page's request: a refused user token is a 403."""
+    try:
+        return visitor_identity(
+            source=request.auth,
+            user_id=values.get("user_id"),
+            anonymous_id=values.get("anonymous_id"),
+            token=values.get("user_token", ""),
+        )
+    except UserTokenRefused as exc:
+        raise exceptions.PermissionDenied(str(exc), code="user_token_invalid") from None
+
+
 class StorefrontRecommendationView(APIView):
     authentication_classes = [ApiKeyAuthentication, WriteKeyInRequestAuthentication]
     permission_classes = [IsWriteKey, OriginAllowed]
@@ -130,17 +143,7 @@ class StorefrontRecommendationView(APIView):
         data = StorefrontRecommendationInput(data=request.query_params)
         data.is_valid(raise_exception=True)
         values = data.validated_data
-        user_id = values.get("user_id") or None
-        anonymous_id = values.get("anonymous_id") or None
-        if user_id:
-            why = user_token_check(source=request.auth, user_id=user_id, token=values.get("user_token", ""))
-            if why:
-                raise exceptions.PermissionDenied(
-                    f"A user id needs a valid user token from the shop's backend: {why}", code="user_token_invalid"
-                )
-            anonymous_id = None
-        elif anonymous_id and anonymous_id_is_signed_in(anonymous_id=anonymous_id):
-            anonymous_id = None  # a signed-in person's tastes need the user token (see the module doc)
+        user_id, anonymous_id = visitor_identity_or_403(request, values)
         answer = recommend_or_400(
             serving.Query(
                 user_id=user_id,

@@ -5,8 +5,6 @@ where no browser is installed."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -19,20 +17,15 @@ from consent.requests import privacy_request_create
 from consent.services import consent_record, purposes_ensure
 from profiles.models import Identifier
 from profiles.schema import schema_rebuild
+from tests.browser import chromium_options, chromium_start, needs_browser
 from tests.conftest import REPO, worker_env
 from tests.profiles.helpers import batch, writer
 
-CHROMIUM = os.environ.get("CHROMIUM_BINARY") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = os.environ.get("CHROMEDRIVER_BINARY") or shutil.which("chromedriver") or "/usr/bin/chromedriver"
 SCREENSHOTS = REPO / "docs" / "screenshots"
 
 selenium = pytest.importorskip("selenium", reason="selenium is not installed (pip install -r requirements-dev.txt)")
 pytestmark = [
-    pytest.mark.skipif(
-        not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
-        reason=f"no headless browser: need chromium ({CHROMIUM}) and chromedriver ({CHROMEDRIVER}); "
-        "apt-get install chromium chromium-driver",
-    ),
+    needs_browser,
     pytest.mark.django_db(transaction=True),
 ]
 
@@ -44,28 +37,11 @@ def downloads(tmp_path) -> Path:
 
 @pytest.fixture
 def browser(downloads):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--disable-dev-shm-usage",
-        "--window-size=1366,900",  # the laptop screen the tables must fit
-    ):
-        options.add_argument(flag)
+    options = chromium_options(width=1366, height=900)  # the laptop screen the tables must fit
     options.add_experimental_option(
         "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
     )
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
+    driver = chromium_start(options)
     yield driver
     driver.quit()
 

@@ -3,52 +3,26 @@ window, against pytest-django's live server. Skipped, saying why, where no brows
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 
 import pytest
 from django.core import mail
 
 from consent.selectors import consent_granted
 from profiles.models import Identifier
+from tests.browser import chromium_options, chromium_start, needs_browser
 from tests.profiles.helpers import call, writer
-
-CHROMIUM = os.environ.get("CHROMIUM_BINARY") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = os.environ.get("CHROMEDRIVER_BINARY") or shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
 selenium = pytest.importorskip("selenium", reason="selenium is not installed (pip install -r requirements-dev.txt)")
 pytestmark = [
-    pytest.mark.skipif(
-        not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
-        reason=f"no headless browser: need chromium ({CHROMIUM}) and chromedriver ({CHROMEDRIVER}); "
-        "apt-get install chromium chromium-driver",
-    ),
+    needs_browser,
     pytest.mark.django_db(transaction=True),
 ]
 
 
 @pytest.fixture
 def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--disable-dev-shm-usage",
-        "--window-size=390,844",  # a phone
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
+    driver = chromium_start(chromium_options(width=390, height=844))  # a phone
     yield driver
     driver.quit()
 

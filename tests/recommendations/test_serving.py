@@ -219,6 +219,39 @@ def test_the_served_log_can_be_written_by_the_background_writer(shop, secret_cli
     assert (served.placement, served.items) == ("cart", [item["sku"] for item in body["items"]])
 
 
+def test_flush_returns_only_after_the_writer_threads_insert_in_progress_is_done(monkeypatch):
+    """A caller that flushes (at exit; a test before its teardown truncates the tables) must not
+    return while the writer thread is still inserting rows it took a moment earlier."""
+    import threading
+
+    from recommendations import services
+
+    inserting, release = threading.Event(), threading.Event()
+    written: list = []
+
+    def slow_insert(*, rows):
+        inserting.set()
+        release.wait(10)
+        written.extend(rows)
+        return len(rows)
+
+    monkeypatch.setattr(services, "recommendations_served_insert", slow_insert)
+    writer = services.ServedLogWriter(interval=3600)
+    writer.rows.append(("row-1",))
+    background = threading.Thread(target=writer.flush)  # the writer thread's turn
+    background.start()
+    assert inserting.wait(10)
+    flushed = threading.Event()
+    caller = threading.Thread(target=lambda: (writer.flush(), flushed.set()))
+    caller.start()
+    assert not flushed.wait(0.3)  # still inserting: flush() must wait
+    release.set()
+    assert flushed.wait(10)
+    assert written == [("row-1",)]
+    background.join(10)
+    caller.join(10)
+
+
 def test_served_rows_of_people_erased_meanwhile_are_dropped(shop):
     import uuid
 

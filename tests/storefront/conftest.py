@@ -4,8 +4,6 @@ server on ``localhost``: two origins, so every call is a real cross-origin call 
 
 from __future__ import annotations
 
-import os
-import shutil
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,17 +12,12 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-CHROMIUM = os.environ.get("CHROMIUM_BINARY") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = os.environ.get("CHROMEDRIVER_BINARY") or shutil.which("chromedriver") or "/usr/bin/chromedriver"
-HAVE_BROWSER = os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)
+from tests.browser import chromium_options, chromium_start, needs_browser
+
 HAVE_SDKS = all(Path(path).is_dir() for path in settings.STOREFRONT_SDK_DIRS.values())
 
 browser_required = [
-    pytest.mark.skipif(
-        not HAVE_BROWSER,
-        reason=f"no headless browser: need chromium ({CHROMIUM}) and chromedriver ({CHROMEDRIVER}); "
-        "apt-get install chromium chromium-driver",
-    ),
+    needs_browser,
     pytest.mark.skipif(not HAVE_SDKS, reason="the browser SDKs are not installed: run `npm ci` (make test does)"),
     pytest.mark.django_db(transaction=True),
 ]
@@ -74,30 +67,99 @@ def shop_site():
     server.close()
 
 
+class InFlight:
+    """Counts the requests this process is handling (the live server's threads included), from
+    Django's request_started/request_finished signals: finished is sent when the server closes the
+    response, after the view's writes and its on-commit hooks."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.lock = threading.Lock()
+
+    def started(self, **kwargs) -> None:
+        with self.lock:
+            self.count += 1
+
+    def finished(self, **kwargs) -> None:
+        with self.lock:
+            self.count -= 1
+
+    def wait_idle(self, *, timeout: float = 30.0, quiet_for: float = 0.3) -> None:
+        """Until no request has been in flight for ``quiet_for`` seconds."""
+        deadline = time.monotonic() + timeout
+        idle_since = None
+        while time.monotonic() < deadline:
+            if self.count <= 0:
+                idle_since = idle_since or time.monotonic()
+                if time.monotonic() - idle_since >= quiet_for:
+                    return
+            else:
+                idle_since = None
+            time.sleep(0.05)
+        raise RuntimeError(f"the live server still handles {self.count} request(s) after {timeout}s")
+
+
+def celery_quiesce(*, timeout: float = 60.0) -> None:
+    """If a Celery worker is up (the session's ``celery_worker``, started by an earlier test of the
+    run), drop the tasks the test's requests queued and wait until it runs none: its writes would
+    hold row locks (foreign-key checks) while the teardown's TRUNCATE waits for exclusive locks,
+    which PostgreSQL ends as a deadlock."""
+    from cdp.celery import app
+
+    if not app.control.ping(timeout=0.3):
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        app.control.purge()
+        active = app.control.inspect(timeout=0.5).active() or {}
+        if not any(active.values()):
+            app.control.purge()  # a task that just finished may have queued a follow-up
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"the Celery worker is still running tasks after {timeout}s: {active}")
+
+
+def quiesce(driver) -> None:
+    """Before the test's flush: nothing may write to the database any more. The page goes to
+    about:blank (its SDKs stop: no more queued calls, retries, beacons or widget impressions), the
+    browser quits, the live server finishes what it has in flight, the served-log writer writes what
+    it holds, and the Celery worker, if any, finishes."""
+    from django.core.signals import request_finished, request_started
+
+    from recommendations.services import served_log_writer
+
+    in_flight: InFlight = driver._cdp_in_flight
+    try:
+        try:
+            driver.get("about:blank")
+        finally:
+            driver.quit()
+        in_flight.wait_idle()
+    finally:
+        request_started.disconnect(in_flight.started)
+        request_finished.disconnect(in_flight.finished)
+    served_log_writer.flush()
+    celery_quiesce()
+
+
 @pytest.fixture
 def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+    from django.core.signals import request_finished, request_started
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--disable-dev-shm-usage",
-        "--window-size=1200,900",
-    ):
-        options.add_argument(flag)
+    options = chromium_options(width=1200, height=900)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
+    in_flight = InFlight()
+    request_started.connect(in_flight.started)
+    request_finished.connect(in_flight.finished)
+    try:
+        driver = chromium_start(options)
+    except Exception:
+        request_started.disconnect(in_flight.started)
+        request_finished.disconnect(in_flight.finished)
+        raise
+    driver._cdp_in_flight = in_flight
     yield driver
-    driver.quit()
+    quiesce(driver)
 
 
 def wait_until(predicate, *, timeout: float = 20.0, browser=None, what: str = "condition"):

@@ -6,7 +6,7 @@ experiment and variant only (no profile id, no strategy internals)."""
 from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import exceptions, serializers
+from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -14,8 +14,7 @@ from cdp.api.authentication import ApiKeyAuthentication
 from cdp.api.permissions import IsWriteKey, OriginAllowed
 from cdp.api.throttling import ApiKeyRateThrottle
 from profiles.api.tracking import ErrorResponse, WriteKeyInRequestAuthentication
-from profiles.storefront import anonymous_id_is_signed_in, user_token_check
-from recommendations.api.storefront import StorefrontRecommendationThrottle
+from recommendations.api.storefront import StorefrontRecommendationThrottle, visitor_identity_or_403
 from recommendations.experiments.selectors import shopper_strategy
 
 
@@ -47,17 +46,7 @@ class StorefrontAssignmentView(APIView):
         data = StorefrontAssignmentInput(data=request.query_params)
         data.is_valid(raise_exception=True)
         values = data.validated_data
-        user_id = values.get("user_id") or None
-        anonymous_id = values.get("anonymous_id") or None
-        if user_id:
-            why = user_token_check(source=request.auth, user_id=user_id, token=values.get("user_token", ""))
-            if why:
-                raise exceptions.PermissionDenied(
-                    f"A user id needs a valid user token from the shop's backend: {why}", code="user_token_invalid"
-                )
-            anonymous_id = None
-        elif anonymous_id and anonymous_id_is_signed_in(anonymous_id=anonymous_id):
-            anonymous_id = None
+        user_id, anonymous_id = visitor_identity_or_403(request, values)
         _, _, strategy = shopper_strategy(
             user_id=user_id, anonymous_id=anonymous_id, placement=values["placement"], device=values["device"]
         )
