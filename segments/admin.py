@@ -36,21 +36,39 @@ EXAMPLES = {
 }
 
 
+class TypedJSON(str):
+    """A definition's text as the expert typed it, shown verbatim in the JSON view."""
+
+
 class DefinitionWidget(forms.Textarea):
     def __init__(self) -> None:
         super().__init__(attrs={"rows": 18, "cols": 90, "style": "font-family: monospace", "class": "seg-definition"})
 
     def format_value(self, value):
+        if isinstance(value, TypedJSON):
+            return str(value)
         if isinstance(value, str):
             try:
-                value = json.loads(value)
+                value = json.loads(value)  # parsed JSON keeps the typed key order
             except ValueError:
                 return value
-        return json.dumps(readable_order(value), indent=2, ensure_ascii=False) if value is not None else ""
+        return json.dumps(value, indent=2, ensure_ascii=False) if value is not None else ""
+
+
+class DefinitionField(forms.JSONField):
+    def prepare_value(self, value):
+        if isinstance(value, TypedJSON):
+            return value
+        return super().prepare_value(value)
+
+    def has_changed(self, initial, data):
+        if isinstance(initial, TypedJSON):
+            initial = json.loads(initial)
+        return super().has_changed(initial, data)
 
 
 class SegmentForm(forms.ModelForm):
-    definition = forms.JSONField(
+    definition = DefinitionField(
         required=False,
         widget=DefinitionWidget(),
         help_text="Conditions as JSON (docs/segments.md). Checked and previewed as you type.",
@@ -59,6 +77,16 @@ class SegmentForm(forms.ModelForm):
     class Meta:
         model = Segment
         fields = ["name", "slug", "description", "status", "definition"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        segment = self.instance
+        if segment.pk and segment.definition is not None:
+            typed = segment.typed_definition
+            if segment.definition_text and typed is not segment.definition:
+                self.initial["definition"] = TypedJSON(segment.definition_text)  # as typed, verbatim
+            else:
+                self.initial["definition"] = readable_order(segment.definition)  # jsonb's order, made readable
 
     def clean(self):
         data = super().clean()
@@ -298,6 +326,7 @@ class SegmentAdmin(admin.ModelAdmin):
                 name=data["name"],
                 description=data.get("description", ""),
                 definition=data["definition"],
+                definition_text=form["definition"].data,
                 created_by=who,
                 refresh="now",
             )
@@ -306,6 +335,7 @@ class SegmentAdmin(admin.ModelAdmin):
         fields = {k: data[k] for k in ("slug", "name", "description", "status") if k in data}
         if obj.kind == SegmentKind.RULE:
             fields["definition"] = data["definition"]
+            fields["definition_text"] = form["definition"].data
         current = Segment.objects.get(pk=obj.pk)
         services.segment_update(segment=current, refresh="now", **fields)
 

@@ -3,6 +3,8 @@ membership with history, size over time, and the clustering runs themselves."""
 
 from __future__ import annotations
 
+import json
+
 from django.db import models
 
 
@@ -28,6 +30,11 @@ class Segment(models.Model):
     definition = models.JSONField(
         null=True, blank=True, help_text="condition tree of a rule segment (docs/segments.md)"
     )
+    definition_text = models.TextField(
+        blank=True,
+        default="",
+        help_text="the definition as it was typed (jsonb reorders keys); shown when it still parses to definition",
+    )
     clustering_run = models.ForeignKey(
         "segments.ClusteringRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="segments"
     )
@@ -44,6 +51,18 @@ class Segment(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def typed_definition(self):
+        """``definition`` with keys in the order they were typed, when the stored text still matches."""
+        if self.definition_text:
+            try:
+                typed = json.loads(self.definition_text)
+            except ValueError:
+                return self.definition
+            if typed == self.definition:
+                return typed
+        return self.definition
 
 
 class SegmentMembership(models.Model):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -120,11 +121,24 @@ def _queue_refresh(segment: Segment) -> None:
     transaction.on_commit(lambda: tasks.segment_refresh.delay(segment.pk))
 
 
+def _definition_text(*, definition, text: str | None) -> str:
+    """The definition as typed: ``text`` verbatim when it parses to ``definition``, else ``definition``
+    dumped in its own key order (parsed JSON keeps the typed order; jsonb would not)."""
+    if text is not None:
+        try:
+            if json.loads(text) == definition:
+                return text
+        except ValueError:
+            pass
+    return json.dumps(definition, indent=2, ensure_ascii=False) if definition is not None else ""
+
+
 def segment_create(
     *,
     slug: str,
     name: str,
     definition: dict,
+    definition_text: str | None = None,
     description: str = "",
     created_by: str = "",
     refresh: str = "queue",
@@ -135,7 +149,12 @@ def segment_create(
     _validate(definition=definition, slug=slug)
     with transaction.atomic():
         segment = Segment.objects.create(
-            slug=slug, name=name, description=description, definition=definition, created_by=created_by
+            slug=slug,
+            name=name,
+            description=description,
+            definition=definition,
+            definition_text=_definition_text(definition=definition, text=definition_text),
+            created_by=created_by,
         )
         _index_changed()
         if refresh == "queue":
@@ -145,8 +164,11 @@ def segment_create(
     return segment
 
 
-def segment_update(*, segment: Segment, refresh: str = "queue", **fields) -> Segment:
-    """Change name, description, slug, status or definition (validated as on creation)."""
+def segment_update(
+    *, segment: Segment, refresh: str = "queue", definition_text: str | None = None, **fields
+) -> Segment:
+    """Change name, description, slug, status or definition (validated as on creation). ``definition_text``
+    is the definition as typed, kept to show its key order back (see ``_definition_text``)."""
     allowed = {"slug", "name", "description", "definition", "status"}
     unknown = set(fields) - allowed
     if unknown:
@@ -164,6 +186,8 @@ def segment_update(*, segment: Segment, refresh: str = "queue", **fields) -> Seg
     with transaction.atomic():
         for key, value in fields.items():
             setattr(segment, key, value)
+        if "definition" in fields:
+            segment.definition_text = _definition_text(definition=fields["definition"], text=definition_text)
         segment.save()
         _index_changed()
         if "definition" in fields and refresh == "queue" and segment.status == "active":

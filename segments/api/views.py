@@ -38,7 +38,9 @@ def _invalid(exc: services.SegmentInvalid) -> serializers.ValidationError:
 
 
 class SegmentOutput(serializers.ModelSerializer):
-    definition = serializers.JSONField(read_only=True, allow_null=True, help_text=DEFINITION_HELP)
+    definition = serializers.JSONField(
+        source="typed_definition", read_only=True, allow_null=True, help_text=DEFINITION_HELP
+    )
     cluster_profile = serializers.DictField(read_only=True, help_text="Cluster segments: the centre, readable.")
     kind = serializers.CharField(read_only=True, help_text="rule (defined by conditions) or cluster (found by a run)")
     status = serializers.CharField(read_only=True, help_text="active, proposed (cluster, awaiting review) or dismissed")
