@@ -5,6 +5,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from recommendations.experiments.models import BUCKETS, BanditPolicy, Experiment, Metric, Variant
+from recommendations.experiments.services import EDITABLE
 
 
 class VariantInput(serializers.Serializer):
@@ -74,20 +75,7 @@ class ExperimentOutput(serializers.ModelSerializer):
         model = Experiment
         fields = [
             "key",
-            "name",
-            "hypothesis",
-            "placements",
-            "layer",
-            "layer_start",
-            "layer_end",
-            "target_segments",
-            "primary_metric",
-            "guardrail_metrics",
-            "attribution_hours",
-            "cuped_days",
-            "alpha",
-            "sequential",
-            "sequential_tuning",
+            *EDITABLE,  # every field the services let a marketer set, in the same order
             "status",
             "shipped_variant",
             "variants",
