@@ -119,3 +119,23 @@ def celery_worker(django_db_setup, django_db_blocker):
         proc.wait(20)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+def celery_quiesce(*, timeout: float = 60.0) -> None:
+    """If a Celery worker is up (the session's ``celery_worker``, started by an earlier test of the
+    run), drop the tasks the test's requests queued and wait until it runs none: its writes would
+    hold row locks (foreign-key checks) while the teardown's TRUNCATE waits for exclusive locks,
+    which PostgreSQL ends as a deadlock."""
+    from cdp.celery import app
+
+    if not app.control.ping(timeout=0.3):
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        app.control.purge()
+        active = app.control.inspect(timeout=0.5).active() or {}
+        if not any(active.values()):
+            app.control.purge()  # a task that just finished may have queued a follow-up
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"the Celery worker is still running tasks after {timeout}s: {active}")

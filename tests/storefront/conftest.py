@@ -13,6 +13,7 @@ import pytest
 from django.conf import settings
 
 from tests.browser import chromium_options, chromium_start, needs_browser
+from tests.conftest import celery_quiesce
 
 HAVE_SDKS = all(Path(path).is_dir() for path in settings.STOREFRONT_SDK_DIRS.values())
 
@@ -97,26 +98,6 @@ class InFlight:
                 idle_since = None
             time.sleep(0.05)
         raise RuntimeError(f"the live server still handles {self.count} request(s) after {timeout}s")
-
-
-def celery_quiesce(*, timeout: float = 60.0) -> None:
-    """If a Celery worker is up (the session's ``celery_worker``, started by an earlier test of the
-    run), drop the tasks the test's requests queued and wait until it runs none: its writes would
-    hold row locks (foreign-key checks) while the teardown's TRUNCATE waits for exclusive locks,
-    which PostgreSQL ends as a deadlock."""
-    from cdp.celery import app
-
-    if not app.control.ping(timeout=0.3):
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        app.control.purge()
-        active = app.control.inspect(timeout=0.5).active() or {}
-        if not any(active.values()):
-            app.control.purge()  # a task that just finished may have queued a follow-up
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"the Celery worker is still running tasks after {timeout}s: {active}")
 
 
 def quiesce(driver) -> None:
