@@ -149,8 +149,9 @@ FROM bench_people WHERE n %% 10 < 7;
 
 -- five segments of 20,000 people each
 INSERT INTO segments_segment
-    (slug, name, description, kind, status, definition, cluster_profile, size, created_at, updated_at, created_by)
-SELECT 'bench-' || s, 'Bench segment ' || s, '', 'rule', 'active', NULL, '{}'::jsonb, 0, now(), now(), 'bench'
+    (slug, name, description, kind, status, definition, definition_text, cluster_profile, size, created_at,
+     updated_at, created_by)
+SELECT 'bench-' || s, 'Bench segment ' || s, '', 'rule', 'active', NULL, '', '{}'::jsonb, 0, now(), now(), 'bench'
 FROM generate_series(1, 5) s;
 INSERT INTO segments_segmentmembership (segment_id, profile_id, entered_at, exited_at)
 SELECT seg.id, p.id, now(), NULL
@@ -171,11 +172,19 @@ def generate(args) -> dict:
     purposes_ensure()
     started = time.perf_counter()
     with connection.cursor() as cursor:
-        cursor.execute(GENERATE_SQL, {"products": args.products, "profiles": args.profiles})
+        if not args.reuse:
+            cursor.execute(GENERATE_SQL, {"products": args.products, "profiles": args.profiles})
         cursor.execute("SELECT count(*) FROM profiles_event")
         (events,) = cursor.fetchone()
-    consent_state_rebuild()
+    if not args.reuse:
+        consent_state_rebuild()
+    else:  # the refresh below is the first one, as on fresh data
+        from recommendations.models import ModelVersion
+
+        ModelVersion.objects.all().delete()
     generate_seconds = time.perf_counter() - started
+    if args.generate_only:
+        return {"events": events, "generate_seconds": round(generate_seconds, 1)}
     started = time.perf_counter()
     version = services.model_refresh_start(requested_by="benchmark", queue=False)
     version = services.model_refresh_execute(version_id=version.pk)
@@ -325,7 +334,12 @@ def free_port() -> int:
 
 
 def serving_part(args) -> dict:
-    url = create_db(args.database, args)
+    if args.reuse:  # the data of an earlier ``--generate-only --keep`` run (a new model is trained)
+        from benchmarks.scratch import server_url, with_db
+
+        url = with_db(server_url(), args.database)
+    else:
+        url = create_db(args.database, args)
     # the first model's recipe; no retrain on all data (the serving figures do not depend on it)
     env = {**bench_env(url, args), "RECS_TRAIN_PARAMS": args.params or "{}", "RECS_RETRAIN_ON_ALL_DATA": "false"}
     try:
@@ -340,6 +354,8 @@ def serving_part(args) -> dict:
             raise SystemExit(f"data generation failed:\n{setup.stderr[-4000:]}")
         info = json.loads(setup.stdout.strip().splitlines()[-1])
         print("setup", json.dumps({k: v for k, v in info.items() if k != "key"}), file=sys.stderr, flush=True)
+        if args.generate_only:
+            return info
         port = free_port()
         log = open(REPO / ".cdp" / "bench-recs-gunicorn.log", "w")  # noqa: SIM115
         server = subprocess.Popen(
@@ -481,6 +497,12 @@ def main() -> int:
     parser.add_argument("--database", default="cdp_bench_recs")
     parser.add_argument("--redis-db", type=int, default=14)
     parser.add_argument("--keep", action="store_true", help="keep the scratch databases")
+    parser.add_argument(
+        "--generate-only", action="store_true", help="only create and fill the serving database (use with --keep)"
+    )
+    parser.add_argument(
+        "--reuse", action="store_true", help="serving: use the data of an earlier --generate-only --keep run"
+    )
     parser.add_argument("--inner-generate", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--inner-retail", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--inner-second", action="store_true", help=argparse.SUPPRESS)
@@ -512,7 +534,7 @@ def main() -> int:
         report["retail"] = retail_part(args)
     report["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(report, indent=2, default=str))
-    if "serving" in report:
+    if "serving" in report and "trivial" in report["serving"]:
         t, r = report["serving"]["trivial"], report["serving"]["recommendations"]
         print("\n| endpoint | requests | errors | p50 ms | p95 ms | p99 ms | max ms |")
         print("|---|---:|---:|---:|---:|---:|---:|")

@@ -73,6 +73,12 @@ class ModelVersion(models.Model):
     context_stats = models.JSONField(default=dict, blank=True, help_text="category shares by device and hour")
     artifact = models.BinaryField(null=True, blank=True, editable=False)
     artifact_bytes = models.PositiveBigIntegerField(default=0)
+    people_shards = models.PositiveIntegerField(
+        default=0, help_text="shards of the per-person part (ModelPeopleShard); 0: the artifact holds everything"
+    )
+    artifact_token = models.CharField(
+        max_length=32, blank=True, default="", help_text="changes with every write of the artifact or its shards"
+    )
     artifact_revision = models.PositiveIntegerField(
         default=1, help_text="bumped when the artifact is republished (e.g. after an erasure)"
     )
@@ -184,6 +190,24 @@ class Placement(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} ({self.kind})"
+
+
+class ModelPeopleShard(models.Model):
+    """The per-person part of a stored model (``ModelVersion.artifact`` holds the item part): the
+    rows of the people whose id falls in this shard (``engine.bundle.shard_of``), as an npz archive.
+    Erasure rewrites only the shards of the people it erases."""
+
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="shards")
+    shard = models.PositiveIntegerField()
+    people = models.PositiveIntegerField(default=0)
+    data = models.BinaryField(editable=False)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["version", "shard"], name="recs_people_shard_unique")]
+        ordering = ["version", "shard"]
+
+    def __str__(self) -> str:
+        return f"v{self.version_id} shard {self.shard} ({self.people} people)"
 
 
 class PendingModelErasure(models.Model):

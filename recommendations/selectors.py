@@ -244,3 +244,18 @@ def catalog_extract(*, items: np.ndarray) -> Catalog:
         price=[v[4] for v in values],
         in_stock=[v[5] for v in values],
     )
+
+
+def model_bundle_load(*, version_id: int):
+    """A stored model version as a ``ModelBundle`` (its item part and its per-person shards), or
+    None when it has no artifact any more."""
+    from recommendations.engine.bundle import ModelBundle
+    from recommendations.models import ModelPeopleShard, ModelVersion
+
+    row = ModelVersion.objects.filter(pk=version_id).values_list("artifact", "people_shards").first()
+    if row is None or row[0] is None:
+        return None
+    if not row[1]:
+        return ModelBundle.from_bytes(bytes(row[0]))
+    shards = ModelPeopleShard.objects.filter(version_id=version_id).order_by("shard").values_list("data", flat=True)
+    return ModelBundle.from_parts(bytes(row[0]), [bytes(blob) for blob in shards])

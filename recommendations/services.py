@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,7 +27,15 @@ from django.utils import timezone
 
 from cdp.lifecycle import job_lease_claim
 
-from .models import ModelStatus, ModelVersion, PendingModelErasure, Product, ProductSource, RecommendationServed
+from .models import (
+    ModelPeopleShard,
+    ModelStatus,
+    ModelVersion,
+    PendingModelErasure,
+    Product,
+    ProductSource,
+    RecommendationServed,
+)
 
 logger = logging.getLogger("cdp.recommendations")
 
@@ -242,7 +251,7 @@ class RegistryError(ValueError):
 def model_version_promote(*, version: ModelVersion, by: str, reason: str = "") -> ModelVersion:
     """Make ``version`` the active model (retiring the active one). Works for candidates and, as a
     rollback, for retired versions; needs an artifact."""
-    version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+    version = ModelVersion.objects.select_for_update().defer("artifact").get(pk=version.pk)
     if version.status == ModelStatus.ACTIVE:
         return version
     if version.status not in (ModelStatus.CANDIDATE, ModelStatus.RETIRED):
@@ -368,7 +377,7 @@ def model_refresh_execute(*, version_id: int) -> ModelVersion:
 
 
 def _refresh(version: ModelVersion) -> ModelVersion:
-    from recommendations.engine.bundle import ModelBundle, train_bundle
+    from recommendations.engine.bundle import train_bundle
     from recommendations.engine.evaluate import evaluate_bundle, holdout_split
     from recommendations.selectors import interactions_extract
 
@@ -420,10 +429,11 @@ def _refresh(version: ModelVersion) -> ModelVersion:
             del champion
         baseline["active_version"] = active.pk
         # the stored artifact itself, for information: it has seen part of this holdout in training
-        blob = ModelVersion.objects.filter(pk=active.pk).values_list("artifact", flat=True).first()
-        if blob is not None:
+        if ModelVersion.objects.filter(pk=active.pk, artifact__isnull=False).exists():
+            from recommendations.selectors import model_bundle_load
+
             try:
-                stored = evaluate_bundle(ModelBundle.from_bytes(bytes(blob)), truth, k)
+                stored = evaluate_bundle(model_bundle_load(version_id=active.pk), truth, k)
                 baseline["stored_artifact"] = {key: stored[key] for key in stored if "@" in key}
             except Exception as exc:  # an artifact of an older format: informative only
                 baseline["stored_artifact_error"] = str(exc)[:200]
@@ -445,8 +455,11 @@ def _refresh(version: ModelVersion) -> ModelVersion:
     segments = _segment_popularity(candidate)
     context_stats = context_stats_compute(since=_ts(float(data.ts.min())))
     _forget_erased(candidate)
-    blob = candidate.to_bytes()
+    t0 = time.monotonic()
+    parts = candidate.to_parts()
+    timings["encode"] = round(time.monotonic() - t0, 3)
     with transaction.atomic():
+        model_artifact_store(version_id=version.pk, parts=parts)
         ModelVersion.objects.filter(pk=version.pk).update(
             kind=str(candidate.params.get("primary", "hybrid"))[:32],
             params=version.params,
@@ -467,18 +480,16 @@ def _refresh(version: ModelVersion) -> ModelVersion:
                 "artifact_data": "the training window (before the holdout)",
             },
             context_stats=context_stats,
-            artifact=blob,
-            artifact_bytes=len(blob),
             status=ModelStatus.CANDIDATE,
             progress=1.0 if not promote else 0.65,
             progress_message="candidate (not promoted)" if not promote else "active; retraining on all data",
             finished_at=timezone.now(),
         )
-        version.refresh_from_db()
+        version = ModelVersion.objects.defer("artifact").get(pk=version.pk)
         if promote:
             version = model_version_promote(version=version, by="refresh", reason=decision)
     timings["published"] = round(time.monotonic() - started, 3)
-    del candidate, blob
+    del candidate, parts
     if promote and settings.RECS_RETRAIN_ON_ALL_DATA:
         # the evaluated model is live; now the same recipe on all the data (holdout included) replaces it
         t0 = time.monotonic()
@@ -494,21 +505,41 @@ def _refresh(version: ModelVersion) -> ModelVersion:
     if promote and settings.RECS_RETRAIN_ON_ALL_DATA:
         stats["artifact_data"] = "all the data (retrained after the evaluation)"
     ModelVersion.objects.filter(pk=version.pk).update(progress=1.0, progress_message=version.status, data_stats=stats)
-    version.refresh_from_db()
+    version = ModelVersion.objects.defer("artifact").get(pk=version.pk)
     _drop_old_artifacts()
     return version
 
 
+def model_artifact_store(*, version_id: int, parts: tuple, revise: bool = False) -> None:
+    """Store a model's parts (``ModelBundle.to_parts``): the item part in ``ModelVersion.artifact``,
+    the per-person part as ``ModelPeopleShard`` rows; ``revise``: a new revision of an artifact."""
+    item, shards, people = parts
+    with transaction.atomic():
+        ModelPeopleShard.objects.filter(version_id=version_id).delete()
+        ModelPeopleShard.objects.bulk_create(
+            [ModelPeopleShard(version_id=version_id, shard=n, people=count, data=blob) for n, count, blob in people],
+            batch_size=16,
+        )
+        fields = {
+            "artifact": item,
+            "artifact_bytes": len(item) + sum(len(blob) for _, _, blob in people),
+            "people_shards": shards,
+            "artifact_token": uuid.uuid4().hex,
+        }
+        if revise:
+            fields["artifact_revision"] = F("artifact_revision") + 1
+        ModelVersion.objects.filter(pk=version_id).update(**fields)
+
+
 def model_version_republish(*, version: ModelVersion, bundle, data_until: datetime | None = None) -> ModelVersion:
     """Replace a version's artifact (a new revision); when it is the active one, servers reload it."""
-    blob = bundle.to_bytes()
+    parts = bundle.to_parts()
     with transaction.atomic():
         locked = ModelVersion.objects.select_for_update().defer("artifact").get(pk=version.pk)
-        fields = {"artifact": blob, "artifact_bytes": len(blob), "artifact_revision": locked.artifact_revision + 1}
+        model_artifact_store(version_id=locked.pk, parts=parts, revise=True)
         if data_until is not None:
-            fields["data_until"] = data_until
-        ModelVersion.objects.filter(pk=locked.pk).update(**fields)
-        locked.refresh_from_db()
+            ModelVersion.objects.filter(pk=locked.pk).update(data_until=data_until)
+        locked = ModelVersion.objects.defer("artifact").get(pk=locked.pk)
         if locked.status == ModelStatus.ACTIVE:
             _publish_on_commit(locked)
     return locked
@@ -639,9 +670,9 @@ def _drop_old_artifacts() -> None:
         .order_by("-created_at")
         .values_list("pk", flat=True)[:KEEP_ARTIFACTS]
     )
-    ModelVersion.objects.exclude(status=ModelStatus.ACTIVE).exclude(pk__in=keep).filter(artifact__isnull=False).update(
-        artifact=None
-    )
+    old = ModelVersion.objects.exclude(status=ModelStatus.ACTIVE).exclude(pk__in=keep).filter(artifact__isnull=False)
+    ModelPeopleShard.objects.filter(version__in=old).delete()
+    old.update(artifact=None, people_shards=0, artifact_token="")
 
 
 # --- served log and erasure ------------------------------------------------------------------------
@@ -786,10 +817,11 @@ def _artifact_users(blob: bytes) -> set[str]:
 
 
 def model_erasures_apply() -> dict:
-    """Remove every pending erased person from every stored artifact that holds them (a new
-    revision each; the active one is republished so servers reload it within a second), then drop
-    the pending rows. Idempotent; safe to run concurrently (the pending rows are claimed)."""
-    from recommendations.engine.bundle import ModelBundle
+    """Remove every pending erased person from every stored model that holds them: only the shards
+    of the per-person part where their ids fall are read and rewritten (a new revision of the model
+    each; the active one is republished so servers reload it within a second), then the pending
+    rows go. Idempotent; safe to run concurrently (the pending rows are claimed)."""
+    from recommendations.engine.bundle import ModelBundle, shard_of
 
     started = time.monotonic()
     with transaction.atomic():
@@ -797,31 +829,53 @@ def model_erasures_apply() -> dict:
         if not claimed:
             return {"people": 0, "models_updated": []}
         people = sorted({str(p) for _, ids in claimed for p in ids})
+        gone = set(people)
         forgotten: list[int] = []
-        with connection.cursor() as cursor:  # rewriting a 200 MB artifact may take longer than requests may
-            cursor.execute("SET LOCAL statement_timeout = 0")
-        for version_id in ModelVersion.objects.filter(artifact__isnull=False).values_list("pk", flat=True):
-            blob = ModelVersion.objects.filter(pk=version_id).values_list("artifact", flat=True).first()
-            if blob is None:
+        stored = ModelVersion.objects.filter(artifact__isnull=False).values_list("pk", "people_shards")
+        for version_id, shards in stored:
+            if shards == 0:  # an artifact stored whole (before the per-person part was kept apart)
+                changed = _erase_whole_artifact(version_id, people)
+            else:
+                changed = 0
+                wanted = sorted(set(shard_of(people, shards).tolist()))
+                rows = ModelPeopleShard.objects.select_for_update().filter(version_id=version_id, shard__in=wanted)
+                for row in rows:
+                    data, left, removed = ModelBundle.shard_forget(bytes(row.data), gone)
+                    if removed:
+                        ModelPeopleShard.objects.filter(pk=row.pk).update(data=data, people=left)
+                        changed += removed
+                if changed:
+                    ModelVersion.objects.filter(pk=version_id).update(
+                        artifact_revision=F("artifact_revision") + 1, artifact_token=uuid.uuid4().hex
+                    )
+            if not changed:
                 continue
-            blob = bytes(blob)
-            if not set(people) & _artifact_users(blob):
-                continue
-            bundle = ModelBundle.from_bytes(blob)
-            del blob
-            bundle.forget_users(people)
-            new = bundle.to_bytes()
-            del bundle
-            ModelVersion.objects.filter(pk=version_id).update(
-                artifact=new, artifact_bytes=len(new), artifact_revision=F("artifact_revision") + 1
-            )
-            del new
             forgotten.append(version_id)
             row = ModelVersion.objects.filter(pk=version_id).values_list("status", "artifact_revision").first()
             if row and row[0] == ModelStatus.ACTIVE:
                 transaction.on_commit(lambda v=version_id, r=row[1]: publish_active(version_id=v, revision=r))
         PendingModelErasure.objects.filter(pk__in=[pk for pk, _ in claimed]).delete()
     return {"people": len(people), "models_updated": forgotten, "seconds": round(time.monotonic() - started, 3)}
+
+
+def _erase_whole_artifact(version_id: int, people: list[str]) -> int:
+    """The people out of an artifact stored whole: it is read, and stored again in parts."""
+    from recommendations.engine.bundle import ModelBundle
+
+    with connection.cursor() as cursor:  # rewriting a large artifact may take longer than requests may
+        cursor.execute("SET LOCAL statement_timeout = 0")
+    blob = ModelVersion.objects.filter(pk=version_id).values_list("artifact", flat=True).first()
+    if blob is None:
+        return 0
+    blob = bytes(blob)
+    if not set(people) & _artifact_users(blob):
+        return 0
+    bundle = ModelBundle.from_bytes(blob)
+    del blob
+    before = bundle.state.n_users
+    bundle.forget_users(people)
+    model_artifact_store(version_id=version_id, parts=bundle.to_parts(), revise=True)
+    return before - bundle.state.n_users
 
 
 def recommendations_consent_withdrawn(*, profile_ids: list[str]) -> list[int]:

@@ -18,6 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from pathlib import Path
 
 from django.conf import settings
 from django.core.cache import cache
@@ -127,19 +128,113 @@ def _one_thread() -> None:
 def _load_model(key: str) -> ActiveModel | None:
     from recommendations.engine.bundle import ModelBundle
 
-    version_id = key.partition(":")[0]
-    row = (
-        ModelVersion.objects.filter(pk=int(version_id))
-        .values_list("artifact", "artifact_revision", "context_stats")
-        .first()
-    )
-    if row is None or row[0] is None:
+    version_id = int(key.partition(":")[0])
+    row = ModelVersion.objects.filter(pk=version_id).values_list("artifact_token", "context_stats").first()
+    if row is None:
         return None
     _one_thread()
     started = time.monotonic()
-    bundle = ModelBundle.from_bytes(bytes(row[0]))
-    logger.info("recommendations: loaded model v%s.%s in %.2fs", version_id, row[1], time.monotonic() - started)
-    return ActiveModel(version_id=int(version_id), revision=int(row[1]), bundle=bundle, context_stats=row[2] or {})
+    files = model_files(version_id=version_id, token=row[0]) if row[0] else None
+    if files is not None:
+        revision, item, people = files
+        bundle = ModelBundle.from_parts(item, people)
+    else:  # an artifact stored whole, before models were stored in parts: read into memory
+        found = ModelVersion.objects.filter(pk=version_id).values_list("artifact", "artifact_revision").first()
+        if found is None or found[0] is None:
+            return None
+        bundle, revision = ModelBundle.from_bytes(bytes(found[0])), found[1]
+    _release_freed_memory()
+    logger.info("recommendations: loaded model v%s.%s in %.2fs", version_id, revision, time.monotonic() - started)
+    return ActiveModel(version_id=version_id, revision=int(revision), bundle=bundle, context_stats=row[1] or {})
+
+
+def model_cache_dir() -> Path:
+    """Where serving processes keep the stored models as files (``RECS_MODEL_CACHE_DIR``)."""
+    configured = getattr(settings, "RECS_MODEL_CACHE_DIR", "")
+    return Path(configured) if configured else Path(settings.BASE_DIR) / ".cdp" / "recs-models"
+
+
+MODEL_FILE_MAX_AGE = 3600.0  # seconds: older files of other artifacts are removed when a model is cached
+
+
+def model_files(*, version_id: int, token: str) -> tuple[int, str, str] | None:
+    """(revision, item file, people file) of a stored model, written once per artifact token to the
+    local model cache (a file lock: the first process writes, the others wait and reuse them). The
+    processes then map the files' arrays (``ModelBundle.from_parts`` with paths), so the operating
+    system holds one copy of the model for every web process, and reads only the pages requests
+    touch. None when the version is stored whole (an older artifact) or has none any more."""
+    import fcntl
+
+    from recommendations.engine.artifact import write
+    from recommendations.engine.bundle import ModelBundle
+
+    from .models import ModelPeopleShard
+
+    directory = model_cache_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    item, people, done = (directory / f"{token}.{name}" for name in ("item.npz", "people.npz", "revision"))
+    if not done.exists():
+        with open(directory / f"{token}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not done.exists():
+                row = (
+                    ModelVersion.objects.filter(pk=version_id)
+                    .values_list("artifact", "artifact_token", "artifact_revision", "people_shards")
+                    .first()
+                )
+                if row is None or row[0] is None or not row[3]:
+                    return None
+                if row[1] != token:  # rewritten since the caller looked: cache that one instead
+                    return model_files(version_id=version_id, token=row[1])
+                item_blob, revision = bytes(row[0]), row[2]
+                del row
+                shards = ModelPeopleShard.objects.filter(version_id=version_id).order_by("shard")
+                blobs = [bytes(blob) for blob in shards.values_list("data", flat=True)]
+                # an erasure that committed meanwhile changed the token: the parts read may not agree
+                now_token = ModelVersion.objects.filter(pk=version_id).values_list("artifact_token", flat=True).first()
+                if now_token != token:
+                    return model_files(version_id=version_id, token=now_token) if now_token else None
+                write(str(item), item_blob)
+                write(str(people), ModelBundle.people_concat(blobs) if blobs else _no_people(item_blob))
+                del blobs, item_blob
+                write(str(done), str(revision).encode())
+                _remove_old_model_files(directory, keep=token)
+    return int(done.read_text()), str(item), str(people)
+
+
+def _no_people(item: bytes) -> bytes:
+    """A people file for a model of nobody: the item part's own empty rows."""
+    from recommendations.engine.artifact import dump
+    from recommendations.engine.bundle import ModelBundle
+
+    bundle = ModelBundle.from_parts(item, [])
+    return dump({"people": {key: getattr(owner, attr) for key, owner, attr in bundle._people()}}, {})
+
+
+def _remove_old_model_files(directory: Path, *, keep: str) -> None:
+    """Files of other artifacts not written for an hour go (a process still mapping one keeps its
+    pages: the file is only unlinked)."""
+    now = time.time()
+    for path in directory.iterdir():
+        if path.name.startswith(keep):
+            continue
+        try:
+            if now - path.stat().st_mtime > MODEL_FILE_MAX_AGE:
+                path.unlink()
+        except OSError:
+            pass
+
+
+def _release_freed_memory() -> None:
+    """Give the memory freed after a load (the artifact's bytes, temporary arrays) back to the
+    operating system: glibc keeps freed heap memory of every thread's arena otherwise."""
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _load_catalog(version: object) -> CatalogArrays:

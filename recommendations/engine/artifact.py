@@ -21,6 +21,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import struct
+import threading
+import zipfile
 
 import numpy as np
 import scipy.sparse as sp
@@ -247,16 +251,84 @@ def _open(blob: bytes):
         manifest = json.loads(bytes(archive["manifest"]).decode())
     except Exception as exc:
         raise ValueError(f"Not a recommendations model artifact ({type(exc).__name__}).") from exc
+    _check(manifest)
+    return archive, manifest
+
+
+def _check(manifest) -> None:
     if not isinstance(manifest, dict) or manifest.get("magic") != MAGIC:
         raise ValueError("Not a recommendations model artifact.")
     if manifest.get("format") != ARTIFACT_FORMAT:
         raise ValueError(f"Artifact format {manifest.get('format')} is not {ARTIFACT_FORMAT}; refresh the model.")
-    return archive, manifest
+
+
+def write(path: str, blob: bytes) -> None:
+    """An artifact's bytes as a file, atomically (a reader never sees half of it)."""
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(blob)
+    os.replace(tmp, path)
+
+
+class _Mapped(dict):
+    """The members of an npz file on disk as read-only memory maps (``numpy.savez`` stores members
+    uncompressed, so each one is a ``.npy`` at a known offset of the file): the operating system
+    pages them in when read and shares the pages between processes that map the same file."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        with zipfile.ZipFile(path) as archive, open(path, "rb") as fh:
+            for info in archive.infolist():
+                if info.compress_type != zipfile.ZIP_STORED or not info.filename.endswith(".npy"):
+                    raise ValueError("Not a recommendations model artifact (compressed member).")
+                fh.seek(info.header_offset)
+                local = fh.read(30)
+                if local[:4] != b"PK\x03\x04":
+                    raise ValueError("Not a recommendations model artifact (bad zip member).")
+                name_len, extra_len = struct.unpack("<HH", local[26:30])
+                start = info.header_offset + 30 + name_len + extra_len
+                fh.seek(start)
+                version = np.lib.format.read_magic(fh)
+                if version == (1, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+                elif version == (2, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+                else:
+                    raise ValueError(f"Artifact member of .npy version {version}.")
+                if dtype.hasobject:
+                    raise ValueError("Artifact arrays may not hold Python objects.")
+                offset = fh.tell()
+                name = info.filename[: -len(".npy")]
+                if int(np.prod(shape)) == 0 or dtype.itemsize == 0:
+                    self[name] = np.zeros(shape, dtype=dtype)
+                else:
+                    order = "F" if fortran else "C"
+                    # a plain ndarray view (the map stays alive through it): no memmap subclass per operation
+                    self[name] = np.asarray(
+                        np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order=order)
+                    )
+
+
+def load_path(path: str) -> tuple[dict, dict]:
+    """(tree, recommenders) of an artifact file, its arrays memory-mapped (read-only, shared)."""
+    try:
+        arrays = _Mapped(path)
+        manifest = json.loads(bytes(np.asarray(arrays["manifest"])).decode())
+    except ValueError:
+        raise
+    except Exception as exc:
+        raise ValueError(f"Not a recommendations model artifact ({type(exc).__name__}).") from exc
+    _check(manifest)
+    return _decode(arrays, manifest)
 
 
 def load(blob: bytes) -> tuple[dict, dict]:
     """(tree, recommenders) as stored by ``dump``, references resolved."""
     archive, manifest = _open(blob)
+    return _decode(archive, manifest)
+
+
+def _decode(archive, manifest: dict) -> tuple[dict, dict]:
     reader = _Reader(archive, {})
     tree = {k: reader.decode(v) for k, v in manifest["tree"].items()}
     recommenders = {k: reader.decode(v) for k, v in manifest["recommenders"].items()}

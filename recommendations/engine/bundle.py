@@ -8,12 +8,15 @@ popularity in the person's segments (``context["segments"]``), global popularity
 
 from __future__ import annotations
 
+import bisect
 import time
 import warnings
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from recommendations.engine import artifact
@@ -33,11 +36,54 @@ from recommendations.engine.recommenders import (
     RepeatKNN,
     Session,
     Trending,
+    people_attributes,
 )
 from recommendations.engine.state import TrainState, build_state
 
 FORMAT_VERSION = 2  # artifacts are npz + JSON (engine/artifact.py); version 1 was a pickle
 MAX_EXPLAIN_HISTORY = 200  # the most recent history items considered when explaining a suggestion
+PEOPLE_PER_SHARD = 4000  # the per-person part of a stored model is kept in shards of about this many
+MAX_SHARDS = 1024
+
+
+def shard_count(people: int) -> int:
+    """Shards of the per-person part for this many people (erasure rewrites only the shards it needs)."""
+    return int(min(MAX_SHARDS, max(1, -(-people // PEOPLE_PER_SHARD))))
+
+
+def shard_of(ids: Iterable, shards: int) -> np.ndarray:
+    """The shard of each person id (CRC-32 of the id's UTF-8 bytes, modulo ``shards``): stable
+    across processes and releases, so erasure finds a person's shard from the id alone."""
+    return np.fromiter((zlib.crc32(str(i).encode()) % shards for i in ids), dtype=np.int64)
+
+
+class Vocab:
+    """Ids to their positions in an id array, without a Python object per id: a binary search over
+    the array in sorted order (``order``: the positions sorted by id)."""
+
+    def __init__(self, ids: np.ndarray) -> None:
+        self.ids = ids
+        self.order = np.argsort(ids, kind="stable").astype(np.int32) if len(ids) else np.zeros(0, np.int32)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def get(self, key, default=None):
+        key = str(key)
+        ids, order = self.ids, self.order
+        at = bisect.bisect_left(range(len(order)), key, key=lambda n: ids[order[n]])
+        if at < len(order) and ids[order[at]] == key:
+            return int(order[at])
+        return default
+
+    def __contains__(self, key) -> bool:
+        return self.get(key) is not None
+
+    def __getitem__(self, key) -> int:
+        found = self.get(key)
+        if found is None:
+            raise KeyError(key)
+        return found
 
 
 @dataclass
@@ -126,8 +172,8 @@ class ModelBundle:
     # --- vocabularies -----------------------------------------------------------------------------
 
     def _reindex(self) -> None:
-        self.user_index = {u: n for n, u in enumerate(self.state.users)}
-        self.item_index = {s: n for n, s in enumerate(self.state.items)}
+        self.user_index = Vocab(self.state.users)
+        self.item_index = Vocab(self.state.items)
 
     @property
     def items(self) -> np.ndarray:
@@ -149,6 +195,20 @@ class ModelBundle:
     def score_users(self, rows: np.ndarray, recommender: str | None = None) -> np.ndarray:
         """Scores of every item for state rows (batch; used by evaluation)."""
         return self.recommenders[recommender or self.primary].score_users(self.state, np.asarray(rows))
+
+    def top_users(self, rows: np.ndarray, k: int, recommender: str | None = None) -> np.ndarray | None:
+        """The k best item indexes per state row, from a recommender that ranks without scoring every
+        item (the hybrid: its candidates); None when the recommender has no such path."""
+        rec = self.recommenders[recommender or self.primary]
+        if not hasattr(rec, "top_k"):
+            return None
+        return rec.top_k(self.state, np.asarray(rows), k)
+
+    def _index_ready(self) -> None:
+        """The hybrid's ALS stage answers from the model's index (training, evaluation and serving alike)."""
+        for rec in self.recommenders.values():
+            if isinstance(rec, Hybrid):
+                rec._cache_index = self.ann
 
     def _session_scores(self, items: list[int]) -> tuple[np.ndarray, str] | None:
         for name in ("session", "item_item", "content"):
@@ -463,28 +523,113 @@ class ModelBundle:
 
     # --- erasure and storage ----------------------------------------------------------------------
 
-    def forget_users(self, user_ids: list[str]) -> None:
-        """Erase people: their rows of every per-user matrix and their factors go."""
-        gone = {str(u) for u in user_ids} & set(self.user_index)
-        if not gone:
-            return
-        keep = np.array([u not in gone for u in self.state.users], dtype=bool)
+    def _people(self) -> list[tuple[str, object, str]]:
+        """(key, owner, attribute) of every per-person array of the model: rows are the state's people."""
+        out = [(f"state.{attr}", owner, attr) for owner, attr in people_attributes(self.state)]
+        for name, rec in self.recommenders.items():
+            for owner, attr in people_attributes(rec):
+                path = attr if owner is rec else f"{_path_to(rec, owner)}.{attr}"
+                out.append((f"{name}.{path}", owner, attr))
+        return out
+
+    def _people_set(self, values: dict[str, object]) -> None:
+        for key, owner, attr in self._people():
+            setattr(owner, attr, values[key])
         for rec in self.recommenders.values():
-            rec.drop_users(keep)
-        self.state.drop_users(keep)
+            rec.people_changed()
         self._reindex()
 
-    def to_bytes(self) -> bytes:
-        """The bundle as arrays and JSON (an npz archive; ``engine/artifact.py``), never a pickle."""
-        tree = {
+    def forget_users(self, user_ids: list[str]) -> None:
+        """Erase people: their rows of every per-person array (matrices, factors, aggregates) go."""
+        gone = {str(u) for u in user_ids if str(u) in self.user_index}
+        if not gone:
+            return
+        keep = np.array([str(u) not in gone for u in self.state.users], dtype=bool)
+        self._people_set({key: getattr(owner, attr)[keep] for key, owner, attr in self._people()})
+
+    # --- storage: the item part and the per-person part apart ---------------------------------------
+
+    def _tree(self) -> dict:
+        return {
             "state": self.state,
-            "catalog": self.catalog,
+            "catalog": _serving_catalog(self.catalog),
             "params": self.params,
             "metrics": self.metrics,
             "segments": {slug: [name, scores] for slug, (name, scores) in self.segments.items()},
             "ann": getattr(self, "ann", None),
         }
-        return artifact.dump(tree, self.recommenders)
+
+    def to_parts(self) -> tuple[bytes, int, list[tuple[int, int, bytes]]]:
+        """(the item part, shards, [(shard, people, bytes)]): the model without its per-person rows, and
+        those rows in shards by ``shard_of`` (people sorted by id within a shard). Erasure rewrites
+        the shards of the people it erases and nothing else; ``from_parts`` puts them together."""
+        for rec in self.recommenders.values():
+            getattr(rec, "sim", None)  # derived item matrices (the session blend) are stored, not rebuilt
+        fields = self._people()
+        users = np.asarray(self.state.users).astype(str)
+        shards = shard_count(len(users))
+        shard = shard_of(users, shards)
+        order = np.lexsort((users, shard)) if len(users) else np.zeros(0, np.int64)
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(shard, minlength=shards))])
+        saved = {key: getattr(owner, attr) for key, owner, attr in fields}
+        try:
+            for key, owner, attr in fields:
+                setattr(owner, attr, saved[key][:0])
+            tree = {**self._tree(), "people": {"shards": shards, "fields": sorted(saved)}}
+            item = artifact.dump(tree, self.recommenders)
+        finally:
+            for key, owner, attr in fields:
+                setattr(owner, attr, saved[key])
+        parts = []
+        for n in range(shards):
+            rows = order[bounds[n] : bounds[n + 1]]
+            if len(rows):
+                parts.append((n, len(rows), artifact.dump({"people": {k: v[rows] for k, v in saved.items()}}, {})))
+        return item, shards, parts
+
+    @staticmethod
+    def people_concat(shards: list[bytes]) -> bytes:
+        """The shards of a per-person part as one archive (rows in the order of ``shards``)."""
+        parts = [artifact.load(blob)[0]["people"] for blob in shards]
+        return artifact.dump({"people": _concat(parts)}, {})
+
+    @staticmethod
+    def people_of(shard: bytes) -> np.ndarray:
+        """The person ids a shard holds (``state.users``)."""
+        return np.asarray(artifact.load(shard)[0]["people"]["state.users"])
+
+    @staticmethod
+    def shard_forget(shard: bytes, user_ids: set[str]) -> tuple[bytes, int, int]:
+        """A shard without ``user_ids``: (bytes, people left, people removed)."""
+        people = artifact.load(shard)[0]["people"]
+        keep = np.array([str(u) not in user_ids for u in people["state.users"]], dtype=bool)
+        kept = {key: value[keep] for key, value in people.items()}
+        return artifact.dump({"people": kept}, {}), int(keep.sum()), int((~keep).sum())
+
+    @classmethod
+    def from_parts(cls, item: bytes | str, people: bytes | str | list[bytes]) -> ModelBundle:
+        """A bundle from its item part and its per-person part: bytes, a list of shards' bytes, or
+        paths of files (then their arrays are memory-mapped: read-only, shared between processes)."""
+        tree, recommenders = artifact.load_path(item) if isinstance(item, str) else artifact.load(item)
+        bundle = cls._from_tree(tree, recommenders)
+        if isinstance(people, list) and not people:  # nobody: the item part's empty rows
+            values = {key: getattr(owner, attr) for key, owner, attr in bundle._people()}
+        elif isinstance(people, list):
+            values = _concat([artifact.load(blob)[0]["people"] for blob in people])
+        else:
+            values = (artifact.load_path(people) if isinstance(people, str) else artifact.load(people))[0]["people"]
+        meta = tree.get("people") or {}
+        missing = set(meta.get("fields") or ()) - set(values)
+        if missing:
+            raise ValueError(f"The per-person part lacks {sorted(missing)[:3]}.")
+        bundle._people_set({key: values[key] for key, _, _ in bundle._people()})
+        return bundle
+
+    def to_bytes(self) -> bytes:
+        """The whole bundle as arrays and JSON (one npz archive; ``engine/artifact.py``), never a pickle."""
+        for rec in self.recommenders.values():
+            getattr(rec, "sim", None)
+        return artifact.dump(self._tree(), self.recommenders)
 
     @staticmethod
     def users_of(blob: bytes) -> set[str]:
@@ -495,6 +640,12 @@ class ModelBundle:
     def from_bytes(cls, blob: bytes) -> ModelBundle:
         """Read an artifact: only arrays, JSON and the engine's own classes; ValueError otherwise."""
         tree, recommenders = artifact.load(blob)
+        if tree.get("people"):
+            raise ValueError("This is the item part of a model: read it with its people (from_parts).")
+        return cls._from_tree(tree, recommenders)
+
+    @classmethod
+    def _from_tree(cls, tree: dict, recommenders: dict) -> ModelBundle:
         if not isinstance(tree.get("state"), TrainState):
             raise ValueError("Not a recommendations model bundle.")
         bundle = cls(
@@ -506,7 +657,39 @@ class ModelBundle:
         )
         bundle.segments = {slug: (name, scores) for slug, (name, scores) in (tree.get("segments") or {}).items()}
         bundle.ann = tree.get("ann")
+        bundle._index_ready()
         return bundle
+
+
+def _path_to(rec, owner) -> str:
+    """The attribute path from a recommender to the nested object holding some of its people's rows."""
+    for path in getattr(rec, "people_fields", ()):
+        head = path.rpartition(".")[0]
+        target = rec
+        for part in head.split(".") if head else ():
+            target = getattr(target, part)
+        if target is owner:
+            return head
+    raise ValueError("not a holder of people rows")
+
+
+def _concat(parts: list[dict]) -> dict:
+    """Per-person fields of several shards, rows one after the other."""
+    out = {}
+    for key in parts[0] if parts else ():
+        values = [p[key] for p in parts]
+        if sp.issparse(values[0]):
+            out[key] = sp.vstack(values, format="csr")
+        else:
+            out[key] = np.concatenate(values)
+    return out
+
+
+def _serving_catalog(catalog: Catalog | None) -> Catalog | None:
+    """What answers read of the catalog (stock, categories, prices): texts were for fitting content."""
+    if catalog is None:
+        return None
+    return Catalog(items=catalog.items, category=catalog.category, price=catalog.price, in_stock=catalog.in_stock)
 
 
 def fit_recommenders(
@@ -589,6 +772,7 @@ def train_bundle(
         t0 = time.monotonic()
         report(0.96, "building the ALS index")
         bundle.ann = ItemIndex.build(als.item_factors, threads=params["num_threads"], seed=params["seed"])
+        bundle._index_ready()
         seconds["ann_index"] = round(time.monotonic() - t0, 3)
     bundle.metrics = {
         "train_seconds": round(time.monotonic() - started, 3),

@@ -116,9 +116,11 @@ def rank_users(bundle, users: list[str], k: int, recommender: str | None = None,
     items = bundle.state.items
     for start in range(0, len(known), batch):
         chunk = known[start : start + batch]
-        scores = np.asarray(bundle.score_users(rows[chunk], recommender), dtype=np.float64)
-        for pos, tops in zip(chunk, top_k(scores, k), strict=True):
-            out[pos] = [str(items[i]) for i in tops]
+        tops = bundle.top_users(rows[chunk], k, recommender)  # the hybrid ranks its candidates only
+        if tops is None:
+            tops = top_k(np.asarray(bundle.score_users(rows[chunk], recommender), dtype=np.float64), k)
+        for pos, best in zip(chunk, tops, strict=True):
+            out[pos] = [str(items[i]) for i in best]
     if len(known) < len(users):
         fallback = [rec.item_id for rec in bundle.popular(k=k)]
         for pos in np.flatnonzero(rows < 0):

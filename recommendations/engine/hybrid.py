@@ -137,17 +137,15 @@ class _Stats:
         else:
             self.item_price = np.full(n_i, np.nan, dtype=np.float32)
 
-    def drop_users(self, keep: np.ndarray) -> None:
-        self.recent_orders = self.recent_orders[keep]
-        for name in (
-            "user_orders",
-            "user_items",
-            "user_days_since_last",
-            "user_tenure",
-            "user_gap",
-            "user_repeat_share",
-        ):
-            setattr(self, name, getattr(self, name)[keep])
+    people_fields = (
+        "recent_orders",
+        "user_orders",
+        "user_items",
+        "user_days_since_last",
+        "user_tenure",
+        "user_gap",
+        "user_repeat_share",
+    )
 
 
 def _pick(M: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -408,6 +406,8 @@ class Hybrid(Recommender):
 
     name = "hybrid"
     requires = COMPONENTS
+    # the per-person aggregates (the components hold and drop their own rows)
+    people_fields = tuple(f"stats.{f}" for f in _Stats.people_fields)
 
     def fit(self, *, data, state, catalog, params, fitted=None) -> None:
         from sklearn.ensemble import HistGradientBoostingClassifier
@@ -504,6 +504,12 @@ class Hybrid(Recommender):
             reuse=self._reusable(),
         )
         stats = _Stats(sub_state, catalog, p["recent_days"], prefix)
+        # the ALS stage as it is served: from an index over the window's item factors on large catalogs
+        index = None
+        if data.n_items >= params.get("ann_min_items", 10_000):
+            from recommendations.engine.ann import ItemIndex
+
+            index = ItemIndex.build(comps["als"].item_factors, threads=params["num_threads"], seed=params["seed"])
         has_history = np.diff(sub_state.interactions.indptr) > 0
         buyers = np.zeros(data.n_users, dtype=bool)
         buyers[data.user[label]] = True
@@ -521,7 +527,7 @@ class Hybrid(Recommender):
         step = _batch_size(data.n_items)
         for s in range(0, len(users), step):
             rows = users[s : s + step]
-            c = candidate_features(sub_state, comps, stats, rows, p)
+            c = candidate_features(sub_state, comps, stats, rows, p, index=index)
             X = c.X
             y = (_gather(_canonical(truth[rows]), c.row, c.item) > 0).astype(np.int8)
             neg = np.flatnonzero(y == 0)
@@ -564,15 +570,40 @@ class Hybrid(Recommender):
         out[:] = self.fill[None, :] - 1.0  # non-candidates: popularity order, below every candidate
         step = _batch_size(state.n_items)
         for s in range(0, len(rows), step):
-            c, score = self.rank(state, rows[s : s + step])
+            c, score = self.rank(state, rows[s : s + step], index=getattr(self, "_cache_index", None))
             if not self.trained:
                 keep = score > 0
                 c.row, c.item, score = c.row[keep], c.item[keep], score[keep]
             out[s + c.row, c.item] = score + 1.0
         return out
 
-    def drop_users(self, keep):
-        self.stats.drop_users(keep)  # the components drop their own rows
+    def top_k(self, state, rows, k: int) -> np.ndarray:
+        """The k best items per state row, best first: the order of ``score_users`` (candidates by
+        score, then everything else by popularity; ties by lower index) without a dense row of
+        every item per person. Evaluation ranks thousands of people this way."""
+        rows = np.asarray(rows)
+        k = min(k, state.n_items)
+        out = np.empty((len(rows), k), dtype=np.int64)
+        fill = (self.fill - 1.0).astype(np.float32)
+        by_fill = np.lexsort((np.arange(state.n_items), -fill))
+        step = _batch_size(state.n_items)
+        for s in range(0, len(rows), step):
+            c, score = self.rank(state, rows[s : s + step], index=getattr(self, "_cache_index", None))
+            if not self.trained:
+                keep = score > 0
+                c.row, c.item, score = c.row[keep], c.item[keep], score[keep]
+            value = (score + 1.0).astype(np.float32)  # the values score_users stores
+            order = np.lexsort((c.item, -value, c.row))
+            row_of, items = c.row[order], c.item[order]
+            starts = np.searchsorted(row_of, np.arange(len(rows[s : s + step]) + 1))
+            for r in range(len(rows[s : s + step])):
+                mine = items[starts[r] : starts[r + 1]][:k]
+                if len(mine) < k:
+                    others = by_fill[: k + starts[r + 1] - starts[r]]
+                    others = others[~np.isin(others, items[starts[r] : starts[r + 1]])]
+                    mine = np.concatenate([mine, others[: k - len(mine)]])
+                out[s + r] = mine
+        return out
 
 
 _CONTROLLER = None

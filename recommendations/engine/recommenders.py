@@ -3,7 +3,9 @@
 Each one is fitted on the interactions (``data``), the shared ``TrainState`` matrices and the
 catalog, then scores every item for known users (``score_users``), for a session of items
 (``score_session``; also an item's neighbours). Higher scores rank first; ``-inf`` never.
-Recommenders keep per-user state only where they must (factors), and drop it in ``drop_users``.
+Recommenders keep per-user state only where they must (factors, neighbourhood vectors) and name it
+in ``people_fields``: rows are people in the state's order; erasure drops rows, storage keeps those
+fields apart from the item part of a model (``ModelBundle.to_parts``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from recommendations.engine.state import DAY, TrainState
 class Recommender:
     name = "base"
     personal = True  # scores depend on the user (False: the same list for everyone)
+    people_fields: tuple[str, ...] = ()  # attributes (dotted paths) whose rows are the state's people
 
     def fit(
         self,
@@ -43,6 +46,25 @@ class Recommender:
 
     def drop_users(self, keep: np.ndarray) -> None:
         """Forget the per-user state of rows where ``keep`` is False (the state drops its own rows)."""
+        for owner, attr in people_attributes(self):
+            setattr(owner, attr, getattr(owner, attr)[keep])
+        self.people_changed()
+
+    def people_changed(self) -> None:
+        """The rows of ``people_fields`` were replaced (erasure, loading): drop what was derived from them."""
+
+
+def people_attributes(obj) -> list[tuple[object, str]]:
+    """(owner, attribute) of each of ``obj.people_fields`` (a dotted path reaches a nested object)."""
+    out = []
+    for path in getattr(obj, "people_fields", ()):
+        owner, _, attr = path.rpartition(".")
+        target = obj
+        for part in owner.split(".") if owner else ():
+            target = getattr(target, part, None)
+        if target is not None and getattr(target, attr, None) is not None:
+            out.append((target, attr))
+    return out
 
 
 def id_tiebreak(items: np.ndarray) -> np.ndarray:
@@ -158,6 +180,8 @@ def _implicit():
 class _Factors(Recommender):
     """Scores = user factors . item factors; sessions score by cosine of item factors."""
 
+    people_fields = ("user_factors",)
+
     def score_users(self, state, rows):
         return self.user_factors[rows] @ self.item_factors.T
 
@@ -173,9 +197,6 @@ class _Factors(Recommender):
         normed = self.item_factors / (np.linalg.norm(self.item_factors, axis=1, keepdims=True) + 1e-9)
         w = np.ones(len(items), dtype=np.float32) if weights is None else np.asarray(weights, dtype=np.float32)
         return (w @ normed[items]) @ normed.T
-
-    def drop_users(self, keep):
-        self.user_factors = self.user_factors[keep]
 
 
 @allow
@@ -379,18 +400,19 @@ class Session(_Neighbours):
     def fit(self, *, data, state, catalog, params, fitted=None) -> None:
         fitted = fitted or {}
         weight = params["session"]["content_weight"]
-        # the blend is not stored: it is rebuilt from the two recommenders it blends when first used
+        # the blend is computed when first used (training) and stored with the model, so that a
+        # serving process maps it from the artifact instead of building its own copy
         self.parts = [(1.0 - weight, fitted.get("item_item")), (weight, fitted.get("content"))]
         self.n_items = state.n_items
-        self._cache_sim = None
+        self.blend = None
         self.half_life = float(params["session"]["recent_half_life_days"])
 
     @property
     def sim(self) -> sp.csr_matrix:
-        cached = getattr(self, "_cache_sim", None)
-        if cached is None:
+        blend = getattr(self, "blend", None)
+        if blend is None:
             n = self.n_items
-            cached = sp.csr_matrix((n, n), dtype=np.float32)
+            blend = sp.csr_matrix((n, n), dtype=np.float32)
             for w, rec in self.parts:
                 if rec is None or not rec.sim.nnz:
                     continue
@@ -399,11 +421,11 @@ class Session(_Neighbours):
                 s.eliminate_zeros()
                 top = np.asarray(s.max(axis=1).todense()).ravel()
                 scale = np.where(top > 0, 1.0 / np.maximum(top, 1e-9), 0.0).astype(np.float32)
-                cached = cached + w * sp.diags(scale) @ s
-            cached = cached.tocsr()
-            cached.sum_duplicates()
-            self._cache_sim = cached
-        return cached
+                blend = blend + w * sp.diags(scale) @ s
+            blend = blend.tocsr().astype(np.float32)
+            blend.sum_duplicates()
+            self.blend = blend
+        return blend
 
     def feedback(self, state, rows):
         X = state.last_purchase[rows]
@@ -420,6 +442,7 @@ class RepeatKNN(Recommender):
     (in the spirit of TIFU-KNN): ``alpha * own + (1 - alpha) * mean of k neighbours``."""
 
     name = "repeat_knn"
+    people_fields = ("vectors",)
 
     def fit(self, *, data, state, catalog, params, fitted=None) -> None:
         from sklearn.preprocessing import normalize
@@ -477,6 +500,5 @@ class RepeatKNN(Recommender):
         own, neighbours = self.components(rows)
         return np.asarray(self.alpha * own + (1.0 - self.alpha) * neighbours, dtype=np.float32)
 
-    def drop_users(self, keep):
-        self.vectors = self.vectors[keep]
+    def people_changed(self) -> None:
         self._cache_vt = None

@@ -65,18 +65,24 @@ class TrainState:
     def n_items(self) -> int:
         return len(self.items)
 
+    # rows are people: erasure drops them, storage keeps them apart from the item part
+    people_fields = (
+        "users",
+        "interactions",
+        "purchases",
+        "last_purchase",
+        "first_purchase",
+        "user_orders",
+        "user_first",
+        "user_last",
+        "browsed",
+        "last_browsed",
+    )
+
     def drop_users(self, keep: np.ndarray) -> None:
-        self.users = self.users[keep]
-        self.interactions = self.interactions[keep]
-        self.purchases = self.purchases[keep]
-        self.last_purchase = self.last_purchase[keep]
-        self.first_purchase = self.first_purchase[keep]
-        self.user_orders = self.user_orders[keep]
-        self.user_first = self.user_first[keep]
-        self.user_last = self.user_last[keep]
-        if self.browsed is not None:
-            self.browsed = self.browsed[keep]
-            self.last_browsed = self.last_browsed[keep]
+        for name in self.people_fields:
+            if getattr(self, name) is not None:
+                setattr(self, name, getattr(self, name)[keep])
 
 
 def build_state(data: Interactions, *, params: dict, now: float) -> TrainState:
@@ -112,8 +118,9 @@ def build_state(data: Interactions, *, params: dict, now: float) -> TrainState:
     browsed.sum_duplicates()
     last_browsed = _reduce(data.user[looked], data.item[looked], data.ts[looked] / DAY, (n_u, n_i), np.maximum)
     return TrainState(
-        users=data.users.copy(),
-        items=data.items.copy(),
+        # fixed-width strings, not Python objects: a loaded model maps them from its file
+        users=np.asarray(data.users, dtype=str),
+        items=np.asarray(data.items, dtype=str),
         interactions=interactions,
         purchases=purchases,
         last_purchase=last,

@@ -198,19 +198,17 @@ def _people_with_orders() -> list:
 def publish(bundle, *, params: dict | None = None, context_stats: dict | None = None):
     """Store a bundle as a model version and make it the active one (through the registry service)."""
     from recommendations.models import ModelStatus, ModelVersion
-    from recommendations.services import model_version_promote
+    from recommendations.services import model_artifact_store, model_version_promote
 
-    blob = bundle.to_bytes()
     version = ModelVersion.objects.create(
         params=params or TEST_PARAMS,
         status=ModelStatus.CANDIDATE,
-        artifact=blob,
-        artifact_bytes=len(blob),
         context_stats=context_stats or {},
         progress=1.0,
         finished_at=timezone.now(),
         created_by="tests",
     )
+    model_artifact_store(version_id=version.pk, parts=bundle.to_parts())
     return model_version_promote(version=version, by="tests")
 
 

@@ -350,3 +350,50 @@ def test_neighbours_of_a_best_seller_are_looked_for_among_its_strongest_people_o
         kept = vt.data[vt.indptr[item] : vt.indptr[item + 1]]
         everyone = np.sort(full.data[full.indptr[item] : full.indptr[item + 1]])[::-1]
         assert np.allclose(np.sort(kept)[::-1], everyone[: len(kept)])  # the largest weights
+
+
+def test_the_per_person_part_is_stored_apart_in_shards_and_put_back_together(bundle, tmp_path, monkeypatch):
+    from recommendations.engine import bundle as bundle_module
+    from recommendations.engine.artifact import write
+    from recommendations.engine.bundle import shard_of
+
+    monkeypatch.setattr(bundle_module, "PEOPLE_PER_SHARD", 7)  # several shards for the test shop's people
+    item, shards, parts = bundle.to_parts()
+    assert shards == -(-bundle.state.n_users // 7) and len(parts) <= shards
+    assert sum(people for _, people, _ in parts) == bundle.state.n_users
+    # the item part holds nobody: no person id, no per-person row
+    assert not ModelBundle.from_parts(item, []).state.n_users
+    assert b"coffee-u0" not in item
+    for n, _, blob in parts:  # every person is in the shard its id names
+        ids = ModelBundle.people_of(blob)
+        assert (shard_of(ids, shards) == n).all()
+    write(str(tmp_path / "item.npz"), item)
+    write(str(tmp_path / "people.npz"), ModelBundle.people_concat([blob for _, _, blob in parts]))
+    for copy in (
+        ModelBundle.from_parts(item, [blob for _, _, blob in parts]),
+        ModelBundle.from_parts(str(tmp_path / "item.npz"), str(tmp_path / "people.npz")),  # memory-mapped
+    ):
+        for user in ("coffee-u0", "toys-u9", "garden-u2"):
+            assert copy.recommend(user_id=user, k=5) == bundle.recommend(user_id=user, k=5)
+        assert copy.similar(item_id="books-0", k=3) == bundle.similar(item_id="books-0", k=3)
+        assert copy.for_product(item_id="books-0", k=4) == bundle.for_product(item_id="books-0", k=4)
+    mapped = ModelBundle.from_parts(str(tmp_path / "item.npz"), str(tmp_path / "people.npz"))
+    assert isinstance(mapped.recommenders["als"].user_factors.base, np.memmap) or not mapped.state.n_users
+    # erasure rewrites one shard: the person is gone from it, the others are untouched
+    n = int(shard_of(["toys-u3"], shards)[0])
+    blob = next(b for s, _, b in parts if s == n)
+    rewritten, left, removed = ModelBundle.shard_forget(blob, {"toys-u3", "not-a-user"})
+    assert removed == 1 and "toys-u3" not in set(ModelBundle.people_of(rewritten))
+    assert left == len(ModelBundle.people_of(blob)) - 1
+    erased = ModelBundle.from_parts(item, [rewritten if s == n else b for s, _, b in parts])
+    assert not erased.known_user("toys-u3") and erased.state.n_users == bundle.state.n_users - 1
+    assert erased.recommend(user_id="coffee-u0", k=5) == bundle.recommend(user_id="coffee-u0", k=5)
+
+
+def test_the_hybrid_ranks_its_candidates_like_its_dense_scores(bundle):
+    rows = np.arange(bundle.state.n_users)
+    scores = np.asarray(bundle.score_users(rows), dtype=np.float64)
+    items = np.arange(scores.shape[1])
+    dense = np.array([np.lexsort((items, -row))[:10] for row in scores])  # by score, ties: lower index
+    assert (bundle.top_users(rows, 10) == dense).all()
+    assert bundle.top_users(rows, 10, "als") is None  # the other recommenders score every item

@@ -9,8 +9,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from recommendations import reports, services
-from recommendations.engine.bundle import ModelBundle
 from recommendations.models import ModelVersion, PendingModelErasure, RecommendationServed
+from recommendations.selectors import model_bundle_load
 
 from .conftest import add_event, grant
 
@@ -49,7 +49,7 @@ def test_erase_removes_the_person_from_the_active_model_and_the_log(
     grant(other)
     secret_client.get("/api/v1/recommendations/", {"profile_id": person})
     secret_client.get("/api/v1/recommendations/", {"profile_id": other})
-    before = ModelBundle.from_bytes(bytes(ModelVersion.objects.get(pk=shop.version.pk).artifact))
+    before = model_bundle_load(version_id=shop.version.pk)
     assert before.known_user(person) and before.known_user(other)
 
     with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
@@ -63,7 +63,7 @@ def test_erase_removes_the_person_from_the_active_model_and_the_log(
     assert not PendingModelErasure.objects.exists()
 
     version = ModelVersion.objects.get(pk=shop.version.pk)
-    after = ModelBundle.from_bytes(bytes(version.artifact))
+    after = model_bundle_load(version_id=version.pk)
     assert not after.known_user(person)
     assert after.known_user(other)
     assert version.artifact_revision == 2
@@ -107,7 +107,7 @@ def test_an_erasure_request_is_done_only_after_every_stored_model_forgot_the_per
     assert request.status == "done", request.error
     assert seen == [("running", {shop.version.pk: 1, candidate.pk: 1}, 1)]
     for version in ModelVersion.objects.all():
-        bundle = ModelBundle.from_bytes(bytes(version.artifact))
+        bundle = model_bundle_load(version_id=version.pk)
         assert not bundle.known_user(person) and bundle.known_user(other)
         assert version.artifact_revision == 2
     assert cache.get(services.ACTIVE_KEY) == f"{candidate.pk}:2"

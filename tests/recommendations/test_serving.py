@@ -8,6 +8,7 @@ import pytest
 from django.utils import timezone
 
 from recommendations.models import BusinessRule, RecommendationServed
+from recommendations.selectors import model_bundle_load
 
 from .conftest import CATALOG, add_event, grant
 
@@ -161,8 +162,6 @@ def test_an_old_session_does_not_count(shop, secret_client):
 
 
 def test_segment_popularity_is_explained_with_the_segments_name(shop, secret_client):
-    from recommendations.engine.bundle import ModelBundle
-    from recommendations.models import ModelVersion
     from segments.models import Segment
     from segments.services import segment_membership_set
 
@@ -171,7 +170,7 @@ def test_segment_popularity_is_explained_with_the_segments_name(shop, secret_cli
     # people 6 and 8 (beauty and toys buyers) form a segment; person 11 (no orders) joins it
     segment = Segment.objects.create(slug="gift-buyers", name="Gift buyers", kind="rule", status="active")
     segment_membership_set(segment=segment, profile_ids=[shop.person(6), shop.person(8), shop.person(11)])
-    bundle = ModelBundle.from_bytes(bytes(ModelVersion.objects.get(pk=shop.version.pk).artifact))
+    bundle = model_bundle_load(version_id=shop.version.pk)
     bundle.segment_popularity_set(slug="gift-buyers", name="Gift buyers", user_ids=[shop.person(6), shop.person(8)])
     publish(bundle)
     grant(shop.person(11))

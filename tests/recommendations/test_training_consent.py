@@ -12,14 +12,14 @@ from consent.services import consent_record
 from recommendations import services
 from recommendations.engine.bundle import ModelBundle
 from recommendations.models import ModelStatus, ModelVersion
-from recommendations.selectors import interactions_extract
+from recommendations.selectors import interactions_extract, model_bundle_load
 
 from .conftest import ORDERS, consent_to_training, grant, make_people, make_products, store_orders
 
 
 def _active_bundle() -> tuple[ModelVersion, ModelBundle]:
     version = ModelVersion.objects.get(status=ModelStatus.ACTIVE)
-    return version, ModelBundle.from_bytes(bytes(version.artifact))
+    return version, model_bundle_load(version_id=version.pk)
 
 
 @pytest.mark.django_db
