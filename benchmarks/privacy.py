@@ -26,8 +26,10 @@ With ``--model-users`` (default 200,000) and ``--model-items`` (50,000) a recomm
 that size (the speed benchmark's catalog; its people and the benchmark's persons) is trained first
 and stored twice (the active version and a retired one kept for rollback), so erasure also removes
 the person from stored models: inside its transaction it only records them as pending, and the
-artifacts are rewritten by the follow-up right after the commit (timed apart; ``privacy_erase``
-returns when both are done). ``--model-users 0``: no model.
+follow-up right after the commit rewrites the shard of each model's per-person part that holds
+them (timed apart; ``privacy_erase`` returns when both are done). The models are stored as a
+refresh stores them (the item part, and the per-person part in shards). ``--model-users 0``: no
+model.
 
 Targets (issue #7): erasure < 2 s, export < 5 s. Prints a markdown table and drops the database.
 """
@@ -219,6 +221,7 @@ def store_model(args, people: list[str]) -> dict | None:
     from recommendations.engine.bundle import train_bundle
     from recommendations.engine.data import PURCHASE, VIEW, Catalog, Interactions
     from recommendations.models import ModelStatus, ModelVersion
+    from recommendations.services import model_artifact_store
 
     rng = np.random.default_rng(42)
     n_users, n_items = args.model_users + len(people), args.model_items
@@ -253,16 +256,19 @@ def store_model(args, people: list[str]) -> dict | None:
     }  # fmt: skip
     bundle = train_bundle(data=data, catalog=catalog, params=recipe, now=now)
     train_seconds = time.perf_counter() - started
-    blob = bundle.to_bytes()
+    parts = bundle.to_parts()  # stored as a refresh stores it: the item part, the per-person shards
     for status in (ModelStatus.RETIRED, ModelStatus.ACTIVE):
-        ModelVersion.objects.create(
-            status=status, artifact=blob, artifact_bytes=len(blob), progress=1.0, created_by="benchmark"
-        )
+        version = ModelVersion.objects.create(status=status, progress=1.0, created_by="benchmark")
+        model_artifact_store(version_id=version.pk, parts=parts)
+    item, shards, people = parts
     return {
         "users": n_users,
         "items": n_items,
         "interactions": len(data),
-        "artifact_mb": round(len(blob) / 1e6, 1),
+        "artifact_mb": round((len(item) + sum(len(b) for _, _, b in people)) / 1e6, 1),
+        "item_part_mb": round(len(item) / 1e6, 1),
+        "people_shards": shards,
+        "shard_mb_max": round(max((len(b) for _, _, b in people), default=0) / 1e6, 2),
         "train_seconds": round(train_seconds, 1),
         "recommenders": sorted(bundle.recommenders),
     }

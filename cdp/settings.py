@@ -383,3 +383,5 @@ RECS_RETRAIN_ON_ALL_DATA: bool = env.bool("RECS_RETRAIN_ON_ALL_DATA", default=Tr
 RECS_VERSION_CHECK_SECONDS: float = env.float("RECS_VERSION_CHECK_SECONDS", default=1.0)
 # Write the served log from a per-process background thread (every 50 ms) instead of in the request.
 RECS_SERVED_LOG_ASYNC: bool = env.bool("RECS_SERVED_LOG_ASYNC", default=True)
+# Local directory where web processes keep the stored models as files they memory-map (shared pages).
+RECS_MODEL_CACHE_DIR: str = env.str("RECS_MODEL_CACHE_DIR", default=str(BASE_DIR / ".cdp" / "recs-models"))

@@ -219,11 +219,17 @@ def catalog_extract(*, items: np.ndarray) -> Catalog:
     """Catalog rows aligned on ``items``: the Product table first, the events' product properties after."""
     known: dict[str, tuple] = {}
     with connection.cursor() as cursor:
-        cursor.execute(_EVENT_CATALOG_SQL, {"order": ORDER_EVENT, "view": VIEW_EVENT, "cart": CART_EVENT})
-        for sku, name, category, brand, price in cursor.fetchall():
-            known[sku] = (name, "", category, brand, price, True)
         cursor.execute(_PRODUCT_CATALOG_SQL)
-        for sku, title, description, category, brand, price, in_stock in cursor.fetchall():
+        products = cursor.fetchall()
+        complete = {sku for sku, title, _, category, brand, price, _ in products if title and category and brand}
+        complete &= {sku for sku, *_, price, _ in products if price is not None}
+        # what events said of products fills only what the Product table lacks: read them (every
+        # order's lines) only when some item lacks a name, category, brand or price there
+        if any(str(sku) not in complete for sku in items):
+            cursor.execute(_EVENT_CATALOG_SQL, {"order": ORDER_EVENT, "view": VIEW_EVENT, "cart": CART_EVENT})
+            for sku, name, category, brand, price in cursor.fetchall():
+                known[sku] = (name, "", category, brand, price, True)
+        for sku, title, description, category, brand, price, in_stock in products:
             old = known.get(sku, ("", "", "", "", None, True))
             known[sku] = (
                 title or old[0],
@@ -246,16 +252,50 @@ def catalog_extract(*, items: np.ndarray) -> Catalog:
     )
 
 
+def _binary_cursor():
+    """A cursor on the request's own connection (its transaction) that binds parameters on the
+    server and reads results in binary: a model's bytes go over the wire as they are, instead of
+    as hex text twice their size that both sides escape and parse."""
+    import psycopg
+
+    connection.ensure_connection()
+    return psycopg.Cursor(connection.connection)
+
+
+def model_parts_read(*, version_id: int) -> dict | None:
+    """A stored model's parts as bytes: {item, people: [shard bytes, in shard order], token,
+    revision, shards}; None when the version has no artifact (any more)."""
+    from recommendations.models import ModelPeopleShard, ModelVersion
+
+    with _binary_cursor() as cursor:
+        cursor.execute(
+            f"SELECT artifact, artifact_token, artifact_revision, people_shards FROM {ModelVersion._meta.db_table} "  # noqa: S608
+            "WHERE id = %s",
+            [version_id],
+            binary=True,
+        )
+        row = cursor.fetchone()
+        if row is None or row[0] is None:
+            return None
+        people = []
+        if row[3]:
+            cursor.execute(
+                f"SELECT data FROM {ModelPeopleShard._meta.db_table} WHERE version_id = %s ORDER BY shard",  # noqa: S608
+                [version_id],
+                binary=True,
+            )
+            people = [bytes(blob) for (blob,) in cursor.fetchall()]
+    return {"item": bytes(row[0]), "people": people, "token": row[1], "revision": row[2], "shards": row[3]}
+
+
 def model_bundle_load(*, version_id: int):
     """A stored model version as a ``ModelBundle`` (its item part and its per-person shards), or
     None when it has no artifact any more."""
     from recommendations.engine.bundle import ModelBundle
-    from recommendations.models import ModelPeopleShard, ModelVersion
 
-    row = ModelVersion.objects.filter(pk=version_id).values_list("artifact", "people_shards").first()
-    if row is None or row[0] is None:
+    parts = model_parts_read(version_id=version_id)
+    if parts is None:
         return None
-    if not row[1]:
-        return ModelBundle.from_bytes(bytes(row[0]))
-    shards = ModelPeopleShard.objects.filter(version_id=version_id).order_by("shard").values_list("data", flat=True)
-    return ModelBundle.from_parts(bytes(row[0]), [bytes(blob) for blob in shards])
+    if not parts["shards"]:
+        return ModelBundle.from_bytes(parts["item"])
+    return ModelBundle.from_parts(parts["item"], parts["people"])

@@ -512,23 +512,32 @@ def _refresh(version: ModelVersion) -> ModelVersion:
 
 def model_artifact_store(*, version_id: int, parts: tuple, revise: bool = False) -> None:
     """Store a model's parts (``ModelBundle.to_parts``): the item part in ``ModelVersion.artifact``,
-    the per-person part as ``ModelPeopleShard`` rows; ``revise``: a new revision of an artifact."""
+    the per-person part as ``ModelPeopleShard`` rows; ``revise``: a new revision of an artifact.
+    The bytes are bound in binary on the server side (``selectors._binary_cursor``)."""
+    from recommendations.selectors import _binary_cursor
+
     item, shards, people = parts
-    with transaction.atomic():
-        ModelPeopleShard.objects.filter(version_id=version_id).delete()
-        ModelPeopleShard.objects.bulk_create(
-            [ModelPeopleShard(version_id=version_id, shard=n, people=count, data=blob) for n, count, blob in people],
-            batch_size=16,
-        )
-        fields = {
-            "artifact": item,
-            "artifact_bytes": len(item) + sum(len(blob) for _, _, blob in people),
-            "people_shards": shards,
-            "artifact_token": uuid.uuid4().hex,
-        }
-        if revise:
-            fields["artifact_revision"] = F("artifact_revision") + 1
-        ModelVersion.objects.filter(pk=version_id).update(**fields)
+    versions, shard_table = ModelVersion._meta.db_table, ModelPeopleShard._meta.db_table
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL statement_timeout = 0")  # a large model may take longer than requests may
+        with _binary_cursor() as binary:
+            binary.execute(f"DELETE FROM {shard_table} WHERE version_id = %s", [version_id])  # noqa: S608
+            binary.executemany(
+                f"INSERT INTO {shard_table} (version_id, shard, people, data) VALUES (%s, %s, %s, %b)",  # noqa: S608
+                [(version_id, n, count, blob) for n, count, blob in people],
+            )
+            binary.execute(
+                f"UPDATE {versions} SET artifact = %b, artifact_bytes = %s, people_shards = %s, "  # noqa: S608
+                "artifact_token = %s, artifact_revision = artifact_revision + %s WHERE id = %s",
+                [
+                    item,
+                    len(item) + sum(len(blob) for _, _, blob in people),
+                    shards,
+                    uuid.uuid4().hex,
+                    1 if revise else 0,
+                    version_id,
+                ],
+            )
 
 
 def model_version_republish(*, version: ModelVersion, bundle, data_until: datetime | None = None) -> ModelVersion:

@@ -150,7 +150,7 @@ def _load_model(key: str) -> ActiveModel | None:
 
 def model_cache_dir() -> Path:
     """Where serving processes keep the stored models as files (``RECS_MODEL_CACHE_DIR``)."""
-    configured = getattr(settings, "RECS_MODEL_CACHE_DIR", "")
+    configured = settings.RECS_MODEL_CACHE_DIR
     return Path(configured) if configured else Path(settings.BASE_DIR) / ".cdp" / "recs-models"
 
 
@@ -167,8 +167,7 @@ def model_files(*, version_id: int, token: str) -> tuple[int, str, str] | None:
 
     from recommendations.engine.artifact import write
     from recommendations.engine.bundle import ModelBundle
-
-    from .models import ModelPeopleShard
+    from recommendations.selectors import model_parts_read
 
     directory = model_cache_dir()
     directory.mkdir(parents=True, exist_ok=True)
@@ -177,20 +176,14 @@ def model_files(*, version_id: int, token: str) -> tuple[int, str, str] | None:
         with open(directory / f"{token}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not done.exists():
-                row = (
-                    ModelVersion.objects.filter(pk=version_id)
-                    .values_list("artifact", "artifact_token", "artifact_revision", "people_shards")
-                    .first()
-                )
-                if row is None or row[0] is None or not row[3]:
+                parts = model_parts_read(version_id=version_id)
+                if parts is None or not parts["shards"]:
                     return None
-                if row[1] != token:  # rewritten since the caller looked: cache that one instead
-                    return model_files(version_id=version_id, token=row[1])
-                item_blob, revision = bytes(row[0]), row[2]
-                del row
-                shards = ModelPeopleShard.objects.filter(version_id=version_id).order_by("shard")
-                blobs = [bytes(blob) for blob in shards.values_list("data", flat=True)]
-                # an erasure that committed meanwhile changed the token: the parts read may not agree
+                if parts["token"] != token:  # rewritten since the caller looked: cache that one instead
+                    return model_files(version_id=version_id, token=parts["token"])
+                item_blob, revision, blobs = parts["item"], parts["revision"], parts["people"]
+                del parts
+                # an erasure that committed between the two reads changed the token: they may not agree
                 now_token = ModelVersion.objects.filter(pk=version_id).values_list("artifact_token", flat=True).first()
                 if now_token != token:
                     return model_files(version_id=version_id, token=now_token) if now_token else None

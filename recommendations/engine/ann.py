@@ -29,13 +29,16 @@ class ItemIndex:
         import hnswlib
 
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        # items whose factors are all zero (no interaction in the data: e.g. in a label window's past)
+        # score 0 for everyone; in the graph they are thousands of identical points that cut it apart
+        labels = np.flatnonzero(np.abs(vectors).sum(axis=1) > 0)
         index = hnswlib.Index(space="ip", dim=vectors.shape[1])
-        index.init_index(max_elements=max(len(vectors), 1), ef_construction=ef_construction, M=m, random_seed=seed)
-        if len(vectors):
-            index.add_items(vectors, np.arange(len(vectors)), num_threads=threads)
+        index.init_index(max_elements=max(len(labels), 1), ef_construction=ef_construction, M=m, random_seed=seed)
+        if len(labels):
+            index.add_items(vectors[labels], labels, num_threads=threads)
         index.set_ef(EF_SEARCH)
         index.set_num_threads(1)
-        return cls(index, vectors.shape[1], len(vectors))
+        return cls(index, vectors.shape[1], len(labels))
 
     def query(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
         """(item indexes, inner products), each (len(vectors), k), best first; None when the graph
@@ -43,12 +46,16 @@ class ItemIndex:
         k = min(k, self.count)
         if k <= 0:
             return np.empty((len(vectors), 0), np.int64), np.empty((len(vectors), 0), np.float32)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         try:
-            labels, distances = self.index.knn_query(
-                np.ascontiguousarray(vectors, dtype=np.float32), k=k, num_threads=1
-            )
-        except RuntimeError:  # the graph could not reach k items (e.g. a zero vector): None = ask exactly
-            return None
+            labels, distances = self.index.knn_query(vectors, k=k, num_threads=1)
+        except RuntimeError:  # the graph could not reach k items for some row (e.g. a zero vector)
+            if len(vectors) == 1:
+                return None  # None = the caller asks exactly
+            rows = [self.query(v[None, :], k) for v in vectors]
+            if any(r is None for r in rows):
+                return None
+            return np.vstack([r[0] for r in rows]), np.vstack([r[1] for r in rows])
         return labels.astype(np.int64), (1.0 - distances).astype(np.float32)
 
     # --- artifact storage (hnswlib's own format, no pickle) ---------------------------------------
