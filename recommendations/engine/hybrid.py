@@ -249,16 +249,27 @@ def knn_components(knn, rows: np.ndarray) -> tuple[sp.csr_matrix, sp.csr_matrix]
 
 def als_top(als, rows: np.ndarray, n: int, index=None) -> tuple[np.ndarray, np.ndarray]:
     """The n items of largest ALS score per state row: (items, scores), best first. Exact (one
-    matrix product) without an index; with the model's hnswlib index, approximate."""
+    matrix product) without an index; with the model's hnswlib index, approximate (rows the graph
+    cannot answer are computed exactly)."""
     uf = als.user_factors[rows]
     n = min(n, als.item_factors.shape[0])
     if index is not None:
         found = index.query(uf, n)
         if found is not None:
-            return found
-    scores = uf @ als.item_factors.T
+            items, scores = found
+            missed = np.flatnonzero(items[:, 0] < 0) if items.shape[1] else np.zeros(0, np.int64)
+            if len(missed) == 0:
+                return items, scores
+            exact = _exact_top(uf[missed], als.item_factors, items.shape[1])
+            items[missed], scores[missed] = exact
+            return items, scores
+    return _exact_top(uf, als.item_factors, n)
+
+
+def _exact_top(uf: np.ndarray, item_factors: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     if n <= 0:
-        return np.empty((len(rows), 0), np.int64), np.empty((len(rows), 0), np.float32)
+        return np.empty((len(uf), 0), np.int64), np.empty((len(uf), 0), np.float32)
+    scores = uf @ item_factors.T
     part = np.argpartition(-scores, n - 1, axis=1)[:, :n]
     vals = np.take_along_axis(scores, part, axis=1)
     order = np.argsort(-vals, axis=1, kind="stable")
@@ -517,7 +528,10 @@ class Hybrid(Recommender):
         if data.n_items >= params.get("ann_min_items", 10_000):
             from recommendations.engine.ann import ItemIndex
 
-            index = ItemIndex.build(comps["als"].item_factors, threads=params["num_threads"], seed=params["seed"])
+            seen = np.flatnonzero(np.bincount(prefix.item, minlength=data.n_items) > 0)
+            index = ItemIndex.build(
+                comps["als"].item_factors, items=seen, threads=params["num_threads"], seed=params["seed"]
+            )
         has_history = np.diff(sub_state.interactions.indptr) > 0
         buyers = np.zeros(data.n_users, dtype=bool)
         buyers[data.user[label]] = True
