@@ -327,6 +327,31 @@ def worker_rss_mb(server_pid: int) -> list[float]:
     return [round(p.memory_info().rss / 1e6, 1) for p in psutil.Process(server_pid).children(recursive=True)]
 
 
+def worker_memory(server_pid: int) -> list[dict]:
+    """Per worker: resident (RSS), proportional (PSS: shared pages divided among the processes that
+    map them) and the resident pages of the mapped model files (shared by every worker)."""
+    import psutil
+
+    out = []
+    for proc in psutil.Process(server_pid).children(recursive=True):
+        model_rss = model_pss = 0
+        for region in proc.memory_maps(grouped=True):
+            if "recs-models" in region.path:
+                model_rss += region.rss
+                model_pss += region.pss
+        full = proc.memory_full_info()
+        out.append(
+            {
+                "rss_mb": round(full.rss / 1e6, 1),
+                "pss_mb": round(full.pss / 1e6, 1),
+                "uss_mb": round(full.uss / 1e6, 1),
+                "model_files_rss_mb": round(model_rss / 1e6, 1),
+                "model_files_pss_mb": round(model_pss / 1e6, 1),
+            }
+        )
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -394,10 +419,13 @@ def serving_part(args) -> dict:
             asyncio.run(load("127.0.0.1", port, key, trivial, 50, 3, 16))
             results = {"model": {k: v for k, v in info.items() if k != "key"}}
             results["worker_rss_mb"] = worker_rss_mb(server.pid)
-            print("worker rss MB", results["worker_rss_mb"], file=sys.stderr, flush=True)
+            results["worker_memory"] = worker_memory(server.pid)
+            print("worker memory", json.dumps(results["worker_memory"]), file=sys.stderr, flush=True)
             for name, paths in (("trivial", trivial), ("recommendations", recs)):
                 results[name] = asyncio.run(load("127.0.0.1", port, key, paths, args.rate, args.seconds, args.conns))
                 print(name, json.dumps(results[name]), file=sys.stderr, flush=True)  # partial results survive
+            results["worker_memory_after"] = worker_memory(server.pid)  # after every request of the run
+            print("worker memory after", json.dumps(results["worker_memory_after"]), file=sys.stderr, flush=True)
             for rate in args.also_rates:  # the same two endpoints at other rates (where does it saturate?)
                 for name, paths in (("trivial", trivial), ("recommendations", recs)):
                     row = asyncio.run(load("127.0.0.1", port, key, paths, rate, args.seconds, args.conns))

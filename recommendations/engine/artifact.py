@@ -114,6 +114,8 @@ class _Writer:
             return {
                 "@csr": [self.add(m.data), self.add(m.indices), self.add(m.indptr)],
                 "shape": list(m.shape),
+                # checked here, once: a reader that maps the file does not scan every index for it
+                "canonical": bool(m.has_canonical_format),
             }
         if isinstance(value, BoostedTrees):
             return {
@@ -168,7 +170,10 @@ class _Reader:
             return np.array([v.decode("ascii") for v in raw.ravel()], dtype=object).reshape(raw.shape)
         if "@csr" in value:
             data, indices, indptr = (self.array(n) for n in value["@csr"])
-            return sp.csr_matrix((data, indices, indptr), shape=tuple(value["shape"]))
+            matrix = sp.csr_matrix((data, indices, indptr), shape=tuple(value["shape"]))
+            if value.get("canonical"):
+                matrix.has_canonical_format = True  # sorted, no duplicates: as written
+            return matrix
         if "@trees" in value:
             return BoostedTrees(
                 baseline=value["baseline"],

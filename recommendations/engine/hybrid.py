@@ -529,8 +529,13 @@ class Hybrid(Recommender):
             from recommendations.engine.ann import ItemIndex
 
             seen = np.flatnonzero(np.bincount(prefix.item, minlength=data.n_items) > 0)
+            # a lighter graph than the served one (a training feature, rebuilt for every window)
             index = ItemIndex.build(
-                comps["als"].item_factors, items=seen, threads=params["num_threads"], seed=params["seed"]
+                comps["als"].item_factors,
+                items=seen,
+                ef_construction=40,
+                threads=params["num_threads"],
+                seed=params["seed"],
             )
         has_history = np.diff(sub_state.interactions.indptr) > 0
         buyers = np.zeros(data.n_users, dtype=bool)
