@@ -116,12 +116,23 @@ def _freeze() -> None:
 
 def _one_thread() -> None:
     """Native thread pools (OpenMP, BLAS) of a web process stay at one thread: a request's small
-    predictions only lose time handing work to threads, and the process has request threads."""
+    predictions only lose time handing work to threads, and the process has request threads. And
+    glibc's allocator is told to give large blocks back: by default it raises its mmap threshold
+    after the first large free (a model load frees hundreds of MB), after which every request's
+    temporary arrays come from per-thread heaps that keep their memory for good."""
     global _limited
     if not _limited:
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(limits=1)
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6")
+            libc.mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD: fixed (no dynamic raise), 256 KB
+            libc.mallopt(-8, 2)  # M_ARENA_MAX: request threads share two heaps
+        except (OSError, AttributeError):
+            pass
         _limited = True
 
 

@@ -166,6 +166,32 @@ def _canonical(M) -> sp.csr_matrix:
     return M
 
 
+FEW_ROWS = 8  # products of at most this many rows are computed from the rows touched (serving: one row)
+
+
+def _times(A: sp.csr_matrix, B: sp.csr_matrix) -> sp.csr_matrix:
+    """``A @ B``. For a few rows of A (a request), from the rows of B that A's entries select:
+    scipy's product sets up work arrays as long as B is wide (every person, or every item) on each
+    call, which a request cannot afford; for training batches, scipy's."""
+    if A.shape[0] > FEW_ROWS:
+        return A @ B
+    A = _canonical(A)
+    starts, ends = B.indptr[A.indices], B.indptr[A.indices + 1]
+    lengths = (ends - starts).astype(np.int64)
+    total = int(lengths.sum())
+    dtype = np.result_type(A.dtype, B.dtype)
+    if total == 0:
+        return sp.csr_matrix((A.shape[0], B.shape[1]), dtype=dtype)
+    offsets = np.cumsum(lengths) - lengths
+    pos = np.arange(total, dtype=np.int64) - np.repeat(offsets - starts, lengths)
+    rows = np.repeat(_row_of(A), lengths)
+    vals = np.repeat(A.data.astype(dtype), lengths) * B.data[pos].astype(dtype)
+    out = sp.csr_matrix((vals, (rows, B.indices[pos])), shape=(A.shape[0], B.shape[1]), dtype=dtype)
+    out.sum_duplicates()
+    out.eliminate_zeros()  # as scipy's product: no stored zeros
+    return out
+
+
 def _row_of(M: sp.csr_matrix) -> np.ndarray:
     return np.repeat(np.arange(M.shape[0], dtype=np.int64), np.diff(M.indptr))
 
@@ -236,7 +262,7 @@ def knn_components(knn, rows: np.ndarray) -> tuple[sp.csr_matrix, sp.csr_matrix]
     V = knn.vectors
     VT = knn.vectors_t()
     own = V[rows]
-    sims = _canonical(own @ VT).tocoo()
+    sims = _canonical(_times(own, VT)).tocoo()
     self_hit = sims.col == np.asarray(rows)[sims.row]
     sims = sp.csr_matrix(
         (sims.data[~self_hit], (sims.row[~self_hit], sims.col[~self_hit])), shape=(len(rows), V.shape[0])
@@ -244,7 +270,7 @@ def knn_components(knn, rows: np.ndarray) -> tuple[sp.csr_matrix, sp.csr_matrix]
     top = _top_rows(sims, knn.k)
     total = np.asarray(top.sum(axis=1)).ravel()
     top = sp.diags((1.0 / np.maximum(total, 1e-12)).astype(np.float32)) @ top
-    return _canonical(own), _canonical(top @ V)
+    return _canonical(own), _canonical(_times(top, V))
 
 
 def als_top(als, rows: np.ndarray, n: int, index=None) -> tuple[np.ndarray, np.ndarray]:
@@ -321,10 +347,10 @@ def candidate_features(
     knn_rec = comps["repeat_knn"]
     own, neigh = knn_components(knn_rec, rows)
     knn = _canonical(knn_rec.alpha * own + (1 - knn_rec.alpha) * neigh)
-    bm25 = _canonical(D @ comps["item_item_bm25"].sim)
-    cosine = _canonical(D @ comps["item_item"].sim)
-    content = _canonical(D @ comps["content"].sim)
-    session = _canonical(comps["session"].feedback(state, rows) @ comps["session"].sim)
+    bm25 = _canonical(_times(D, comps["item_item_bm25"].sim))
+    cosine = _canonical(_times(D, comps["item_item"].sim))
+    content = _canonical(_times(D, comps["content"].sim))
+    session = _canonical(_times(comps["session"].feedback(state, rows), comps["session"].sim))
     n_als = int(p.get("als_rank_depth", 100))
     als_items, _ = als_top(comps["als"], rows, max(n_als, p["candidates_als"]), index)
 

@@ -415,3 +415,19 @@ def test_the_als_index_finds_the_largest_inner_products_and_survives_storage():
         exact = np.argsort(-(people @ items.T), axis=1)[:, :100]
         recall = np.mean([len(set(f) & set(e)) / 100 for f, e in zip(found, exact, strict=True)])
         assert recall > 0.85  # random 16-dimensional vectors; on the benchmark's ALS factors about 0.99
+
+
+def test_the_product_of_a_few_rows_is_scipys_product():
+    import scipy.sparse as sp
+
+    from recommendations.engine.hybrid import _times
+
+    rng = np.random.default_rng(5)
+    B = sp.random(300, 2000, density=0.02, format="csr", random_state=1, dtype=np.float32)
+    for density in (0.0, 0.01, 0.2):
+        A = sp.random(3, 300, density=density, format="csr", random_state=int(rng.integers(100)), dtype=np.float32)
+        ours, theirs = _times(A, B), (A @ B).tocsr()
+        theirs.sum_duplicates()
+        assert ours.shape == theirs.shape and ours.has_canonical_format
+        assert (ours.indptr == theirs.indptr).all() and (ours.indices == theirs.indices).all()
+        assert np.allclose(ours.data, theirs.data, rtol=1e-6)
