@@ -367,7 +367,7 @@ def main() -> int:
                 f"{fmt(f'{x:.3f}' for x in inside)} | {statistics.median(inside) / delete:.1f} | |"
             )
             print(
-                f"| … of which the follow-up (2 artifacts rewritten) | {follow:.3f} | "
+                f"| … of which the follow-up (the people's shards of the 2 stored models rewritten) | {follow:.3f} | "
                 f"{fmt(f'{x:.3f}' for x in followup_s)} | {follow / delete:.1f} | |"
             )
         print(
