@@ -1,6 +1,8 @@
 """Identity matching speed: ~100,000 generated profiles resolved by the matching job.
 
-    python benchmarks/identity_speed.py [--entities 75000] [--incremental 1000] [--keep]
+    python benchmarks/identity_speed.py [--entities 75000] [--incremental 1000] [--keep] [--profile FILE]
+    python benchmarks/identity_speed.py --entities 720000 --prepare     # generate and load only (untimed)
+    python benchmarks/identity_speed.py --existing                      # time on what --prepare left
 
 Creates a scratch database (``cdp_bench_identity``) on the DATABASE_URL server, migrates it, loads
 generated shop customers with known duplicates (``profiles.identity.fuzzy.synthetic``: 75,000 people
@@ -12,7 +14,10 @@ give about 105,000 profiles), then times, in one run:
   an incremental run in which everything is new), with its phases and peak memory;
 - an incremental run of the last ``--incremental`` profiles against everyone, reusing the model.
 
-Prints a markdown table; the database is dropped at the end unless ``--keep``.
+Prints a markdown table; the database is dropped at the end unless ``--keep``. ``--prepare`` stops
+after loading and keeps the database, so that generating a large population (1,000,000 profiles take
+minutes) runs apart from the timed run (``--existing``, which reads the profiles back in creation order
+and drops the database at the end).
 """
 
 from __future__ import annotations
@@ -34,20 +39,28 @@ from benchmarks.scratch import scratch_database_create, scratch_database_drop  #
 
 
 def outer(args) -> int:
-    bench_url = scratch_database_create(args.database)
+    if args.existing:
+        from benchmarks.scratch import server_url, with_db
+
+        bench_url = with_db(server_url(), args.database)
+    else:
+        bench_url = scratch_database_create(args.database)
     env = {
         **os.environ,
         "DATABASE_URL": bench_url,
+        # issue 17's Redis database for benchmarks (the cache and the broker the merge hooks queue to)
+        "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12"),
         "DEBUG": "true",
         "LOG_LEVEL": "WARNING",
         "DB_STATEMENT_TIMEOUT_MS": "0",
     }
     try:
-        subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=REPO, env=env, check=True)
+        if not args.existing:
+            subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=REPO, env=env, check=True)
         done = subprocess.run([sys.executable, __file__, "--inner", *sys.argv[1:]], cwd=REPO, env=env)
         return done.returncode
     finally:
-        if not args.keep:
+        if not (args.keep or args.prepare):
             scratch_database_drop(args.database)
 
 
@@ -57,14 +70,17 @@ def inner(args) -> int:
 
     django.setup()
     from django.core.cache import cache
-    from django.db import connection
 
-    from profiles.identity.fuzzy.service import PARAMS_CACHE_KEY, identity_match
+    from profiles.identity.fuzzy.service import PARAMS_CACHE_KEY
     from profiles.identity.fuzzy.synthetic import people
     from profiles.models import Identifier, Profile
     from profiles.normalize import normalize_email, normalize_phone
 
     cache.delete(PARAMS_CACHE_KEY)
+    if args.existing:
+        profiles = list(Profile.objects.order_by("first_seen_at", "pk").only("pk"))
+        identifiers = Identifier.objects.count()
+        return timed(args, profiles, identifiers, "(loaded by --prepare)", None)
     rows = people(args.entities, seed=3)
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     started = time.perf_counter()
@@ -89,6 +105,18 @@ def inner(args) -> int:
     Identifier.objects.bulk_create(identifiers, batch_size=5000)
     load_seconds = time.perf_counter() - started
     entities = len({r["entity_id"] for r in rows})
+    loaded = f"(loaded in {load_seconds:.1f} s, not timed below)"
+    if args.prepare:
+        print(f"{len(rows):,} profiles of {entities:,} people, {len(identifiers):,} identifiers {loaded}")
+        return 0
+    return timed(args, profiles, len(identifiers), loaded, entities)
+
+
+def timed(args, profiles: list, identifiers: int, loaded: str, entities: int | None) -> int:
+    from django.core.cache import cache
+    from django.db import connection
+
+    from profiles.identity.fuzzy.service import PARAMS_CACHE_KEY, identity_match
 
     started = time.perf_counter()
     with connection.cursor() as cursor:
@@ -100,7 +128,14 @@ def inner(args) -> int:
 
     ids = [p.pk for p in profiles]
     started = time.perf_counter()
-    report = identity_match(profile_ids=ids, reuse_parameters=False, store_parameters=True)
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        report = profiler.runcall(identity_match, profile_ids=ids, reuse_parameters=False, store_parameters=True)
+        profiler.dump_stats(args.profile)
+    else:
+        report = identity_match(profile_ids=ids, reuse_parameters=False, store_parameters=True)
     full_seconds = time.perf_counter() - started
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -112,10 +147,8 @@ def inner(args) -> int:
 
     timings = ", ".join(f"{k} {v:.1f} s" for k, v in report.timings.items())
     matching_only = sum(v for k, v in report.timings.items() if k != "write")
-    print(
-        f"{len(rows):,} profiles of {entities:,} people, {len(identifiers):,} identifiers "
-        f"(loaded in {load_seconds:.1f} s, not timed below)\n"
-    )
+    people_ = f" of {entities:,} people" if entities else ""
+    print(f"{len(profiles):,} profiles{people_}, {identifiers:,} identifiers {loaded}\n")
     print("| measure | seconds | x baseline |")
     print("|---|---:|---:|")
     print(f"| baseline: read {read:,} live profiles and their identifiers from PostgreSQL | {read_seconds:.1f} | 1.0 |")
@@ -144,8 +177,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--entities", type=int, default=75_000, help="generated people (about 1.4 profiles each)")
     parser.add_argument("--incremental", type=int, default=1000, help="profiles in the small incremental run")
-    parser.add_argument("--database", default="cdp_bench_identity")
+    parser.add_argument("--database", default="bench_identity_i17")
+    parser.add_argument("--prepare", action="store_true", help="generate and load only; keep the database")
+    parser.add_argument("--existing", action="store_true", help="time on the database --prepare left")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.add_argument("--profile", metavar="FILE", help="cProfile the full run into FILE (not a timed figure)")
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     return inner(args) if args.inner else outer(args)

@@ -16,5 +16,5 @@ class ConsentConfig(AppConfig):
 
         hooks.ingest_filter_identifiers.subscribe(ingest.filter_suppressed)
         hooks.ingest_filter_profiles.subscribe(ingest.filter_consent)
-        hooks.on_profiles_merged.subscribe(services.on_profiles_merged)
+        hooks.on_profiles_merged.subscribe(services.on_profiles_merged, many=services.on_profiles_merged_many)
         hooks.on_profiles_unmerged.subscribe(services.on_profiles_unmerged)

@@ -309,6 +309,11 @@ def on_profiles_merged(*, winner_id: str, loser_id: str, merge_id: int) -> None:
     consent_state_refresh(profile_ids=[winner_id, loser_id])
 
 
+def on_profiles_merged_many(*, calls: list[dict]) -> None:
+    """profiles hook, a batch of merges (the fuzzy job's bulk path): one refresh for all of them."""
+    consent_state_refresh(profile_ids=[str(p) for c in calls for p in (c["winner_id"], c["loser_id"])])
+
+
 def on_profiles_unmerged(*, winner_id: str, loser_id: str, merge_id: int) -> None:
     """profiles hook: each profile gets back the state of its own records."""
     consent_state_refresh(profile_ids=[winner_id, loser_id])

@@ -7,6 +7,11 @@ Upper apps subscribe in their ``AppConfig.ready()``::
 
 Hooks fire after the transaction that caused them commits. A failing subscriber is logged and
 never breaks ingestion or the other subscribers.
+
+A bulk path that fires one hook thousands of times at once (the fuzzy job's bulk merges) uses
+``fire_many``; a subscriber may give a batch form when it subscribes
+(``subscribe(fn, many=fn_many)``, called as ``fn_many(calls=[kwargs, ...])``) and then does its work
+once per batch (one task, one statement) instead of once per call; without one it is called per call.
 """
 
 from __future__ import annotations
@@ -24,15 +29,20 @@ class Hook:
         self.name = name
         self.__doc__ = doc
         self._subscribers: list[Callable[..., None]] = []
+        self._many: dict[Callable[..., None], Callable[..., None]] = {}
 
-    def subscribe(self, fn: Callable[..., None]) -> Callable[..., None]:
+    def subscribe(self, fn: Callable[..., None], *, many: Callable[..., None] | None = None) -> Callable[..., None]:
+        """``many``: the subscriber's batch form, ``many(calls=[kwargs, ...])`` (see ``fire_many``)."""
         if fn not in self._subscribers:
             self._subscribers.append(fn)
+        if many is not None:
+            self._many[fn] = many
         return fn
 
     def unsubscribe(self, fn: Callable[..., None]) -> None:
         if fn in self._subscribers:
             self._subscribers.remove(fn)
+        self._many.pop(fn, None)
 
     @property
     def subscribers(self) -> tuple[Callable[..., None], ...]:
@@ -62,6 +72,23 @@ class Hook:
     def fire(self, **kwargs) -> None:
         """Fire once the current transaction commits (at once outside a transaction)."""
         transaction.on_commit(lambda: self.fire_now(**kwargs))
+
+    def fire_many_now(self, calls: list[dict]) -> None:
+        """Every call of a batch: a subscriber's batch form once, else the subscriber per call."""
+        for fn in self._subscribers:
+            many = self._many.get(fn)
+            targets = [(many, {"calls": calls})] if many is not None else [(fn, kwargs) for kwargs in calls]
+            for target, kwargs in targets:
+                try:
+                    target(**kwargs)
+                except Exception:
+                    logger.exception("hook %s: subscriber %s failed", self.name, getattr(fn, "__qualname__", fn))
+
+    def fire_many(self, calls: list[dict]) -> None:
+        """``fire`` for a batch of calls (each a kwargs dict), once the current transaction commits."""
+        if calls:
+            batch = list(calls)
+            transaction.on_commit(lambda: self.fire_many_now(batch))
 
 
 on_profile_activity = Hook(

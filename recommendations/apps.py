@@ -12,7 +12,7 @@ class RecommendationsConfig(AppConfig):
         from . import privacy
 
         hooks.on_events_stored.subscribe(privacy.on_events_stored)
-        hooks.on_profiles_merged.subscribe(privacy.on_profiles_merged)
+        hooks.on_profiles_merged.subscribe(privacy.on_profiles_merged, many=privacy.on_profiles_merged_many)
         privacy.register()
         from consent import hooks as consent_hooks
 

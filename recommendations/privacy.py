@@ -56,6 +56,23 @@ def on_profiles_merged(*, winner_id, loser_id, **kwargs) -> None:
     experiments_on_profiles_merged(winner_id=str(winner_id), loser_id=str(loser_id))
 
 
+def on_profiles_merged_many(*, calls: list[dict]) -> None:
+    """A batch of merges (the fuzzy job's bulk path): only losers that were exposed to an experiment
+    have anything to carry over, found in one query; the rest cost nothing."""
+    from django.db import connection
+
+    losers = list({str(c["loser_id"]) for c in calls})
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT DISTINCT profile_id::text FROM recommendations_exposure WHERE profile_id = ANY(%s::uuid[])",
+            [losers],
+        )
+        exposed = {row[0] for row in cursor.fetchall()}
+    for call in calls:
+        if str(call["loser_id"]) in exposed:
+            on_profiles_merged(**call)
+
+
 def on_events_stored(*, events: list[dict]) -> None:
     """Products first seen in events are created from their properties (one cheap statement)."""
     from .services import products_from_events

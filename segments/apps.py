@@ -11,7 +11,7 @@ class SegmentsConfig(AppConfig):
         from segments import realtime
 
         hooks.on_profile_activity.subscribe(realtime.on_profile_activity)
-        hooks.on_profiles_merged.subscribe(realtime.on_profiles_merged)
+        hooks.on_profiles_merged.subscribe(realtime.on_profiles_merged, many=realtime.on_profiles_merged_many)
         hooks.on_profiles_unmerged.subscribe(realtime.on_profiles_unmerged)
         from consent import hooks as consent_hooks
 

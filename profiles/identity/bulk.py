@@ -17,7 +17,8 @@ constant number of statements and leaves exactly what the same merges one by one
   ``profile_unmerge`` undoes any of them as it undoes a single merge (newest first, as always);
 - **moves**: identifiers, events and previously merged profiles move in one ``UPDATE … FROM
   unnest(…)`` each, winners' traits and losers' ``merged_into`` in one each;
-- **after commit**: ``pending_mark`` for the winners and ``on_profiles_merged`` for every merge.
+- **after commit**: ``pending_mark`` for the winners and ``on_profiles_merged`` for every merge, as
+  one batch (``Hook.fire_many``: segments, consent and experiments handle it in one task / statement).
 
 ``candidates_file_bulk`` files review candidates with one ``INSERT … ON CONFLICT DO NOTHING`` and
 refreshes the pending (or deferred) ones it finds in one ``UPDATE``; decided pairs are never touched.
@@ -234,8 +235,10 @@ def profiles_merge_bulk(
         merge.evidence["repointed_profile_ids"] = [str(p) for p in repointed.get(loser, [])]
     Merge.objects.bulk_create(merges, batch_size=1000)
     pending_mark(list(winners))
-    for merge in merges:
-        hooks.on_profiles_merged.fire(winner_id=str(merge.winner_id), loser_id=str(merge.loser_id), merge_id=merge.pk)
+    # one batch after commit: subscribers with a batch form do their work once for all these merges
+    hooks.on_profiles_merged.fire_many(
+        [{"winner_id": str(m.winner_id), "loser_id": str(m.loser_id), "merge_id": m.pk} for m in merges]
+    )
     outcome.merged = len(merges)
     outcome.merge_ids = [m.pk for m in merges]
     return outcome

@@ -109,3 +109,41 @@ def test_candidates_in_bulk_leave_decided_pairs_alone():
     assert again == 1
     pending = MatchCandidate.objects.get(status=CandidateStatus.PENDING)
     assert (pending.score, pending.evidence) == (0.9, {"x": 3})
+
+
+def test_bulk_merge_fires_one_batch_after_commit_batch_forms_once_others_per_merge(django_capture_on_commit_callbacks):
+    from consent.models import ConsentState
+    from consent.services import consent_record, purposes_ensure
+    from profiles import hooks
+
+    purposes_ensure()
+    first, second = _people("hookA"), _people("hookB")
+    consent_record(profile_id=first[2].pk, choices={"marketing": True}, source="api")
+    per_call, batches = [], []
+
+    def one(**kwargs):
+        per_call.append(kwargs)
+
+    def many(*, calls):
+        batches.append(calls)
+
+    hooks.on_profiles_merged.subscribe(one)
+    spy = lambda **kwargs: None  # noqa: E731
+    hooks.on_profiles_merged.subscribe(spy, many=many)
+    try:
+        with django_capture_on_commit_callbacks(execute=True) as callbacks:
+            outcome = profiles_merge_bulk(
+                clusters=[[(k, p.pk) for k, p in enumerate(people)] for people in (first, second)],
+                reason="fuzzy",
+                evidence=lambda key, cluster: {},
+                score=lambda key: 0.995,
+            )
+    finally:
+        hooks.on_profiles_merged.unsubscribe(one)
+        hooks.on_profiles_merged.unsubscribe(spy)
+    assert outcome.merged == 4 and len(callbacks) == 1  # one after-commit batch, not one per merge
+    assert len(batches) == 1 and len(batches[0]) == 4 and len(per_call) == 4
+    assert {c["loser_id"] for c in batches[0]} == {str(p.pk) for p in (*first[1:], *second[1:])}
+    # the real subscribers' batch forms did their work: the loser's consent now counts for the winner
+    assert ConsentState.objects.filter(profile=first[0], purpose__key="marketing", granted=True).exists()
+    assert not ConsentState.objects.filter(profile=first[2]).exists()

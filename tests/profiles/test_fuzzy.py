@@ -536,6 +536,57 @@ def test_conflict_refusals(left, right, why):
     assert refusal(conflicts(table, a, b, levels)[0], levels[0]) == why
 
 
+def test_twins_are_refused_only_where_people_live_together():
+    twins = (
+        {"first_name": "Ava", "last_name": "Hwang", "birthday": "1935-06-19", "city": "Edinburgh"},
+        {"first_name": "David", "last_name": "Hwang", "birthday": "1935-06-19", "city": "Edinburgh"},
+    )
+    table = RecordTable.build([0, 1], [record_from(t) for t in twins])
+    a, b = np.array([0]), np.array([1])
+    levels = compare(table, a, b)
+    found = conflicts(table, a, b, levels)[0]
+    assert refusal(found, levels[0], households=True) == "shared_birth_date_with_different_first_name"
+    assert refusal(found, levels[0], households=False) is None  # FEBRL: a badly typed record
+    with_families = model.Parameters(sessions={"address": {"pairs": 100, "matches": 60.0}})
+    without = model.Parameters(sessions={"address": {"pairs": 100, "matches": 100.0}})
+    assert with_families.households_seen() and not without.households_seen()
+
+
+def test_one_place_named_at_different_levels_is_one_area():
+    rows = [
+        {"city": "Didsbury", "postal_code": "M20 1SX"},
+        {"city": "Greater Manchester", "postal_code": "M20 1SX"},  # the same code: the names are one area
+        {"city": "Leeds", "postal_code": "LS7 5JA"},
+        {"city": "Didsbury"},
+        {"city": "Greater Manchester"},
+        {"postal_code": "M20 1SX"},
+        {"city": "Leeds"},
+    ]
+    records = [record_from({"first_name": "Ann", "last_name": "Lee", "address": r}) for r in rows]
+    table = RecordTable.build(list(range(len(records))), records)
+    a, b = np.array([3, 3, 4, 6]), np.array([4, 6, 5, 5])
+    address = compare(table, a, b)[:, INDEX["address"]]
+    area = COMPARISONS[INDEX["address"]].levels.index("area")
+    # Didsbury ~ Greater Manchester; Didsbury vs Leeds differ; a place named with the other's code
+    assert address.tolist() == [area, 0, area, 0]
+
+
+def test_a_short_first_name_with_two_letters_swapped_is_similar():
+    table = RecordTable.build([0, 1], [record_from({"first_name": "Ben"}), record_from({"first_name": "Bne"})])
+    level = compare(table, np.array([0]), np.array([1]))[0, FIRST]
+    assert COMPARISONS[FIRST].levels[level] == "similar"
+
+
+def test_a_large_cluster_takes_a_record_despite_one_refused_pair_across():
+    from profiles.identity.fuzzy.cluster import REFUSED_SHARE, _coherent
+
+    one_refused = [(0.999, None)] * 9 + [(0.999, "conflicting_first_name_and_birth_date")]
+    assert REFUSED_SHARE > 1 / 10
+    assert _coherent(one_refused, auto=0.99, review=0.5, prior=1e-4)
+    assert not _coherent([(0.999, "conflicting_first_name_and_birth_date")], auto=0.99, review=0.5, prior=1e-4)
+    assert not _coherent([(0.999, None)] * 9 + [(0.999, "generation_differs")], auto=0.99, review=0.5, prior=1e-4)
+
+
 def test_blocking_bounds_a_huge_block():
     records = [Record(first="james", last="smith", dob="19800101", city="leeds") for _ in range(1000)]
     table = RecordTable.build(list(range(1000)), records)

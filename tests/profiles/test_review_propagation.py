@@ -96,6 +96,26 @@ def test_the_queue_line_defers_what_is_beyond_the_share_and_brings_it_back_later
     assert sure.status == CandidateStatus.PENDING
 
 
+def test_a_profile_counts_as_every_record_behind_it_also_those_ingestion_joined():
+    from profiles.identity.fuzzy.review import queue_line, records_behind
+    from profiles.models import Identifier
+
+    joined = _profile("j1")  # two identify calls with one email: two records, one profile, no merge
+    now = timezone.now()
+    for n in range(3):
+        Identifier.objects.create(profile=joined, kind="anonymous_id", value=f"visitor-{n}", last_seen_at=now)
+    merged = _profile("m1")
+    _profile("m0", merged_into=merged)
+    alone = _profile("a1")
+    assert records_behind([joined.pk, merged.pk, alone.pk]) == {joined.pk: 3, merged.pk: 2}
+    candidate = _candidate(joined, alone)
+    candidate.evidence = {"pattern": "x", "uncertainty": 0.9, "record_pairs": 1}
+    candidate.save()
+    # 4 records in review would be more than 2 % of 150: deferred; of 200 it fits
+    assert queue_line(records=150, share=0.02) == {"pending": 0, "deferred": 1}
+    assert queue_line(records=200, share=0.02) == {"pending": 1, "deferred": 0}
+
+
 def test_the_matching_job_puts_at_most_the_share_of_its_records_in_review(settings):
     from profiles.identity.fuzzy import service
     from profiles.identity.fuzzy.synthetic import many_records

@@ -10,10 +10,15 @@ two: **conflict refusals** (never auto-merged, at most sent to review):
   own emails, a father and son with their own birth dates and emails, spouses);
 - a shared mailbox or phone with a different first name or birth date behind it: that identifier is
   a household's (a family mailbox, one landline), not a person's;
-- generational suffixes that differ (Jr and Sr).
+- generational suffixes that differ (Jr and Sr);
+- one surname and birth date with a different first name, in data where people live together
+  (``Parameters.households_seen``): twins (a different first name alone is often a variant or a
+  typo, but with the birthday and surname agreeing it is the sibling's; without households, as in
+  FEBRL, it is a badly typed record of one person).
 
-**Cluster coherence**: merges are taken strongest first, and two clusters join only if no pair
-across them has a conflict refusal, is a never-merge pair or carries evidence of two people as
+**Cluster coherence**: merges are taken strongest first, and two clusters join only if fewer than
+``REFUSED_SHARE`` of the pairs across them have a conflict refusal (none by generation), none is a
+never-merge pair or carries evidence of two people as
 strong as an auto-merge needs for one (a Bayes factor at most (1 - auto) / auto), the pairs across
 them on average (mean log2 Bayes factor: average linkage on the evidence, not on posteriors, which
 the tiny prior of a random pair would drag down) favour one person at least by the review odds,
@@ -34,10 +39,17 @@ import numpy as np
 
 from profiles.normalize import limit_for
 
-from .compare import DOB, EMAIL, FIRST, PHONE
+from .compare import COMPARISONS, DOB, EMAIL, FIRST, LAST, PHONE
 from .records import RecordTable
 
-MAX_CLUSTER = 50  # a fuzzy cluster larger than this is a data problem, not a person
+MAX_CLUSTER = 50
+# two clusters stay apart when at least this share of the record pairs across them is refused (or any
+# by generation): one refused pair among many is two noisy records of one person (a variant first
+# name and a mistyped birth date), not two people. Chosen on generated files of seeds 11 and 12
+# (benchmarks/README.md "identity at scale"), never on the seeds the figures are measured on.
+REFUSED_SHARE = 0.2
+BIRTH_EXACT = COMPARISONS[DOB].exact
+LAST_CLOSE = COMPARISONS[LAST].levels.index("close")  # a fuzzy cluster larger than this is a data problem, not a person
 
 
 def conflicts(table: RecordTable, a: np.ndarray, b: np.ndarray, levels: np.ndarray) -> list[list[str]]:
@@ -64,8 +76,11 @@ def conflicts(table: RecordTable, a: np.ndarray, b: np.ndarray, levels: np.ndarr
     return out
 
 
-def refusal(found: list[str], levels_row: np.ndarray) -> str | None:
-    """Why a pair must not be merged automatically whatever its score, or None."""
+def refusal(found: list[str], levels_row: np.ndarray, *, households: bool = True) -> str | None:
+    """Why a pair must not be merged automatically whatever its score, or None. ``households``:
+    the data has family members living together (``Parameters.households_seen``), so twins are
+    plausible; without them (FEBRL) one surname and birth date with another first name is a
+    badly typed record of one person."""
     if "generation" in found:
         return "generation_differs"
     if len(found) >= 2:
@@ -73,6 +88,9 @@ def refusal(found: list[str], levels_row: np.ndarray) -> str | None:
     shared = levels_row[EMAIL] == 2 or levels_row[PHONE] == 2
     if shared and found and found[0] in ("first_name", "birth_date"):
         return f"shared_contact_with_different_{found[0]}"
+    twins = levels_row[DOB] == BIRTH_EXACT and levels_row[LAST] >= LAST_CLOSE
+    if households and found == ["first_name"] and twins:
+        return "shared_birth_date_with_different_first_name"  # twins: one surname and birthday, two names
     return None
 
 
@@ -123,7 +141,8 @@ def _coherent(verdicts: list[tuple[float, str | None]], *, auto: float, review: 
     the prior of a random pair is tiny: a large cluster of one person then refused almost every
     new record. Evidence that is merely missing is neutral here; only contradictions count against.
     """
-    if any(why for _, why in verdicts):
+    refused = [why for _, why in verdicts if why]
+    if any(why == "generation_differs" for why in refused) or len(refused) >= REFUSED_SHARE * len(verdicts):
         return False
     prior_logit = _logit(prior)
     bits = [(_logit(p) - prior_logit) / math.log(2) for p, _ in verdicts]
@@ -152,6 +171,7 @@ def decide(
     never: set[tuple[int, int]],
     prior: float,
     score: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+    households: bool = True,
 ) -> Decisions:
     """Auto-merge clusters and the review queue from scored pairs (indices into ``table``).
 
@@ -163,7 +183,7 @@ def decide(
     pair_of = {(int(a[k]), int(b[k])): int(k) for k in likely}  # unlikely pairs never join a cluster
     refusals: dict[int, str] = {}
     for k, found in zip(likely, conflicts(table, a[likely], b[likely], levels[likely]), strict=True):
-        why = refusal(found, levels[k])
+        why = refusal(found, levels[k], households=households)
         if why:
             refusals[int(k)] = why
     cache: dict[tuple[int, int], tuple[float, str | None]] = {}
@@ -177,7 +197,7 @@ def decide(
             extra_levels, extra_p = score(xs, ys)
             extra_found = conflicts(table, xs, ys, extra_levels)
             for n, pq in enumerate(missing):
-                cache[pq] = (float(extra_p[n]), refusal(extra_found[n], extra_levels[n]))
+                cache[pq] = (float(extra_p[n]), refusal(extra_found[n], extra_levels[n], households=households))
         out = []
         for pq in pairs:
             if pq in pair_of:

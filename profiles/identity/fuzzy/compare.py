@@ -120,6 +120,11 @@ def _names(table: RecordTable, a: np.ndarray, b: np.ndarray, levels: np.ndarray)
     for k in np.flatnonzero(open_rows & (level < 3) & (multi[a] | multi[b])):
         if fb[k] in nickname_variants(fa[k]):  # Chris: Christopher or Christine
             level[k] = 3
+    # two letters swapped or one mistyped in a short name (Ben / Bne, Amy / Aym), which Jaro-Winkler
+    # scores below "similar"
+    rows = np.flatnonzero(open_rows & (level < 1) & (np.minimum(table["first_len"][a], table["first_len"][b]) >= 3))
+    if len(rows):
+        level[rows[_cpdist(fa[rows], fb[rows], OSA.distance) <= 1]] = 1
     # an initial, or a shortened name (Alex / Alexandra)
     short = open_rows & (level < 2) & (table["initial"][a] == table["initial"][b])
     lengths_a, lengths_b = table["first_len"][a], table["first_len"][b]
@@ -188,7 +193,7 @@ def _addresses(table: RecordTable, a: np.ndarray, b: np.ndarray, levels: np.ndar
     rows = np.flatnonzero(has_city)
     city_same[rows] = _jw(ca[rows], cb[rows]) >= 0.92 - EPS
     postal_differs = has_postal & ~postal_same & ~postal_near
-    area = postal_same | postal_near | city_same
+    area = postal_same | postal_near | city_same | _place_aliases(table, pa, pb, ca, cb, has_city & ~city_same)
     locality = (postal_same & (city_same | ~has_city)) | (city_same & ~has_postal)
     no_place = ~(has_postal | has_city)
     alike, same = has_street & (street >= 0.75), has_street & (street >= 0.9) & ~numbers_differ
@@ -201,6 +206,22 @@ def _addresses(table: RecordTable, a: np.ndarray, b: np.ndarray, levels: np.ndar
     level[alike & (area | no_place) & ~postal_differs] = 4
     level[same & (area | no_place) & ~postal_differs] = 5
     levels[:, ADDRESS] = np.where(anything_a & anything_b, level, -1)
+
+
+def _place_aliases(table: RecordTable, pa, pb, ca, cb, differ: np.ndarray) -> np.ndarray:
+    """One area named at different levels: two place names written with one postal code somewhere in
+    the data, or a place name written with the other side's postal code (``RecordTable.places``)."""
+    out = np.zeros(len(pa), dtype=bool)
+    places = table.places
+    if not places:
+        return out
+    for k in np.flatnonzero(differ):
+        out[k] = cb[k] in places.get(ca[k], ())
+    one_sided = np.flatnonzero(((ca != "") & (pa == "") & (pb != "")) | ((cb != "") & (pb == "") & (pa != "")))
+    for k in one_sided:
+        city, code = (ca[k], pb[k]) if pa[k] == "" else (cb[k], pa[k])
+        out[k] |= city in places.get("#" + code, ())
+    return out
 
 
 def _name_derived(local: str, first: str, last: str) -> bool:

@@ -54,6 +54,7 @@ MU_PRIOR = 0.05  # true pairs per record before seeing data
 MU_PRIOR_RECORDS = 100.0
 MAX_EM_ITERATIONS = 200
 EM_TOLERANCE = 1e-6
+HOUSEHOLD_SHARE = 0.05
 HOUSEHOLD_LEVEL = COMPARISONS[ADDRESS].levels.index("similar")  # the street agrees from here up
 
 # General-population starting values (weakest level first), used as starting points and as
@@ -85,6 +86,12 @@ PRIOR_H: dict[str, tuple[float, ...]] = {
     "email": (0.85, 0.02, 0.13),
     "phone": (0.5, 0.01, 0.49),
 }
+
+
+def blocking_household_rule() -> str:
+    from .blocking import HOUSEHOLD_RULE
+
+    return HOUSEHOLD_RULE
 
 
 def _normalised(values) -> np.ndarray:
@@ -200,6 +207,14 @@ class Parameters:
         """log2(m/u) per level (log2(m/h) for a pair at one address): the evidence in bits."""
         against = self.h if household else self.u
         return [np.log2(m) - np.log2(u) for m, u in zip(self.m, against, strict=True)]
+
+    def households_seen(self) -> bool:
+        """Whether the data has different people living together: at least ``HOUSEHOLD_SHARE`` of
+        the pairs sharing a street and postal code (the household training session) are not one
+        person. FEBRL's are all one person; shop customers and family files are not."""
+        session = self.sessions.get(blocking_household_rule(), {})
+        pairs = session.get("pairs") or 0
+        return pairs > 0 and 1 - session.get("matches", pairs) / pairs >= HOUSEHOLD_SHARE
 
     def prior(self, records: int) -> float:
         """lambda: the probability that two records drawn at random are one person."""
@@ -478,6 +493,13 @@ class Frequencies:
     @classmethod
     def of(cls, table) -> Frequencies:
         counts = {c.tf_column: Counter(v for v in table[c.tf_column] if v) for c in COMPARISONS if c.tf_column}
+        # a name is as common as it is in either name field: "Smith" typed as the first name (names
+        # swapped in a form) is a common name, not a rare first name
+        first, last = counts.get("first"), counts.get("last")
+        if first is not None and last is not None:
+            for mine, other in ((first, last), (last, first)):
+                for value in [v for v in mine if other.get(v, 0) > mine[v]]:
+                    mine[value] = other[value]
         return cls(counts=counts, records=len(table))
 
 

@@ -109,6 +109,7 @@ def score_and_decide(
         never=never or set(),
         prior=scored.prior,
         score=rescorer(table, scored),
+        households=params.households_seen(),
     )
     return scored
 

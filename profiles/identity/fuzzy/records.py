@@ -253,6 +253,9 @@ class RecordTable:
     phones: list[tuple[str, ...]]
     first_groups: list[frozenset]
     identifier_counts: list[dict[str, int]] = field(default_factory=list)
+    # place names written with one postal code somewhere in the data (Didsbury / Manchester / Greater
+    # Manchester for M20 1SX): one area named at different levels; see ``place_aliases``
+    places: dict[str, frozenset] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -298,6 +301,7 @@ class RecordTable:
             phones=[r.phones for r in records],
             first_groups=groups,
             identifier_counts=identifier_counts or [{} for _ in records],
+            places=place_aliases(cols["postal"], cols["city"]),
         )
 
     def record(self, i: int) -> dict:
@@ -312,6 +316,30 @@ class RecordTable:
             "emails": list(self.emails[i]),
             "phones": list(self.phones[i]),
         }
+
+
+PLACE_POSTAL_MIN = 4  # shorter codes (an outward part, a region's digits) name too large an area
+PLACE_NAMES_MAX = 8  # a postal code written with more place names than this is noise, not a place
+
+
+def place_aliases(postals: list[str], cities: list[str]) -> dict[str, frozenset]:
+    """Per place name, the other place names written with the same postal code in some record, and
+    per postal code the place names written with it (``"#" + code``). People name one place at
+    different levels (district, town, county) and shops do not normalise it; the postal code beside
+    it ties the names together, learnt from the data itself (no gazetteer)."""
+    by_code: dict[str, set] = defaultdict(set)
+    for postal, city in zip(postals, cities, strict=True):
+        if city and len(postal) >= PLACE_POSTAL_MIN:
+            by_code[postal].add(city)
+    aliases: dict[str, set] = defaultdict(set)
+    for code, names in by_code.items():
+        if len(names) > PLACE_NAMES_MAX:
+            continue
+        aliases["#" + code] |= names
+        if len(names) > 1:
+            for name in names:
+                aliases[name] |= names - {name}
+    return {name: frozenset(others) for name, others in aliases.items()}
 
 
 def _object_array(values: list) -> np.ndarray:

@@ -110,6 +110,25 @@ def decision_propagate(*, candidate, actor: str) -> int:
     return count
 
 
+def records_behind(lives: list) -> dict:
+    """Per live profile, how many records a reviewer answers for by deciding it: the profile and
+    those merged into it, or, when more, the anonymous ids it holds (each identify call of a new
+    visitor is a record; ingestion joins records that share an email into one profile without a
+    merge, and they count too). Profiles not in the result stand for one record."""
+    from django.db.models import Count
+
+    from profiles.models import Identifier, Profile
+
+    behind = Profile.objects.filter(merged_into__in=lives).values("merged_into").annotate(n=Count("id"))
+    weight = {row["merged_into"]: row["n"] + 1 for row in behind}
+    visitors = (
+        Identifier.objects.filter(profile__in=lives, kind="anonymous_id").values("profile").annotate(n=Count("id"))
+    )
+    for row in visitors:
+        weight[row["profile"]] = max(weight.get(row["profile"], 1), row["n"])
+    return weight
+
+
 def queue_line(*, records: int, population: set | None = None, share: float | None = None) -> dict:
     """Draw the queue's line over every open pair (``records``: the records, i.e. profiles including
     merged-away ones, the share is taken of) (pending or deferred, whoever filed it: the fuzzy
@@ -141,11 +160,7 @@ def queue_line(*, records: int, population: set | None = None, share: float | No
             doubt = 1.0
         p = float(score) if score is not None else 0.5
         groups.append((x, y, p, int(fuzzy.get("record_pairs") or 1), float(doubt), pk))
-    from django.db.models import Count
-
-    lives = list({p for g in groups for p in g[:2]})
-    behind = Profile.objects.filter(merged_into__in=lives).values("merged_into").annotate(n=Count("id"))
-    weight = {row["merged_into"]: row["n"] + 1 for row in behind}
+    weight = records_behind(list({p for g in groups for p in g[:2]}))
     above = {g[5] for g in select(groups, records=records, share=share, weight=weight)}
     below = ({g[5] for g in groups} - above) | moot
     MatchCandidate.objects.filter(pk__in=above).exclude(status=CandidateStatus.PENDING).update(

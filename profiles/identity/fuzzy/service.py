@@ -149,7 +149,19 @@ def identity_match(
         return extra, model.probabilities(model.log2_bayes_factors(params, extra, table, x, freq), prior)
 
     never = _never_merge_pairs(index)
-    decisions = decide(table, a, b, levels, p, auto=auto, review=review, never=never, prior=prior, score=score)
+    decisions = decide(
+        table,
+        a,
+        b,
+        levels,
+        p,
+        auto=auto,
+        review=review,
+        never=never,
+        prior=prior,
+        score=score,
+        households=params.households_seen(),
+    )
     clock.lap("decide")
     evidence_of = _Evidence(table, a, b, levels, bits, p, params, prior)
     report.merged, refused_by_guard, winners = _apply_merges(decisions, table, evidence_of, progress)
@@ -279,6 +291,7 @@ class _Evidence:
         self.table, self.a, self.b, self.levels, self.bits, self.p = table, a, b, levels, bits, p
         self.weights = params.weights()
         self.prior = prior
+        self.households = params.households_seen()
 
     def of(self, k: int, **extra) -> dict:
         i, j = int(self.a[k]), int(self.b[k])
@@ -302,7 +315,7 @@ class _Evidence:
             }
         found = conflicts(self.table, self.a[k : k + 1], self.b[k : k + 1], self.levels[k : k + 1])[0]
         if extra.get("refused") is None:  # why it would not merge automatically, whatever its score
-            extra["refused"] = refusal(found, self.levels[k])
+            extra["refused"] = refusal(found, self.levels[k], households=self.households)
         return {
             "model": "fellegi-sunter",
             "probability": round(float(self.p[k]), 6),
