@@ -293,6 +293,7 @@ def experiment_ship(*, experiment: Experiment, variant: str, by: str = "api") ->
 
 # --- exposures (from the served log) -------------------------------------------------------------
 
+TOUCHED_BY_NAME = 200_000  # more units touched by one refresh: recompute the experiment in one statement
 EXPOSURE_LAG_SECONDS = 5  # the served-log writer inserts up to 50 ms late: re-read a margin
 
 
@@ -305,6 +306,7 @@ def exposures_refresh(*, experiment: Experiment, until: datetime | None = None) 
     until = until or timezone.now()
     since = experiment.exposures_until
     with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("CREATE TEMP TABLE experiment_touched (unit_id uuid) ON COMMIT DROP")
         cursor.execute(
             """
             WITH batch AS MATERIALIZED (
@@ -323,7 +325,7 @@ def exposures_refresh(*, experiment: Experiment, until: datetime | None = None) 
                 DO UPDATE SET first_exposed_at = excluded.first_exposed_at
                 WHERE excluded.first_exposed_at < x.first_exposed_at
             )
-            SELECT DISTINCT unit_id FROM batch
+            INSERT INTO experiment_touched SELECT DISTINCT unit_id FROM batch
             """,
             {
                 "experiment": experiment.pk,
@@ -335,11 +337,18 @@ def exposures_refresh(*, experiment: Experiment, until: datetime | None = None) 
                 "started": experiment.started_at or until,
             },
         )
-        touched = [str(row[0]) for row in cursor.fetchall()]
-    units_apply(profile_ids=touched, experiment_ids=[experiment.pk])
+        count = cursor.rowcount
+        touched = None  # too many to name (a first refresh of a large experiment): every unit at once
+        if count <= TOUCHED_BY_NAME:
+            cursor.execute("SELECT unit_id FROM experiment_touched")
+            touched = [str(row[0]) for row in cursor.fetchall()]
+        else:  # the planner must know the exposures just written, or it joins them row by row
+            cursor.execute("ANALYZE recommendations_exposure")
+    if count:
+        units_apply(profile_ids=touched, experiment_ids=[experiment.pk])
     Experiment.objects.filter(pk=experiment.pk).update(exposures_until=until)
     experiment.exposures_until = until
-    return len(touched)
+    return count
 
 
 @transaction.atomic
