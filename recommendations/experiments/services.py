@@ -306,7 +306,9 @@ def exposures_refresh(*, experiment: Experiment, until: datetime | None = None) 
     until = until or timezone.now()
     since = experiment.exposures_until
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("CREATE TEMP TABLE experiment_touched (unit_id uuid) ON COMMIT DROP")
+        # dropped at commit; inside a caller's transaction a second refresh finds it: empty it
+        cursor.execute("CREATE TEMP TABLE IF NOT EXISTS experiment_touched (unit_id uuid) ON COMMIT DROP")
+        cursor.execute("TRUNCATE experiment_touched")
         cursor.execute(
             """
             WITH batch AS MATERIALIZED (
@@ -430,6 +432,15 @@ def _validate_bandit(fields: dict, arms: list[dict], *, pk: int | None) -> dict[
     floor = float(fields.get("floor", 0.01))
     if not 0 <= floor * max(len(arms), 1) < 1:
         errors["floor"] = ["floor x arms must be below 1."]
+    return errors
+
+
+def bandit_validate(*, fields: dict, arms: list[dict], pk: int | None, running: bool = True) -> dict[str, list[str]]:
+    """Field messages for a bandit as the admin form holds it (empty: valid). A stopped bandit may
+    share placements with a running one."""
+    errors = _validate_bandit(fields, arms, pk=pk)
+    if not running and any(m.startswith("A running bandit already serves") for m in errors.get("placements", [])):
+        errors.pop("placements")
     return errors
 
 
