@@ -301,7 +301,7 @@ def exposures_refresh(*, experiment: Experiment, until: datetime | None = None) 
     """Record first exposures per unit and variant from what was actually served, incrementally
     (set-based, idempotent), then recompute the units those answers touched (``units``). The unit
     is the live profile (a merged-away profile counts as its survivor). Returns the units touched."""
-    from .units import units_apply
+    from .units import ExperimentsBusy, units_apply
 
     until = until or timezone.now()
     since = experiment.exposures_until
@@ -347,7 +347,10 @@ def exposures_refresh(*, experiment: Experiment, until: datetime | None = None) 
         else:  # the planner must know the exposures just written, or it joins them row by row
             cursor.execute("ANALYZE recommendations_exposure")
     if count:
-        units_apply(profile_ids=touched, experiment_ids=[experiment.pk])
+        try:
+            units_apply(profile_ids=touched, experiment_ids=[experiment.pk], wait=False)
+        except ExperimentsBusy:  # a rebuild runs: it recomputes them; the next refresh reads this range again
+            return count
     Experiment.objects.filter(pk=experiment.pk).update(exposures_until=until)
     experiment.exposures_until = until
     return count

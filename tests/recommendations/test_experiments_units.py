@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import time
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -267,3 +268,40 @@ def test_events_ingested_through_tracking_reach_the_unit_rows_through_the_hook(c
         )
     finally:
         celery_quiesce()
+
+
+@pytest.mark.django_db(transaction=True)  # the lock of a committed recompute is released
+def test_a_drain_finds_a_rebuilding_experiment_busy_and_puts_the_units_back(monkeypatch):
+    """While a rebuild holds an experiment (here: another session holds its lock), the drain does not
+    wait: the units go back to the pending set and a later drain counts them."""
+    import psycopg
+
+    monkeypatch.setattr(units, "PENDING_KEY", f"test:units:pending:{uuid.uuid4().hex}")  # not the worker's
+    later = []
+    monkeypatch.setattr(units, "_drain_later", lambda: later.append(True))
+    from consent.services import purposes_ensure
+
+    purposes_ensure()
+    experiment = _experiment()
+    now = timezone.now()
+    person = str(Profile.objects.create(first_seen_at=now, last_seen_at=now).pk)
+    grant(person)
+    RecommendationServed.objects.create(
+        profile_id=person, placement="home", experiment=experiment.key, variant="a", items=[], created_at=now
+    )
+    services.exposures_refresh(experiment=experiment, until=now + timedelta(seconds=1))
+    add_event(_source(), person, "Order Completed", {"revenue": 12}, now + timedelta(minutes=1))
+    units.units_mark(profile_ids=[person])
+    db = connection.settings_dict
+    other = psycopg.connect(
+        dbname=db["NAME"], host=db["HOST"], port=db["PORT"] or 5432, user=db["USER"], password=db["PASSWORD"]
+    )
+    try:
+        other.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", [f"cdp:experiment-units:{experiment.pk}"])
+        assert units.units_drain() == 0
+        assert later and units._redis().sismember(units.PENDING_KEY, person)
+        assert ExperimentUnit.objects.get(experiment=experiment).o == 0
+    finally:
+        other.close()
+    assert units.units_drain() == 1
+    assert ExperimentUnit.objects.get(experiment=experiment).o == 1
