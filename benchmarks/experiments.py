@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy import stats as scipy_stats
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -113,6 +114,15 @@ def srm_check(*, runs: int = 2000, units: int = 200_000, seed: int = 3) -> dict:
             first = rng.binomial(total, share, size=runs)
             flagged = sum(statistics.srm([int(f), int(total - f)], [50, 50])["mismatch"] for f in first)
             out[f"flagged_{name}_{units}_{label}"] = flagged / runs
+        # the arithmetic: a 0.5-point skew of n units is (0.005 n) / (0.5 sqrt(n)) = 0.01 sqrt(n) standard
+        # deviations of the binomial assignment; any test at p < 0.001 (|z| > 3.29) catches it with this power
+        shift = 0.01 * total**0.5
+        z = float(scipy_stats.norm.isf(statistics.SRM_THRESHOLD / 2))
+        out[f"skew_in_sigma_{label}"] = shift
+        out[f"power_any_test_{label}"] = float(scipy_stats.norm.sf(z - shift) + scipy_stats.norm.cdf(-z - shift))
+    # units in all at which a 0.5-point skew is caught in 99 % of runs at p < 0.001
+    z = float(scipy_stats.norm.isf(statistics.SRM_THRESHOLD / 2))
+    out["units_in_all_for_99_percent"] = round(((z + float(scipy_stats.norm.isf(0.01))) / 0.01) ** 2)
     return out
 
 

@@ -17,3 +17,6 @@ class RecommendationsConfig(AppConfig):
         from consent import hooks as consent_hooks
 
         consent_hooks.on_consent_changed.subscribe(privacy.on_consent_changed)
+        from .experiments import units
+
+        units.register()  # experiments: unit rows follow events, consent, unmerges and erasure

@@ -229,7 +229,9 @@ from recommendations.experiments.models import (  # noqa: E402,F401  (models of 
     BanditSnapshot,
     Experiment,
     ExperimentOverride,
+    ExperimentRollup,
     ExperimentSnapshot,
+    ExperimentUnit,
     Exposure,
     Variant,
 )

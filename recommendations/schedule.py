@@ -17,6 +17,17 @@ ENTRIES: dict[str, dict] = {
         "schedule": crontab(minute="*/5"),
         "options": {"expires": 280},
     },
+    # experiments: first exposures and the units they touch from the served log, every minute; every
+    # unit of the running experiments again at night (bulk imports fire no hook)
+    "recommendations-experiments-exposures": {
+        "task": "recommendations.experiments.tasks.experiments_exposures_refresh",
+        "schedule": crontab(minute="*"),
+        "options": {"expires": 55},
+    },
+    "recommendations-experiments-units-nightly": {
+        "task": "recommendations.experiments.tasks.heavy_experiment_units_rebuild",
+        "schedule": crontab(hour=4, minute=20),
+    },
     "recommendations-experiments-results": {
         "task": "recommendations.tasks.experiments_results_snapshot",
         "schedule": crontab(minute=7),

@@ -17,7 +17,7 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
 from . import assignment, charts, selectors, services
-from .models import BUCKETS, BanditPolicy, Experiment, ExperimentStatus, Metric
+from .models import BUCKETS, BanditPolicy, BanditStatus, Experiment, ExperimentStatus, Metric
 
 
 def _csv(value: str) -> list[str]:
@@ -201,9 +201,11 @@ class ExperimentAdmin(admin.ModelAdmin):
             series.setdefault(row["variant"], []).append(
                 (row["at"].timestamp() / 86400, row["lift"], row["low"], row["high"])
             )
+        labels = dict(Metric.choices) | {"converted": "converted (any order)"}
         rows = [
             {
                 **r,
+                "metric_label": labels.get(r["metric"], r["metric"]),
                 "lift_text": "" if r.get("lift") is None else f"{r['lift']:+.1%}",
                 "interval_text": "—"
                 if r.get("low") is None or r.get("high") is None
@@ -253,8 +255,43 @@ class ExperimentAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:recommendations_experiment_results", args=[pk]))
 
 
+class BanditPolicyForm(forms.ModelForm):
+    """The admin's bandit form: the services' validation, with its messages on the fields (before
+    anything is saved)."""
+
+    class Meta:
+        model = BanditPolicy
+        fields = ["key", "name", "placements", "arms", "context_segments", "burn_in", "floor", "window_hours", "status"]
+        help_texts = {
+            "arms": 'a JSON list, e.g. [{"key": "personal"}, {"key": "popular", "personalised": false}]; '
+            "an arm may set personalised, model_version, rerank and rule_set",
+            "placements": "comma-separated, e.g. cart",
+        }
+
+    def clean(self):
+        data = super().clean()
+        arms = data.get("arms")
+        if "arms" in data and not (isinstance(arms, list) and all(isinstance(a, dict) for a in arms)):
+            self.add_error("arms", 'A JSON list of arms, e.g. [{"key": "personal"}, {"key": "popular"}].')
+            return data
+        if self.errors:
+            return data
+        errors = services.bandit_validate(
+            fields={"placements": data.get("placements") or [], "floor": data.get("floor", 0.01)},
+            arms=arms or [],
+            pk=self.instance.pk,
+            running=data.get("status") == BanditStatus.RUNNING,
+        )
+        if not self.instance.pk and BanditPolicy.objects.filter(key=data.get("key")).exists():
+            errors.pop("key", None)  # the model form says it already
+        for field, messages_ in errors.items():
+            self.add_error(field if field in self.fields else None, messages_)
+        return data
+
+
 @admin.register(BanditPolicy)
 class BanditPolicyAdmin(admin.ModelAdmin):
+    form = BanditPolicyForm
     list_display = ["key", "name", "status", "placements_list", "burn_in", "floor", "updated_at", "links"]
     readonly_fields = ["state", "updated_at", "created_at"]
     fields = ["key", "name", "placements", "arms", "context_segments", "burn_in", "floor", "window_hours", "status"]

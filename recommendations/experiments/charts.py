@@ -33,7 +33,8 @@ def line_chart(
     ys = [v for p in points for v in (p[1], p[2], p[3]) if v is not None] + ([0.0] if zero_line else [])
     fx, _, _ = _scale(xs, left, right)
     fy, y0, y1 = _scale(ys, bottom, top)
-    fmt = (lambda v: f"{v:+.1%}") if percent else (lambda v: f"{v:.2f}")
+    sign = "+" if zero_line else ""  # a lift has a sign; a share does not
+    fmt = (lambda v: f"{v:{sign}.1%}") if percent else (lambda v: f"{v:.2f}")
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
         f'aria-label="{escape(y_label)}" style="font:11px sans-serif;background:#fff">',

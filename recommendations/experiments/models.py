@@ -120,6 +120,7 @@ class Exposure(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["experiment", "profile", "variant"], name="exposure_unit_variant_uniq"),
         ]
+        indexes = [models.Index(fields=["profile"], name="exposure_profile")]
 
     def __str__(self) -> str:
         return f"{self.experiment_id}:{self.profile_id} first exposed {self.first_exposed_at:%Y-%m-%d %H:%M}"
@@ -179,3 +180,58 @@ class BanditSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"shares of {self.policy_id} at {self.at:%Y-%m-%d %H:%M}"
+
+
+class ExperimentUnit(models.Model):
+    """One unit (live profile) of an experiment with its metrics in the attribution window, kept up
+    incrementally (``experiments.units``): recomputed from the exposures, the served log and events
+    whenever one of them changes for the unit, so a retried or replayed batch never counts twice.
+    ``consented`` units (personalisation consent now) are the ones in ``ExperimentRollup``."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="+")
+    # no database constraint: a recompute holding the experiment lock never waits for a profile lock
+    profile = models.ForeignKey(
+        "profiles.Profile", on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
+    )
+    variant = models.ForeignKey(Variant, on_delete=models.CASCADE, related_name="+")
+    multi = models.BooleanField(default=False, help_text="saw several variants (reported, left out)")
+    consented = models.BooleanField(default=True)
+    first_exposed_at = models.DateTimeField()
+    window_end = models.DateTimeField()
+    e = models.IntegerField(default=0, help_text="answers served in the window")
+    c = models.IntegerField(default=0, help_text="clicks on them")
+    o = models.IntegerField(default=0, help_text="orders in the window")
+    r = models.FloatField(default=0.0, help_text="revenue in the window")
+    v = models.IntegerField(default=0, help_text="converted (0/1)")
+    po = models.IntegerField(default=0, help_text="orders in the pre-exposure window (CUPED)")
+    pr = models.FloatField(default=0.0, help_text="revenue in the pre-exposure window (CUPED)")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "profile"], name="experimentunit_uniq"),
+        ]
+        indexes = [models.Index(fields=["profile"], name="experimentunit_profile")]
+
+    def __str__(self) -> str:
+        return f"{self.experiment_id}:{self.profile_id}"
+
+
+class ExperimentRollup(models.Model):
+    """Per experiment, variant and multi-variant flag: the consenting units and the sums of every
+    metric column, its square and the cross products (``selectors.COLUMNS``/``PAIRS`` order), moved
+    by the difference each unit recompute makes. What a results call reads."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="+")
+    variant = models.ForeignKey(Variant, on_delete=models.CASCADE, related_name="+")
+    multi = models.BooleanField()
+    n = models.BigIntegerField(default=0)
+    sums = ArrayField(models.FloatField(), default=list)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "variant", "multi"], name="experimentrollup_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.experiment_id}:{self.variant_id}{' multi' if self.multi else ''} n={self.n}"

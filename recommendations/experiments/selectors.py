@@ -3,14 +3,14 @@ results (statistics per metric and variant, SRM, excluded units)."""
 
 from __future__ import annotations
 
-from django.db import connection
 from django.utils import timezone
 
 from .models import Experiment, ExperimentSnapshot, Metric
 from .statistics import Summary, compare, cuped_theta, holm, srm
+from .units import COLUMNS, PAIRS, units_drain, variant_sums_stored
 
-# per unit: e exposures (answers served), c clicks on them, o orders, r revenue, v converted (0/1),
-# po / pr orders and revenue in the pre-exposure window (CUPED covariates)
+# metrics from the per-unit columns (see ``units``: e answers served, c clicks on them, o orders,
+# r revenue, v converted (0/1), po / pr orders and revenue in the pre-exposure window)
 METRICS = {
     # metric: (numerator, denominator or None, CUPED covariate or None, proportion test)
     Metric.CTR: ("c", "e", None, False),
@@ -19,112 +19,13 @@ METRICS = {
     Metric.AOV: ("r", "o", None, False),
     "converted": ("v", None, None, True),
 }
-COLUMNS = ("e", "c", "o", "r", "v", "po", "pr")
-PAIRS = (("c", "e"), ("r", "o"), ("o", "po"), ("r", "pr"))
-
-_UNITS_SQL = """
-WITH unit AS (
-    SELECT x.profile_id, min(x.first_exposed_at) AS first_at, count(DISTINCT x.variant_id) AS nv,
-           min(x.variant_id) AS variant_id
-    FROM recommendations_exposure x
-    WHERE x.experiment_id = %(experiment)s
-    GROUP BY x.profile_id
-), unit_window AS (
-    SELECT u.*, least(u.first_at + make_interval(hours => %(hours)s), %(until)s) AS window_end
-    FROM unit u
-    {consent_filter}
-), served AS MATERIALIZED (
-    SELECT w.profile_id, s.id, s.created_at, w.window_end
-    FROM recommendations_recommendationserved s
-    JOIN profiles_profile p ON p.id = s.profile_id
-    JOIN unit_window w ON w.profile_id = coalesce(p.merged_into_id, p.id)
-    WHERE s.experiment = %(key)s AND s.created_at >= w.first_at AND s.created_at < w.window_end
-), served_per_unit AS (
-    SELECT profile_id, count(*) AS e FROM served GROUP BY 1
-), clicks_per_unit AS (
-    SELECT s.profile_id, count(*) AS c
-    FROM served s
-    JOIN profiles_event ev ON ev.profile_id = s.profile_id AND ev.name = 'Product Clicked'
-     AND ev.occurred_at >= s.created_at AND ev.occurred_at < s.window_end
-     AND (ev.properties ->> 'recommendation_id') = s.id::text
-    GROUP BY 1
-), per_unit AS (
-    SELECT w.profile_id, w.variant_id, w.nv,
-        coalesce(spu.e, 0)::float8 AS e, coalesce(cpu.c, 0)::float8 AS c,
-        coalesce(o.orders, 0)::float8 AS o, coalesce(o.revenue, 0)::float8 AS r,
-        (coalesce(o.orders, 0) > 0)::int::float8 AS v,
-        coalesce(pre.orders, 0)::float8 AS po, coalesce(pre.revenue, 0)::float8 AS pr
-    FROM unit_window w
-    LEFT JOIN served_per_unit spu ON spu.profile_id = w.profile_id
-    LEFT JOIN clicks_per_unit cpu ON cpu.profile_id = w.profile_id
-    LEFT JOIN LATERAL (
-        SELECT count(*) AS orders, sum({revenue}) AS revenue FROM profiles_event ev
-        WHERE ev.profile_id = w.profile_id AND ev.name = 'Order Completed'
-          AND ev.occurred_at >= w.first_at AND ev.occurred_at < w.window_end
-    ) o ON true
-    LEFT JOIN LATERAL (
-        SELECT count(*) AS orders, sum({revenue}) AS revenue FROM profiles_event ev
-        WHERE ev.profile_id = w.profile_id AND ev.name = 'Order Completed'
-          AND ev.occurred_at >= w.first_at - make_interval(days => %(cuped_days)s) AND ev.occurred_at < w.first_at
-    ) pre ON true
-)
-SELECT variant_id, nv > 1 AS multi, count(*), {sums}
-FROM per_unit GROUP BY 1, 2
-"""
-
-REVENUE_SQL = (
-    "coalesce(nullif(ev.properties ->> 'revenue', ''), nullif(ev.properties ->> 'total', ''), "
-    "nullif(ev.properties ->> 'value', ''), '0')::numeric"
-)
 
 
-def _consent_filter() -> tuple[str, list]:
-    """Units whose personalisation consent is withdrawn now are left out (as if never assigned)."""
-    from consent.selectors import consent_granted_q
-    from profiles.models import Profile
-
-    sql, params = (
-        Profile.objects.filter(consent_granted_q(purpose="personalisation", profile_field="pk"))
-        .values("pk")
-        .query.sql_with_params()
-    )
-    return f"WHERE u.profile_id IN ({sql})", list(params)
-
-
-def variant_sums(*, experiment: Experiment, until=None) -> list[dict]:
-    """Per variant (and whether the unit saw several variants): units and the sums of every column,
-    its square and the cross products the statistics need."""
-    until = until or experiment.stopped_at or timezone.now()
-    sums = [f"sum({c})" for c in COLUMNS] + [f"sum({c}*{c})" for c in COLUMNS] + [f"sum({a}*{b})" for a, b in PAIRS]
-    import psycopg
-
-    consent_sql, consent_params = _consent_filter()
-    connection.ensure_connection()
-    literal = psycopg.ClientCursor(connection.connection).mogrify(consent_sql, consent_params)
-    sql = _UNITS_SQL.format(consent_filter=literal.replace("%", "%%"), revenue=REVENUE_SQL, sums=", ".join(sums))
-    params = {
-        "experiment": experiment.pk,
-        "key": experiment.key,
-        "hours": experiment.attribution_hours,
-        "until": until,
-        "cuped_days": experiment.cuped_days,
-    }
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    out = []
-    k = len(COLUMNS)
-    for row in rows:
-        variant_id, multi, n = row[:3]
-        values = [float(v or 0) for v in row[3:]]
-        entry = {"variant_id": variant_id, "multi": bool(multi), "n": int(n)}
-        for i, c in enumerate(COLUMNS):
-            entry[c] = values[i]
-            entry[c + c] = values[k + i]
-        for j, (a, b) in enumerate(PAIRS):
-            entry[a + b] = values[2 * k + j]
-        out.append(entry)
-    return out
+def variant_sums(*, experiment: Experiment) -> list[dict]:
+    """Per variant (and whether the unit saw several variants): consenting units and the sums of
+    every column, its square and the cross products the statistics need, from the rollups kept up
+    incrementally (``units``; ``units.variant_sums_reference`` is the full recompute)."""
+    return variant_sums_stored(experiment=experiment)
 
 
 def summary_of(row: dict, metric: str, *, cuped: bool = True) -> Summary:
@@ -235,11 +136,13 @@ def _clean_floats(value):
 
 
 def experiment_results(*, experiment: Experiment, refresh: bool = True, snapshot: bool = False) -> dict:
-    """Results now (exposures refreshed from the served log first); ``snapshot`` also stores them for
-    the cumulative chart."""
+    """Results now; ``refresh`` first brings the unit rows up to date (the pending units of stored
+    events, then first exposures and answers from the served log since the last refresh: both
+    incremental); ``snapshot`` also stores the results for the cumulative chart."""
     from .services import exposures_refresh
 
     if refresh and experiment.started_at is not None:
+        units_drain()
         exposures_refresh(experiment=experiment, until=experiment.stopped_at or timezone.now())
     results = _clean_floats(compute_results(experiment=experiment, rows=variant_sums(experiment=experiment)))
     if snapshot:

@@ -219,6 +219,20 @@ def experiment_delete(*, experiment: Experiment) -> None:
     experiment.delete()
 
 
+def _rebuild_on_commit(experiment: Experiment) -> None:
+    """After a stop the windows end at ``stopped_at``: recompute every unit once (a worker; events
+    that arrive late for the time before the stop are counted by it)."""
+
+    def send() -> None:
+        from cdp.queueing import task_send
+
+        from .tasks import heavy_experiment_units_rebuild
+
+        task_send(heavy_experiment_units_rebuild, args=[experiment.pk], countdown=60)
+
+    transaction.on_commit(send)
+
+
 def _transition(experiment: Experiment, *, to: str, allowed: tuple[str, ...], by: str) -> Experiment:
     experiment = Experiment.objects.select_for_update().get(pk=experiment.pk)
     if experiment.status not in allowed:
@@ -253,6 +267,7 @@ def experiment_stop(*, experiment: Experiment, by: str = "api") -> Experiment:
     _audit(experiment, action="stop", by=by)
     experiment.save()
     _publish()
+    _rebuild_on_commit(experiment)
     return experiment
 
 
@@ -267,6 +282,7 @@ def experiment_ship(*, experiment: Experiment, variant: str, by: str = "api") ->
     # one shipped winner per placement: an older one on the same placement gives way
     if experiment.stopped_at is None:
         experiment.stopped_at = _db_now()
+        _rebuild_on_commit(experiment)
     experiment.status = ExperimentStatus.SHIPPED
     experiment.shipped_variant = variant
     _audit(experiment, action="ship", by=by, detail={"variant": variant})
@@ -277,29 +293,41 @@ def experiment_ship(*, experiment: Experiment, variant: str, by: str = "api") ->
 
 # --- exposures (from the served log) -------------------------------------------------------------
 
+TOUCHED_BY_NAME = 200_000  # more units touched by one refresh: recompute the experiment in one statement
 EXPOSURE_LAG_SECONDS = 5  # the served-log writer inserts up to 50 ms late: re-read a margin
 
 
 def exposures_refresh(*, experiment: Experiment, until: datetime | None = None) -> int:
     """Record first exposures per unit and variant from what was actually served, incrementally
-    (set-based, idempotent). The unit is the live profile (a merged-away profile counts as its
-    survivor)."""
+    (set-based, idempotent), then recompute the units those answers touched (``units``). The unit
+    is the live profile (a merged-away profile counts as its survivor). Returns the units touched."""
+    from .units import ExperimentsBusy, units_apply
+
     until = until or timezone.now()
     since = experiment.exposures_until
-    with connection.cursor() as cursor:
+    with transaction.atomic(), connection.cursor() as cursor:
+        # dropped at commit; inside a caller's transaction a second refresh finds it: empty it
+        cursor.execute("CREATE TEMP TABLE IF NOT EXISTS experiment_touched (unit_id uuid) ON COMMIT DROP")
+        cursor.execute("TRUNCATE experiment_touched")
         cursor.execute(
             """
-            INSERT INTO recommendations_exposure (experiment_id, variant_id, profile_id, first_exposed_at)
-            SELECT %(experiment)s, v.id, coalesce(p.merged_into_id, p.id), min(s.created_at)
-            FROM recommendations_recommendationserved s
-            JOIN profiles_profile p ON p.id = s.profile_id
-            JOIN recommendations_variant v ON v.experiment_id = %(experiment)s AND v.key = s.variant
-            WHERE s.experiment = %(key)s AND s.created_at <= %(until)s AND s.created_at >= %(started)s
-              AND (%(since)s::timestamptz IS NULL
-                   OR s.created_at > %(since)s::timestamptz - make_interval(secs => %(lag)s))
-            GROUP BY v.id, coalesce(p.merged_into_id, p.id)
-            ON CONFLICT (experiment_id, profile_id, variant_id)
-            DO UPDATE SET first_exposed_at = least(recommendations_exposure.first_exposed_at, excluded.first_exposed_at)
+            WITH batch AS MATERIALIZED (
+                SELECT v.id AS variant_id, coalesce(p.merged_into_id, p.id) AS unit_id, min(s.created_at) AS first_at
+                FROM recommendations_recommendationserved s
+                JOIN profiles_profile p ON p.id = s.profile_id
+                JOIN recommendations_variant v ON v.experiment_id = %(experiment)s AND v.key = s.variant
+                WHERE s.experiment = %(key)s AND s.created_at <= %(until)s AND s.created_at >= %(started)s
+                  AND (%(since)s::timestamptz IS NULL
+                       OR s.created_at > %(since)s::timestamptz - make_interval(secs => %(lag)s))
+                GROUP BY 1, 2
+            ), recorded AS (
+                INSERT INTO recommendations_exposure AS x (experiment_id, variant_id, profile_id, first_exposed_at)
+                SELECT %(experiment)s, variant_id, unit_id, first_at FROM batch
+                ON CONFLICT (experiment_id, profile_id, variant_id)
+                DO UPDATE SET first_exposed_at = excluded.first_exposed_at
+                WHERE excluded.first_exposed_at < x.first_exposed_at
+            )
+            INSERT INTO experiment_touched SELECT DISTINCT unit_id FROM batch
             """,
             {
                 "experiment": experiment.pk,
@@ -312,6 +340,17 @@ def exposures_refresh(*, experiment: Experiment, until: datetime | None = None) 
             },
         )
         count = cursor.rowcount
+        touched = None  # too many to name (a first refresh of a large experiment): every unit at once
+        if count <= TOUCHED_BY_NAME:
+            cursor.execute("SELECT unit_id FROM experiment_touched")
+            touched = [str(row[0]) for row in cursor.fetchall()]
+        else:  # the planner must know the exposures just written, or it joins them row by row
+            cursor.execute("ANALYZE recommendations_exposure")
+    if count:
+        try:
+            units_apply(profile_ids=touched, experiment_ids=[experiment.pk], wait=False)
+        except ExperimentsBusy:  # a rebuild runs: it recomputes them; the next refresh reads this range again
+            return count
     Experiment.objects.filter(pk=experiment.pk).update(exposures_until=until)
     experiment.exposures_until = until
     return count
@@ -356,6 +395,9 @@ def experiments_on_profiles_merged(*, winner_id: str, loser_id: str) -> int:
         fixed += 1
     if fixed:
         _publish()
+    from .units import units_apply
+
+    units_apply(profile_ids=[winner_id, loser_id])  # the loser's rows go, the survivor's are recomputed
     return fixed
 
 
@@ -393,6 +435,15 @@ def _validate_bandit(fields: dict, arms: list[dict], *, pk: int | None) -> dict[
     floor = float(fields.get("floor", 0.01))
     if not 0 <= floor * max(len(arms), 1) < 1:
         errors["floor"] = ["floor x arms must be below 1."]
+    return errors
+
+
+def bandit_validate(*, fields: dict, arms: list[dict], pk: int | None, running: bool = True) -> dict[str, list[str]]:
+    """Field messages for a bandit as the admin form holds it (empty: valid). A stopped bandit may
+    share placements with a running one."""
+    errors = _validate_bandit(fields, arms, pk=pk)
+    if not running and any(m.startswith("A running bandit already serves") for m in errors.get("placements", [])):
+        errors.pop("placements")
     return errors
 
 
