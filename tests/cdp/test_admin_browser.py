@@ -95,16 +95,21 @@ class Page:
         self.d.set_window_size(1366, 900)
 
 
-@pytest.fixture
-def page(browser, live_server, django_user_model):
+def signed_in_page(driver, live_server, django_user_model) -> Page:
+    """A marketer (superuser) signed in to admin through the login form, on the dashboard."""
     django_user_model.objects.create_superuser("marketer", "m@example.com", "browser-pass")
-    p = Page(browser, live_server.url)
+    p = Page(driver, live_server.url)
     p.get("/admin/login/?next=/admin/")
     p.wait("#id_username").send_keys("marketer")
     p.find("#id_password").send_keys("browser-pass")
     p.find("input[type=submit]").click()
     p.wait("#cdp-dashboard")
     return p
+
+
+@pytest.fixture
+def page(browser, live_server, django_user_model):
+    return signed_in_page(browser, live_server, django_user_model)
 
 
 @pytest.fixture

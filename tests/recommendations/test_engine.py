@@ -431,3 +431,27 @@ def test_the_product_of_a_few_rows_is_scipys_product():
         assert ours.shape == theirs.shape and ours.has_canonical_format
         assert (ours.indptr == theirs.indptr).all() and (ours.indices == theirs.indices).all()
         assert np.allclose(ours.data, theirs.data, rtol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_few_rows_product_equals_scipys(seed):
+    """Serving's own sparse product (a request's few rows) gives exactly scipy's ``A @ B``: same
+    entries, same values, no stored zeros; above FEW_ROWS it is scipy's."""
+    import scipy.sparse as sp
+
+    from recommendations.engine.hybrid import FEW_ROWS, _times
+
+    rng = np.random.default_rng(seed)
+    rows = int(rng.integers(1, FEW_ROWS + 3))
+    inner, width = int(rng.integers(1, 40)), int(rng.integers(1, 60))
+    A = sp.random(rows, inner, density=rng.uniform(0, 0.6), format="csr", dtype=np.float32, random_state=seed)
+    B = sp.random(inner, width, density=rng.uniform(0, 0.6), format="csr", dtype=np.float32, random_state=seed + 1)
+    if seed % 3 == 0 and A.nnz and B.nnz:  # entries that cancel: the result must not keep the zero
+        B.data[:] = 1.0
+        A.data[: A.nnz // 2] = -1.0
+    got, want = _times(A, B), A @ B
+    want.eliminate_zeros()
+    assert got.shape == want.shape and got.dtype == want.dtype
+    assert (got != want).nnz == 0 or np.allclose(got.toarray(), want.toarray(), rtol=1e-6, atol=1e-6)
+    assert got.nnz == want.nnz
+    assert not (got.data == 0).any()

@@ -19,18 +19,11 @@ pytestmark = [needs_browser, pytest.mark.django_db(transaction=True)]
 def page(live_server, django_user_model):
     from consent.services import purposes_ensure
     from tests.browser import chromium_options, chromium_start
-    from tests.cdp.test_admin_browser import Page
+    from tests.cdp.test_admin_browser import signed_in_page
 
     purposes_ensure()
     driver = chromium_start(chromium_options(width=1366, height=900))
-    django_user_model.objects.create_superuser("marketer", "m@example.com", "browser-pass")
-    p = Page(driver, live_server.url)
-    p.get("/admin/login/?next=/admin/")
-    p.wait("#id_username").send_keys("marketer")
-    p.find("#id_password").send_keys("browser-pass")
-    p.find("input[type=submit]").click()
-    p.wait("#cdp-dashboard")
-    yield p
+    yield signed_in_page(driver, live_server, django_user_model)
     driver.quit()
 
 
