@@ -107,17 +107,23 @@ def test_a_run_whose_worker_is_killed_mid_run_is_requeued_and_finishes(celery_wo
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_run_that_keeps_losing_its_worker_fails_and_the_schedule_can_start_a_new_one(settings):
+def test_a_run_that_keeps_losing_its_worker_fails_and_the_schedule_can_start_a_new_one(settings, monkeypatch):
+    from profiles.identity import runs
     from profiles.identity.runs import matching_run_start
 
     settings.CDP_JOB_MAX_ATTEMPTS = 2
+    # the requeued run's task is not sent: this test plays its worker dying, and a live Celery worker
+    # left by an earlier test would otherwise run it to the end between the two sweeps (seen under load);
+    # the test above covers a real worker running a requeued run
+    queued: list[int] = []
+    monkeypatch.setattr(runs, "_queue", queued.append)
     with transaction.atomic():
         run = MatchingRun.objects.create(mode=MatchingRun.Mode.INCREMENTAL, status=RunStatus.RUNNING)
         job_lease_claim(kind="matching-run", object_id=run.pk)
     # first death: requeued
     JobLease.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
     assert jobs_sweep() == {"requeued": 1, "failed": 0}
-    assert MatchingRun.objects.get(pk=run.pk).status == RunStatus.QUEUED
+    assert MatchingRun.objects.get(pk=run.pk).status == RunStatus.QUEUED and queued == [run.pk]
     # the requeued run starts again and its worker dies again: this time it fails for good
     MatchingRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING)
     with transaction.atomic():
