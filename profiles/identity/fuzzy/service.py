@@ -106,6 +106,9 @@ def identity_match(
     clock = _Clock(phase)
     auto, review = thresholds()
     report = MatchReport(incremental=profile_ids is not None)
+    if profile_ids is not None and not len(profile_ids):  # nothing changed: nothing to read or compare
+        report.timings = clock.laps
+        return report
     table = records_load(progress=progress, only=None if population is None else _live_ids(population))
     report.profiles = n = len(table)
     index = {pid: i for i, pid in enumerate(table.ids)}
