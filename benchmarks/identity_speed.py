@@ -12,9 +12,13 @@ give about 105,000 profiles), then times, in one run:
   pays before comparing anything);
 - the matching job over every new profile against everyone (``identity_match(profile_ids=all)``:
   an incremental run in which everything is new), with its phases and peak memory;
-- an incremental run of the last ``--incremental`` profiles against everyone, reusing the model.
+- an incremental run as the scheduled job does it, after ``--incremental`` new records of known
+  people (copies of live profiles' traits under new anonymous ids): the profiles changed since the
+  full run started (``changed_profile_ids``) against everyone, reusing the model; with the rows it
+  read, the pairs it compared and the rows it wrote per table (PostgreSQL's statistics).
 
-Prints a markdown table; the database is dropped at the end unless ``--keep``. ``--prepare`` stops
+Each phase is printed as it ends (seconds, counts, RSS now and peak), so a long or stopped run shows
+where its time went. Prints a markdown table; the database is dropped at the end unless ``--keep``. ``--prepare`` stops
 after loading and keeps the database, so that generating a large population (1,000,000 profiles take
 minutes) runs apart from the timed run (``--existing``, which reads the profiles back in creation order
 and drops the database at the end).
@@ -134,6 +138,36 @@ def analyze() -> None:
     print(f"ANALYZE (not timed): {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
 
 
+def added_profiles(n: int):
+    """``n`` new profiles: copies of random live profiles' traits, each with a new anonymous id."""
+    from django.utils import timezone
+
+    from profiles.models import Identifier, Profile
+
+    at = timezone.now()
+    rows = list(Profile.objects.filter(merged_into__isnull=True).order_by("?").values_list("traits", flat=True)[:n])
+    new = [Profile(id=uuid.uuid4(), traits=t, first_seen_at=at, last_seen_at=at) for t in rows]
+    Profile.objects.bulk_create(new)
+    Identifier.objects.bulk_create(
+        [Identifier(kind="anonymous_id", value=f"again-{p.pk}", profile=p, last_seen_at=at) for p in new]
+    )
+    return at
+
+
+def table_writes() -> dict:
+    """Rows inserted, updated or deleted so far per profiles table (PostgreSQL's statistics)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_force_next_flush()")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute(
+            "SELECT relname, n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_user_tables WHERE relname LIKE 'profiles_%'"
+        )
+        return dict(cursor.fetchall())
+
+
 def rss_mb() -> tuple[float, float]:
     """(resident now, peak) of this process in MB."""
     now = 0.0
@@ -176,8 +210,10 @@ class Progress:
 def timed(args, ids: list, identifiers: int, loaded: str, entities: int | None) -> int:
     from django.core.cache import cache
     from django.db import connection
+    from django.utils import timezone
 
     from profiles.identity.fuzzy.service import PARAMS_CACHE_KEY, WRITE_PHASES, identity_match
+    from profiles.identity.runs import changed_profile_ids
 
     started = time.perf_counter()
     with connection.cursor() as cursor:
@@ -193,6 +229,7 @@ def timed(args, ids: list, identifiers: int, loaded: str, entities: int | None) 
     )
 
     full = Progress("full run")
+    full_started_at = timezone.now()
     started = time.perf_counter()
     run = {"profile_ids": ids, "reuse_parameters": False, "store_parameters": True}
     run.update(phase=full.phase, progress=full.progress)
@@ -207,11 +244,18 @@ def timed(args, ids: list, identifiers: int, loaded: str, entities: int | None) 
     full_seconds = time.perf_counter() - started
     peak_mb = rss_mb()[1]
 
-    tail = ids[-args.incremental :]
+    # a small change on top: new records of known people (copies of live profiles' traits under new
+    # anonymous ids, as a returning customer on a new device), then an incremental run as the
+    # scheduled job does it: what changed since the full run started, against everyone
+    changed_at = added_profiles(args.incremental)
+    before = table_writes()
     small_progress = Progress("incremental")
     started = time.perf_counter()
-    small = identity_match(profile_ids=tail, phase=small_progress.phase)
+    changed = changed_profile_ids(since=full_started_at)
+    small = identity_match(profile_ids=changed, phase=small_progress.phase)
     small_seconds = time.perf_counter() - started
+    written = {t: n - before.get(t, 0) for t, n in table_writes().items() if n - before.get(t, 0)}
+    del changed_at
     cache.delete(PARAMS_CACHE_KEY)
 
     timings = ", ".join(f"{k} {v:.1f} s" for k, v in report.timings.items())
@@ -235,14 +279,19 @@ def timed(args, ids: list, identifiers: int, loaded: str, entities: int | None) 
         f"{writing / read_seconds:.0f} |"
     )
     print(
-        f"| incremental run, last {len(tail):,} profiles against everyone (model reused) | {small_seconds:.1f} | "
-        f"{small_seconds / read_seconds:.0f} |"
+        f"| incremental run: {small.query_profiles:,} changed profiles ({args.incremental:,} new records of known "
+        f"people) against everyone | {small_seconds:.1f} | {small_seconds / read_seconds:.0f} |"
     )
     print(
         f"\nmatching job: {report.line()}; phases: {timings}; peak memory {peak_mb:.0f} MB (whole process: "
         f"the generated rows are let go before the run); target: under 120 s"
     )
     print(f"incremental: {small.line()}; phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in small.timings.items()))
+    print(
+        f"incremental touched: {small.profiles:,} profiles read, {small.query_profiles:,} queried, "
+        f"{small.candidate_pairs:,} pairs compared (full run: {report.candidate_pairs:,}); rows written: "
+        + (", ".join(f"{t} {n:,}" for t, n in sorted(written.items())) or "none")
+    )
     print(f"machine: {os.cpu_count()} CPUs, PostgreSQL {connection.pg_version}")
     return 0
 
@@ -250,7 +299,7 @@ def timed(args, ids: list, identifiers: int, loaded: str, entities: int | None) 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--entities", type=int, default=75_000, help="generated people (about 1.4 profiles each)")
-    parser.add_argument("--incremental", type=int, default=1000, help="profiles in the small incremental run")
+    parser.add_argument("--incremental", type=int, default=1000, help="new records before the incremental run")
     parser.add_argument("--database", default="bench_identity_i17")
     parser.add_argument("--prepare", action="store_true", help="generate and load only; keep the database")
     parser.add_argument("--existing", action="store_true", help="time on the database --prepare left")
