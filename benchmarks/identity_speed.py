@@ -54,6 +54,9 @@ def outer(args) -> int:
         "DATABASE_URL": bench_url,
         # issue 17's Redis database for benchmarks (the cache and the broker the merge hooks queue to)
         "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12"),
+        # this database's own cache keys: the model the full run stores is the incremental run's, even
+        # when another identity benchmark shares the Redis database
+        "CACHE_KEY_PREFIX": f"cdp-{args.database}",
         "DEBUG": "true",
         "LOG_LEVEL": "WARNING",
         "DB_STATEMENT_TIMEOUT_MS": "0",
