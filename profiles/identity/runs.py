@@ -14,7 +14,6 @@ import logging
 import time
 
 from django.db import transaction
-from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from cdp.lifecycle import job_lease_claim
@@ -73,12 +72,17 @@ def changed_profile_ids(*, since) -> list:
     live = Profile.objects.filter(merged_into__isnull=True)
     if since is None:
         return list(live.values_list("pk", flat=True))
+    # two plain reads joined here, not an anti-join: its plan depends on statistics that a run of
+    # 100,000 merges has just made stale (the merge table looked empty to the planner)
+    merged_in: dict = {}
+    own = Merge.objects.filter(reason=FUZZY, status=MergeStatus.MERGED, created_at__gte=since).order_by()
+    for winner, at in own.values_list("winner_id", "created_at").iterator(chunk_size=20000):
+        merged_in[winner] = max(at, merged_in.get(winner, at))
+    updated = live.filter(updated_at__gt=since).values_list("pk", "updated_at").iterator(chunk_size=20000)
+    changed = {pk for pk, at in updated if not (pk in merged_in and merged_in[pk] >= at)}
     new_identifiers = Identifier.objects.filter(created_at__gt=since).values("profile_id")
-    own_merge = Merge.objects.filter(
-        winner_id=OuterRef("pk"), reason=FUZZY, status=MergeStatus.MERGED, created_at__gte=OuterRef("updated_at")
-    )
-    changed = live.filter(updated_at__gt=since).exclude(Exists(own_merge)).values_list("pk", flat=True)
-    return list(changed.union(live.filter(pk__in=new_identifiers).values_list("pk", flat=True)))
+    changed.update(live.filter(pk__in=new_identifiers).values_list("pk", flat=True))
+    return list(changed)
 
 
 def matching_run_execute(*, run_id: int) -> MatchingRun:
