@@ -14,7 +14,6 @@ import logging
 import time
 
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from cdp.lifecycle import job_lease_claim
@@ -23,6 +22,8 @@ from profiles.models import (
     Identifier,
     MatchCandidate,
     MatchingRun,
+    Merge,
+    MergeStatus,
     Profile,
     RunStatus,
 )
@@ -31,6 +32,7 @@ from .merge import older_first, profile_merge
 
 logger = logging.getLogger("cdp.identity")
 PROGRESS_EVERY_SECONDS = 1.0
+FUZZY = "fuzzy"  # the merges the matching job writes (fuzzy.service.REASON)
 
 
 def matching_run_start(*, mode: str = MatchingRun.Mode.INCREMENTAL, requested_by: str = "schedule") -> MatchingRun:
@@ -61,12 +63,26 @@ def _queue(run_id: int) -> None:
 
 
 def changed_profile_ids(*, since) -> list:
-    """Live profiles created or changed (traits, seen times, new identifiers) after ``since``."""
+    """Live profiles created or changed (traits, seen times, new identifiers) after ``since``.
+
+    A survivor whose latest change is a fuzzy merge into it (the previous run's own write: every
+    record of it was compared with everyone in that run) is not a change; a later identify call,
+    trait change or new identifier makes it one again. So a run after a run with nothing new in
+    between compares nothing, instead of every survivor the first one made (decision 0042)."""
     live = Profile.objects.filter(merged_into__isnull=True)
     if since is None:
         return list(live.values_list("pk", flat=True))
+    # two plain reads joined here, not an anti-join: its plan depends on statistics that a run of
+    # 100,000 merges has just made stale (the merge table looked empty to the planner)
+    merged_in: dict = {}
+    own = Merge.objects.filter(reason=FUZZY, status=MergeStatus.MERGED, created_at__gte=since).order_by()
+    for winner, at in own.values_list("winner_id", "created_at").iterator(chunk_size=20000):
+        merged_in[winner] = max(at, merged_in.get(winner, at))
+    updated = live.filter(updated_at__gt=since).values_list("pk", "updated_at").iterator(chunk_size=20000)
+    changed = {pk for pk, at in updated if not (pk in merged_in and merged_in[pk] >= at)}
     new_identifiers = Identifier.objects.filter(created_at__gt=since).values("profile_id")
-    return list(live.filter(Q(updated_at__gt=since) | Q(pk__in=new_identifiers)).values_list("pk", flat=True))
+    changed.update(live.filter(pk__in=new_identifiers).values_list("pk", flat=True))
+    return list(changed)
 
 
 def matching_run_execute(*, run_id: int) -> MatchingRun:

@@ -65,6 +65,14 @@ def test_bulk_merge_equals_single_merges_and_each_merge_undoes():
     assert [m.loser_id for m in merges] == [many[1].pk, many[2].pk]
     assert all(len(m.moved_event_ids) == 1 and len(m.moved_identifier_ids) == 2 for m in merges)
     assert merges[1].winner_before["traits"]["only1"] == 1  # the winner as it was after the first merge
+    # the rows written with COPY hold what single merges hold: snapshots, who, why, when
+    singles = list(Merge.objects.filter(winner=one[0], status=MergeStatus.MERGED).order_by("pk"))
+    for single, bulk in zip(singles, merges, strict=True):
+        for side in ("winner_before", "loser_before"):
+            assert getattr(bulk, side).keys() == getattr(single, side).keys()
+            assert getattr(bulk, side)["traits"] == getattr(single, side)["traits"]
+        assert (bulk.reason, bulk.actor, bulk.score, bulk.undone_at) == ("fuzzy", single.actor, 0.995, None)
+        assert bulk.created_at and bulk.evidence["link"] in (1, 2) and bulk.evidence["repointed_profile_ids"] == []
     for merge in reversed(merges):
         profile_unmerge(merge=merge)
     for k, p in enumerate(many):

@@ -45,6 +45,7 @@ COMPARE_CHUNK = 200_000
 MERGE_BATCH = 1000  # clusters per transaction (set-based writes)
 CANDIDATE_BATCH = 5000  # review candidates per transaction
 MAX_LABELLED = 10_000
+WRITE_PHASES = ("merge", "candidates", "queue")
 SEED = 20260301  # estimation samples random pairs; a fixed seed makes runs repeatable
 
 
@@ -63,7 +64,8 @@ class MatchReport:
     incremental: bool = False
     parameters_reused: bool = False
     refusals: dict = field(default_factory=dict)
-    timings: dict = field(default_factory=dict)  # seconds per phase: load, estimate, block, compare, decide, write
+    # seconds per phase: load, estimate, block, compare, decide, then the writes: merge, candidates, queue
+    timings: dict = field(default_factory=dict)
     parameters: dict = field(default_factory=dict)
 
     def line(self) -> str:
@@ -88,6 +90,7 @@ def identity_match(
     population: list | None = None,
     reuse_parameters: bool | None = None,
     store_parameters: bool = True,
+    phase: Callable[[str, float, dict], None] | None = None,
 ) -> MatchReport:
     """Find the same person behind different profiles; merge the sure ones, queue the likely ones.
 
@@ -97,11 +100,15 @@ def identity_match(
     ``reuse_parameters`` (default: only for incremental runs) takes the model the last full run
     estimated from the cache; a full run stores what it estimated unless ``store_parameters`` is
     false (an evaluation must not leave it behind). ``progress(done, total)`` is called per phase:
-    loading, comparing, writing.
+    loading, comparing, writing. ``phase(name, seconds, counts)`` is called as each phase ends (load,
+    estimate, block, compare, decide, merge, candidates, queue), so a long run shows where its time goes as it goes.
     """
-    clock = _Clock()
+    clock = _Clock(phase)
     auto, review = thresholds()
     report = MatchReport(incremental=profile_ids is not None)
+    if profile_ids is not None and not len(profile_ids):  # nothing changed: nothing to read or compare
+        report.timings = clock.laps
+        return report
     table = records_load(progress=progress, only=None if population is None else _live_ids(population))
     report.profiles = n = len(table)
     index = {pid: i for i, pid in enumerate(table.ids)}
@@ -110,7 +117,7 @@ def identity_match(
         query = np.zeros(n, dtype=bool)
         query[[index[pid] for pid in _live_ids(profile_ids) if pid in index]] = True
         report.query_profiles = int(query.sum())
-    clock.lap("load")
+    clock.lap("load", profiles=n)
     if n < 2 or (query is not None and not query.any()):
         report.seconds, report.timings = clock.total(), clock.laps
         return report
@@ -120,11 +127,11 @@ def identity_match(
     report.parameters_reused = params is not None
     if params is None:
         params = estimate_parameters(table, rng=np.random.default_rng(SEED))
-    clock.lap("estimate")
+    clock.lap("estimate", reused=report.parameters_reused)
 
     a, b = blocking.candidate_pairs(table, query=query)
     report.candidate_pairs = report.compared = len(a)
-    clock.lap("block")
+    clock.lap("block", pairs=len(a))
     freq = model.Frequencies.of(table)
     levels = np.empty((len(a), len(COMPARISONS)), dtype=np.int8)
     bits = np.empty(len(a))
@@ -138,11 +145,22 @@ def identity_match(
         queried = None if query is None else int(query.sum())
         params.matches_per_record = model.estimate_matches_per_record(params, bits, n, query_records=queried)
         params.records = n
-        if store_parameters and query is None:
+        if store_parameters and (query is None or query.all()):  # every profile took part: a full run
             cache.set(PARAMS_CACHE_KEY, params.state(), PARAMS_CACHE_SECONDS)
     prior = params.prior(n)
+    # only pairs at least as likely as the review line can merge or be reviewed (``decide`` looks at
+    # no other): keep those and let the candidate pairs go (tens of millions at 1,000,000 profiles)
+    likely = np.concatenate(
+        [
+            start + np.flatnonzero(model.probabilities(bits[start : start + COMPARE_CHUNK], prior) >= review)
+            for start in range(0, len(a), COMPARE_CHUNK)
+        ]
+        or [np.empty(0, dtype=np.int64)]
+    )
+    a, b, levels, bits = a[likely], b[likely], levels[likely], bits[likely]
+    del likely
     p = model.probabilities(bits, prior)
-    clock.lap("compare")
+    clock.lap("compare", pairs=report.compared, likely=len(a))
 
     def score(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         extra = compare(table, x, y)
@@ -162,11 +180,13 @@ def identity_match(
         score=score,
         households=params.households_seen(),
     )
-    clock.lap("decide")
+    clock.lap("decide", clusters=len(decisions.clusters), review_pairs=len(decisions.review))
     evidence_of = _Evidence(table, a, b, levels, bits, p, params, prior)
     report.merged, refused_by_guard, winners = _apply_merges(decisions, table, evidence_of, progress)
     report.clusters = len(decisions.clusters)
-    _file_candidates(decisions, table, winners, evidence_of)
+    clock.lap("merge", merged=report.merged)
+    filed = _file_candidates(decisions, table, winners, evidence_of)
+    clock.lap("candidates", filed=filed)
     # an evaluation's own pairs: its profiles, also those merged away (ingestion filed pairs of them)
     own = None
     if population is not None:
@@ -175,7 +195,7 @@ def identity_match(
     records = len(own) if own is not None else Profile.objects.count()  # merged-away ones are records too
     line = review_queue.queue_line(records=records, population=own)
     report.queued, report.deferred = line["pending"], line["deferred"]
-    clock.lap("write")
+    clock.lap("queue", queued=report.queued, deferred=report.deferred)
     reasons = Counter(decisions.refused.values()) + refused_by_guard
     report.refusals, report.refused = dict(reasons), sum(reasons.values())
     report.parameters = params.as_dict()
@@ -185,14 +205,18 @@ def identity_match(
 
 
 class _Clock:
-    def __init__(self) -> None:
+    def __init__(self, phase: Callable[[str, float, dict], None] | None = None) -> None:
         self.started = self.last = time.monotonic()
         self.laps: dict[str, float] = {}
+        self.phase = phase
 
-    def lap(self, name: str) -> None:
+    def lap(self, name: str, **counts) -> None:
         now = time.monotonic()
         self.laps[name] = round(now - self.last, 3)
         self.last = now
+        logger.info("identity_match: %s %.1f s %s", name, self.laps[name], counts)
+        if self.phase:
+            self.phase(name, self.laps[name], counts)
 
     def total(self) -> float:
         return round(time.monotonic() - self.started, 3)
