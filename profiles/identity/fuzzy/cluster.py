@@ -298,6 +298,7 @@ def cluster_bits(keys: list[np.ndarray], cross: list[tuple[int, int]], levels: n
 
 
 CLUSTER_ROUNDS = 3
+PREFETCH_PAIRS = 2_000_000
 
 
 def _join_on_cluster_evidence(
@@ -324,7 +325,7 @@ def _join_on_cluster_evidence(
     needed = (_logit(auto) - _logit(prior)) / math.log(2)
     cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
-    def rows_of(pairs: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    def fill(pairs) -> None:
         missing = [pq for pq in pairs if pq not in cache]
         if missing:
             xs = np.array([x for x, _ in missing], dtype=np.int64)
@@ -332,6 +333,9 @@ def _join_on_cluster_evidence(
             found_levels, found_bits = evidence(xs, ys)
             for n, pq in enumerate(missing):
                 cache[pq] = (found_levels[n], found_bits[n])
+
+    def rows_of(pairs: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+        fill(pairs)
         return np.array([cache[pq][0] for pq in pairs]), np.array([cache[pq][1] for pq in pairs])
 
     band = [
@@ -339,18 +343,38 @@ def _join_on_cluster_evidence(
         for k in sorted(np.flatnonzero((p >= review) & (p < auto)), key=lambda k: -p[k])
         if int(k) not in refusals and (int(a[k]), int(b[k])) not in never
     ]
-    for _ in range(CLUSTER_ROUNDS):
-        joined_any = False
+    tried: set[tuple[int, int, int, int]] = set()  # cluster pairs (roots and sizes) already judged
+
+    def key_of(k: int) -> tuple[int, int, int, int]:
+        rx, ry = clusters.find(int(a[k])), clusters.find(int(b[k]))
+        rx, ry = min(rx, ry), max(rx, ry)
+        return rx, ry, len(clusters.of(rx)), len(clusters.of(ry))
+
+    def open_pairs() -> dict[tuple[int, int, int, int], list[int]]:
+        out: dict[tuple[int, int, int, int], list[int]] = {}
         for k in band:
-            x, y = int(a[k]), int(b[k])
-            rx, ry = clusters.find(x), clusters.find(y)
-            if rx == ry:
-                continue
-            left, right = clusters.of(rx), clusters.of(ry)
-            if len(left) == 1 and len(right) == 1:
+            key = rx, ry, nx, ny = key_of(k)
+            if rx == ry or (nx == 1 and ny == 1) or nx + ny > MAX_CLUSTER:
                 continue  # a pair alone says only what its own probability says
+            if key not in tried:
+                out.setdefault(key, []).append(k)
+        return out
+
+    for _ in range(CLUSTER_ROUNDS):
+        todo = open_pairs()
+        if not todo:
+            break
+        # every pair across the open cluster pairs compared at once (vectorised), not one call each
+        if sum(nx * ny for _, _, nx, ny in todo) <= PREFETCH_PAIRS:
+            fill({(min(i, j), max(i, j)) for rx, ry, _, _ in todo for i in clusters.of(rx) for j in clusters.of(ry)})
+        for key, ks in todo.items():
+            if key_of(ks[0]) != key:
+                continue  # changed by a join earlier in this round: judged again in the next
+            rx, ry = key[0], key[1]
+            left, right = clusters.of(rx), clusters.of(ry)
+            tried.add(key)
             joined = left + right
-            if len(joined) > MAX_CLUSTER or not _within_limits(table, joined):
+            if not _within_limits(table, joined):
                 continue
             cross = [(min(i, j), max(i, j)) for i in left for j in right]
             if any(pq in never for pq in cross):
@@ -359,9 +383,8 @@ def _join_on_cluster_evidence(
                 continue
             if not _coherent(verdicts(cross), auto=auto, review=review, prior=prior):
                 continue
+            k = ks[0]  # the strongest pair between them
+            x, y = int(a[k]), int(b[k])
             clusters.union(x, y)
             decisions.links.setdefault(x, k)
             decisions.links.setdefault(y, k)
-            joined_any = True
-        if not joined_any:
-            break
