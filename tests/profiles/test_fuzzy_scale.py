@@ -116,3 +116,105 @@ def test_review_queue_is_capped_and_most_uncertain_first():
     assert [g[0] for g in select(groups, records=200, share=0.02)] == ["g", "a"]  # 4 profiles of 200
     assert [g[0] for g in select(groups, records=1000, share=0.02)] == ["g", "a", "e", "c"]
     assert uncertainty(0.5) == 1.0 and uncertainty(0.999) < 0.02
+
+
+def _evidence(table, bits_of):
+    """``evidence(x, y)`` for ``decide`` with hand-set bits per comparison: ``bits_of(i, j)`` gives
+    {comparison: bits}; the levels are the real comparison's."""
+
+    def evidence(x, y):
+        levels = compare(table, x, y)
+        rows = np.full((len(x), len(COMPARISONS), 2), np.nan)
+        for k, (i, j) in enumerate(zip(x, y, strict=True)):
+            for name, bits in bits_of(int(i), int(j)).items():
+                rows[k, INDEX[name], :] = bits
+        return levels, rows
+
+    return evidence
+
+
+def test_cluster_bits_add_fields_that_different_pairs_agree_on_and_discount_many_tries():
+    from profiles.identity.fuzzy.cluster import _value_keys, cluster_bits
+
+    table = _table(
+        [
+            Record(first="sergei", last="ivanov", dob="19700304"),
+            Record(first="sergei", last="ivanov", city="leeds"),
+            Record(first="sergei", last="ivanov", dob="19700304", city="leeds"),
+            Record(first="sergei", last="ivanov", dob="19550101", city="york"),
+        ]
+    )
+    keys = _value_keys(table)
+    cross = [(0, 2), (1, 2)]  # record 2 against the cluster {0, 1}
+    levels = compare(table, np.array([0, 1]), np.array([2, 2]))
+    rows = np.full((2, len(COMPARISONS), 2), np.nan)
+    rows[:, INDEX["first_name"], :] = 5.0
+    rows[:, INDEX["last_name"], :] = 5.0
+    rows[0, INDEX["birth_date"], :] = 10.0  # only record 0 has the birth date
+    rows[1, INDEX["address"], :] = 3.0  # only record 1 the town
+    # one name value on each side (one try), the birth date and town each from the pair that has it
+    assert cluster_bits(keys, cross, levels, rows) == 5 + 5 + 10 + 3
+    # two distinct birth dates on one side: agreeing with one of them is twice as likely by chance
+    cross = [(0, 2), (2, 3)]
+    levels = compare(table, np.array([0, 2]), np.array([2, 3]))
+    rows[1, INDEX["birth_date"], :] = -4.0
+    rows[1, INDEX["address"], :] = -2.0
+    assert cluster_bits(keys, cross, levels, rows) == 5 + 5 + (10 - 1) - 2
+
+
+def test_cluster_bits_read_every_pair_as_a_household_once_one_pair_shares_the_street():
+    from profiles.identity.fuzzy.cluster import _value_keys, cluster_bits
+
+    table = _table(
+        [
+            Record(first="florence", last="richardson", street="47 alexandra road", postal="cv52jd"),
+            Record(first="florence", last="richardson", city="london"),
+            Record(first="olivia", last="richardson", street="47 alexandra road", postal="cv52jd"),
+        ]
+    )
+    cross = [(0, 2), (1, 2)]
+    levels = compare(table, np.array([0, 1]), np.array([2, 2]))
+    rows = np.full((2, len(COMPARISONS), 2), np.nan)
+    rows[:, INDEX["last_name"], 0] = 9.0  # against strangers a shared surname says a lot
+    rows[:, INDEX["last_name"], 1] = 0.1  # in a household it says nearly nothing
+    rows[0, INDEX["address"], :] = 13.0
+    rows[:, INDEX["first_name"], :] = -3.0
+    # the surname must not count as a stranger's (pair 1) beside the household's street (pair 0)
+    assert cluster_bits(_value_keys(table), cross, levels, rows) == 0.1 + 13.0 - 3.0
+
+
+def test_a_record_joins_a_cluster_on_what_its_members_say_together():
+    # 0~1 are sure (one email). Record 2 has a name, a birth date and a town: it agrees with 0 on the
+    # birth date and with 1 on the town, neither pair sure alone (p 0.9), all of them together are.
+    table = _table(
+        [
+            Record(first="yuri", last="petrov", dob="19700304", emails=("yp@example.org",)),
+            Record(first="yury", last="petrov", city="leeds", emails=("yp@example.org",)),
+            Record(first="yuri", last="petroff", dob="19700304", city="leeds"),
+        ]
+    )
+    a, b, p = np.array([0, 0, 1]), np.array([1, 2, 2]), np.array([0.9999, 0.9, 0.9])
+    levels = compare(table, a, b)
+    prior = 1e-4  # needed: log2(0.99 / 0.01) - log2(1e-4 / (1 - 1e-4)), about 19.9 bits
+
+    def score(x, y):
+        return compare(table, x, y), np.array([0.9] * len(x))
+
+    def bits_of(i, j):
+        if (i, j) == (0, 2):
+            return {"first_name": 6.0, "last_name": 4.0, "birth_date": 10.0}
+        return {"first_name": 4.0, "last_name": 4.0, "address": 4.0}
+
+    common = {"auto": 0.99, "review": 0.5, "never": set(), "prior": prior, "score": score}
+    alone = decide(table, a, b, levels, p, **common)
+    assert alone.clusters == [[0, 1]] and sorted(alone.review) == [1, 2]
+    together = decide(table, a, b, levels, p, **common, evidence=_evidence(table, bits_of))
+    assert together.clusters == [[0, 1, 2]] and together.review == []
+    # a reviewer's "no" still wins, and so does a contradiction across the clusters
+    never = decide(table, a, b, levels, p, **{**common, "never": {(1, 2)}}, evidence=_evidence(table, bits_of))
+    assert never.clusters == [[0, 1]]
+
+    def weak(i, j):  # the same fields, but not enough together
+        return {"first_name": 4.0, "last_name": 4.0, "birth_date": 5.0} if (i, j) == (0, 2) else {"address": 2.0}
+
+    assert decide(table, a, b, levels, p, **common, evidence=_evidence(table, weak)).clusters == [[0, 1]]

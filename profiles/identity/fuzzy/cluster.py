@@ -40,6 +40,7 @@ import numpy as np
 from profiles.normalize import limit_for
 
 from .compare import COMPARISONS, DOB, EMAIL, FIRST, LAST, PHONE
+from .model import households
 from .records import RecordTable
 
 MAX_CLUSTER = 50
@@ -172,11 +173,14 @@ def decide(
     prior: float,
     score: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
     households: bool = True,
+    evidence: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> Decisions:
     """Auto-merge clusters and the review queue from scored pairs (indices into ``table``).
 
     ``score(x, y)`` scores pairs that blocking did not propose (needed to check a cluster's
-    coherence); ``never`` holds index pairs (low, high) a reviewer rejected.
+    coherence); ``never`` holds index pairs (low, high) a reviewer rejected. ``evidence(x, y)``, the
+    pairs' levels and evidence per comparison (``model.field_bits``), lets clusters join on what all the pairs
+    across them say together (``cluster_bits``), after the pairs sure on their own have merged.
     """
     decisions = Decisions()
     likely = np.flatnonzero(p >= review)
@@ -239,6 +243,11 @@ def decide(
         # edges come strongest first: a record's first accepted edge is its best link
         decisions.links.setdefault(x, k)
         decisions.links.setdefault(y, k)
+    if evidence is not None:
+        _join_on_cluster_evidence(
+            table, a, b, p, clusters, decisions, refusals, never, verdicts, evidence,
+            auto=auto, review=review, prior=prior,
+        )  # fmt: skip
     decisions.clusters = [sorted(m) for m in clusters.members.values() if len(m) >= 2]
     for k in np.flatnonzero(p >= review):
         k = int(k)
@@ -250,3 +259,132 @@ def decide(
             continue
         decisions.refused.setdefault(k, refusals.get(k, "incoherent_cluster"))
     return decisions
+
+
+def _value_keys(table: RecordTable) -> list[np.ndarray]:
+    """Per comparison, the value each record is compared on (to count distinct values)."""
+    address = np.array(
+        [f"{s}|{p}|{c}" for s, p, c in zip(table["street"], table["postal"], table["city"], strict=True)], dtype=object
+    )
+    return [table["first"], table["last"], table["dob"], address, table["email"], table["phone"]]
+
+
+def cluster_bits(keys: list[np.ndarray], cross: list[tuple[int, int]], levels: np.ndarray, rows: np.ndarray) -> float:
+    """log2 Bayes factor of two clusters being one person, from all the record pairs across them.
+
+    Field by field, the strongest agreement any pair across shows (a record with a name and a town
+    can match one member on the name and another on the town: a person's records are noisy in
+    different places). Finding an agreement among k distinct value pairs is k times likelier by chance
+    than in one, so an agreement counts log2(k) bits less (never below nothing); m is kept as one
+    pair's, which only understates a person whose several records each had the chance to agree.
+    A field on which every pair disagrees counts as one pair's disagreement. When any pair across
+    shares a street, every field is read against household members (a surname agreeing elsewhere is
+    still the family's). ``levels`` and ``rows``: the pairs' comparison levels and their evidence per
+    comparison (``model.field_bits``).
+    """
+    reading = 1 if bool(households(levels).any()) else 0
+    total = 0.0
+    for n, key in enumerate(keys):
+        column = rows[:, n, reading]
+        present = np.flatnonzero(~np.isnan(column))
+        if not len(present):
+            continue
+        best = float(column[present].max())
+        if best > 0:
+            combos = len({(key[cross[k][0]], key[cross[k][1]]) for k in present})
+            best = max(best - math.log2(combos), 0.0)
+        total += best
+    return total
+
+
+CLUSTER_ROUNDS = 3
+PREFETCH_PAIRS = 2_000_000
+
+
+def _join_on_cluster_evidence(
+    table: RecordTable,
+    a: np.ndarray,
+    b: np.ndarray,
+    p: np.ndarray,
+    clusters: _Clusters,
+    decisions: Decisions,
+    refusals: dict[int, str],
+    never: set[tuple[int, int]],
+    verdicts: Callable,
+    evidence: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+    *,
+    auto: float,
+    review: float,
+    prior: float,
+) -> None:
+    """Transitive support: a pair in the review band joins its two clusters (one of them at least two
+    records) when all the pairs across them together (``cluster_bits``) reach the auto-merge
+    probability and the clusters stay coherent. Strongest pairs first, a few rounds (a join can give
+    a later pair the support it lacked)."""
+    keys = _value_keys(table)
+    needed = (_logit(auto) - _logit(prior)) / math.log(2)
+    cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def fill(pairs) -> None:
+        missing = [pq for pq in pairs if pq not in cache]
+        if missing:
+            xs = np.array([x for x, _ in missing], dtype=np.int64)
+            ys = np.array([y for _, y in missing], dtype=np.int64)
+            found_levels, found_bits = evidence(xs, ys)
+            for n, pq in enumerate(missing):
+                cache[pq] = (found_levels[n], found_bits[n])
+
+    def rows_of(pairs: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+        fill(pairs)
+        return np.array([cache[pq][0] for pq in pairs]), np.array([cache[pq][1] for pq in pairs])
+
+    band = [
+        int(k)
+        for k in sorted(np.flatnonzero((p >= review) & (p < auto)), key=lambda k: -p[k])
+        if int(k) not in refusals and (int(a[k]), int(b[k])) not in never
+    ]
+    tried: set[tuple[int, int, int, int]] = set()  # cluster pairs (roots and sizes) already judged
+
+    def key_of(k: int) -> tuple[int, int, int, int]:
+        rx, ry = clusters.find(int(a[k])), clusters.find(int(b[k]))
+        rx, ry = min(rx, ry), max(rx, ry)
+        return rx, ry, len(clusters.of(rx)), len(clusters.of(ry))
+
+    def open_pairs() -> dict[tuple[int, int, int, int], list[int]]:
+        out: dict[tuple[int, int, int, int], list[int]] = {}
+        for k in band:
+            key = rx, ry, nx, ny = key_of(k)
+            if rx == ry or (nx == 1 and ny == 1) or nx + ny > MAX_CLUSTER:
+                continue  # a pair alone says only what its own probability says
+            if key not in tried:
+                out.setdefault(key, []).append(k)
+        return out
+
+    for _ in range(CLUSTER_ROUNDS):
+        todo = open_pairs()
+        if not todo:
+            break
+        # every pair across the open cluster pairs compared at once (vectorised), not one call each
+        if sum(nx * ny for _, _, nx, ny in todo) <= PREFETCH_PAIRS:
+            fill({(min(i, j), max(i, j)) for rx, ry, _, _ in todo for i in clusters.of(rx) for j in clusters.of(ry)})
+        for key, ks in todo.items():
+            if key_of(ks[0]) != key:
+                continue  # changed by a join earlier in this round: judged again in the next
+            rx, ry = key[0], key[1]
+            left, right = clusters.of(rx), clusters.of(ry)
+            tried.add(key)
+            joined = left + right
+            if not _within_limits(table, joined):
+                continue
+            cross = [(min(i, j), max(i, j)) for i in left for j in right]
+            if any(pq in never for pq in cross):
+                continue
+            if cluster_bits(keys, cross, *rows_of(cross)) < needed:
+                continue
+            if not _coherent(verdicts(cross), auto=auto, review=review, prior=prior):
+                continue
+            k = ks[0]  # the strongest pair between them
+            x, y = int(a[k]), int(b[k])
+            clusters.union(x, y)
+            decisions.links.setdefault(x, k)
+            decisions.links.setdefault(y, k)

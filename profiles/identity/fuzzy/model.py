@@ -512,11 +512,20 @@ def log2_bayes_factors(
     total = _bits(levels, params.m, params.u, params.h, free, params.h_joint)
     if freq is None:
         return total
-    strangers = ~households(levels)
+
+    def add(rows: np.ndarray, n: int, bits: np.ndarray) -> None:
+        total[rows] += bits
+
+    _add_term_frequency(params, levels, table, a, freq, ~households(levels), add)
+    return total
+
+
+def _add_term_frequency(params: Parameters, levels, table, a, freq: Frequencies, rows_mask, add) -> None:
+    """``add(rows, n, bits)``: the term-frequency adjustment of comparison n's exact level on those rows."""
     for n, comparison in enumerate(COMPARISONS):
         if not comparison.tf_column:
             continue
-        exact = np.flatnonzero((levels[:, n] == comparison.exact) & strangers)
+        exact = np.flatnonzero((levels[:, n] == comparison.exact) & rows_mask)
         if not len(exact):
             continue
         counter = freq.counts[comparison.tf_column]
@@ -524,8 +533,32 @@ def log2_bayes_factors(
         average_u = params.u[n][comparison.exact]
         others = np.array([max(counter.get(v, 1) - 1, 0) for v in values], dtype=np.float64)
         tf_u = (others + TF_SMOOTHING * average_u) / (max(freq.records - 1, 1) + TF_SMOOTHING)
-        total[exact] += np.log2(average_u) - np.log2(tf_u)
-    return total
+        add(exact, n, np.log2(average_u) - np.log2(tf_u))
+
+
+def field_bits(params: Parameters, levels: np.ndarray, table, a: np.ndarray, freq: Frequencies | None) -> np.ndarray:
+    """Evidence (bits) of each pair per comparison, read two ways (pairs x comparisons x 2; NaN where
+    a side is missing): [..., 0] against strangers (u, exact names and birth dates by their term
+    frequency), [..., 1] against household members (h; the address against u either way). Used to
+    add up what several pairs between two clusters say field by field (``cluster.cluster_bits``),
+    which must read all of them one way: an agreeing surname from one pair and a shared street from
+    another are a household's, not a stranger's. The pairs' own correction of first name and birth
+    date taken jointly in a household is left out (it only ever adds evidence)."""
+    out = np.full((*levels.shape, 2), np.nan, dtype=np.float64)
+    for n in range(len(COMPARISONS)):
+        column = levels[:, n]
+        present = column >= 0
+        m, u = params.m[n], params.u[n]
+        h = u if n == ADDRESS else params.h[n]
+        out[present, n, 0] = np.log2(m[column[present]]) - np.log2(u[column[present]])
+        out[present, n, 1] = np.log2(m[column[present]]) - np.log2(h[column[present]])
+    if freq is not None:
+
+        def add(rows: np.ndarray, n: int, bits: np.ndarray) -> None:
+            out[rows, n, 0] += bits
+
+        _add_term_frequency(params, levels, table, a, freq, np.ones(len(levels), dtype=bool), add)
+    return out
 
 
 def probabilities(log2_bf: np.ndarray, prior: float) -> np.ndarray:

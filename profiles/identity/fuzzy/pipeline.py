@@ -87,6 +87,17 @@ def rescorer(table: RecordTable, scored: Scored) -> Callable:
     return score
 
 
+def field_evidence(table: RecordTable, scored: Scored) -> Callable:
+    """``evidence(x, y)`` for ``decide``: pairs' evidence per comparison (``model.field_bits``)."""
+    freq = model.Frequencies.of(table)
+
+    def evidence(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        levels = compare(table, x, y)
+        return levels, model.field_bits(scored.params, levels, table, x, freq)
+
+    return evidence
+
+
 def score_and_decide(
     table: RecordTable,
     params: model.Parameters,
@@ -110,6 +121,7 @@ def score_and_decide(
         prior=scored.prior,
         score=rescorer(table, scored),
         households=params.households_seen(),
+        evidence=field_evidence(table, scored),
     )
     return scored
 

@@ -166,6 +166,10 @@ def identity_match(
         extra = compare(table, x, y)
         return extra, model.probabilities(model.log2_bayes_factors(params, extra, table, x, freq), prior)
 
+    def evidence(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        extra = compare(table, x, y)
+        return extra, model.field_bits(params, extra, table, x, freq)
+
     never = _never_merge_pairs(index)
     decisions = decide(
         table,
@@ -179,6 +183,7 @@ def identity_match(
         prior=prior,
         score=score,
         households=params.households_seen(),
+        evidence=evidence,
     )
     clock.lap("decide", clusters=len(decisions.clusters), review_pairs=len(decisions.review))
     evidence_of = _Evidence(table, a, b, levels, bits, p, params, prior)
