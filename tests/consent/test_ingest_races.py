@@ -49,9 +49,9 @@ def test_a_profile_erased_during_ingestion_is_a_retry_not_a_500(write_key, monke
     client = writer(write_key)
     call(client, "identify", userId="u-vanish", traits={"email": "vanish@example.org"})
     owner = _profile_of("user_id", "u-vanish")
-    from profiles.tracking import ingest
+    from profiles.tracking import stitch
 
-    real_owners_of = ingest.owners_of
+    real_owners_of = stitch.owners_of
     erased = threading.Event()
 
     def owners_then_erase(identifiers):
@@ -70,7 +70,7 @@ def test_a_profile_erased_during_ingestion_is_a_retry_not_a_500(write_key, monke
             worker.join(30)
         return found
 
-    monkeypatch.setattr(ingest, "owners_of", owners_then_erase)
+    monkeypatch.setattr(stitch, "owners_of", owners_then_erase)
 
     # when the person's next event arrives
     response = call(client, "track", userId="u-vanish", event="Product Viewed")
@@ -141,9 +141,9 @@ def test_a_batch_that_passed_the_suppression_check_before_an_erasure_does_not_re
     client = writer(write_key)
     call(client, "identify", userId="u-late", traits={"email": "late.batch@example.org"})
     owner = _profile_of("user_id", "u-late")
-    from profiles.tracking import ingest
+    from profiles.tracking import stitch
 
-    real_owners_of = ingest.owners_of
+    real_owners_of = stitch.owners_of
     erased = threading.Event()
 
     def erase_then_owners(identifiers):
@@ -161,7 +161,7 @@ def test_a_batch_that_passed_the_suppression_check_before_an_erasure_does_not_re
             worker.join(30)
         return real_owners_of(identifiers)
 
-    monkeypatch.setattr(ingest, "owners_of", erase_then_owners)
+    monkeypatch.setattr(stitch, "owners_of", erase_then_owners)
 
     # when the batch goes on to resolve identity (nobody owns the identifiers any more)
     response = call(
