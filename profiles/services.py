@@ -19,6 +19,7 @@ from profiles.identity.runs import (
 )
 from profiles.pending import pending_process
 from profiles.tracking.ingest import events_ingest
+from profiles.tracking.intake import events_accept, intake_poison_send_back
 from profiles.traits import traits_recompute_all, traits_refresh
 
 from .models import Source
@@ -86,7 +87,9 @@ def source_rotate_write_key(*, source: Source) -> tuple[Source, str]:
 __all__ = [
     "candidate_approve",
     "candidate_reject",
+    "events_accept",
     "events_ingest",
+    "intake_poison_send_back",
     "matching_run_execute",
     "matching_run_start",
     "pending_process",

@@ -14,6 +14,10 @@ from profiles import hooks
 from .validate import CleanEvent
 
 
+def has_identifier_filters() -> bool:
+    return bool(hooks.ingest_filter_identifiers.subscribers)
+
+
 def identifiers_filter(events: list[CleanEvent], indexes: list[int]) -> list[int]:
     if not indexes or not hooks.ingest_filter_identifiers.subscribers:
         return indexes
