@@ -44,7 +44,8 @@ MAX_ATTEMPTS = 6
 
 _TAKE_SQL = (
     "SELECT p.number FROM profiles_intakepartition p "
-    "WHERE EXISTS (SELECT 1 FROM profiles_intakeevent i WHERE i.partition = p.number) "
+    "WHERE p.number <> ALL(%s::smallint[]) "
+    "AND EXISTS (SELECT 1 FROM profiles_intakeevent i WHERE i.partition = p.number) "
     "ORDER BY p.stitched_at NULLS FIRST, p.number LIMIT 1 FOR UPDATE OF p SKIP LOCKED"
 )
 _ENSURE_SQL = (
@@ -70,13 +71,39 @@ def _not_the_calls_fault(exc: Exception) -> bool:
 
 def intake_stitch_batch() -> int | None:
     """Stitch one batch of one free partition; None when no partition with rows is free."""
+    taken = _stitch_one(skip=())
+    return taken[1] if taken else None
+
+
+def intake_drain(*, max_batches: int = 100_000) -> int:
+    """Stitch batches until no partition with rows is free; returns the calls taken.
+
+    A partition whose batch was not full is not taken again in the same drain: under a steady
+    trickle of calls a drain would otherwise loop on batches of a few calls, using a core for
+    transactions of ~24 statements each. Calls that arrive after their partition was passed are
+    taken by the task their own accept queued (at most a second later, ``intake_wake``)."""
+    total = 0
+    passed: list[int] = []
+    for _ in range(max_batches):
+        taken = _stitch_one(skip=passed)
+        if taken is None:
+            break
+        partition, done = taken
+        if done < settings.CDP_INTAKE_BATCH:
+            passed.append(partition)
+        total += done
+    return total
+
+
+def _stitch_one(*, skip) -> tuple[int, int] | None:
+    """(partition, calls stitched) of one batch of a free partition not in ``skip``, or None."""
     ensured = False
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
             with transaction.atomic(durable=True):
-                taken = _take_partition()
+                taken = _take_partition(skip)
                 if taken is not None:
-                    return _stitch_partition(taken)
+                    return taken, _stitch_partition(taken)
             # nothing free: on first use the partition rows are made (committed on their own, so
             # no other worker waits for a batch's transaction to see them), then one more look
             if ensured or not _ensure_partitions():
@@ -91,18 +118,7 @@ def intake_stitch_batch() -> int | None:
     raise AssertionError("unreachable")
 
 
-def intake_drain(*, max_batches: int = 100_000) -> int:
-    """Stitch batches until no partition with rows is free; returns the calls taken."""
-    total = 0
-    for _ in range(max_batches):
-        done = intake_stitch_batch()
-        if done is None:
-            break
-        total += done
-    return total
-
-
-def _take_partition() -> int | None:
+def _take_partition(skip) -> int | None:
     lease_ms = int(settings.CDP_INTAKE_LEASE_SECONDS * 1000)
     with connection.cursor() as cursor:
         cursor.execute(
@@ -110,7 +126,7 @@ def _take_partition() -> int | None:
             "set_config('statement_timeout', %s, true)",
             [str(lease_ms), str(lease_ms)],
         )
-        cursor.execute(_TAKE_SQL)
+        cursor.execute(_TAKE_SQL, [sorted(skip)])
         row = cursor.fetchone()
     return row[0] if row else None
 
