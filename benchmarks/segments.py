@@ -296,7 +296,7 @@ def realtime(args, connection, Profile, SegmentMembership, segment_create) -> li
             "cdp",
             "worker",
             "--queues",
-            "quick,ml",
+            "quick,ml,intake",
             "--pool",
             "solo",
             "--loglevel",

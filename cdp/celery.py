@@ -1,8 +1,10 @@
-"""The Celery app: Redis broker, JSON only, late acks, time limits, two queues.
+"""The Celery app: Redis broker, JSON only, late acks, time limits, three queues.
 
 Queues: ``quick`` for small per-event work (segment refresh for one profile, trait updates) and
 ``ml`` for heavy jobs (identity matching, clustering, model training), so a long training run
-never delays real-time work. Task names starting ``ml_`` or ``heavy_`` go to ``ml``.
+never delays real-time work. Task names starting ``ml_`` or ``heavy_`` go to ``ml``; ``intake_``
+tasks (the stitch workers behind the tracking API's intake log) go to ``intake``, so stitching
+never waits behind follow-up work and its workers can be scaled on their own.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from celery import Celery
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cdp.settings")
 
 QUICK_QUEUE = "quick"
+INTAKE_QUEUE = "intake"
 ML_QUEUE = "ml"
 
 app = Celery("cdp")
@@ -29,6 +32,7 @@ app.conf.update(
     task_routes={
         "*.tasks.ml_*": {"queue": ML_QUEUE},
         "*.tasks.heavy_*": {"queue": ML_QUEUE},
+        "*.tasks.intake_*": {"queue": INTAKE_QUEUE},
     },
     result_expires=3600,
     broker_connection_retry_on_startup=True,

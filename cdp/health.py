@@ -2,8 +2,9 @@
 
 Readiness checks what a web process needs to serve: PostgreSQL, Redis, the Celery broker, and no
 pending migrations. Each check reports ok/error with detail and its latency; the overall status
-is "ok" (200) only when every check is. The scheduler heartbeat is reported but never fails
-readiness: a web process can serve while beat is down.
+is "ok" (200) only when every check is. The scheduler heartbeat and the intake log's depth and lag
+(``info.intake``) are reported but never fail readiness: a web process can serve while beat is
+down or the stitch workers catch up.
 """
 
 from __future__ import annotations
@@ -85,6 +86,25 @@ def run_check(check: Callable[[], str]) -> dict:
     return result
 
 
+def intake_info() -> dict:
+    """The tracking API's intake log: calls waiting to be stitched, the oldest's age, calls set aside.
+    Reported, never failing readiness: a web process accepts calls while the workers catch up."""
+    from profiles.selectors import intake_state
+
+    try:
+        state = intake_state()
+    except Exception as exc:
+        return {"status": "unknown", "detail": f"{type(exc).__name__}: {exc}"}
+    lagging = state["lag_seconds"] > settings.CDP_INTAKE_LAG_WARN_SECONDS
+    return {
+        "status": "lagging" if lagging else "ok",
+        "detail": (
+            f"{state['depth']} calls waiting, oldest {state['lag_seconds']:.1f} s, {state['set_aside']} set aside"
+        ),
+        **state,
+    }
+
+
 def scheduler_info() -> dict:
     try:
         last = cache.get(HEARTBEAT_CACHE_KEY)
@@ -107,5 +127,5 @@ def healthz(request):
 def readyz(request):
     checks = {name: run_check(check) for name, check in READINESS_CHECKS.items()}
     overall = "ok" if all(c["status"] == "ok" for c in checks.values()) else "error"
-    body = {"status": overall, "checks": checks, "info": {"scheduler": scheduler_info()}}
+    body = {"status": overall, "checks": checks, "info": {"scheduler": scheduler_info(), "intake": intake_info()}}
     return JsonResponse(body, status=200 if overall == "ok" else 503)

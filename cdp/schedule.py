@@ -35,6 +35,12 @@ def beat_schedule() -> dict[str, dict]:
             "schedule": crontab(minute="*"),
             "options": {"expires": 55},
         },
+        "profiles-intake-sweep": {
+            # drains the intake log when no wake reached the workers (broker down at accept time)
+            "task": "profiles.tasks.intake_stitch",
+            "schedule": crontab(minute="*"),
+            "options": {"expires": 55},
+        },
         "profiles-identity-match-nightly": {
             "task": "profiles.tasks.ml_identity_match_nightly",
             "schedule": crontab(hour=1, minute=30),

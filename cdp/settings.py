@@ -135,6 +135,18 @@ CDP_JOB_LEASE_SECONDS: float = env.float("CDP_JOB_LEASE_SECONDS", default=120.0)
 CDP_JOB_HEARTBEAT_SECONDS: float = env.float("CDP_JOB_HEARTBEAT_SECONDS", default=20.0)
 CDP_JOB_MAX_ATTEMPTS: int = env.int("CDP_JOB_MAX_ATTEMPTS", default=3)
 
+# The intake log (profiles/tracking/intake.py, decision 0039): the tracking API writes calls there;
+# stitch workers (Celery queue ``intake``) move them into the events table in batches of BATCH calls,
+# by PARTITIONS partitions (at most that many workers stitch at once). A batch's partition lock is
+# its lease: PostgreSQL ends a stuck batch's transaction after LEASE seconds and another worker takes
+# it over. Each wake queues WORKERS tasks.
+CDP_INTAKE_PARTITIONS: int = env.int("CDP_INTAKE_PARTITIONS", default=16)
+CDP_INTAKE_BATCH: int = env.int("CDP_INTAKE_BATCH", default=2000)
+CDP_INTAKE_LEASE_SECONDS: float = env.float("CDP_INTAKE_LEASE_SECONDS", default=60.0)
+CDP_INTAKE_WORKERS: int = env.int("CDP_INTAKE_WORKERS", default=2)
+# /readyz reports the intake as "lagging" when its oldest call waited longer than this
+CDP_INTAKE_LAG_WARN_SECONDS: float = env.float("CDP_INTAKE_LAG_WARN_SECONDS", default=10.0)
+
 RQ_DEFAULT_TIMEOUT: int = env.int("RQ_DEFAULT_TIMEOUT", default=3600)
 RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_DEFAULT_TIMEOUT} for name in ("default", "privacy")}
 RQ_SHOW_ADMIN_LINK = True

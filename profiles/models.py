@@ -296,3 +296,64 @@ class SchemaItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} · {self.name}" if self.event else self.name
+
+
+class IntakeEvent(models.Model):
+    """An accepted call not stitched yet: the durable intake log (docs/decisions/0039).
+
+    The tracking API validates, deduplicates and filters a call, writes it here and commits before
+    it answers (accepted means stored). Stitch workers (``profiles.tracking.intake``) take the rows
+    of one partition in id order, resolve identity for the whole batch, move them into the events
+    table and delete them, in one transaction. ``partition`` is a hash of the call's first id, so
+    the calls of one browser or user are taken by one worker at a time.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="+")
+    message_id = models.CharField(max_length=100)
+    partition = models.SmallIntegerField()
+    payload = models.JSONField()
+    received_at = models.DateTimeField()
+    # the normalised user and anonymous ids, so the read API can tell a profile has calls waiting (no index: the log is
+    # small when workers keep up, and every index would slow the accept path)
+    user_id = models.CharField(max_length=255, blank=True, default="")
+    anonymous_id = models.CharField(max_length=255, blank=True, default="")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["source", "message_id"], name="intake_source_message_uniq")]
+        indexes = [models.Index(fields=["partition", "id"], name="intake_partition_id")]
+
+    def __str__(self) -> str:
+        return f"intake {self.message_id}"
+
+
+class IntakePartition(models.Model):
+    """One row per intake partition: a worker holds its row lock (FOR UPDATE SKIP LOCKED) while it
+    stitches a batch of the partition, so no two workers take the same rows. The lock is the lease:
+    a killed worker's transaction ends with its connection, a stuck one is ended by PostgreSQL after
+    ``CDP_INTAKE_LEASE_SECONDS`` (idle-in-transaction and statement timeouts)."""
+
+    number = models.SmallIntegerField(primary_key=True)
+    stitched_at = models.DateTimeField(null=True, blank=True)
+    stitched_total = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"intake partition {self.number}"
+
+
+class IntakePoison(models.Model):
+    """A call the stitch workers could not process, set aside with its error so it never blocks the
+    rest; visible in admin. Its payload is the call as accepted."""
+
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="+")
+    message_id = models.CharField(max_length=100)
+    payload = models.JSONField()
+    received_at = models.DateTimeField()
+    error = models.TextField()
+    set_aside_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        verbose_name_plural = "intake poison"
+
+    def __str__(self) -> str:
+        return f"poison {self.message_id}: {self.error[:60]}"

@@ -17,7 +17,9 @@ from profiles.identity.runs import (
     matching_run_start,
     run_queued_matching,
 )
+from profiles.pending import pending_process
 from profiles.tracking.ingest import events_ingest
+from profiles.tracking.intake import events_accept, intake_poison_send_back
 from profiles.traits import traits_recompute_all, traits_refresh
 
 from .models import Source
@@ -85,7 +87,9 @@ def source_rotate_write_key(*, source: Source) -> tuple[Source, str]:
 __all__ = [
     "candidate_approve",
     "candidate_reject",
+    "events_accept",
     "events_ingest",
+    "intake_poison_send_back",
     "matching_run_execute",
     "matching_run_start",
     "pending_process",
@@ -100,54 +104,3 @@ __all__ = [
     "traits_recompute_all",
     "traits_refresh",
 ]
-
-PENDING_CHUNK = 500
-
-
-def pending_process(*, max_rounds: int = 1000) -> int:
-    """Follow-up work of ingestion and merges: refresh the computed traits of pending profiles, then
-    hand them to the activity hook's subscribers (segments…). Idempotent; returns profiles done.
-
-    Lock order (profiles/locks.py): the oldest pending rows are read without a lock, then their
-    profiles are locked (SKIP LOCKED: one being ingested right now is left for the next round), then
-    their PendingWork rows. No PendingWork row is ever held while waiting for a profile, so this
-    never deadlocks against ingestion, which takes profiles before PendingWork.
-
-    Durable: a PendingWork row is deleted only after the subscribers took the work (their tasks are
-    queued); if the broker is down the rows stay and the next run (beat's minute sweep, or the task
-    ingestion queues once Redis is back) does it again. A row re-queued meanwhile (newer
-    ``queued_at``) is kept for a later round.
-    """
-    from django.db import connection
-
-    from profiles import hooks
-    from profiles.locks import lock_pending, lock_profile_ids
-    from profiles.models import PendingWork
-
-    done = 0
-    for _ in range(max_rounds):
-        candidates = list(
-            PendingWork.objects.order_by("queued_at").values_list("profile_id", flat=True)[:PENDING_CHUNK]
-        )
-        if not candidates:
-            return done
-        with transaction.atomic():
-            rows = lock_pending(lock_profile_ids(candidates, skip_locked=True), skip_locked=True)
-            if rows:
-                traits_refresh(profile_ids=[pid for pid, _ in rows])
-        if not rows:  # every candidate is busy (being ingested or processed elsewhere): try later
-            return done
-        ids = [str(pid) for pid, _ in rows]
-        if not hooks.on_profile_activity.deliver(profile_ids=ids):
-            logger.warning("pending_process: follow-up of %d profiles not handed on; kept for the sweep", len(ids))
-            return done
-        # no profile lock is held here; the rows are locked in id order first, as ingestion upserts them
-        with transaction.atomic(), connection.cursor() as cursor:
-            lock_pending(ids, skip_locked=False)
-            cursor.execute(
-                "DELETE FROM profiles_pendingwork p USING unnest(%s::uuid[], %s::timestamptz[]) AS d(id, q) "
-                "WHERE p.profile_id = d.id AND p.queued_at = d.q",
-                [[pid for pid, _ in rows], [q for _, q in rows]],
-            )
-        done += len(ids)
-    return done

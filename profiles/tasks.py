@@ -13,6 +13,15 @@ def pending_process() -> int:
     return services.pending_process()
 
 
+@shared_task(name="profiles.tasks.intake_stitch", acks_late=True)
+def intake_stitch() -> int:
+    """Stitch the intake log until no partition with calls is free (queue ``intake``). Safe to run
+    twice and in parallel: each batch holds its partition's lock; an idle run costs two queries."""
+    from profiles.tracking.worker import intake_drain
+
+    return intake_drain()
+
+
 @shared_task(name="profiles.tasks.heavy_traits_recompute")
 def heavy_traits_recompute() -> int:
     """Nightly: recompute every profile's computed traits (time windows move every day)."""

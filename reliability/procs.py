@@ -168,7 +168,7 @@ class PrivatePostgres:
 
 
 def start_celery(kind: str, env: dict, log: Path, *extra: str) -> subprocess.Popen:
-    """A Celery ``worker`` (both queues) or ``beat`` process in its own session (so a kill takes its
+    """A Celery ``worker`` (every queue) or ``beat`` process in its own session (so a kill takes its
     children too), logging to ``log``."""
     import sys
 
@@ -177,7 +177,7 @@ def start_celery(kind: str, env: dict, log: Path, *extra: str) -> subprocess.Pop
     if kind == "worker":
         args += [
             "--queues",
-            "quick,ml",
+            "quick,ml,intake",
             "--without-gossip",
             "--without-mingle",
             "--hostname",

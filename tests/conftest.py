@@ -28,6 +28,48 @@ def _clean_redis():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _intake_stitched_in_requests(request):
+    """Tests read their writes: a tracking request's calls, once accepted (committed) into the intake
+    log, are stitched before its response is returned, by ``intake_drain`` (the function the
+    ``intake`` workers run), and the request waits until the log is empty (a session Celery worker
+    may be stitching the same rows: its batch commits in well under a second). Tests of the
+    asynchronous behaviour itself (lag, workers, leases) are marked ``intake_async`` and stitch when
+    they choose."""
+    if "intake_async" in request.keywords:
+        yield
+        return
+    from profiles.api import tracking
+
+    real_accept = tracking.events_accept
+
+    def accept_then_stitch(**kwargs):
+        result = real_accept(**kwargs)
+        if result.accepted:
+            intake_stitched()
+        return result
+
+    tracking.events_accept = accept_then_stitch
+    try:
+        yield
+    finally:
+        tracking.events_accept = real_accept
+
+
+def intake_stitched(*, timeout: float = 30.0) -> None:
+    """Stitch the intake log here until it is empty (partitions a worker holds are waited for)."""
+    from profiles.models import IntakeEvent
+    from profiles.tracking.worker import intake_drain
+
+    deadline = time.monotonic() + timeout
+    intake_drain()
+    while IntakeEvent.objects.exists():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the intake log still has {IntakeEvent.objects.count()} calls after {timeout}s")
+        time.sleep(0.02)
+        intake_drain()
+
+
 @pytest.fixture
 def api_client() -> APIClient:
     return APIClient()
@@ -71,7 +113,7 @@ def worker_env() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def celery_worker(django_db_setup, django_db_blocker):
-    """A real Celery worker process on both queues, against the test database."""
+    """A real Celery worker process on every queue (quick, ml, intake), against the test database."""
     with django_db_blocker.unblock():
         env = worker_env()
     log = REPO / ".cdp" / "test-celery-worker.log"
@@ -86,7 +128,7 @@ def celery_worker(django_db_setup, django_db_blocker):
                 "cdp",
                 "worker",
                 "--queues",
-                "quick,ml",
+                "quick,ml,intake",
                 "--pool",
                 "solo",
                 "--loglevel",

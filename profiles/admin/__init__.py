@@ -15,7 +15,17 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from ..models import Event, MatchCandidate, MatchingRun, Merge, Profile, SchemaItem, Source
+from ..models import (
+    Event,
+    IntakePartition,
+    IntakePoison,
+    MatchCandidate,
+    MatchingRun,
+    Merge,
+    Profile,
+    SchemaItem,
+    Source,
+)
 from .display import pretty_json
 from .paginators import CappedCountPaginator
 
@@ -26,6 +36,8 @@ def register_all_admin(site: admin.AdminSite = admin.site) -> None:
     """Register every admin of the profiles app on ``site`` (once)."""
     from .admins import (
         EventAdmin,
+        IntakePartitionAdmin,
+        IntakePoisonAdmin,
         MatchingRunAdmin,
         MergeAdmin,
         ProfileAdmin,
@@ -42,6 +54,8 @@ def register_all_admin(site: admin.AdminSite = admin.site) -> None:
         (Event, EventAdmin),
         (MatchingRun, MatchingRunAdmin),
         (SchemaItem, SchemaItemAdmin),
+        (IntakePartition, IntakePartitionAdmin),
+        (IntakePoison, IntakePoisonAdmin),
     ]:
         if not site.is_registered(model):
             site.register(model, model_admin)

@@ -11,7 +11,7 @@ from django.utils.formats import date_format
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
-from ..identity.merge import trait_value
+from ..identity.trait_policy import trait_value
 from ..models import Profile
 
 EMPTY = "—"

@@ -25,7 +25,7 @@ from cdp.api.permissions import IsWriteKey, OriginAllowed
 from cdp.api.schema import ErrorResponse
 from cdp.keys import WRITE_KEY_PREFIX
 from profiles.selectors import source_by_write_key
-from profiles.services import events_ingest
+from profiles.services import events_accept
 from profiles.tracking.debugger import rejections_record
 from profiles.tracking.spec import BATCH, call_schema
 from profiles.tracking.validate import MAX_BATCH_BYTES, Invalid, clean_event, parse_time
@@ -36,7 +36,9 @@ IngestResponse = inline_serializer(
     "IngestResponse",
     {
         "success": serializers.BooleanField(),
-        "accepted": serializers.IntegerField(help_text="events stored by this request"),
+        "accepted": serializers.IntegerField(
+            help_text="events stored by this request (in the intake log: durable, stitched to profiles within seconds)"
+        ),
         "duplicates": serializers.IntegerField(help_text="events already stored (same messageId)"),
         "errors": serializers.ListField(
             child=serializers.DictField(), required=False, help_text="batch only: {index, fields} per bad event"
@@ -155,7 +157,7 @@ class TrackingView(APIView):
         except Invalid as exc:
             keep_rejected(request, [{"errors": exc.fields, "call": payload}])
             raise ValidationError(exc.fields) from exc
-        result = events_ingest(source=request.auth, events=[event])
+        result = events_accept(source=request.auth, events=[event])
         return Response({"success": True, "accepted": result.accepted, "duplicates": result.duplicates})
 
 
@@ -199,7 +201,7 @@ class BatchView(APIView):
         keep_rejected(request, [{"errors": b["fields"], "call": payload["batch"][b["index"]]} for b in bad])
         if not clean and bad:
             raise ValidationError({f"batch.{b['index']}.{f}": m for b in bad for f, m in b["fields"].items()})
-        result = events_ingest(source=request.auth, events=clean) if clean else None
+        result = events_accept(source=request.auth, events=clean) if clean else None
         return Response(
             {
                 "success": not bad,

@@ -1,171 +1,43 @@
-"""Merging and unmerging profiles, the trait merge policy, merge guards and contradictions.
+"""Merging and unmerging profiles, with the data to undo a merge recorded in the same transaction.
 
-Trait merge policy (docs/identity.md): for each trait the value updated most recently wins (ties:
-the winner's); the earliest first-seen time of either side is kept, as are first_seen_at (min) and
-last_seen_at (max) of the profiles. The older profile survives.
+The trait policy lives in ``trait_policy``, the guards in ``guards``, the follow-up queue in
+``profiles.pending``; their names are re-exported here for callers that import them from this module.
 """
 
 from __future__ import annotations
 
-import copy
-from collections import Counter
 from datetime import datetime
 
-from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
 from profiles import hooks
 from profiles.locks import lock_profiles
-from profiles.models import CandidateStatus, Identifier, MatchCandidate, Merge, MergeStatus, Profile
-from profiles.normalize import limit_for
+from profiles.models import Identifier, Merge, MergeStatus, Profile
+from profiles.pending import pending_mark
 
-# --- traits --------------------------------------------------------------------------------------
+from .guards import candidate_file, identifier_counts, merge_guard, merge_refusal_record, older_first
+from .trait_policy import contradictions, profile_snapshot, trait_value, traits_apply, traits_merge
 
-
-def trait_value(traits: dict, key: str):
-    """A trait by its snake_case name, also accepting Segment's camelCase spelling."""
-    if key in traits:
-        return traits[key]
-    head, *rest = key.split("_")
-    camel = head + "".join(part.title() for part in rest)
-    if camel in traits:
-        return traits[camel]
-    if key == "first_name" and isinstance(traits.get("name"), str) and traits["name"].strip():
-        return traits["name"].split()[0]
-    if key == "birthday":
-        return traits.get("birth_date") or traits.get("birthDate")
-    return None
-
-
-def _comparable(value) -> str:
-    return str(value).strip().casefold() if value not in (None, "") else ""
-
-
-def contradictions(a: dict, b: dict) -> list[str]:
-    """Traits on which two profiles (or an event and a profile) disagree, both having a value."""
-    found = []
-    for key in settings.CDP_CONTRADICTION_TRAITS:
-        va, vb = _comparable(trait_value(a, key)), _comparable(trait_value(b, key))
-        if va and vb and va != vb:
-            found.append(key)
-    return found
-
-
-def traits_apply(profile: Profile, traits: dict, at: datetime) -> bool:
-    """Apply incoming traits observed at ``at``; an older observation never overwrites a newer one."""
-    changed = False
-    stamp = at.isoformat()
-    for key, value in traits.items():
-        meta = profile.trait_meta.get(key)
-        if meta is None:
-            profile.traits[key] = value
-            profile.trait_meta[key] = {"first": stamp, "at": stamp}
-            changed = True
-            continue
-        if stamp < meta["first"]:
-            meta["first"] = stamp
-            changed = True
-        if stamp >= meta["at"] and profile.traits.get(key) != value:
-            profile.traits[key] = value
-            meta["at"] = stamp
-            changed = True
-    return changed
-
-
-def traits_merge(winner: Profile, loser: Profile) -> None:
-    for key, value in loser.traits.items():
-        lmeta = loser.trait_meta.get(key) or {"first": "", "at": ""}
-        wmeta = winner.trait_meta.get(key)
-        if wmeta is None or key not in winner.traits:
-            winner.traits[key] = value
-            winner.trait_meta[key] = dict(lmeta)
-            continue
-        if lmeta["at"] > wmeta["at"]:
-            winner.traits[key] = value
-            wmeta["at"] = lmeta["at"]
-        if lmeta["first"] and lmeta["first"] < wmeta["first"]:
-            wmeta["first"] = lmeta["first"]
-
-
-def _snapshot(profile: Profile) -> dict:
-    """A copy (not references: the merge then changes the winner's dicts in place)."""
-    return {
-        "traits": copy.deepcopy(profile.traits),
-        "trait_meta": copy.deepcopy(profile.trait_meta),
-        "computed": copy.deepcopy(profile.computed),
-        "first_seen_at": profile.first_seen_at.isoformat(),
-        "last_seen_at": profile.last_seen_at.isoformat(),
-    }
-
-
-# --- guards --------------------------------------------------------------------------------------
-
-
-def identifier_counts(profile_ids: list) -> Counter:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT kind, count(*) FROM profiles_identifier WHERE profile_id = ANY(%s::uuid[]) GROUP BY kind",
-            [[str(p) for p in profile_ids]],
-        )
-        return Counter(dict(cursor.fetchall()))
-
-
-def merge_guard(a: Profile, b: Profile) -> dict | None:
-    """Why two profiles may not be merged, or None. Checks never-merge pairs and identifier limits."""
-    low, high = sorted([a.pk, b.pk])
-    if MatchCandidate.objects.filter(profile_a=low, profile_b=high, status=CandidateStatus.REJECTED).exists():
-        return {"guard": "never_merge", "detail": "a reviewer decided these are different people"}
-    for kind, n in identifier_counts([a.pk, b.pk]).items():
-        if n > limit_for(kind):
-            return {"guard": "identifier_limit", "kind": kind, "count": n, "limit": limit_for(kind)}
-    return None
-
-
-def merge_refusal_record(*, a: Profile, b: Profile, reason: str, guard: dict, evidence: dict) -> Merge:
-    """Record a refused merge once per pair and reason (a shared device must not flood the log)."""
-    winner, loser = older_first(a, b)
-    existing = Merge.objects.filter(
-        winner=winner, loser=loser, status=MergeStatus.REFUSED, reason=reason, undone_at__isnull=True
-    ).first()
-    if existing:
-        return existing
-    return Merge.objects.create(
-        winner=winner, loser=loser, status=MergeStatus.REFUSED, reason=reason, evidence={**evidence, **guard}
-    )
-
-
-def candidate_file(*, a: Profile, b: Profile, reason: str, evidence: dict, score: float | None = None):
-    low, high = sorted([a.pk, b.pk])
-    candidate, _ = MatchCandidate.objects.get_or_create(
-        profile_a_id=low, profile_b_id=high, defaults={"reason": reason, "evidence": evidence, "score": score}
-    )
-    return candidate
-
-
-def older_first(a: Profile, b: Profile) -> tuple[Profile, Profile]:
-    """(winner, loser): the profile seen first survives; creation time then id break ties."""
-    return (
-        (a, b) if (a.first_seen_at, a.created_at, str(a.pk)) <= (b.first_seen_at, b.created_at, str(b.pk)) else (b, a)
-    )
-
-
-# --- pending follow-up work ----------------------------------------------------------------------
-
-
-def pending_mark(profile_ids) -> None:
-    ids = sorted({str(p) for p in profile_ids})
-    if not ids:
-        return
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO profiles_pendingwork (profile_id, queued_at) SELECT unnest(%s::uuid[]), now() "
-            "ON CONFLICT (profile_id) DO UPDATE SET queued_at = EXCLUDED.queued_at",
-            [ids],
-        )
-
-
-# --- merge / unmerge -----------------------------------------------------------------------------
+# callers written before the split (identity/bulk.py, runs.py, tests) import these from here
+_snapshot = profile_snapshot
+__all__ = [
+    "ProfileVanished",
+    "candidate_file",
+    "contradictions",
+    "identifier_counts",
+    "lock_profiles_present",
+    "merge_guard",
+    "merge_refusal_record",
+    "older_first",
+    "pending_mark",
+    "profile_merge",
+    "profile_snapshot",
+    "profile_unmerge",
+    "trait_value",
+    "traits_apply",
+    "traits_merge",
+]
 
 
 class ProfileVanished(Exception):
@@ -214,8 +86,8 @@ def profile_merge(
         evidence=evidence or {},
         actor=actor,
         score=score,
-        winner_before=_snapshot(winner),
-        loser_before=_snapshot(loser),
+        winner_before=profile_snapshot(winner),
+        loser_before=profile_snapshot(loser),
     )
     # identifiers first: this waits for ingesting transactions that hold them FOR SHARE, so the event
     # move below sees every event they attributed to the loser

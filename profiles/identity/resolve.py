@@ -27,16 +27,9 @@ from profiles.locks import lock_identifier_keys
 from profiles.models import Identifier, Profile
 from profiles.normalize import limit_for, priority
 
-from .merge import (
-    candidate_file,
-    contradictions,
-    identifier_counts,
-    lock_profiles_present,
-    merge_guard,
-    merge_refusal_record,
-    older_first,
-    profile_merge,
-)
+from .guards import candidate_file, identifier_counts, merge_guard, merge_refusal_record, older_first
+from .merge import lock_profiles_present, profile_merge
+from .trait_policy import contradictions
 
 
 def owners_of(identifiers) -> dict[tuple[str, str], object]:

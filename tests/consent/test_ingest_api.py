@@ -93,7 +93,9 @@ def test_analytics_denial_is_strict_by_default(write_key):
     client = writer(write_key)
     call(client, "track", userId="u-keep", event="Product Viewed")
     response = call(client, "track", userId="u-deny", event="Product Viewed", context=_consent({"analytics": False}))
-    assert response.status_code == 200 and response.json()["accepted"] == 0
+    # accepted into the intake log (decision 0039), dropped when stitched, before any identity work
+    assert response.status_code == 200 and response.json()["accepted"] == 1
+    assert Event.objects.filter(user_id="u-deny").count() == 0
     # later events without consent context are dropped too: the ledger answer holds
     batch(
         client,
@@ -177,7 +179,8 @@ def test_a_denial_on_another_device_counts_in_the_batch_that_merges_it(write_key
         {"type": "identify", "userId": "u-merge", "anonymousId": "phone-1", "traits": {"plan": "gold"}},
         {"type": "track", "userId": "u-merge", "event": "Product Viewed"},
     )
-    assert response.status_code == 200 and response.json()["accepted"] == 0
+    # accepted into the intake log (decision 0039); both dropped when stitched
+    assert response.status_code == 200 and response.json()["accepted"] == 2
     assert _profile_of("user_id", "u-merge") == _profile_of("anonymous_id", "phone-1")
     assert list(Event.objects.values_list("name", flat=True)) == ["Signed Up"]
 

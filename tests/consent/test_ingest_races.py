@@ -34,8 +34,10 @@ def test_a_refused_identify_writes_no_traits_and_no_seen_time(write_key):
     denial = {"consent": {"categoryPreferences": {"Analytics": False}}}
     stated = call(client, "identify", userId="u-deny", traits={"shoe_size": 44}, context=denial)
 
-    # then the calls are refused and nothing of them was written to the profile
-    assert plain.json()["accepted"] == 0 and stated.json()["accepted"] == 0
+    # then the calls are refused when stitched (accepted into the intake log first, decision 0039)
+    # and nothing of them was written to the profile
+    assert plain.json()["accepted"] == 1 and stated.json()["accepted"] == 1
+    assert not Event.objects.filter(traits__has_key="city").exists()
     after = _profile_of("user_id", "u-deny")
     assert after.traits == before.traits == {"name": "Before Denial"}
     assert after.trait_meta == before.trait_meta
@@ -49,9 +51,9 @@ def test_a_profile_erased_during_ingestion_is_a_retry_not_a_500(write_key, monke
     client = writer(write_key)
     call(client, "identify", userId="u-vanish", traits={"email": "vanish@example.org"})
     owner = _profile_of("user_id", "u-vanish")
-    from profiles.tracking import ingest
+    from profiles.tracking import stitch
 
-    real_owners_of = ingest.owners_of
+    real_owners_of = stitch.owners_of
     erased = threading.Event()
 
     def owners_then_erase(identifiers):
@@ -70,15 +72,16 @@ def test_a_profile_erased_during_ingestion_is_a_retry_not_a_500(write_key, monke
             worker.join(30)
         return found
 
-    monkeypatch.setattr(ingest, "owners_of", owners_then_erase)
+    monkeypatch.setattr(stitch, "owners_of", owners_then_erase)
 
     # when the person's next event arrives
     response = call(client, "track", userId="u-vanish", event="Product Viewed")
 
-    # then the request succeeds, the retry saw the erasure: the event is dropped, nobody came back
+    # then the request succeeds (the call was accepted into the intake log before the erasure), the
+    # stitch's retry saw the erasure: the event is dropped, nobody came back
     assert erased.is_set()
     assert response.status_code == 200, response.content
-    assert response.json()["accepted"] == 0
+    assert response.json()["accepted"] == 1
     assert not Profile.objects.exists() and not Identifier.objects.exists() and not Event.objects.exists()
     assert Suppression.objects.count() == 2
 
@@ -141,9 +144,9 @@ def test_a_batch_that_passed_the_suppression_check_before_an_erasure_does_not_re
     client = writer(write_key)
     call(client, "identify", userId="u-late", traits={"email": "late.batch@example.org"})
     owner = _profile_of("user_id", "u-late")
-    from profiles.tracking import ingest
+    from profiles.tracking import stitch
 
-    real_owners_of = ingest.owners_of
+    real_owners_of = stitch.owners_of
     erased = threading.Event()
 
     def erase_then_owners(identifiers):
@@ -161,14 +164,15 @@ def test_a_batch_that_passed_the_suppression_check_before_an_erasure_does_not_re
             worker.join(30)
         return real_owners_of(identifiers)
 
-    monkeypatch.setattr(ingest, "owners_of", erase_then_owners)
+    monkeypatch.setattr(stitch, "owners_of", erase_then_owners)
 
     # when the batch goes on to resolve identity (nobody owns the identifiers any more)
     response = call(
         client, "identify", userId="u-late", anonymousId="a-late", traits={"email": "late.batch@example.org"}
     )
 
-    # then the check under the identifier locks drops it: the erased person is not created again
+    # then the check under the identifier locks drops it when stitched (it was accepted into the
+    # intake log before the erasure): the erased person is not created again
     assert erased.is_set() and response.status_code == 200
-    assert response.json()["accepted"] == 0
+    assert response.json()["accepted"] == 1
     assert not Profile.objects.exists() and not Identifier.objects.exists()

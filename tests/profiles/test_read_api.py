@@ -94,6 +94,8 @@ def test_detail_shows_traits_computed_traits_and_identifiers(client, secret_clie
         ],
         "first_seen_at": "2024-05-01T10:00:00Z",
         "last_seen_at": "2024-05-02T09:30:00Z",
+        "intake_pending": 0,
+        "intake_lag_seconds": None,
     }
     computed = response.json()["computed"]
     assert (computed["orders"], computed["recency_days"], computed["events"]) == (1, 7, 2)
@@ -111,11 +113,11 @@ def test_detail_costs_the_same_queries_however_many_identifiers_or_merges(client
     gone = Profile.objects.get(merged_into=big)
     assert (small.identifiers.count(), big.identifiers.count()) == (1, 7)
 
-    # when each is read, then: key lookup, profile (+ survivor, joined), identifiers
+    # when each is read, then: key lookup, profile (+ survivor, joined), identifiers, calls still in intake
     for profile_id in (small.pk, big.pk, gone.pk):
         with CaptureQueriesContext(connection) as queries:
             assert secret_client.get(f"/api/v1/profiles/{profile_id}/").status_code == 200
-        assert len(queries) == 3, [q["sql"] for q in queries]
+        assert len(queries) == 4, [q["sql"] for q in queries]
 
 
 # --- merged-away ids ---------------------------------------------------------------------------------
@@ -439,3 +441,34 @@ def test_write_key_is_403(day, client, path):
 def test_unknown_or_malformed_profile_id_is_404(day, secret_client, profile_id, suffix):
     error = error_of(secret_client.get(f"/api/v1/profiles/{profile_id}/{suffix}"), 404, "not_found")
     assert error == {"code": "not_found", "message": "Not found.", "fields": {}}
+
+
+# --- calls still in the intake log ---------------------------------------------------------------
+
+
+@pytest.mark.intake_async
+def test_a_profile_with_calls_still_in_intake_says_so_until_they_are_stitched(client, secret_client):
+    from profiles.tracking.worker import intake_drain
+
+    # given a known person (stitched) who then sends two more calls, and someone else who sends one
+    call(client, "identify", userId="u-lag", anonymousId="a-lag", traits={"first_name": "Lea"})
+    call(client, "identify", userId="u-other")
+    intake_drain()
+    profile = profile_of("user_id", "u-lag")
+    call(client, "track", anonymousId="a-lag", event="Product Viewed")
+    call(client, "identify", userId="u-lag", traits={"first_name": "Leah"})
+    call(client, "track", userId="u-other", event="Product Viewed")
+
+    # when the profile is read before the workers stitched them
+    before = secret_client.get(f"/api/v1/profiles/{profile.pk}/").json()
+    found = secret_client.get("/api/v1/profiles/?user_id=u-lag").json()
+
+    # then it says two calls are waiting, and how long the oldest has waited; traits are not there yet
+    assert (before["intake_pending"], before["traits"]) == (2, {"first_name": "Lea"})
+    assert before["intake_lag_seconds"] >= 0
+    assert found[0]["intake_pending"] == 2
+
+    # and once stitched, nothing waits and the traits are there
+    intake_drain()
+    after = secret_client.get(f"/api/v1/profiles/{profile.pk}/").json()
+    assert (after["intake_pending"], after["intake_lag_seconds"], after["traits"]) == (0, None, {"first_name": "Leah"})

@@ -14,7 +14,7 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from ... import services
-from ...identity.merge import trait_value
+from ...identity.trait_policy import trait_value
 from ...models import Identifier, Merge, MergeStatus, Profile
 from ..display import (
     COMPUTED_ORDER,

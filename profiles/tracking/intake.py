@@ -1,0 +1,192 @@
+"""Accept: validated calls are written to the durable intake log and committed before the answer.
+
+The tracking API's path (docs/decisions/0039-intake-log.md):
+
+1. ``validate`` (in the view): each call's shape;
+2. ``dedupe``: repeats within the request are skipped here; calls stored before (intake or
+   events, same source and ``messageId``) are skipped by the INSERT itself;
+3. ``filters``: the identifier filters (suppressed or erased people) drop calls before anything
+   is written; the profile filters (analytics denied) run when the call is stitched, before any
+   identity or trait work;
+4. one ``INSERT … SELECT FROM unnest(arrays) … ON CONFLICT DO NOTHING`` into ``profiles_intakeevent``,
+   committed before the 200 (accepted means stored and never lost);
+5. on commit, the stitch workers are woken (``intake_wake``): a Celery task on the ``intake`` queue.
+
+No identity work happens here: ``profiles.tracking.worker`` stitches the log in bulk behind it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection, transaction
+
+from profiles.models import Source
+from profiles.normalize import normalize_id
+
+from . import filters
+from .parse import event_identifiers
+from .validate import CleanEvent
+
+logger = logging.getLogger("cdp.ingest")
+
+WAKE_KEY = "cdp:intake:wake"
+WAKE_LATER_KEY = "cdp:intake:wake-later"
+
+_TIME_FIELDS = ("occurred_at", "original_timestamp", "sent_at", "received_at")
+
+
+@dataclass
+class AcceptResult:
+    accepted: int = 0
+    duplicates: int = 0
+    dropped: int = 0  # refused by an identifier filter (suppressed or erased person)
+    partitions: set = field(default_factory=set)
+
+
+def partition_of(event: CleanEvent) -> int:
+    """The intake partition of a call: a stable hash of its anonymous id (the browser), else its
+    user id, else its message id. A person's calls from one browser share a partition."""
+    key = event.anonymous_id or event.user_id or event.message_id
+    return zlib.crc32(key.encode()) % settings.CDP_INTAKE_PARTITIONS
+
+
+def event_payload(event: CleanEvent) -> str:
+    """The call as the intake log keeps it (JSON text; times as ISO 8601)."""
+    data = {
+        "type": event.type,
+        "message_id": event.message_id,
+        "user_id": event.user_id,
+        "anonymous_id": event.anonymous_id,
+        "name": event.name,
+        "properties": event.properties,
+        "traits": event.traits,
+        "context": event.context,
+        "device_type": event.device_type,
+        "local_hour": event.local_hour,
+        "previous_id": event.previous_id,
+        "group_id": event.group_id,
+    }
+    for name in _TIME_FIELDS:
+        value = getattr(event, name)
+        data[name] = value.isoformat() if value is not None else None
+    return json.dumps(data, separators=(",", ":"))
+
+
+def event_from_payload(data: dict) -> CleanEvent:
+    """The ``CleanEvent`` an intake row was made from (``event_payload`` read back)."""
+    values = dict(data)
+    for name in _TIME_FIELDS:
+        if values.get(name) is not None:
+            values[name] = datetime.fromisoformat(values[name])
+    return CleanEvent(**values)
+
+
+_INTAKE_INSERT = (
+    "INSERT INTO profiles_intakeevent (source_id, message_id, partition, payload, received_at, user_id, anonymous_id) "
+    "SELECT %s, u.mid, u.part, u.p::jsonb, %s, u.uid, u.aid "
+    "FROM unnest(%s::text[], %s::smallint[], %s::text[], %s::text[], %s::text[]) AS u(mid, part, p, uid, aid) "
+    "WHERE NOT EXISTS (SELECT 1 FROM profiles_event e WHERE e.source_id = %s AND e.message_id = u.mid) "
+    "ON CONFLICT (source_id, message_id) DO NOTHING RETURNING partition"
+)
+
+
+def events_accept(*, source: Source, events: list[CleanEvent]) -> AcceptResult:
+    """Write the calls to the intake log in one statement and commit; wake the stitch workers."""
+    result = AcceptResult()
+    fresh: list[int] = []
+    seen: set[str] = set()
+    for index, event in enumerate(events):
+        if event.message_id in seen:
+            result.duplicates += 1
+            continue
+        seen.add(event.message_id)
+        fresh.append(index)
+    if fresh and filters.has_identifier_filters():
+        for index in fresh:
+            events[index].identifiers = event_identifiers(events[index])
+        kept = filters.identifiers_filter(events, fresh)
+        result.dropped = len(fresh) - len(kept)
+        fresh = kept
+    if not fresh:
+        return result
+    mids, parts, payloads, uids, aids = [], [], [], [], []
+    for index in fresh:
+        event = events[index]
+        mids.append(event.message_id)
+        parts.append(partition_of(event))
+        payloads.append(event_payload(event))
+        uids.append(normalize_id(event.user_id) or "" if event.user_id else "")
+        aids.append(normalize_id(event.anonymous_id) or "" if event.anonymous_id else "")
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            _INTAKE_INSERT, [source.pk, events[fresh[0]].received_at, mids, parts, payloads, uids, aids, source.pk]
+        )
+        stored = [row[0] for row in cursor.fetchall()]
+        result.partitions = set(stored)
+        transaction.on_commit(intake_wake)
+    result.accepted = len(stored)
+    result.duplicates += len(fresh) - len(stored)
+    return result
+
+
+def intake_wake() -> None:
+    """Ask the stitch workers to drain the log; never fails or slows the accept path.
+
+    At most one wake now and one a second later per second across web processes (the workers
+    drain until the log is empty, so a call that arrives while they run is taken by the running
+    drain or by the delayed wake). With Redis gone this fails fast and the minute sweep drains.
+    """
+    from cdp.queueing import broker_mark_down, broker_marked_down, task_send
+    from profiles.tasks import intake_stitch
+
+    if broker_marked_down():
+        return
+    try:
+        now = cache.add(WAKE_KEY, 1, timeout=1)
+        later = not now and cache.add(WAKE_LATER_KEY, 1, timeout=1)
+    except Exception as exc:  # the cache is the same Redis as the broker: the sweep catches up
+        broker_mark_down()
+        logger.warning("could not wake the stitch workers (%s); the sweep will drain", type(exc).__name__)
+        return
+    if now:
+        for _ in range(settings.CDP_INTAKE_WORKERS):
+            task_send(intake_stitch)
+    elif later:
+        task_send(intake_stitch, countdown=1)
+
+
+def intake_poison_send_back(*, poison_ids: list[int]) -> int:
+    """Put calls set aside back into the intake log (after the cause was fixed); returns how many."""
+    from profiles.models import IntakePoison
+
+    sent = 0
+    with transaction.atomic():
+        for poison in IntakePoison.objects.select_for_update().filter(pk__in=poison_ids).order_by("pk"):
+            payload = poison.payload if isinstance(poison.payload, dict) else {}
+            key = str(payload.get("anonymous_id") or payload.get("user_id") or poison.message_id)
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "INSERT INTO profiles_intakeevent (source_id, message_id, partition, payload, received_at, "
+                    "user_id, anonymous_id) VALUES (%s, %s, %s, %s::jsonb, %s, %s, %s) "
+                    "ON CONFLICT (source_id, message_id) DO NOTHING",
+                    [
+                        poison.source_id,
+                        poison.message_id,
+                        zlib.crc32(key.encode()) % settings.CDP_INTAKE_PARTITIONS,
+                        json.dumps(poison.payload),
+                        poison.received_at,
+                        str(payload.get("user_id") or "")[:255],
+                        str(payload.get("anonymous_id") or "")[:255],
+                    ],
+                )
+                sent += cursor.rowcount
+            poison.delete()
+        transaction.on_commit(intake_wake)
+    return sent

@@ -1,0 +1,258 @@
+"""Stage 4, stitch: which profile each event of a batch belongs to, for the whole batch at once.
+
+One query finds the owners of every identifier in the batch. An event whose identifiers all exist
+on one profile takes the fast path; the rest take the batch's advisory locks (one global order),
+then every profile they can touch is locked (FOR UPDATE, id order); brand-new people are created
+in two statements; the remainder go through ``profile_resolve`` one by one, in batch order. Every
+written profile is then locked again and re-checked for merges, so a concurrent merge waits for
+our events. Seen times and identify traits are written set-based.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection
+
+from profiles.identity.merge import ProfileVanished
+from profiles.identity.resolve import owners_of, profile_resolve
+from profiles.identity.trait_policy import trait_value, traits_apply
+from profiles.locks import lock_identifier_keys, lock_profile_ids, lock_profiles_more
+from profiles.models import Profile
+from profiles.normalize import limit_for
+
+from .filters import identifiers_refilter_locked
+from .validate import CleanEvent
+
+
+def identities_resolve(
+    events: list[CleanEvent], fresh: list[int], result, *, lock_identifiers: bool = True
+) -> tuple[dict[int, object], list[int]]:
+    """({event index: profile id}, the indexes still kept) for the events at ``fresh``.
+
+    ``result.dropped`` counts events the identifier filters refuse once the locks are held."""
+    # 1. who owns what (unlocked read); events whose identifiers are all on one profile need no lock
+    owners = owners_of({kv for i in fresh for kv in events[i].identifiers})
+    to_resolve = [i for i in fresh if not _settled(events[i], owners)]
+    # 2. identifiers about to be created or linked: advisory locks in one global order, then re-read
+    if to_resolve:
+        linking = {kv for i in to_resolve for kv in events[i].identifiers}
+        if lock_identifiers:
+            lock_identifier_keys(linking)
+            to_resolve, fresh = identifiers_refilter_locked(events, to_resolve, fresh, result)
+        owners.update(owners_of(linking))
+        # then every profile the batch can touch, in id order, before any per-event work (one lock
+        # order, profiles/locks.py): resolving event by event would lock them in batch order
+        _lock_owners(owners)
+    assigned: dict[int, object] = {}
+    # 3. brand-new people (no identifier known anywhere) are created in bulk
+    _create_new_people(events, [i for i in to_resolve if not _settled(events[i], owners)], owners, assigned)
+    # 4. the rest in batch order; traits stated earlier in the batch are seen by contradiction checks
+    unsaved: dict[object, dict] = {}
+    for index in fresh:
+        event = events[index]
+        person_traits = event.traits if event.type == "identify" else {}
+        if index not in assigned:
+            if _settled(event, owners):
+                assigned[index] = owners[event.identifiers[0]]
+            else:
+                pid = profile_resolve(
+                    identifiers=event.identifiers,
+                    traits=person_traits,
+                    at=event.occurred_at,
+                    trusted_link=event.type == "alias",
+                    unsaved_traits=unsaved,
+                    lock_identifiers=lock_identifiers,
+                ).pk
+                _follow_resolution(owners, unsaved, event.identifiers, pid)
+                assigned[index] = pid
+        if person_traits:
+            unsaved.setdefault(assigned[index], {}).update(person_traits)
+    return assigned, fresh
+
+
+def _lock_owners(owners: dict) -> None:
+    """Lock the owners of the batch's identifiers in id order, then read the owners again: an
+    identifier a merge moved before our lock points at a profile we do not hold yet, which is locked
+    with ``lock_profiles_more`` (never out of order). Afterwards no owner can change under us."""
+    held = set(lock_profile_ids(set(owners.values())))
+    for _ in range(10):
+        current = owners_of(list(owners))
+        owners.update(current)
+        missing = set(current.values()) - held
+        if not missing:
+            return
+        held.update(lock_profiles_more(missing, held=held))
+    raise RuntimeError("identifiers kept moving while ingesting; retry")
+
+
+def _settled(event: CleanEvent, owners: dict) -> bool:
+    """Every identifier of the event already belongs to one and the same profile."""
+    if event.type == "alias":
+        return False
+    first = owners.get(event.identifiers[0])
+    return first is not None and all(owners.get(kv) == first for kv in event.identifiers[1:])
+
+
+def _create_new_people(events: list[CleanEvent], candidates: list[int], owners: dict, assigned: dict) -> None:
+    """Events whose identifiers nobody owns, grouped by shared identifiers, become new profiles in
+    two statements. A group that would break an identifier limit, contains an alias, or states
+    contradicting traits is left to ``profile_resolve``, which records why."""
+    parent: dict = {}
+
+    def find(x):
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    pool = [
+        i for i in candidates if events[i].type != "alias" and all(kv not in owners for kv in events[i].identifiers)
+    ]
+    for i in pool:
+        first = find(events[i].identifiers[0])
+        for kv in events[i].identifiers[1:]:
+            parent[find(kv)] = first
+    groups: dict = {}
+    for i in pool:
+        groups.setdefault(find(events[i].identifiers[0]), []).append(i)
+    touched_elsewhere = {kv for i in candidates if i not in set(pool) for kv in events[i].identifiers}
+    profile_rows, identifier_rows = [], []
+    for members in groups.values():
+        identifiers = sorted({kv for i in members for kv in events[i].identifiers})
+        if touched_elsewhere.intersection(identifiers) or not _group_is_one_person(events, members, identifiers):
+            continue
+        pid = uuid.uuid4()
+        times = [events[i].occurred_at for i in members]
+        profile_rows.append((pid, min(times), max(times)))
+        identifier_rows.extend((kind, value, pid, min(times)) for kind, value in identifiers)
+        for i in members:
+            assigned[i] = pid
+        for kv in identifiers:
+            owners[kv] = pid
+    if not profile_rows:
+        return
+    ids, firsts, lasts = zip(*profile_rows, strict=True)
+    kinds, values, owner_ids, seen = zip(*identifier_rows, strict=True)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO profiles_profile (id, traits, trait_meta, computed, first_seen_at, last_seen_at, "
+            "created_at, updated_at) SELECT p.id, '{}', '{}', '{}', p.f, p.l, now(), now() "
+            "FROM unnest(%s::uuid[], %s::timestamptz[], %s::timestamptz[]) AS p(id, f, l)",
+            [list(ids), list(firsts), list(lasts)],
+        )
+        cursor.execute(
+            "INSERT INTO profiles_identifier (kind, value, profile_id, created_at, last_seen_at) "
+            "SELECT i.k, i.v, i.p, now(), i.s FROM unnest(%s::text[], %s::text[], %s::uuid[], %s::timestamptz[]) "
+            "AS i(k, v, p, s)",
+            [list(kinds), list(values), list(owner_ids), list(seen)],
+        )
+
+
+def _group_is_one_person(events: list[CleanEvent], members: list[int], identifiers: list) -> bool:
+    counts = Counter(kind for kind, _ in identifiers)
+    if any(n > limit_for(kind) for kind, n in counts.items()):
+        return False
+    stated: dict = {}
+    for i in members:
+        if events[i].type == "identify":
+            for key in settings.CDP_CONTRADICTION_TRAITS:
+                value = trait_value(events[i].traits, key)
+                if value not in (None, ""):
+                    stated.setdefault(key, set()).add(str(value).strip().casefold())
+    return all(len(values) <= 1 for values in stated.values())
+
+
+def _follow_resolution(owners: dict, unsaved: dict, identifiers: list, anchor) -> None:
+    """After a slow-path resolution: who owns the event's identifiers now (some may have stayed with
+    a contradicted profile), and unsaved traits of profiles merged into the anchor move with them."""
+    before = {owners.get(kv) for kv in identifiers} - {None, anchor}
+    owners.update(owners_of(identifiers))
+    if not before:
+        return
+    merged = Profile.objects.filter(pk__in=before, merged_into__isnull=False).values_list("pk", "merged_into_id")
+    for loser, winner in merged:
+        if loser in unsaved:
+            unsaved.setdefault(winner, {}).update(unsaved.pop(loser))
+        for kv, owner in list(owners.items()):
+            if owner == loser:
+                owners[kv] = winner
+
+
+# last_seen_at moves only when it is this much behind: a profile row (and its indexes) is not
+# rewritten for every page view of a session
+SEEN_RESOLUTION = timedelta(minutes=1)
+
+_LOCK_SQL = (
+    "SELECT id, merged_into_id, first_seen_at, last_seen_at FROM profiles_profile "
+    "WHERE id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE"
+)
+
+
+def lock_live(assigned: dict[int, object]) -> dict:
+    """Lock every profile the batch writes to (id order), then re-point events whose profile was
+    merged away (by an earlier event of this batch, or by another transaction that committed before
+    our lock). Holding the lock until commit makes a concurrent merge of these profiles wait for our
+    events. Returns {profile id: (first_seen_at, last_seen_at)} of the live profiles."""
+    held: set = set()
+    for _ in range(10):
+        wanted = {str(p) for p in assigned.values()}
+        if held:  # profiles a merge moved us to: never waited for out of order (profiles/locks.py)
+            held.update(lock_profiles_more({w for w in wanted if uuid.UUID(w) not in held}, held=held))
+        with connection.cursor() as cursor:
+            cursor.execute(_LOCK_SQL, [sorted(wanted)])
+            rows = cursor.fetchall()
+        held.update(pid for pid, _, _, _ in rows)
+        if len(rows) < len(wanted):
+            raise ProfileVanished("a profile of the batch was deleted (erased) before it was locked")
+        moved = {pid: into for pid, into, _, _ in rows if into}
+        if not moved:
+            return {pid: (first, last) for pid, _, first, last in rows}
+        for index, pid in assigned.items():
+            assigned[index] = moved.get(pid, pid)
+    raise RuntimeError("profiles kept moving while ingesting; retry")
+
+
+def profiles_update(events: list[CleanEvent], assigned: dict[int, object], seen: dict) -> None:
+    """Seen times for every touched profile (one set-based UPDATE), traits from identify calls
+    (oldest first) for the profiles that got any."""
+    span: dict = {}
+    with_traits: dict = {}
+    for index, pid in assigned.items():
+        event = events[index]
+        first, last = span.get(pid, (event.occurred_at, event.occurred_at))
+        span[pid] = (min(first, event.occurred_at), max(last, event.occurred_at))
+        if event.type == "identify" and event.traits:
+            with_traits.setdefault(pid, []).append(event)
+    moved = [
+        (pid, lo, hi) for pid, (lo, hi) in span.items() if lo < seen[pid][0] or hi > seen[pid][1] + SEEN_RESOLUTION
+    ]
+    with connection.cursor() as cursor:
+        if moved:
+            ids, firsts, lasts = zip(*moved, strict=True)
+            cursor.execute(
+                "UPDATE profiles_profile p SET first_seen_at = LEAST(p.first_seen_at, v.f), "
+                "last_seen_at = GREATEST(p.last_seen_at, v.l) "
+                "FROM unnest(%s::uuid[], %s::timestamptz[], %s::timestamptz[]) AS v(id, f, l) WHERE p.id = v.id",
+                [[str(i) for i in ids], list(firsts), list(lasts)],
+            )
+        if not with_traits:
+            return
+        changed = []
+        for profile in Profile.objects.filter(pk__in=list(with_traits)).only("id", "traits", "trait_meta"):
+            dirty = False
+            for event in sorted(with_traits[profile.pk], key=lambda e: e.occurred_at):
+                dirty |= traits_apply(profile, event.traits, event.occurred_at)
+            if dirty:
+                changed.append((str(profile.pk), json.dumps(profile.traits), json.dumps(profile.trait_meta)))
+        if changed:  # updated_at marks identity-relevant change (incremental matching reads it)
+            ids, traits, metas = zip(*changed, strict=True)
+            cursor.execute(
+                "UPDATE profiles_profile p SET traits = v.t::jsonb, trait_meta = v.m::jsonb, updated_at = now() "
+                "FROM unnest(%s::uuid[], %s::text[], %s::text[]) AS v(id, t, m) WHERE p.id = v.id",
+                [list(ids), list(traits), list(metas)],
+            )
