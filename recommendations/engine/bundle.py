@@ -311,6 +311,8 @@ class ModelBundle:
             sim = getattr(rec, "sim", None)
             if sim is None:
                 continue
+            if (nearest >= 0).all():  # the later similarities only fill what is still missing
+                break
             block = _block(sim, history, items)  # history x items
             if block is None:
                 block = sim[history][:, items].toarray()
