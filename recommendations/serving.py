@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import re
 import threading
 import time
 import uuid
@@ -386,6 +387,24 @@ class _Compiled:
             params[slot] = value
         return _prepared(self.sql, params, many=many)
 
+    def fetch_with_context(self, *values, since):
+        """This look-up of a profile (its id, merged_into, consent) and, in the same statement, what a
+        personalised answer reads next when consent allows and the profile is not merged away: its
+        active segments (``profile_segments``) and recent product events (``recent_history``), as
+        JSON. One round trip instead of three."""
+        if time.monotonic() - self.at > 1.0:
+            self._compile()
+        segments = _segments_sql()
+        key = (self.sql, segments)
+        if getattr(self, "_combined_key", None) != key:
+            self._combined = _with_context(self.sql, self.params, self.slots, segments)
+            self._combined_key = key
+        sql, head, base, slots = self._combined
+        params = list(base)
+        for slot, value in zip(slots, values, strict=True):
+            params[slot] = value
+        return _prepared(sql, [*head, since, RECENT_EVENTS, *params])
+
 
 def _prepared(sql: str, params: list, *, many: bool = False):
     """Run a statement prepared on this (pooled, long-lived) connection."""
@@ -421,8 +440,23 @@ def resolve_profile(query: Query) -> tuple[str | None, bool]:
     consent, ``consent_granted_q``), in one query in the usual case. (None, False): nobody named or
     an unknown user/anonymous id (an anonymous shopper); UnknownProfile: a profile_id that does not
     exist."""
+    profile_id, consent, _ = _resolve(query, context=False)
+    return profile_id, consent
+
+
+def _resolve(query: Query, *, context: bool) -> tuple[str | None, bool, tuple | None]:
+    """``resolve_profile``; with ``context``, also the profile's (segments, history rows) read in the
+    same statement when consent allows (None when they were not read: no consent, a merged-away id)."""
+    since = _history_since() if context else None
+
+    def look(compiled: _Compiled, *values):
+        if not context:
+            row = compiled.fetch(*values)
+            return row if row is None else (*row, None, None)
+        return compiled.fetch_with_context(*values, since=since)
+
     if query.profile_id:
-        row = _profile_query.fetch(uuid.UUID(str(query.profile_id)))
+        row = look(_profile_query, uuid.UUID(str(query.profile_id)))
         if row is None:
             raise UnknownProfile(query.profile_id)
     else:
@@ -431,15 +465,16 @@ def resolve_profile(query: Query) -> tuple[str | None, bool]:
             normalised = normalize_identifier(kind, value) if value else None
             if normalised is None:
                 continue
-            row = _identifier_query.fetch(kind, normalised)
+            row = look(_identifier_query, kind, normalised)
             if row is not None:
                 break
         if row is None:
-            return None, False
-    pk, merged_into, ok = row
+            return None, False, None
+    pk, merged_into, ok, segments, history = row
     if merged_into is not None:  # a merged-away id: the survivor's consent decides
-        return str(merged_into), personalisation_allowed(str(merged_into))
-    return str(pk), bool(ok)
+        return str(merged_into), personalisation_allowed(str(merged_into)), None
+    read = (list(map(tuple, segments)), history) if ok and history is not None else None
+    return str(pk), bool(ok), read
 
 
 def personalisation_allowed(profile_id: str) -> bool:
@@ -482,30 +517,85 @@ class History:
     local_hour: int | None = None
 
 
+# the profile's latest product events, newest first: (name, epoch seconds, device, local hour, the
+# skus of an order, the sku and the category of a product event); ``{profile}`` is the profile id
+_HISTORY_SQL = """
+    SELECT name, extract(epoch FROM occurred_at)::float8, device_type, local_hour,
+           CASE WHEN name = 'Order Completed' AND jsonb_typeof(properties -> 'products') = 'array' THEN
+               ARRAY(SELECT coalesce(line ->> 'product_id', line ->> 'sku')
+                     FROM jsonb_array_elements(properties -> 'products') AS line
+                     WHERE jsonb_typeof(line) = 'object')
+           END,
+           coalesce(properties ->> 'product_id', properties ->> 'sku'), properties ->> 'category'
+    FROM profiles_event
+    WHERE profile_id = {profile} AND occurred_at >= %s
+      AND name IN ('Order Completed', 'Product Viewed', 'Product Added', 'Product Clicked')
+    ORDER BY occurred_at DESC LIMIT %s
+"""
+
+
+def _segments_sql() -> tuple[str, tuple, int] | None:
+    """The compiled segments look-up (sql, params, the profile id's slot); None without the app."""
+    try:
+        import segments.selectors  # noqa: F401
+    except ImportError:
+        return None
+    if time.monotonic() - _segments_query.at > 1.0:
+        _segments_query._compile()
+    return _segments_query.sql, tuple(_segments_query.params), _segments_query.slots[0]
+
+
+def _with_context(sql: str, params: list, slots: list[int], segments) -> tuple[str, list, list, list[int]]:
+    """The combined statement of ``fetch_with_context``: (sql, the parameters of the segments part,
+    the look-up's parameters, the look-up's slots). The look-up is a derived table ``p``; the
+    segments and history parts read ``p.pk`` where their own queries take the profile id."""
+    if segments is None:
+        segment_part, head = "'[]'::json", []
+    else:
+        seg_sql, seg_params, seg_slot = segments
+        pieces = re.split(r"(%%|%s)", seg_sql)
+        n, out = 0, []
+        for piece in pieces:
+            if piece == "%s":
+                piece = "p.pk" if n == seg_slot else piece
+                n += 1
+            out.append(piece)
+        head = [v for i, v in enumerate(seg_params) if i != seg_slot]
+        # compiled SQL and constants only (here and below): every value is a bound parameter
+        aggregate = "coalesce(json_agg(json_build_array(s.slug, s.name)), '[]'::json)"
+        segment_part = f"(SELECT {aggregate} FROM ({''.join(out)}) AS s(slug, name))"  # noqa: S608
+    history = _HISTORY_SQL.format(profile="p.pk")
+    combined = f"""
+        SELECT p.pk, p.merged, p.ok,
+               CASE WHEN p.ok AND p.merged IS NULL THEN {segment_part} END,
+               CASE WHEN p.ok AND p.merged IS NULL THEN
+                   (SELECT coalesce(json_agg(json_build_array(h.name, h.at, h.device, h.hour, h.bought, h.sku,
+                                                              h.category) ORDER BY h.at DESC), '[]'::json)
+                    FROM ({history}) AS h(name, at, device, hour, bought, sku, category))
+               END
+        FROM ({sql}) AS p(pk, merged, ok)
+    """  # noqa: S608
+    return combined, head, list(params), list(slots)
+
+
 def recent_history(profile_id: str, catalog: CatalogArrays) -> History:
     """One query: the profile's latest product events (purchases in the recent window, the current
     session's items and category, its device and local hour)."""
-    now = timezone.now()
-    since = now - timedelta(days=settings.RECS_RECENT_PURCHASE_DAYS)
     rows = _prepared(
-        """
-        SELECT name, occurred_at, device_type, local_hour,
-               CASE WHEN name = 'Order Completed' AND jsonb_typeof(properties -> 'products') = 'array' THEN
-                   ARRAY(SELECT coalesce(line ->> 'product_id', line ->> 'sku')
-                         FROM jsonb_array_elements(properties -> 'products') AS line
-                         WHERE jsonb_typeof(line) = 'object')
-               END,
-               coalesce(properties ->> 'product_id', properties ->> 'sku'), properties ->> 'category'
-        FROM profiles_event
-        WHERE profile_id = %s AND occurred_at >= %s
-          AND name IN ('Order Completed', 'Product Viewed', 'Product Added', 'Product Clicked')
-        ORDER BY occurred_at DESC LIMIT %s
-        """,
-        [uuid.UUID(profile_id), since, RECENT_EVENTS],
-        many=True,
+        _HISTORY_SQL.format(profile="%s"), [uuid.UUID(profile_id), _history_since(), RECENT_EVENTS], many=True
     )
+    return history_of(rows, catalog)
+
+
+def _history_since():
+    return timezone.now() - timedelta(days=settings.RECS_RECENT_PURCHASE_DAYS)
+
+
+def history_of(rows, catalog: CatalogArrays) -> History:
+    """The History of a profile's latest product events (``_HISTORY_SQL``'s rows, newest first)."""
+    now = time.time()
     history = History()
-    gap = timedelta(minutes=settings.RECS_SESSION_MINUTES)
+    gap = settings.RECS_SESSION_MINUTES * 60.0
     in_session = bool(rows) and now - rows[0][1] <= gap
     previous = rows[0][1] if rows else None
     categories: dict[str, int] = {}
@@ -518,7 +608,7 @@ def recent_history(profile_id: str, catalog: CatalogArrays) -> History:
                 history.last_order = [line for line in bought or () if line]
             for line_sku in bought or ():
                 if line_sku:
-                    history.bought.setdefault(line_sku, at.timestamp())
+                    history.bought.setdefault(line_sku, at)
         elif in_session:
             if sku and sku not in history.session_items:
                 history.session_items.append(sku)
@@ -620,8 +710,11 @@ def recommend(query: Query) -> Answer:
     kind, default_k = placement_kind(catalog, query.placement)
     if not query.k:
         query = replace(query, k=default_k or settings.RECS_DEFAULT_K)
-    profile_id, consent = resolve_profile(query)
-    segments = profile_segments(profile_id) if consent else []
+    profile_id, consent, read = _resolve(query, context=True)
+    if read is not None:  # read with the profile, in the same statement
+        segments, history_rows = read
+    else:
+        segments, history_rows = (profile_segments(profile_id) if consent else []), None
     strategy: Strategy = strategy_for(
         profile_id=profile_id,
         placement=query.placement,
@@ -634,7 +727,12 @@ def recommend(query: Query) -> Answer:
         segments = []
     if strategy.model_version is not None:
         model = version_model(strategy.model_version) or model
-    history = recent_history(profile_id, catalog) if personalised else History()
+    if not personalised:
+        history = History()
+    elif history_rows is not None:
+        history = history_of(history_rows, catalog)
+    else:
+        history = recent_history(profile_id, catalog)
     device = query.device or history.device
     hour = query.local_hour if query.local_hour is not None else history.local_hour
     # explicit session items are the page's context (allowed without consent); stored ones need it

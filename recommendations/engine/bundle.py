@@ -228,14 +228,39 @@ class ModelBundle:
         return top[np.argsort(-scores[top], kind="stable")]
 
     def _banned(self, exclude: set[str] | None) -> np.ndarray:
-        banned = np.zeros(self.state.n_items, dtype=bool)
+        base = getattr(self, "_cache_out_of_stock", None)
+        if base is None or len(base) != self.state.n_items:
+            base = np.zeros(self.state.n_items, dtype=bool)
+            if self.catalog is not None and len(self.catalog) == self.state.n_items:
+                base = ~np.asarray(self.catalog.in_stock, dtype=bool)
+            self._cache_out_of_stock = base
+        banned = base.copy()
         for sku in exclude or ():
             n = self.item_index.get(str(sku))
             if n is not None:
                 banned[n] = True
-        if self.catalog is not None and len(self.catalog) == self.state.n_items:
-            banned |= ~self.catalog.in_stock
         return banned
+
+    def _in_order(self, order: np.ndarray, k: int, banned: np.ndarray) -> np.ndarray:
+        """The first k items of ``order`` that are not banned (read in growing slices: a request
+        looks at the head of a list of every item, not at all of it)."""
+        size = max(4 * k, 256)
+        while True:
+            head = order[:size]
+            kept = head[~banned[head]]
+            if len(kept) >= k or size >= len(order):
+                return kept[:k]
+            size *= 4
+
+    def _order_of(self, name: str, scores: np.ndarray) -> np.ndarray:
+        """Every item by ``scores`` descending (ties: the lower index), sorted once per model. The
+        popularity scores break ties by item id already, so the head of this order is ``_top``'s
+        answer without a pass over every item per request."""
+        cache = self.__dict__.setdefault("_cache_orders", {})
+        order = cache.get(name)
+        if order is None or len(order) != len(scores):
+            order = cache[name] = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+        return order
 
     def _reasons(
         self, row: int | None, items: np.ndarray, recommender: str, history: np.ndarray, sources=None
@@ -286,6 +311,8 @@ class ModelBundle:
             sim = getattr(rec, "sim", None)
             if sim is None:
                 continue
+            if (nearest >= 0).all():  # the later similarities only fill what is still missing
+                break
             block = _block(sim, history, items)  # history x items
             if block is None:
                 block = sim[history][:, items].toarray()
@@ -425,14 +452,14 @@ class ModelBundle:
                 ok = ~banned[cands.item]
                 items, proba, sources = cands.item[ok], proba[ok], cands.source[ok]
                 order = np.lexsort((items, -proba))[:k]
-                top, sources = items[order], sources[order]
-                scores = np.zeros(self.state.n_items, dtype=np.float64)
-                scores[items] = proba
+                top, sources, top_scores = items[order], sources[order], proba[order]
             else:
                 scores = self.score_users(np.array([row]), name)[0]
                 top, sources = self._top(scores, k, banned), None
-            for item, reason in zip(top, self._reasons(row, top, name, history, sources), strict=True):
-                out.append(Rec(str(self.state.items[item]), float(scores[item]), name, reason))
+                top_scores = scores[top]
+            reasons = self._reasons(row, top, name, history, sources)
+            for item, score, reason in zip(top, top_scores, reasons, strict=True):
+                out.append(Rec(str(self.state.items[item]), float(score), name, reason))
         else:
             banned[session] = True  # what the session already holds is not suggested back
             found = self._session_scores(session) if session else None
@@ -493,10 +520,8 @@ class ModelBundle:
                 for i in self._top(scores, k, banned | ~(scores > 0))
             ]
         scores = self.recommenders["popularity"].scores
-        return [
-            Rec(str(self.state.items[i]), float(scores[i]), "popularity", {"type": "popular"})
-            for i in self._top(scores, k, banned)
-        ]
+        top = self._in_order(self._order_of("popularity", scores), k, banned)
+        return [Rec(str(self.state.items[i]), float(scores[i]), "popularity", {"type": "popular"}) for i in top]
 
     def trending(self, *, k: int = 10) -> list[Rec]:
         rec = self.recommenders.get("trending")

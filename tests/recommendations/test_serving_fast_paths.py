@@ -88,3 +88,42 @@ def test_recommendations_and_reasons_are_those_of_scipy_indexing(bundle):
     for item in [str(i) for i in bundle.items]:
         got = bundle.recommend(user_id=None, session_items=[item], k=8)
         assert got == reference.recommend(user_id=None, session_items=[item], k=8)
+
+
+def test_one_row_candidates_and_features_are_those_of_the_batch_path(bundle):
+    """A request's stage one (``_one_row``, on the CSR arrays) proposes the candidates the batch path
+    of training and evaluation proposes (scipy's products), from the same generators, with the same
+    features up to float32 rounding (sums may add in another order)."""
+    from recommendations.engine.hybrid import _one_row, candidate_features
+
+    hybrid = bundle.recommenders["hybrid"]
+    state = bundle.state
+    rows = np.arange(state.n_users)
+    assert len(rows) > 8  # the batch really is scipy's product (FEW_ROWS)
+    extra = np.array([0, 3, state.n_items - 1])
+    batch = candidate_features(state, hybrid.comps, hybrid.stats, rows, hybrid.params, extra=extra)
+    sources = 0
+    for row in rows:
+        one = _one_row(state, hybrid.comps, hybrid.stats, int(row), hybrid.params, extra=extra)
+        mine = batch.row == row
+        assert np.array_equal(one.item, batch.item[mine])
+        assert np.array_equal(one.source, batch.source[mine])
+        assert np.array_equal(np.isnan(one.X), np.isnan(batch.X[mine]))
+        assert np.allclose(one.X, batch.X[mine], rtol=1e-6, atol=1e-7, equal_nan=True)
+        sources |= int(np.bitwise_or.reduce(one.source))
+        # and a request's own call (one row) takes this path
+        single = candidate_features(state, hybrid.comps, hybrid.stats, np.array([row]), hybrid.params, extra=extra)
+        assert np.array_equal(single.X, one.X, equal_nan=True) and np.array_equal(single.item, one.item)
+    assert sources == (1 << 7) - 1  # every generator proposed something somewhere
+
+
+def test_one_row_reads_rows_of_matrices_that_are_not_canonical(bundle):
+    from recommendations.engine.hybrid import _one_row
+
+    reference = scipy_only(bundle)
+    hybrid, other = bundle.recommenders["hybrid"], reference.recommenders["hybrid"]
+    for row in range(bundle.state.n_users):
+        want = _one_row(bundle.state, hybrid.comps, hybrid.stats, row, hybrid.params)
+        got = _one_row(reference.state, other.comps, other.stats, row, other.params)
+        assert np.array_equal(got.item, want.item) and np.array_equal(got.source, want.source)
+        assert np.array_equal(got.X, want.X, equal_nan=True)
