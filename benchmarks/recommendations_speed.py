@@ -1,7 +1,7 @@
 """Recommendations speed: the serving API under load, and the model refresh on Online Retail.
 
     python benchmarks/recommendations_speed.py [--products 50000] [--profiles 200000] [--rate 300]
-        [--seconds 30] [--workers 2] [--threads 4] [--part serving|retail|all] [--keep]
+        [--seconds 30] [--workers 2] [--threads 4] [--preload] [--part serving|retail|all] [--keep]
 
 Serving: a scratch database (``cdp_bench_recs``) gets 50,000 products, 200,000 profiles with a
 user id each, about a million interactions (orders and product views, generated with set-based
@@ -12,6 +12,11 @@ server cannot slow the generator down and hide its own queueing) sends ``--rate`
 ``--seconds`` to a trivial authenticated DRF endpoint (``GET /api/v1/products/{sku}/``: key auth,
 throttle, one query) and then to ``GET /api/v1/recommendations/`` in the same run, against the
 same server. Prints p50/p95/p99 and the ratio.
+
+Memory: each web worker's RSS, PSS and private memory (USS), and the resident pages of the mapped
+model files, three times: after a few trivial requests (Django and every URL module loaded, no
+model yet), after the warm-up (the model loaded) and after the measured load. ``--preload`` starts
+gunicorn with ``--preload`` (the application imported once in the master, before the fork).
 
 Retail: another scratch database (``cdp_bench_recs_retail``) imports
 /work/shared/datasets/online_retail/online_retail.csv.gz with profiles' import_orders (timed apart),
@@ -388,6 +393,7 @@ def serving_part(args) -> dict:
                 sys.executable, "-m", "gunicorn", "cdp.wsgi:application",
                 "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers), "--threads", str(args.threads),
                 "--worker-class", "gthread", "--keep-alive", "5", "--timeout", "120",
+                *(["--preload"] if args.preload else []),
             ],
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
@@ -414,6 +420,11 @@ def serving_part(args) -> dict:
                         f"&k=10&session_items={sku}"
                     )
             key = info["key"]
+            results = {"model": {k: v for k, v in info.items() if k != "key"}}
+            # every worker answers a few trivial requests: Django and the URLs loaded, no model yet
+            asyncio.run(load("127.0.0.1", port, key, trivial, 50, 2, 16))
+            results["worker_memory_before_model"] = worker_memory(server.pid)
+            print("worker memory before the model", json.dumps(results["worker_memory_before_model"]), file=sys.stderr)
             # warm-up: every worker loads the model and the catalog once (the kernel may hand every
             # warm-up connection to one worker: more rounds, on as many connections as the run, until
             # each worker has mapped the model, at most six)
@@ -423,7 +434,6 @@ def serving_part(args) -> dict:
                     break
                 asyncio.run(load("127.0.0.1", port, key, recs, 50, 5, args.conns))
             asyncio.run(load("127.0.0.1", port, key, trivial, 50, 3, 16))
-            results = {"model": {k: v for k, v in info.items() if k != "key"}}
             results["worker_rss_mb"] = worker_rss_mb(server.pid)
             results["worker_memory"] = worker_memory(server.pid)
             print("worker memory", json.dumps(results["worker_memory"]), file=sys.stderr, flush=True)
@@ -526,6 +536,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="seconds of load per endpoint")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--preload", action="store_true", help="gunicorn --preload (import the app before the fork)")
     parser.add_argument("--conns", type=int, default=64, help="keep-alive connections of the load generator")
     parser.add_argument("--part", choices=["serving", "retail", "all"], default="all")
     parser.add_argument("--database", default="cdp_bench_recs")
@@ -587,6 +598,21 @@ def main() -> int:
             )
         print(f"\np99 ratio recommendations / trivial: {r['p99'] / max(t['p99'], 1e-9):.2f}")
         print(f"web workers' resident memory with the model loaded (MB): {report['serving'].get('worker_rss_mb')}")
+        for stage, label in (
+            ("worker_memory_before_model", "before the model"),
+            ("worker_memory", "after the warm-up"),
+            ("worker_memory_after", "after the measured load"),
+        ):
+            rows = report["serving"].get(stage) or []
+            figures = "; ".join(
+                f"RSS {w['rss_mb']}, PSS {w['pss_mb']}, USS {w['uss_mb']}, model files {w['model_files_rss_mb']}"
+                for w in rows
+            )
+            print(f"workers {label} (MB): {figures}")
+        worst = max((w["rss_mb"] for w in report["serving"].get("worker_memory_after") or []), default=None)
+        if worst is not None:
+            verdict = "met" if worst < 500 else "missed"
+            print(f"largest worker RSS after the run: {worst} MB (target < 500 MB: {verdict})")
     if "retail" in report:
         for n, row in enumerate(report["retail"]["refreshes"], start=1):
             print(f"retail refresh {n}: {row['seconds']} s ({row['status']}; {row['timings']})")

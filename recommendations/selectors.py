@@ -262,30 +262,46 @@ def _binary_cursor():
     return psycopg.Cursor(connection.connection)
 
 
+MODEL_READ_CHUNK = 4 * 1024 * 1024  # bytes of a stored model per row read
+
+
 def model_parts_read(*, version_id: int) -> dict | None:
     """A stored model's parts as bytes: {item, people: [shard bytes, in shard order], token,
-    revision, shards}; None when the version has no artifact (any more)."""
+    revision, shards}; None when the version has no artifact (any more).
+
+    The item part (over 100 MB at catalog size) is read as rows of ``MODEL_READ_CHUNK`` bytes, one
+    row at a time (single-row mode), in one statement (one snapshot): libpq keeps its input buffer
+    as large as the largest message it has received for the life of the connection, and a pooled
+    connection lives as long as the process, so a part read as one value stayed resident in every
+    web worker that had read it (measured: 126 MB per connection, also after the bytes were freed)."""
     from recommendations.models import ModelPeopleShard, ModelVersion
 
     with _binary_cursor() as cursor:
-        cursor.execute(
-            f"SELECT artifact, artifact_token, artifact_revision, people_shards FROM {ModelVersion._meta.db_table} "  # noqa: S608
-            "WHERE id = %s",
-            [version_id],
+        item = bytearray()
+        meta = None
+        for at, chunk, token, revision, shards in cursor.stream(
+            f"SELECT g, substring(artifact FROM g::int FOR %s::int), artifact_token, artifact_revision, people_shards "  # noqa: S608
+            f"FROM {ModelVersion._meta.db_table}, "
+            "generate_series(1::bigint, greatest(octet_length(artifact), 1)::bigint, %s::bigint) g "
+            "WHERE id = %s AND artifact IS NOT NULL ORDER BY g",
+            [MODEL_READ_CHUNK, MODEL_READ_CHUNK, version_id],
             binary=True,
-        )
-        row = cursor.fetchone()
-        if row is None or row[0] is None:
+        ):
+            if at != len(item) + 1:  # never expected: the rows come in order
+                raise RuntimeError("A stored model was read out of order.")
+            item += chunk
+            meta = (token, revision, shards)
+        if meta is None:  # no such version, or no artifact (generate_series of NULL has no rows)
             return None
         people = []
-        if row[3]:
+        if meta[2]:
             cursor.execute(
                 f"SELECT data FROM {ModelPeopleShard._meta.db_table} WHERE version_id = %s ORDER BY shard",  # noqa: S608
                 [version_id],
                 binary=True,
             )
             people = [bytes(blob) for (blob,) in cursor.fetchall()]
-    return {"item": bytes(row[0]), "people": people, "token": row[1], "revision": row[2], "shards": row[3]}
+    return {"item": bytes(item), "people": people, "token": meta[0], "revision": meta[1], "shards": meta[2]}
 
 
 def model_bundle_load(*, version_id: int):

@@ -789,12 +789,11 @@ class Hybrid(Recommender):
         return {"content": content} if content is not None else {}
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """The ranker's probability that each candidate is bought next (mean over the bags): every
-        tree in one vectorised pass (``Forest``), built once per loaded model."""
-        forest = getattr(self, "_cache_forest", None)
-        if forest is None:
-            forest = self._cache_forest = Forest(self.models)
-        return forest.predict_proba(X[:, self.columns])
+        """The ranker's probability that each candidate is bought next (mean over the bags). Each bag's
+        trees are walked in numpy (``BoostedTrees.predict_proba``: scikit-learn's comparisons and sums,
+        bit for bit), so a serving worker never imports scikit-learn (decision 0041)."""
+        X = X[:, self.columns]
+        return sum(m.predict_proba(X) for m in self.models) / len(self.models)
 
     def rank(self, state, rows: np.ndarray, *, index=None, extra=None) -> tuple[Candidates, np.ndarray]:
         """Candidates of state rows and their scores (the ranker's probability in [0, 1]; the
@@ -848,64 +847,6 @@ class Hybrid(Recommender):
                     mine = np.concatenate([mine, others[: k - len(mine)]])
                 out[s + r] = mine
         return out
-
-
-class Forest:
-    """The ranker's trees, every bag's, evaluated with scikit-learn's compiled tree predictor called
-    directly into one preallocated buffer, on trees grafted in pairs. A request scores a few hundred
-    candidates with 55 to 70 trees, and the fixed cost of a call (``TreePredictor.predict``
-    allocates and converts its arguments) was larger than the walk itself; the compiled function
-    alone still costs a few microseconds a call, so each pair of consecutive trees is made one
-    tree (the second tree under every leaf of the first, leaf values added): half the calls, the
-    same leaves reached. A vectorised numpy walk over all trees at once was measured too and was
-    slower (one step per level over every tree, 19 levels on the benchmark's model). Predictions are
-    ``BoostedTrees.predict_proba``'s up to float rounding: the same compiled comparisons; a pair's
-    two leaf values are added before the running sum rather than one after the other."""
-
-    def __init__(self, models: list[BoostedTrees]) -> None:
-        from sklearn.ensemble._hist_gradient_boosting.common import PREDICTOR_RECORD_DTYPE, X_BITSET_INNER_DTYPE
-
-        self.bags = []
-        for m in models:
-            trees = [np.ascontiguousarray(n, dtype=PREDICTOR_RECORD_DTYPE) for n in m.nodes]
-            pairs = [_graft(trees[n], trees[n + 1]) for n in range(0, len(trees) - 1, 2)]
-            self.bags.append((float(m.baseline), pairs + trees[len(pairs) * 2 :]))
-        self._no_categories = np.zeros((0, 8), dtype=X_BITSET_INNER_DTYPE)
-        self._no_map = np.zeros(0, dtype=np.uint32)
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """P(positive) per row, the mean over the bags."""
-        from sklearn.ensemble._hist_gradient_boosting._predictor import _predict_from_raw_data
-
-        X = np.ascontiguousarray(X, dtype=np.float64)
-        out = np.empty(len(X), dtype=np.float64)
-        total = 0
-        for baseline, trees in self.bags:
-            raw = np.full(len(X), baseline)
-            if len(X):
-                for nodes in trees:
-                    _predict_from_raw_data(nodes, X, self._no_categories, self._no_categories, self._no_map, 1, out)
-                    raw += out
-            total = total + 1.0 / (1.0 + np.exp(-raw))
-        return total / len(self.bags)
-
-
-def _graft(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """One tree predicting ``a``'s value plus ``b``'s: a copy of ``b`` under every leaf of ``a`` (its
-    root in the leaf's place, its leaves' values plus the leaf's)."""
-    leaves = np.flatnonzero(a["is_leaf"].astype(bool))
-    n_b = len(b)
-    out = np.concatenate([a] + [b[1:]] * len(leaves))
-    b_leaf = b["is_leaf"].astype(bool)
-    for n, leaf in enumerate(leaves):
-        offset = len(a) + n * (n_b - 1)
-        where = np.concatenate([[leaf], np.arange(offset, offset + n_b - 1)])  # b's node j -> where[j]
-        copy = b.copy()
-        copy["left"] = np.where(b_leaf, 0, where[b["left"]])
-        copy["right"] = np.where(b_leaf, 0, where[b["right"]])
-        copy["value"] = np.where(b_leaf, a["value"][leaf] + b["value"], 0.0)
-        out[where] = copy
-    return out
 
 
 def _last(model) -> float | None:

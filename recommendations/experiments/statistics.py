@@ -3,6 +3,10 @@ millions of units cost a few array operations. scipy and statsmodels do the test
 have (the delta method for ratios and for relative lift, CUPED's adjustment, the Gaussian mixture
 confidence sequence) is written out here with its reference. Defaults and their reasons:
 docs/experiments.md.
+
+scipy.stats and statsmodels are imported by the functions that test: the experiments' admin and
+API import this module in every web process, and the two cost about 60 MB of memory per worker
+that a process serving recommendations never uses (tests/cdp/test_web_imports.py).
 """
 
 from __future__ import annotations
@@ -11,10 +15,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
-from statsmodels.stats.multitest import multipletests
-from statsmodels.stats.power import NormalIndPower
-from statsmodels.stats.proportion import proportions_ztest
 
 SRM_THRESHOLD = 0.001  # p-value below which a sample-ratio mismatch is flagged
 SEQUENTIAL_TUNING = 5000  # N*: the sample size at which the confidence sequence is tightest
@@ -138,6 +138,9 @@ def compare(
     (Var(mu_t/mu_c) ≈ var_t/mu^2_c + mu^2_t var_c/mu⁴_c), the fixed-horizon p-value (Welch's t-test, or the
     two-proportion z-test for a share of units), the always-valid interval and p-value, and the
     Bayesian chance to beat control (a flat prior on the lift: Phi(lift / se))."""
+    from scipy import stats
+    from statsmodels.stats.proportion import proportions_ztest
+
     mc, vc = mean_and_var(control, theta=theta, z_pooled=z_pooled)
     mt, vt = mean_and_var(variant, theta=theta, z_pooled=z_pooled)
     if not mc or not math.isfinite(vc) or not math.isfinite(vt):
@@ -180,6 +183,8 @@ def compare(
 
 def holm(p_values: list[float], alpha: float = 0.05) -> list[float]:
     """Holm-Bonferroni adjusted p-values across every variant x metric (statsmodels)."""
+    from statsmodels.stats.multitest import multipletests
+
     if not p_values:
         return []
     return [float(p) for p in multipletests(p_values, alpha=alpha, method="holm")[1]]
@@ -188,6 +193,8 @@ def holm(p_values: list[float], alpha: float = 0.05) -> list[float]:
 def srm(observed: list[int], weights: list[float]) -> dict:
     """Sample-ratio mismatch: Pearson's chi-squared of units per variant against the configured
     weights (scipy); flagged below p = 0.001."""
+    from scipy import stats
+
     total = sum(observed)
     if total == 0 or len(observed) < 2:
         return {"p_value": 1.0, "mismatch": False, "observed": observed, "expected": [0.0] * len(observed)}
@@ -217,6 +224,8 @@ def power_plan(
     NormalIndPower, equal split): give ``mde`` for the units needed per variant (and the days, with
     ``units_per_day`` across the experiment), or ``units`` (per variant) for the minimum detectable
     effect. The sequential interval needs more units for the same power (see docs/experiments.md)."""
+    from statsmodels.stats.power import NormalIndPower
+
     analysis = NormalIndPower()
     out: dict = {"alpha": alpha, "power": power, "baseline_mean": baseline_mean, "baseline_sd": baseline_sd}
     if mde is not None:
@@ -240,5 +249,7 @@ def power_plan(
 
 def achieved_power(*, baseline_mean: float, baseline_sd: float, lift: float, units: int, alpha: float = 0.05) -> float:
     """The power of the fixed-horizon test for a true relative ``lift`` with ``units`` per variant."""
+    from statsmodels.stats.power import NormalIndPower
+
     effect = lift * baseline_mean / baseline_sd
     return float(NormalIndPower().power(effect_size=effect, nobs1=units, alpha=alpha, ratio=1.0))

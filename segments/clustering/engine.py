@@ -25,6 +25,11 @@ The choice of k, per algorithm (docs/clustering.md states it with the figures):
 
 Threads: BLAS and OpenMP pools are limited to ``threads`` (default 1) around every fit, so a run on
 the ``ml`` worker never takes more cores than it was given.
+
+Imports: scikit-learn and scipy.cluster are imported inside the functions that fit. The admin and
+the API of every web process import this module (for ``ALGORITHMS`` and ``ClusteringError``) and
+never cluster; scikit-learn with what it pulls in (pandas, scipy.stats) is ~100 MB of every web
+worker (tests/cdp/test_web_imports.py keeps them out).
 """
 
 from __future__ import annotations
@@ -36,16 +41,6 @@ from dataclasses import asdict, dataclass, field
 from itertools import combinations
 
 import numpy as np
-from scipy.cluster.hierarchy import fcluster, linkage
-from sklearn.cluster import KMeans, MiniBatchKMeans
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import (
-    adjusted_rand_score,
-    calinski_harabasz_score,
-    davies_bouldin_score,
-    silhouette_score,
-)
-from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits
 
 from .features import nearest
@@ -129,6 +124,9 @@ class ClusteringParams:
 
 def _fit_labels(algorithm: str, x: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Labels (0..k-1) and centres of one clustering of ``x``."""
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+    from sklearn.mixture import GaussianMixture
+
     if algorithm == "kmeans":
         model = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(x)
         return model.labels_.astype(np.int32), model.cluster_centers_
@@ -143,12 +141,16 @@ def _fit_labels(algorithm: str, x: np.ndarray, k: int, seed: int) -> tuple[np.nd
         ).fit(x)
         return model.predict(x).astype(np.int32), model.means_
     if algorithm == "agglomerative":
+        from scipy.cluster.hierarchy import linkage
+
         tree = linkage(x.astype(np.float64), method="ward")
         return _cut(tree, x, k)
     raise ClusteringError(f"Unknown algorithm {algorithm!r}")
 
 
 def _cut(tree: np.ndarray, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    from scipy.cluster.hierarchy import fcluster
+
     raw = fcluster(tree, t=k, criterion="maxclust")
     _, labels = np.unique(raw, return_inverse=True)
     centres = np.vstack([x[labels == c].mean(axis=0) for c in range(labels.max() + 1)])
@@ -159,6 +161,8 @@ class _Fitter:
     """Fits one algorithm for many k on the same rows; Ward's tree is built once and cut per k."""
 
     def __init__(self, algorithm: str, x: np.ndarray, seed: int) -> None:
+        from scipy.cluster.hierarchy import linkage
+
         self.algorithm, self.x, self.seed = algorithm, x, seed
         self.tree = linkage(x.astype(np.float64), method="ward") if algorithm == "agglomerative" else None
         self.bic: dict[int, float] = {}  # Gaussian mixture: reported beside the rule, never used by it
@@ -167,6 +171,8 @@ class _Fitter:
         if self.tree is not None:
             return _cut(self.tree, self.x, k)[0]
         if self.algorithm == "gmm":
+            from sklearn.mixture import GaussianMixture
+
             model = GaussianMixture(
                 n_components=k, covariance_type="full", reg_covar=1e-4, max_iter=200, random_state=self.seed
             ).fit(self.x)
@@ -181,6 +187,8 @@ def shares(labels: np.ndarray, k: int) -> np.ndarray:
 
 def stability(labelings: list[tuple[np.ndarray, np.ndarray]]) -> float:
     """Mean ARI over pairs of (row indices drawn, labels) clusterings, on the rows both drew."""
+    from sklearn.metrics import adjusted_rand_score
+
     scores = []
     for (idx_a, lab_a), (idx_b, lab_b) in combinations(labelings, 2):
         first_a = dict(zip(idx_a.tolist(), lab_a.tolist(), strict=True))  # a duplicate row has one label
@@ -193,6 +201,8 @@ def stability(labelings: list[tuple[np.ndarray, np.ndarray]]) -> float:
 
 
 def _silhouette(x: np.ndarray, labels: np.ndarray, sample: int, rng: np.random.Generator) -> float:
+    from sklearn.metrics import silhouette_score
+
     if len(np.unique(labels)) < 2:
         return -1.0
     if len(x) > sample:
@@ -293,6 +303,8 @@ def fit_final(algorithm: str, x: np.ndarray, k: int, params: ClusteringParams) -
         return _fit_labels(algorithm, x, k, params.seed)
     sample = rng.choice(len(x), size=cap, replace=False)
     if algorithm == "gmm":
+        from sklearn.mixture import GaussianMixture
+
         model = GaussianMixture(
             n_components=k, covariance_type="full", reg_covar=1e-4, max_iter=200, random_state=params.seed
         ).fit(x[sample])
@@ -304,6 +316,9 @@ def fit_final(algorithm: str, x: np.ndarray, k: int, params: ClusteringParams) -
 def run_algorithm(
     algorithm: str, x: np.ndarray, params: ClusteringParams, *, progress: Callable[[float], None] | None = None
 ) -> AlgorithmResult:
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
+
     started = time.monotonic()
     with threadpool_limits(limits=params.threads), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)

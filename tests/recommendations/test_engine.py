@@ -272,6 +272,7 @@ def test_artifacts_hold_no_pickle_and_reading_one_cannot_execute_code(bundle, ca
 def test_stored_ranker_predicts_like_scikit_learn():
     from sklearn.ensemble import HistGradientBoostingClassifier
 
+    from recommendations.engine import artifact
     from recommendations.engine.artifact import BoostedTrees
 
     rng = np.random.default_rng(1)
@@ -281,6 +282,18 @@ def test_stored_ranker_predicts_like_scikit_learn():
     model = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(X, y)
     trees = BoostedTrees.from_sklearn(model)
     assert np.allclose(trees.predict_proba(X), model.predict_proba(X)[:, 1], atol=1e-9)
+    # numpy walks the trees (no scikit-learn at serving time): missing values, infinities, one row, none
+    Q = rng.normal(size=(300, 5)) * 3
+    Q[rng.random(Q.shape) < 0.3] = np.nan
+    Q[rng.random(Q.shape) < 0.05] = np.inf
+    Q[rng.random(Q.shape) < 0.05] = -np.inf
+    assert np.allclose(trees.predict_proba(Q), model.predict_proba(Q)[:, 1], atol=1e-12)
+    assert np.allclose(trees.predict_proba(Q[:1]), model.predict_proba(Q[:1])[:, 1], atol=1e-12)
+    assert trees.predict_proba(Q[:0]).shape == (0,)
+    # as stored and mapped back from a file
+    blob = artifact.dump({"ranker": trees}, {})
+    again = artifact.load(blob)[0]["ranker"]
+    assert np.array_equal(again.predict_proba(Q), trees.predict_proba(Q))
 
 
 def test_unknown_recommender_is_a_clear_error(shop):
@@ -455,3 +468,49 @@ def test_the_few_rows_product_equals_scipys(seed):
     assert (got != want).nnz == 0 or np.allclose(got.toarray(), want.toarray(), rtol=1e-6, atol=1e-6)
     assert got.nnz == want.nnz
     assert not (got.data == 0).any()
+
+
+SERVE_FROM_FILES = """
+import json, sys
+from recommendations.engine.bundle import ModelBundle
+b = ModelBundle.from_parts(sys.argv[1], sys.argv[2])
+recs = [[r.item_id, r.score, r.reason] for u in sys.argv[3:] for r in b.recommend(user_id=u, k=5)]
+print(json.dumps({"recs": recs, "modules": sorted({m.split(".")[0] for m in sys.modules} & set(%r))}))
+"""
+
+
+def test_a_served_hybrid_answers_from_its_files_without_scikit_learn(bundle, tmp_path):
+    """A web process loads the stored ranker's trees and scores candidates without importing
+    scikit-learn (nor pandas, scipy.stats and joblib behind it: ~110 MB of every worker), and
+    answers exactly what the trained bundle answers."""
+    import json
+    import subprocess
+    import sys
+
+    from recommendations.engine.artifact import write
+    from tests.conftest import REPO
+
+    assert bundle.primary == "hybrid" and bundle.recommenders["hybrid"].trained
+    item, _, parts = bundle.to_parts()
+    write(str(tmp_path / "item.npz"), item)
+    write(str(tmp_path / "people.npz"), ModelBundle.people_concat([blob for _, _, blob in parts]))
+    users = ["coffee-u0", "toys-u9", "garden-u2"]
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            SERVE_FROM_FILES % (("sklearn", "pandas", "statsmodels", "implicit"),),
+            str(tmp_path / "item.npz"),
+            str(tmp_path / "people.npz"),
+            *users,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["modules"] == []
+    expected = [[r.item_id, r.score, r.reason] for u in users for r in bundle.recommend(user_id=u, k=5)]
+    assert answer["recs"] == json.loads(json.dumps(expected))

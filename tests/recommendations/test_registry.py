@@ -160,3 +160,27 @@ def test_context_statistics_come_from_the_events(shop_data):
     stats = services.context_stats_compute(since=now.replace(year=now.year - 1))
     assert stats["device"]["mobile"] == {"toys": 1.0, "electronics": 1.0}  # mobile is all there is
     assert set(stats["daypart"]) == {"evening"}
+
+
+def test_a_stored_model_is_read_in_chunks_as_it_was_stored(shop, monkeypatch):
+    """The item part comes back byte for byte whether it is read as one row or as many small ones
+    (a web worker reads it in chunks, so that no connection keeps a buffer as large as a model)."""
+    from recommendations import selectors
+    from recommendations.models import ModelPeopleShard
+
+    stored = ModelVersion.objects.get(pk=shop.version.pk)
+    shards = [
+        bytes(s)
+        for s in ModelPeopleShard.objects.filter(version=stored).order_by("shard").values_list("data", flat=True)
+    ]
+    whole = selectors.model_parts_read(version_id=stored.pk)
+    monkeypatch.setattr(selectors, "MODEL_READ_CHUNK", 1000)  # the small shop's item part in many rows
+    assert len(bytes(stored.artifact)) > 3 * 1000
+    chunked = selectors.model_parts_read(version_id=stored.pk)
+    for parts in (whole, chunked):
+        assert parts["item"] == bytes(stored.artifact) and isinstance(parts["item"], bytes)
+        assert parts["people"] == shards and len(shards) == stored.people_shards
+        assert (parts["token"], parts["revision"]) == (stored.artifact_token, stored.artifact_revision)
+    ModelVersion.objects.filter(pk=stored.pk).update(artifact=None)
+    assert selectors.model_parts_read(version_id=stored.pk) is None
+    assert selectors.model_parts_read(version_id=stored.pk + 1000) is None
