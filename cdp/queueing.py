@@ -56,3 +56,30 @@ def task_send(task, *, args: list | tuple = (), kwargs: dict | None = None, coun
         logger.warning("could not queue %s (%s: %s); it is caught up later", task.name, type(exc).__name__, exc)
         return False
     return True
+
+
+def task_send_throttled(task, *, key: str, copies: int = 1, what: str) -> None:
+    """Queue ``task`` at most once now and once a second later per second, across processes.
+
+    The first caller in a second sends ``copies`` tasks now; the next sends one with a one-second
+    countdown (its cache key lives exactly until that task is due, so anything later asks again);
+    the rest send nothing: the running or delayed task picks their work up. Never fails: with Redis
+    gone (the cache is the same server as the broker) it marks the broker down and returns, and the
+    caller's durable rows wait for the beat sweep. ``what`` names the work in that warning.
+    """
+    from django.core.cache import cache
+
+    if broker_marked_down():  # failed a moment ago: do not add latency to every call
+        return
+    try:
+        now = cache.add(f"{key}:now", 1, timeout=1)
+        later = not now and cache.add(f"{key}:later", 1, timeout=1)
+    except Exception as exc:
+        broker_mark_down()
+        logger.warning("could not queue %s (%s); the sweep will pick it up", what, type(exc).__name__)
+        return
+    if now:
+        for _ in range(copies):
+            task_send(task)
+    elif later:
+        task_send(task, countdown=1)

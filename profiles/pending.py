@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import logging
 
-from django.core.cache import cache
 from django.db import connection, transaction
 
 logger = logging.getLogger("cdp.profiles")
 
 PENDING_SCHEDULE_KEY = "cdp:pending:scheduled"
-PENDING_FOLLOWUP_KEY = "cdp:pending:followup"
 PENDING_CHUNK = 500
 
 
@@ -43,23 +41,10 @@ def pending_schedule() -> None:
     gone it fails within its short timeout, then at once for a few seconds, and the PendingWork
     rows this transaction committed wait for the next task or the beat sweep.
     """
-    from cdp.queueing import broker_mark_down, broker_marked_down, task_send
+    from cdp.queueing import task_send_throttled
     from profiles.tasks import pending_process as pending_process_task
 
-    if broker_marked_down():  # failed a moment ago: do not add latency to every call
-        return
-    try:
-        now = cache.add(PENDING_SCHEDULE_KEY, 1, timeout=1)
-        later = not now and cache.add(PENDING_FOLLOWUP_KEY, 1, timeout=1)
-    except Exception as exc:  # the cache is the same Redis as the broker: the sweep catches up
-        broker_mark_down()
-        logger.warning("could not queue follow-up work (%s); the sweep will pick it up", type(exc).__name__)
-        return
-    if now:
-        task_send(pending_process_task)
-    elif later:
-        # the key lives exactly until the delayed task is due, so anything later asks again
-        task_send(pending_process_task, countdown=1)
+    task_send_throttled(pending_process_task, key=PENDING_SCHEDULE_KEY, what="follow-up work")
 
 
 def pending_process(*, max_rounds: int = 1000) -> int:

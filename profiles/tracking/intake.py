@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import connection, transaction
 
 from profiles.models import Source
@@ -37,7 +36,6 @@ from .validate import CleanEvent
 logger = logging.getLogger("cdp.ingest")
 
 WAKE_KEY = "cdp:intake:wake"
-WAKE_LATER_KEY = "cdp:intake:wake-later"
 
 _TIME_FIELDS = ("occurred_at", "original_timestamp", "sent_at", "received_at")
 
@@ -143,23 +141,10 @@ def intake_wake() -> None:
     drain until the log is empty, so a call that arrives while they run is taken by the running
     drain or by the delayed wake). With Redis gone this fails fast and the minute sweep drains.
     """
-    from cdp.queueing import broker_mark_down, broker_marked_down, task_send
+    from cdp.queueing import task_send_throttled
     from profiles.tasks import intake_stitch
 
-    if broker_marked_down():
-        return
-    try:
-        now = cache.add(WAKE_KEY, 1, timeout=1)
-        later = not now and cache.add(WAKE_LATER_KEY, 1, timeout=1)
-    except Exception as exc:  # the cache is the same Redis as the broker: the sweep catches up
-        broker_mark_down()
-        logger.warning("could not wake the stitch workers (%s); the sweep will drain", type(exc).__name__)
-        return
-    if now:
-        for _ in range(settings.CDP_INTAKE_WORKERS):
-            task_send(intake_stitch)
-    elif later:
-        task_send(intake_stitch, countdown=1)
+    task_send_throttled(intake_stitch, key=WAKE_KEY, copies=settings.CDP_INTAKE_WORKERS, what="the stitch workers")
 
 
 def intake_poison_send_back(*, poison_ids: list[int]) -> int:
