@@ -203,8 +203,11 @@ class TrackingView(APIView):
         except Invalid as exc:
             keep_rejected(request, [{"errors": exc.fields, "call": payload}])
             raise ValidationError(exc.fields) from exc
-        result = events_accept(source=request.auth, events=[event])
-        return Response({"success": True, "accepted": result.accepted, "duplicates": result.duplicates})
+        wakes: list = []
+        result = events_accept(source=request.auth, events=[event], wake=wakes.append)
+        return wake_after(
+            Response({"success": True, "accepted": result.accepted, "duplicates": result.duplicates}), wakes
+        )
 
 
 class BatchView(APIView):
@@ -247,15 +250,27 @@ class BatchView(APIView):
         keep_rejected(request, [{"errors": b["fields"], "call": payload["batch"][b["index"]]} for b in bad])
         if not clean and bad:
             raise ValidationError({f"batch.{b['index']}.{f}": m for b in bad for f, m in b["fields"].items()})
-        result = events_accept(source=request.auth, events=clean) if clean else None
-        return Response(
-            {
-                "success": not bad,
-                "accepted": result.accepted if result else 0,
-                "duplicates": result.duplicates if result else 0,
-                "errors": bad,
-            }
+        wakes: list = []
+        result = events_accept(source=request.auth, events=clean, wake=wakes.append) if clean else None
+        return wake_after(
+            Response(
+                {
+                    "success": not bad,
+                    "accepted": result.accepted if result else 0,
+                    "duplicates": result.duplicates if result else 0,
+                    "errors": bad,
+                }
+            ),
+            wakes,
         )
+
+
+def wake_after(response: Response, wakes: list) -> Response:
+    """Run the stitch workers' wake (``events_accept`` committed the calls) once the response has been
+    sent: the WSGI server closes the response after writing it, and Django runs its closers then
+    (an error in one is swallowed; ``intake_wake`` never raises anyway)."""
+    response._resource_closers.extend(wakes)
+    return response
 
 
 def keep_rejected(request, rejections: list[dict]) -> None:

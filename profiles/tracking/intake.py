@@ -22,8 +22,10 @@ import json
 import logging
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 
 import orjson
 import psycopg
@@ -113,8 +115,15 @@ _INTAKE_INSERT = (
 )
 
 
-def events_accept(*, source: Source, events: list[CleanEvent]) -> AcceptResult:
-    """Write the calls to the intake log in one statement and commit; wake the stitch workers."""
+def events_accept(
+    *, source: Source, events: list[CleanEvent], wake: Callable[[Callable[[], None]], None] | None = None
+) -> AcceptResult:
+    """Write the calls to the intake log in one statement and commit; wake the stitch workers.
+
+    ``wake`` is handed ``intake_wake`` once the calls are committed, to run it later (by default it
+    runs on commit); the tracking API runs it after its response is sent (the Redis round trips of the wake are not part
+    of the call's latency; a wake lost with the process is the beat sweep's, as with Redis down).
+    """
     result = AcceptResult()
     fresh: list[int] = []
     seen: set[str] = set()
@@ -146,7 +155,8 @@ def events_accept(*, source: Source, events: list[CleanEvent]) -> AcceptResult:
     with transaction.atomic():
         stored = [row[0] for row in _execute_bound(_INTAKE_INSERT, params)]
         result.partitions = set(stored)
-        transaction.on_commit(intake_wake)
+        if stored:
+            transaction.on_commit(intake_wake if wake is None else partial(wake, intake_wake))
     result.accepted = len(stored)
     result.duplicates += len(fresh) - len(stored)
     return result
