@@ -117,9 +117,25 @@ def local_hour_of(context: dict, occurred_at: datetime) -> int | None:
     tz_name = context.get("timezone")
     if not isinstance(tz_name, str) or not tz_name:
         return None
+    zone = _zone(tz_name) if len(tz_name) <= _MAX_ZONE_NAME else None
+    if zone is None:
+        return None
     try:
-        return occurred_at.astimezone(ZoneInfo(tz_name)).hour
-    except (ZoneInfoNotFoundError, ValueError):
+        return occurred_at.astimezone(zone).hour
+    except (OverflowError, ValueError):
+        return None
+
+
+_MAX_ZONE_NAME = 64  # the longest IANA name is 32 characters
+
+
+@lru_cache(maxsize=1024)
+def _zone(name: str) -> ZoneInfo | None:
+    """The time zone of that name, or None. Kept here: ``ZoneInfo`` itself holds only the last 8
+    zones strongly, and reading one again from the zone files costs 40 µs per call."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         return None
 
 
