@@ -798,6 +798,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lag-rate", type=float, default=LAG_RATE, help="events/s of the identity-lag test")
     parser.add_argument("--lag-seconds", type=float, default=10, help="seconds of the identity-lag test (0: skip)")
     parser.add_argument("--stitchers", type=int, default=2, help="stitch worker processes (Celery, queue intake)")
+    parser.add_argument(
+        "--pause-stitchers",
+        action="store_true",
+        help="stop the stitch workers (SIGSTOP) during the batch load: the accept path alone (not the headline row)",
+    )
     args = parser.parse_args(argv)
     if args.events < 1 or not (1 <= args.batch_size <= 1000) or args.concurrency < 1:
         parser.error("--events, --concurrency must be positive and --batch-size 1..1000")
@@ -822,7 +827,7 @@ def main(argv: list[str] | None = None) -> int:
         manage(env, "migrate", "--noinput")
         write_key = manage(env, "create_source", "bench").strip().splitlines()[-1]
         port = free_port()
-        with gunicorn(env, port, args.workers), stitch_worker(env, args.stitchers):
+        with gunicorn(env, port, args.workers), stitch_worker(env, args.stitchers) as stitchers:
             log("warming up")
             warm = run_batches(port, write_key, warmup, args.concurrency)
             if warm["errors"]:
@@ -830,7 +835,13 @@ def main(argv: list[str] | None = None) -> int:
             wait_drained(database_url)
             with_warmup = database_facts(database_url)["events"]
             log(f"batch load: {len(bodies)} requests of {args.batch_size}, {args.concurrency} connections")
-            batch = run_batches(port, write_key, bodies, args.concurrency)
+            if args.pause_stitchers:
+                os.killpg(stitchers.pid, signal.SIGSTOP)
+            try:
+                batch = run_batches(port, write_key, bodies, args.concurrency)
+            finally:
+                if args.pause_stitchers:
+                    os.killpg(stitchers.pid, signal.SIGCONT)
             waiting = intake_depth(database_url)
             log(f"accepted; {waiting} calls still waiting; waiting for the stitch workers")
             batch["drained"] = wait_drained(database_url) - batch["first"]
@@ -875,6 +886,7 @@ def report(args, batch, facts, with_warmup, copy_indexed, copy_bare, track, payl
     copy_rate = copy_indexed["rows"] / copy_indexed["seconds"]
     bare_rate = copy_bare["rows"] / copy_bare["seconds"]
     met = lambda ok: "met" if ok else "**missed**"  # noqa: E731
+    paused = " (stitch workers stopped during the batch load: accept only)" if args.pause_stitchers else ""
     lines = [
         f"{args.events:,} events ({payload_mb:.0f} MB of JSON) for {args.users:,} customers; "
         f"{facts['events'] - with_warmup:,} stored, {facts['profiles']:,} live profiles, "
@@ -883,7 +895,7 @@ def report(args, batch, facts, with_warmup, copy_indexed, copy_bare, track, payl
         "| measure | result |",
         "|---|---|",
         f"| `POST /v1/batch`, gunicorn {args.workers} sync workers, {args.concurrency} connections, "
-        f"batches of {args.batch_size} | **{api_rate:,.0f} events/s** ({batch['accepted']:,} accepted in "
+        f"batches of {args.batch_size}{paused} | **{api_rate:,.0f} events/s** ({batch['accepted']:,} accepted in "
         f"{batch['seconds']:.1f} s, {batch['duplicates']} duplicates, {len(batch['errors'])} errors) |",
         f"| `COPY` of the same calls into a table like the intake log, same {copy_intake['indexes']} indexes "
         f"(logged; what the request writes) | **{intake_rate:,.0f} rows/s** ({copy_intake['seconds']:.2f} s) |",
