@@ -34,7 +34,7 @@ import orjson
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, InternalError, OperationalError, connection, transaction
 
-from profiles.identity.merge import ProfileVanished
+from profiles.identity.merge import ProfileVanished, merge_hooks_batched
 from profiles.models import IntakePoison, Source
 
 from .ingest import RETRYABLE, _ingest, retry_counts
@@ -206,7 +206,8 @@ def _stitch_group(source: Source | None, rows: list) -> None:
         with transaction.atomic():
             if source is None:
                 raise LookupError("the call's source no longer exists")
-            _ingest(source, [event_from_payload(_loads(row[2])) for row in rows], stored_checked=True)
+            with merge_hooks_batched():
+                _ingest(source, [event_from_payload(_loads(row[2])) for row in rows], stored_checked=True)
         return
     except Exception as exc:
         if _not_the_calls_fault(exc):
