@@ -169,7 +169,7 @@ def manage(env: dict[str, str], *args: str) -> str:
 
 
 @contextmanager
-def gunicorn(env: dict[str, str], port: int, workers: int):
+def gunicorn(env: dict[str, str], port: int, workers: int, threads: int = 1):
     GUNICORN_LOG.parent.mkdir(exist_ok=True)
     with open(GUNICORN_LOG, "w") as out:
         proc = subprocess.Popen(
@@ -182,6 +182,7 @@ def gunicorn(env: dict[str, str], port: int, workers: int):
                 str(workers),
                 "--timeout",
                 "120",
+                *(["--worker-class", "gthread", "--threads", str(threads), "--keep-alive", "5"] if threads > 1 else []),
             ],
             cwd=REPO,
             env=env,
@@ -789,6 +790,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--track-rate", type=float, default=TRACK_RATE, help="requests/s of the latency test")
     parser.add_argument("--users", type=int, default=20_000, help="distinct customers in the traffic")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="threads per gunicorn worker (> 1: gthread workers with keep-alive)"
+    )
     parser.add_argument("--database", default="cdp_bench_ingest", help="database created and dropped")
     parser.add_argument("--redis-db", type=int, default=9, help="Redis database number used by the server")
     parser.add_argument(
@@ -827,7 +831,7 @@ def main(argv: list[str] | None = None) -> int:
         manage(env, "migrate", "--noinput")
         write_key = manage(env, "create_source", "bench").strip().splitlines()[-1]
         port = free_port()
-        with gunicorn(env, port, args.workers), stitch_worker(env, args.stitchers) as stitchers:
+        with gunicorn(env, port, args.workers, args.threads), stitch_worker(env, args.stitchers) as stitchers:
             log("warming up")
             warm = run_batches(port, write_key, warmup, args.concurrency)
             if warm["errors"]:
@@ -887,6 +891,9 @@ def report(args, batch, facts, with_warmup, copy_indexed, copy_bare, track, payl
     copy_rate = copy_indexed["rows"] / copy_indexed["seconds"]
     bare_rate = copy_bare["rows"] / copy_bare["seconds"]
     met = lambda ok: "met" if ok else "**missed**"  # noqa: E731
+    server_kind = f"{args.workers} sync workers"
+    if args.threads > 1:
+        server_kind = f"{args.workers} gthread workers x {args.threads} threads"
     paused = " (stitch workers stopped during the batch load: accept only)" if args.pause_stitchers else ""
     lines = [
         f"{args.events:,} events ({payload_mb:.0f} MB of JSON) for {args.users:,} customers; "
@@ -895,7 +902,7 @@ def report(args, batch, facts, with_warmup, copy_indexed, copy_bare, track, payl
         "",
         "| measure | result |",
         "|---|---|",
-        f"| `POST /v1/batch`, gunicorn {args.workers} sync workers, {args.concurrency} connections, "
+        f"| `POST /v1/batch`, gunicorn {server_kind}, {args.concurrency} connections, "
         f"batches of {args.batch_size}{paused} | **{api_rate:,.0f} events/s** ({batch['accepted']:,} accepted in "
         f"{batch['seconds']:.1f} s, {batch['duplicates']} duplicates, {len(batch['errors'])} errors) |",
         f"| `COPY` of the same calls into a table like the intake log, same {copy_intake['indexes']} indexes "

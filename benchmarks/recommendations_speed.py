@@ -1,7 +1,7 @@
 """Recommendations speed: the serving API under load, and the model refresh on Online Retail.
 
     python benchmarks/recommendations_speed.py [--products 50000] [--profiles 200000] [--rate 300]
-        [--seconds 30] [--workers 2] [--threads 4] [--preload] [--no-reuse-port] [--part serving|retail|all] [--keep]
+        [--seconds 30] [--workers 4] [--threads 2] [--preload] [--no-reuse-port] [--part serving|retail|all] [--keep]
 
 Serving: a scratch database (``cdp_bench_recs``) gets 50,000 products, 200,000 profiles with a
 user id each, about a million interactions (orders and product views, generated with set-based
@@ -536,8 +536,8 @@ def main() -> int:
     parser.add_argument("--profiles", type=int, default=200_000)
     parser.add_argument("--rate", type=float, default=300.0, help="requests per second")
     parser.add_argument("--seconds", type=float, default=30.0, help="seconds of load per endpoint")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn gthread workers (the Procfile's default)")
+    parser.add_argument("--threads", type=int, default=2, help="threads per worker (the Procfile's default)")
     parser.add_argument("--preload", action="store_true", help="gunicorn --preload (import the app before the fork)")
     parser.add_argument(
         "--reuse-port",
