@@ -890,6 +890,7 @@ def report(args, batch, facts, with_warmup, copy_indexed, copy_bare, track, payl
     api_rate = batch["accepted"] / batch["seconds"]
     intake_rate = copy_intake["rows"] / copy_intake["seconds"]
     stitch_rate = batch["accepted"] / batch["drained"]
+    backlog_rate = batch["waiting_at_end"] / max(batch["drained"] - batch["seconds"], 1e-9)
     copy_rate = copy_indexed["rows"] / copy_indexed["seconds"]
     bare_rate = copy_bare["rows"] / copy_bare["seconds"]
     met = lambda ok: "met" if ok else "**missed**"  # noqa: E731
@@ -918,6 +919,8 @@ def report(args, batch, facts, with_warmup, copy_indexed, copy_bare, track, payl
         f"| stitching, {args.stitchers} worker processes (queue intake), during and after the load | "
         f"**{stitch_rate:,.0f} events/s** (log empty {batch['drained']:.1f} s after the first request; "
         f"{batch['waiting_at_end']:,} calls waiting when the last was accepted) |",
+        f"| stitching alone: the calls waiting when the last was accepted, drained with the web workers idle | "
+        f"{backlog_rate:,.0f} events/s ({batch['waiting_at_end']:,} in {batch['drained'] - batch['seconds']:.1f} s) |",
     ]
     if track:
         lines.append(

@@ -228,7 +228,8 @@ def _create_new_people(events: list[CleanEvent], candidates: list[int], owners: 
     groups: dict = {}
     for i in pool:
         groups.setdefault(find(events[i].identifiers[0]), []).append(i)
-    touched_elsewhere = {kv for i in candidates if i not in set(pool) for kv in events[i].identifiers}
+    in_pool = set(pool)
+    touched_elsewhere = {kv for i in candidates if i not in in_pool for kv in events[i].identifiers}
     profile_rows, identifier_rows = [], []
     for members in groups.values():
         identifiers = sorted({kv for i in members for kv in events[i].identifiers})

@@ -33,9 +33,10 @@ from collections import Counter
 import orjson
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, InternalError, OperationalError, connection, transaction
+from django.utils import timezone
 
 from profiles.identity.merge import ProfileVanished, merge_hooks_batched
-from profiles.models import IntakePoison, Source
+from profiles.models import IntakeEvent, IntakePoison, Source
 
 from .ingest import RETRYABLE, _ingest, retry_counts
 from .intake import event_from_payload
@@ -60,7 +61,7 @@ _ENSURE_SQL = (
 # the oldest calls of the partitions taken, each with whether its event is stored already (a call
 # accepted again in the moment its first copy was being stitched): one statement, no second lookup
 _READ_SQL = (
-    "SELECT i.id, i.source_id, i.payload::text, i.received_at, i.message_id, i.partition, "
+    "SELECT i.id, i.source_id, i.payload::text, i.message_id, i.partition, "
     "EXISTS (SELECT 1 FROM profiles_event e WHERE e.source_id = i.source_id AND e.message_id = i.message_id) "
     "FROM profiles_intakeevent i WHERE i.partition = ANY(%b::smallint[]) ORDER BY i.id LIMIT %b"
 )
@@ -179,12 +180,12 @@ def _stitch_partitions(partitions: list[int]) -> int:
         return 0
     groups: dict[int, list] = {}
     for row in rows:
-        if not row[6]:  # stored before: a duplicate, nothing to do but leave the log
+        if not row[5]:  # stored before: a duplicate, nothing to do but leave the log
             groups.setdefault(row[1], []).append(row)
     sources = Source.objects.in_bulk(list(groups))
     for source_id, group in groups.items():
         _stitch_group(sources.get(source_id), group)
-    counts = Counter(row[5] for row in rows)
+    counts = Counter(row[4] for row in rows)
     with binary_cursor() as cursor:
         cursor.execute("DELETE FROM profiles_intakeevent WHERE id = ANY(%b::bigint[])", [[row[0] for row in rows]])
         cursor.execute(_DONE_SQL, [list(counts), list(counts.values())])
@@ -238,10 +239,11 @@ def _set_aside(source: Source | None, row, exc: Exception) -> None:
         payload = {"raw": row[2]}
     if source is None:
         return  # the source was deleted: its calls go with it
+    received_at = IntakeEvent.objects.filter(pk=row[0]).values_list("received_at", flat=True).first()
     IntakePoison.objects.create(
         source=source,
-        message_id=row[4],
+        message_id=row[3],
         payload=payload,
-        received_at=row[3],
+        received_at=received_at or timezone.now(),
         error=error,
     )
