@@ -168,6 +168,9 @@ def manage(env: dict[str, str], *args: str) -> str:
     return result.stdout
 
 
+GTHREAD = ["--worker-class", "gthread", "--keep-alive", "5", "--reuse-port"]  # as the Procfile's web line
+
+
 @contextmanager
 def gunicorn(env: dict[str, str], port: int, workers: int, threads: int = 1):
     GUNICORN_LOG.parent.mkdir(exist_ok=True)
@@ -182,7 +185,7 @@ def gunicorn(env: dict[str, str], port: int, workers: int, threads: int = 1):
                 str(workers),
                 "--timeout",
                 "120",
-                *(["--worker-class", "gthread", "--threads", str(threads), "--keep-alive", "5"] if threads > 1 else []),
+                *([*GTHREAD, "--threads", str(threads)] if threads > 1 else []),
             ],
             cwd=REPO,
             env=env,
@@ -791,7 +794,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=20_000, help="distinct customers in the traffic")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
     parser.add_argument(
-        "--threads", type=int, default=1, help="threads per gunicorn worker (> 1: gthread workers with keep-alive)"
+        "--threads", type=int, default=1, help="threads per gunicorn worker (> 1: gthread, as the Procfile)"
     )
     parser.add_argument("--database", default="cdp_bench_ingest", help="database created and dropped")
     parser.add_argument("--redis-db", type=int, default=9, help="Redis database number used by the server")
