@@ -35,12 +35,12 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError, InternalError, OperationalError, connection, transaction
 from django.utils import timezone
 
+from cdp.db import binary_cursor
 from profiles.identity.merge import ProfileVanished, merge_hooks_batched
 from profiles.models import IntakeEvent, IntakePoison, Source
 
 from .ingest import RETRYABLE, _ingest, retry_counts
 from .intake import event_from_payload
-from .store import binary_cursor
 
 logger = logging.getLogger("cdp.ingest")
 
