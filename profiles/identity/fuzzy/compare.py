@@ -152,7 +152,8 @@ def _names(table: RecordTable, a: np.ndarray, b: np.ndarray, levels: np.ndarray)
     # an initial says only which letter the name begins with, also against the same initial ("S" / "S"
     # may be Sophia and Sarah): "similar", never "exact" (whose weight, by how rare the value "s" is
     # among the first names, would read two initials as a rare name shared)
-    level[has_f & (np.minimum(table["first_len"][a], table["first_len"][b]) == 1) & (table["initial"][a] == table["initial"][b])] = 1
+    initials = np.minimum(table["first_len"][a], table["first_len"][b]) == 1
+    level[has_f & initials & (table["initial"][a] == table["initial"][b])] = 1
     levels[:, FIRST] = np.where(has_f, level, -1)
     # last name
     level = np.where(jl >= 0.92 - EPS, 2, np.where(jl >= 0.8 - EPS, 1, 0)).astype(np.int8)

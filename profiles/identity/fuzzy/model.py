@@ -29,7 +29,9 @@ at random are one person. Nothing is tuned per data set; every number is estimat
   of counts to m, a rejected pair (or an undone fuzzy merge) to u (to h when their address agrees).
 - **Term frequency**: an exact first name, last name or birth date is weighed by how common the
   value is (two Smiths agree more often by chance than two Wojciechowskis): for the exact level u is
-  the value's frequency among records, smoothed towards the average.
+  the value's frequency among records, smoothed towards the average. The address's area and
+  locality levels likewise by the place the pair agrees on (a full postal code of a few records, a
+  town of thousands); a place as rare as a street is read as a family's (the surname against h).
 - **lambda** from the expected number of true pairs among the candidate pairs (a fixed point of the
   model's own posteriors), kept as matches per record so that it scales with the data set's size.
   This is the calibration: without it the threshold would be read against a wrong prior.
@@ -545,7 +547,8 @@ def log2_bayes_factors(
     params: Parameters, levels: np.ndarray, table, a: np.ndarray, freq: Frequencies | None, b: np.ndarray | None = None
 ) -> np.ndarray:
     """Evidence (bits) of each pair. Pairs at one address are weighed against households (h); the
-    others' exact first name, last name and birth date are weighed by how common the value is."""
+    others' exact first name, last name and birth date are weighed by how common the value is, and
+    (with ``b``, the pairs' other side) their shared place too (``_add_term_frequency``)."""
     free = list(range(len(COMPARISONS)))
     total = _bits(levels, params.m, params.u, params.h, free, params.h_joint)
     if freq is None:

@@ -65,7 +65,9 @@ def score_pairs(
     for start in range(0, len(a), COMPARE_CHUNK):
         stop = min(start + COMPARE_CHUNK, len(a))
         levels[start:stop] = compare(table, a[start:stop], b[start:stop])
-        bits[start:stop] = model.log2_bayes_factors(params, levels[start:stop], table, a[start:stop], freq, b[start:stop])
+        bits[start:stop] = model.log2_bayes_factors(
+            params, levels[start:stop], table, a[start:stop], freq, b[start:stop]
+        )
         if progress:
             progress(stop, len(a))
     if calibrate:

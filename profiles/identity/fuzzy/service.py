@@ -138,7 +138,9 @@ def identity_match(
     for start in range(0, len(a), COMPARE_CHUNK):
         stop = min(start + COMPARE_CHUNK, len(a))
         levels[start:stop] = compare(table, a[start:stop], b[start:stop])
-        bits[start:stop] = model.log2_bayes_factors(params, levels[start:stop], table, a[start:stop], freq, b[start:stop])
+        bits[start:stop] = model.log2_bayes_factors(
+            params, levels[start:stop], table, a[start:stop], freq, b[start:stop]
+        )
         if progress:
             progress(stop, len(a))
     if not report.parameters_reused:
