@@ -168,8 +168,11 @@ def manage(env: dict[str, str], *args: str) -> str:
     return result.stdout
 
 
+GTHREAD = ["--worker-class", "gthread", "--keep-alive", "5", "--reuse-port"]  # as the Procfile's web line
+
+
 @contextmanager
-def gunicorn(env: dict[str, str], port: int, workers: int):
+def gunicorn(env: dict[str, str], port: int, workers: int, threads: int = 1):
     GUNICORN_LOG.parent.mkdir(exist_ok=True)
     with open(GUNICORN_LOG, "w") as out:
         proc = subprocess.Popen(
@@ -182,6 +185,7 @@ def gunicorn(env: dict[str, str], port: int, workers: int):
                 str(workers),
                 "--timeout",
                 "120",
+                *([*GTHREAD, "--threads", str(threads)] if threads > 1 else []),
             ],
             cwd=REPO,
             env=env,
@@ -789,6 +793,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--track-rate", type=float, default=TRACK_RATE, help="requests/s of the latency test")
     parser.add_argument("--users", type=int, default=20_000, help="distinct customers in the traffic")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="threads per gunicorn worker (> 1: gthread, as the Procfile)"
+    )
     parser.add_argument("--database", default="cdp_bench_ingest", help="database created and dropped")
     parser.add_argument("--redis-db", type=int, default=9, help="Redis database number used by the server")
     parser.add_argument(
@@ -798,6 +805,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lag-rate", type=float, default=LAG_RATE, help="events/s of the identity-lag test")
     parser.add_argument("--lag-seconds", type=float, default=10, help="seconds of the identity-lag test (0: skip)")
     parser.add_argument("--stitchers", type=int, default=2, help="stitch worker processes (Celery, queue intake)")
+    parser.add_argument(
+        "--pause-stitchers",
+        action="store_true",
+        help="stop the stitch workers (SIGSTOP) during the batch load: the accept path alone (not the headline row)",
+    )
     args = parser.parse_args(argv)
     if args.events < 1 or not (1 <= args.batch_size <= 1000) or args.concurrency < 1:
         parser.error("--events, --concurrency must be positive and --batch-size 1..1000")
@@ -822,7 +834,7 @@ def main(argv: list[str] | None = None) -> int:
         manage(env, "migrate", "--noinput")
         write_key = manage(env, "create_source", "bench").strip().splitlines()[-1]
         port = free_port()
-        with gunicorn(env, port, args.workers), stitch_worker(env, args.stitchers):
+        with gunicorn(env, port, args.workers, args.threads), stitch_worker(env, args.stitchers) as stitchers:
             log("warming up")
             warm = run_batches(port, write_key, warmup, args.concurrency)
             if warm["errors"]:
@@ -830,7 +842,13 @@ def main(argv: list[str] | None = None) -> int:
             wait_drained(database_url)
             with_warmup = database_facts(database_url)["events"]
             log(f"batch load: {len(bodies)} requests of {args.batch_size}, {args.concurrency} connections")
-            batch = run_batches(port, write_key, bodies, args.concurrency)
+            if args.pause_stitchers:
+                os.killpg(stitchers.pid, signal.SIGSTOP)
+            try:
+                batch = run_batches(port, write_key, bodies, args.concurrency)
+            finally:
+                if args.pause_stitchers:
+                    os.killpg(stitchers.pid, signal.SIGCONT)
             waiting = intake_depth(database_url)
             log(f"accepted; {waiting} calls still waiting; waiting for the stitch workers")
             batch["drained"] = wait_drained(database_url) - batch["first"]
@@ -872,9 +890,14 @@ def report(args, batch, facts, with_warmup, copy_indexed, copy_bare, track, payl
     api_rate = batch["accepted"] / batch["seconds"]
     intake_rate = copy_intake["rows"] / copy_intake["seconds"]
     stitch_rate = batch["accepted"] / batch["drained"]
+    backlog_rate = batch["waiting_at_end"] / max(batch["drained"] - batch["seconds"], 1e-9)
     copy_rate = copy_indexed["rows"] / copy_indexed["seconds"]
     bare_rate = copy_bare["rows"] / copy_bare["seconds"]
     met = lambda ok: "met" if ok else "**missed**"  # noqa: E731
+    server_kind = f"{args.workers} sync workers"
+    if args.threads > 1:
+        server_kind = f"{args.workers} gthread workers x {args.threads} threads"
+    paused = " (stitch workers stopped during the batch load: accept only)" if args.pause_stitchers else ""
     lines = [
         f"{args.events:,} events ({payload_mb:.0f} MB of JSON) for {args.users:,} customers; "
         f"{facts['events'] - with_warmup:,} stored, {facts['profiles']:,} live profiles, "
@@ -882,8 +905,8 @@ def report(args, batch, facts, with_warmup, copy_indexed, copy_bare, track, payl
         "",
         "| measure | result |",
         "|---|---|",
-        f"| `POST /v1/batch`, gunicorn {args.workers} sync workers, {args.concurrency} connections, "
-        f"batches of {args.batch_size} | **{api_rate:,.0f} events/s** ({batch['accepted']:,} accepted in "
+        f"| `POST /v1/batch`, gunicorn {server_kind}, {args.concurrency} connections, "
+        f"batches of {args.batch_size}{paused} | **{api_rate:,.0f} events/s** ({batch['accepted']:,} accepted in "
         f"{batch['seconds']:.1f} s, {batch['duplicates']} duplicates, {len(batch['errors'])} errors) |",
         f"| `COPY` of the same calls into a table like the intake log, same {copy_intake['indexes']} indexes "
         f"(logged; what the request writes) | **{intake_rate:,.0f} rows/s** ({copy_intake['seconds']:.2f} s) |",
@@ -896,6 +919,8 @@ def report(args, batch, facts, with_warmup, copy_indexed, copy_bare, track, payl
         f"| stitching, {args.stitchers} worker processes (queue intake), during and after the load | "
         f"**{stitch_rate:,.0f} events/s** (log empty {batch['drained']:.1f} s after the first request; "
         f"{batch['waiting_at_end']:,} calls waiting when the last was accepted) |",
+        f"| stitching alone: the calls waiting when the last was accepted, drained with the web workers idle | "
+        f"{backlog_rate:,.0f} events/s ({batch['waiting_at_end']:,} in {batch['drained'] - batch['seconds']:.1f} s) |",
     ]
     if track:
         lines.append(

@@ -1,12 +1,13 @@
 """Recommendations speed: the serving API under load, and the model refresh on Online Retail.
 
     python benchmarks/recommendations_speed.py [--products 50000] [--profiles 200000] [--rate 300]
-        [--seconds 30] [--workers 2] [--threads 4] [--preload] [--part serving|retail|all] [--keep]
+        [--seconds 30] [--workers 4] [--threads 2] [--preload] [--no-reuse-port] [--part serving|retail|all] [--keep]
 
 Serving: a scratch database (``cdp_bench_recs``) gets 50,000 products, 200,000 profiles with a
 user id each, about a million interactions (orders and product views, generated with set-based
 SQL), personalisation consent for 70 % of the people and five segments; a model is trained by the
-refresh service; gunicorn (``--workers`` gthread workers) serves it. An open-loop load generator
+refresh service; gunicorn (``--workers`` gthread workers, each on its own ``SO_REUSEPORT`` socket as
+the Procfile runs them) serves it. An open-loop load generator
 (asyncio; each request has a fixed start time, latency is measured from that time, so a slow
 server cannot slow the generator down and hide its own queueing) sends ``--rate`` requests/s for
 ``--seconds`` to a trivial authenticated DRF endpoint (``GET /api/v1/products/{sku}/``: key auth,
@@ -393,6 +394,7 @@ def serving_part(args) -> dict:
                 sys.executable, "-m", "gunicorn", "cdp.wsgi:application",
                 "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers), "--threads", str(args.threads),
                 "--worker-class", "gthread", "--keep-alive", "5", "--timeout", "120",
+                *(["--reuse-port"] if args.reuse_port else []),
                 *(["--preload"] if args.preload else []),
             ],
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -534,9 +536,16 @@ def main() -> int:
     parser.add_argument("--profiles", type=int, default=200_000)
     parser.add_argument("--rate", type=float, default=300.0, help="requests per second")
     parser.add_argument("--seconds", type=float, default=30.0, help="seconds of load per endpoint")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn gthread workers (the Procfile's default)")
+    parser.add_argument("--threads", type=int, default=2, help="threads per worker (the Procfile's default)")
     parser.add_argument("--preload", action="store_true", help="gunicorn --preload (import the app before the fork)")
+    parser.add_argument(
+        "--reuse-port",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="gunicorn --reuse-port, as the Procfile runs it: each worker listens on its own SO_REUSEPORT "
+        "socket and the kernel spreads new connections over them (--no-reuse-port: one shared socket)",
+    )
     parser.add_argument("--conns", type=int, default=64, help="keep-alive connections of the load generator")
     parser.add_argument("--part", choices=["serving", "retail", "all"], default="all")
     parser.add_argument("--database", default="cdp_bench_recs")

@@ -21,12 +21,14 @@ PENDING_CHUNK = 500
 
 
 def pending_mark(profile_ids) -> None:
+    from profiles.tracking.store import binary_cursor
+
     ids = sorted({str(p) for p in profile_ids})
     if not ids:
         return
-    with connection.cursor() as cursor:
+    with binary_cursor() as cursor:
         cursor.execute(
-            "INSERT INTO profiles_pendingwork (profile_id, queued_at) SELECT unnest(%s::uuid[]), now() "
+            "INSERT INTO profiles_pendingwork (profile_id, queued_at) SELECT unnest(%b::uuid[]), now() "
             "ON CONFLICT (profile_id) DO UPDATE SET queued_at = EXCLUDED.queued_at",
             [ids],
         )

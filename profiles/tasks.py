@@ -15,11 +15,14 @@ def pending_process() -> int:
 
 @shared_task(name="profiles.tasks.intake_stitch", acks_late=True)
 def intake_stitch() -> int:
-    """Stitch the intake log until no partition with calls is free (queue ``intake``). Safe to run
-    twice and in parallel: each batch holds its partition's lock; an idle run costs two queries."""
+    """Stitch the intake log until no partition with calls is free (queue ``intake``), then keep
+    watching it while calls keep coming (``CDP_INTAKE_LINGER_SECONDS``). Safe to run twice and in
+    parallel: each batch holds its partitions' locks; an idle run costs two queries."""
+    from django.conf import settings
+
     from profiles.tracking.worker import intake_drain
 
-    return intake_drain()
+    return intake_drain(linger=settings.CDP_INTAKE_LINGER_SECONDS)
 
 
 @shared_task(name="profiles.tasks.heavy_traits_recompute")

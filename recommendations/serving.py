@@ -406,14 +406,31 @@ class _Compiled:
         return _prepared(sql, [*head, since, RECENT_EVENTS, *params])
 
 
+PREPARE_ONLY_WHEN_ASKED = 1 << 30  # a threshold no statement reaches by repetition alone
+
+
 def _prepared(sql: str, params: list, *, many: bool = False):
-    """Run a statement prepared on this (pooled, long-lived) connection."""
+    """Run a statement prepared on this (pooled, long-lived) connection.
+
+    Django opens psycopg connections with ``prepare_threshold=None``, and psycopg then ignores
+    ``prepare=True``: every execution was parsed and planned again (0.3-0.8 ms of PostgreSQL's CPU
+    for the combined look-up, which executes in 0.05-0.2 ms). While this statement runs the
+    connection's threshold is one that repetition never reaches, so only statements that ask
+    (``prepare=True``, here) are prepared; the ORM's client-side cursors never prepare anything."""
     import psycopg
 
     connection.ensure_connection()
-    with psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, params, prepare=True)
-        return cursor.fetchall() if many else cursor.fetchone()
+    conn = connection.connection
+    saved = conn.prepare_threshold
+    if saved is None:
+        conn.prepare_threshold = PREPARE_ONLY_WHEN_ASKED
+    try:
+        with psycopg.Cursor(conn) as cursor:
+            cursor.execute(sql, params, prepare=True)
+            return cursor.fetchall() if many else cursor.fetchone()
+    finally:
+        if saved is None:
+            conn.prepare_threshold = None
 
 
 _UUID_SLOT = uuid.UUID(int=0xC0FFEE)

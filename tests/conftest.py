@@ -18,6 +18,11 @@ from rest_framework.test import APIClient
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_configure(config):
+    # worker and server logs go to .cdp/, which `make` creates; pytest may run first on a fresh clone
+    (REPO / ".cdp").mkdir(exist_ok=True)
+
+
 @pytest.fixture(autouse=True)
 def _clean_redis():
     """Each test starts with an empty test Redis database (cache, throttles, queues)."""

@@ -6,6 +6,9 @@ The trait policy lives in ``trait_policy``, the guards in ``guards``, the follow
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 
 from django.db import connection, transaction
@@ -38,6 +41,24 @@ __all__ = [
     "traits_apply",
     "traits_merge",
 ]
+
+
+# merges made while ``merge_hooks_batched`` is active: their hook is fired once for all of them
+_batched_merges: ContextVar[list | None] = ContextVar("batched_merges", default=None)
+
+
+@contextmanager
+def merge_hooks_batched() -> Iterator[None]:
+    """Merges made inside fire ``on_profiles_merged`` once, as one batch (``Hook.fire_many``: one task
+    or statement per subscriber), when the block ends without an error, on commit of the enclosing
+    transaction. The stitch workers wrap each batch in it: a batch may merge a hundred people."""
+    calls: list[dict] = []
+    token = _batched_merges.set(calls)
+    try:
+        yield
+    finally:
+        _batched_merges.reset(token)
+    hooks.on_profiles_merged.fire_many(calls)
 
 
 class ProfileVanished(Exception):
@@ -109,7 +130,11 @@ def profile_merge(
     merge.save()
     # both: the loser's segment memberships must close even if the merge hook's task is lost
     pending_mark([winner.pk, loser.pk])
-    hooks.on_profiles_merged.fire(winner_id=str(winner.pk), loser_id=str(loser.pk), merge_id=merge.pk)
+    batched = _batched_merges.get()
+    if batched is not None:
+        batched.append({"winner_id": str(winner.pk), "loser_id": str(loser.pk), "merge_id": merge.pk})
+    else:
+        hooks.on_profiles_merged.fire(winner_id=str(winner.pk), loser_id=str(loser.pk), merge_id=merge.pk)
     return merge
 
 

@@ -85,9 +85,16 @@ def events_ingest(*, source: Source, events: list[CleanEvent], lock_identifiers:
     raise AssertionError("unreachable")
 
 
-def _ingest(source: Source, events: list[CleanEvent], *, lock_identifiers: bool = True) -> IngestResult:
+def _ingest(
+    source: Source, events: list[CleanEvent], *, lock_identifiers: bool = True, stored_checked: bool = False
+) -> IngestResult:
+    """``stored_checked``: the caller knows none of the events is stored yet or repeated (the stitch
+    workers read that with the intake rows), so the dedupe query is skipped."""
     result = IngestResult(event_profiles=[None] * len(events))
-    fresh, result.duplicates = dedupe.fresh_indexes(source, events)
+    if stored_checked:
+        fresh = list(range(len(events)))
+    else:
+        fresh, result.duplicates = dedupe.fresh_indexes(source, events)
     parse.identifiers_attach(events, fresh)
     kept = filters.identifiers_filter(events, fresh)
     result.dropped += len(fresh) - len(kept)

@@ -16,17 +16,31 @@ from collections import Counter
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection
 
 from profiles.identity.merge import ProfileVanished
-from profiles.identity.resolve import owners_of, profile_resolve
+from profiles.identity.resolve import is_trusted, profile_resolve
 from profiles.identity.trait_policy import trait_value, traits_apply
 from profiles.locks import lock_identifier_keys, lock_profile_ids, lock_profiles_more
 from profiles.models import Profile
-from profiles.normalize import limit_for
+from profiles.normalize import limit_for, priority
 
 from .filters import identifiers_refilter_locked
+from .store import binary_cursor
 from .validate import CleanEvent
+
+
+def owners_of(identifiers) -> dict[tuple[str, str], object]:
+    """{(kind, value): profile id} for the identifiers that exist; one indexed join (binary arrays)."""
+    pairs = sorted(set(identifiers))
+    if not pairs:
+        return {}
+    with binary_cursor() as cursor:
+        cursor.execute(
+            "SELECT i.kind, i.value, i.profile_id FROM profiles_identifier i "
+            "JOIN unnest(%b::text[], %b::text[]) AS q(kind, value) ON i.kind = q.kind AND i.value = q.value",
+            [[k for k, _ in pairs], [v for _, v in pairs]],
+        )
+        return {(k, v): pid for k, v, pid in cursor.fetchall()}
 
 
 def identities_resolve(
@@ -49,17 +63,27 @@ def identities_resolve(
         # order, profiles/locks.py): resolving event by event would lock them in batch order
         _lock_owners(owners)
     assigned: dict[int, object] = {}
+    known = {owners[kv] for i in to_resolve for kv in events[i].identifiers if kv in owners}
     # 3. brand-new people (no identifier known anywhere) are created in bulk
     _create_new_people(events, [i for i in to_resolve if not _settled(events[i], owners)], owners, assigned)
-    # 4. the rest in batch order; traits stated earlier in the batch are seen by contradiction checks
+    # 4. the rest in batch order; traits stated earlier in the batch are seen by contradiction checks.
+    # Known people with new identifiers (a returning customer's new device, a new email) are given
+    # them in memory and written in one statement; what may merge, contradict or refuse goes through
+    # ``profile_resolve`` (the pending identifiers are written first, so it sees them)
     unsaved: dict[object, dict] = {}
+    counts = _Counts(known)
+    attached: list[tuple] = []
     for index in fresh:
         event = events[index]
         person_traits = event.traits if event.type == "identify" else {}
         if index not in assigned:
             if _settled(event, owners):
                 assigned[index] = owners[event.identifiers[0]]
+            elif (pid := _attach_to_known(event, person_traits, owners, counts, attached)) is not None:
+                assigned[index] = pid
             else:
+                _identifiers_insert(attached)
+                before = {owners.get(kv) for kv in event.identifiers} - {None}
                 pid = profile_resolve(
                     identifiers=event.identifiers,
                     traits=person_traits,
@@ -68,11 +92,95 @@ def identities_resolve(
                     unsaved_traits=unsaved,
                     lock_identifiers=lock_identifiers,
                 ).pk
+                counts.forget(before | {pid})
                 _follow_resolution(owners, unsaved, event.identifiers, pid)
                 assigned[index] = pid
         if person_traits:
             unsaved.setdefault(assigned[index], {}).update(person_traits)
+    _identifiers_insert(attached)
     return assigned, fresh
+
+
+class _Counts:
+    """Identifiers per kind of known profiles, read in one statement for the batch, kept up to date
+    in memory as identifiers are attached; a profile ``profile_resolve`` touched is read again."""
+
+    def __init__(self, profile_ids) -> None:
+        self._counts: dict = {}
+        self._load(set(profile_ids))
+
+    def _load(self, ids: set) -> None:
+        if not ids:
+            return
+        for pid in ids:
+            self._counts[pid] = Counter()
+        with binary_cursor() as cursor:
+            cursor.execute(
+                "SELECT profile_id, kind, count(*) FROM profiles_identifier WHERE profile_id = ANY(%b::uuid[]) "
+                "GROUP BY profile_id, kind",
+                [sorted(str(p) for p in ids)],
+            )
+            for pid, kind, n in cursor.fetchall():
+                self._counts[pid][kind] = n
+
+    def of(self, pid) -> Counter:
+        if pid not in self._counts:
+            self._load({pid})
+        return self._counts[pid]
+
+    def forget(self, ids) -> None:
+        for pid in ids:
+            self._counts.pop(pid, None)
+
+
+def _states_identity_traits(traits: dict) -> bool:
+    return any(trait_value(traits, key) not in (None, "") for key in settings.CDP_CONTRADICTION_TRAITS)
+
+
+def _attach_to_known(event: CleanEvent, traits: dict, owners: dict, counts: _Counts, attached: list):
+    """The profile of an event whose known identifiers all belong to one profile and whose other
+    identifiers are new, with the new ones attached to it (in ``attached``, written later), as
+    ``profile_resolve`` would do it; None when the event may merge, contradict, split off a shared
+    device or is an alias: ``profile_resolve`` decides those."""
+    if event.type == "alias":
+        return None
+    identifiers = sorted(set(event.identifiers), key=lambda kv: (priority(kv[0]), kv[1]))
+    owned = [kv for kv in identifiers if kv in owners]
+    if not owned:
+        return None
+    pid = owners[owned[0]]
+    if any(owners[kv] != pid for kv in owned[1:]):
+        return None
+    # the anchor is found through a kind that contradicting traits would refuse: the rules decide
+    if not is_trusted(owned[0][0]) and _states_identity_traits(traits):
+        return None
+    new = [kv for kv in identifiers if kv not in owners]
+    have = counts.of(pid)
+    # the strongest identifier is new and the profile is full for its kind: someone else (a shared device)
+    if new and new[0] == identifiers[0] and have[new[0][0]] >= limit_for(new[0][0]):
+        return None
+    for kind, value in new:
+        if have[kind] >= limit_for(kind):
+            continue  # guard: the profile holds as many of this kind as it may
+        have[kind] += 1
+        attached.append((kind, value, pid, event.occurred_at))
+        owners[(kind, value)] = pid
+    return pid
+
+
+def _identifiers_insert(rows: list[tuple]) -> None:
+    """Identifiers attached in memory, written in one statement (their advisory locks are held)."""
+    if not rows:
+        return
+    kinds, values, owner_ids, seen = zip(*rows, strict=True)
+    rows.clear()
+    with binary_cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO profiles_identifier (kind, value, profile_id, created_at, last_seen_at) "
+            "SELECT i.k, i.v, i.p, now(), i.s FROM unnest(%b::text[], %b::text[], %b::uuid[], %b::timestamptz[]) "
+            "AS i(k, v, p, s)",
+            [list(kinds), list(values), [str(o) for o in owner_ids], list(seen)],
+        )
 
 
 def _lock_owners(owners: dict) -> None:
@@ -120,7 +228,8 @@ def _create_new_people(events: list[CleanEvent], candidates: list[int], owners: 
     groups: dict = {}
     for i in pool:
         groups.setdefault(find(events[i].identifiers[0]), []).append(i)
-    touched_elsewhere = {kv for i in candidates if i not in set(pool) for kv in events[i].identifiers}
+    in_pool = set(pool)
+    touched_elsewhere = {kv for i in candidates if i not in in_pool for kv in events[i].identifiers}
     profile_rows, identifier_rows = [], []
     for members in groups.values():
         identifiers = sorted({kv for i in members for kv in events[i].identifiers})
@@ -138,16 +247,16 @@ def _create_new_people(events: list[CleanEvent], candidates: list[int], owners: 
         return
     ids, firsts, lasts = zip(*profile_rows, strict=True)
     kinds, values, owner_ids, seen = zip(*identifier_rows, strict=True)
-    with connection.cursor() as cursor:
+    with binary_cursor() as cursor:
         cursor.execute(
             "INSERT INTO profiles_profile (id, traits, trait_meta, computed, first_seen_at, last_seen_at, "
             "created_at, updated_at) SELECT p.id, '{}', '{}', '{}', p.f, p.l, now(), now() "
-            "FROM unnest(%s::uuid[], %s::timestamptz[], %s::timestamptz[]) AS p(id, f, l)",
+            "FROM unnest(%b::uuid[], %b::timestamptz[], %b::timestamptz[]) AS p(id, f, l)",
             [list(ids), list(firsts), list(lasts)],
         )
         cursor.execute(
             "INSERT INTO profiles_identifier (kind, value, profile_id, created_at, last_seen_at) "
-            "SELECT i.k, i.v, i.p, now(), i.s FROM unnest(%s::text[], %s::text[], %s::uuid[], %s::timestamptz[]) "
+            "SELECT i.k, i.v, i.p, now(), i.s FROM unnest(%b::text[], %b::text[], %b::uuid[], %b::timestamptz[]) "
             "AS i(k, v, p, s)",
             [list(kinds), list(values), list(owner_ids), list(seen)],
         )
@@ -189,7 +298,7 @@ SEEN_RESOLUTION = timedelta(minutes=1)
 
 _LOCK_SQL = (
     "SELECT id, merged_into_id, first_seen_at, last_seen_at FROM profiles_profile "
-    "WHERE id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE"
+    "WHERE id = ANY(%b::uuid[]) ORDER BY id FOR UPDATE"
 )
 
 
@@ -203,7 +312,7 @@ def lock_live(assigned: dict[int, object]) -> dict:
         wanted = {str(p) for p in assigned.values()}
         if held:  # profiles a merge moved us to: never waited for out of order (profiles/locks.py)
             held.update(lock_profiles_more({w for w in wanted if uuid.UUID(w) not in held}, held=held))
-        with connection.cursor() as cursor:
+        with binary_cursor() as cursor:
             cursor.execute(_LOCK_SQL, [sorted(wanted)])
             rows = cursor.fetchall()
         held.update(pid for pid, _, _, _ in rows)
@@ -231,13 +340,13 @@ def profiles_update(events: list[CleanEvent], assigned: dict[int, object], seen:
     moved = [
         (pid, lo, hi) for pid, (lo, hi) in span.items() if lo < seen[pid][0] or hi > seen[pid][1] + SEEN_RESOLUTION
     ]
-    with connection.cursor() as cursor:
+    with binary_cursor() as cursor:
         if moved:
             ids, firsts, lasts = zip(*moved, strict=True)
             cursor.execute(
                 "UPDATE profiles_profile p SET first_seen_at = LEAST(p.first_seen_at, v.f), "
                 "last_seen_at = GREATEST(p.last_seen_at, v.l) "
-                "FROM unnest(%s::uuid[], %s::timestamptz[], %s::timestamptz[]) AS v(id, f, l) WHERE p.id = v.id",
+                "FROM unnest(%b::uuid[], %b::timestamptz[], %b::timestamptz[]) AS v(id, f, l) WHERE p.id = v.id",
                 [[str(i) for i in ids], list(firsts), list(lasts)],
             )
         if not with_traits:
@@ -253,6 +362,6 @@ def profiles_update(events: list[CleanEvent], assigned: dict[int, object], seen:
             ids, traits, metas = zip(*changed, strict=True)
             cursor.execute(
                 "UPDATE profiles_profile p SET traits = v.t::jsonb, trait_meta = v.m::jsonb, updated_at = now() "
-                "FROM unnest(%s::uuid[], %s::text[], %s::text[]) AS v(id, t, m) WHERE p.id = v.id",
+                "FROM unnest(%b::uuid[], %b::text[], %b::text[]) AS v(id, t, m) WHERE p.id = v.id",
                 [list(ids), list(traits), list(metas)],
             )

@@ -1,9 +1,16 @@
-"""Stage 5, store: events go into the events table on their profiles, one statement per batch."""
+"""Stage 5, store: events go into the events table on their profiles, one statement per batch.
+
+``binary_cursor`` is how the stitch path sends its arrays: a batch's statements carry thousands of
+values each, and Django's client-side binding quotes every one of them into the SQL text in Python
+(a fifth of a stitch worker's time); bound on the server in binary they cost a few percent.
+"""
 
 from __future__ import annotations
 
 import json
 
+import orjson
+import psycopg
 from django.db import connection
 
 from profiles.models import Source
@@ -14,12 +21,27 @@ from .validate import CleanEvent
 _EVENT_INSERT = (
     "INSERT INTO profiles_event (source_id, message_id, profile_id, type, name, user_id, anonymous_id, "
     "properties, traits, context, occurred_at, original_timestamp, sent_at, received_at, device_type, local_hour) "
-    "SELECT %s, e.mid, e.pid, e.t, e.n, e.u, e.a, e.p::jsonb, e.tr::jsonb, e.c::jsonb, e.o, e.ot, e.s, e.r, e.d, e.h "
-    "FROM unnest(%s::text[], %s::uuid[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], "
-    "%s::text[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[], %s::text[], "
-    "%s::smallint[]) AS e(mid, pid, t, n, u, a, p, tr, c, o, ot, s, r, d, h) "
+    "SELECT %b, e.mid, e.pid, e.t, e.n, e.u, e.a, e.p::jsonb, e.tr::jsonb, e.c::jsonb, e.o, e.ot, e.s, e.r, e.d, e.h "
+    "FROM unnest(%b::text[], %b::uuid[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], "
+    "%b::text[], %b::timestamptz[], %b::timestamptz[], %b::timestamptz[], %b::timestamptz[], %b::text[], "
+    "%b::smallint[]) AS e(mid, pid, t, n, u, a, p, tr, c, o, ot, s, r, d, h) "
     "ON CONFLICT (source_id, message_id) DO NOTHING RETURNING message_id"
 )
+
+
+def binary_cursor():
+    """A cursor on Django's connection (same transaction, error wrapping and query log) whose
+    parameters are bound on the server in binary (``%b`` placeholders)."""
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        return connection._prepare_cursor(psycopg.Cursor(connection.connection))
+
+
+def _json(value) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # what orjson refuses (integers beyond 64 bits) the standard library writes
+        return json.dumps(value)
 
 
 def events_insert(source: Source, rows: list[tuple[CleanEvent, object]]) -> int:
@@ -28,7 +50,7 @@ def events_insert(source: Source, rows: list[tuple[CleanEvent, object]]) -> int:
 
     Tells ``followup.events_stored`` about the events actually inserted.
     """
-    dumps = json.dumps
+    dumps = _json
     columns: list[list] = [[] for _ in range(15)]
     for e, pid in rows:
         for column, value in zip(
@@ -53,7 +75,7 @@ def events_insert(source: Source, rows: list[tuple[CleanEvent, object]]) -> int:
             strict=True,
         ):
             column.append(value)
-    with connection.cursor() as cursor:
+    with binary_cursor() as cursor:
         cursor.execute(_EVENT_INSERT, [source.pk, *columns])
         inserted = {row[0] for row in cursor.fetchall()}
     events_stored(rows, inserted)

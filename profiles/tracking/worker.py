@@ -28,15 +28,19 @@ import logging
 import random
 import time
 import traceback
+from collections import Counter
 
+import orjson
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, InternalError, OperationalError, connection, transaction
+from django.utils import timezone
 
-from profiles.identity.merge import ProfileVanished
-from profiles.models import IntakePoison, Source
+from profiles.identity.merge import ProfileVanished, merge_hooks_batched
+from profiles.models import IntakeEvent, IntakePoison, Source
 
 from .ingest import RETRYABLE, _ingest, retry_counts
 from .intake import event_from_payload
+from .store import binary_cursor
 
 logger = logging.getLogger("cdp.ingest")
 
@@ -44,15 +48,26 @@ MAX_ATTEMPTS = 6
 
 _TAKE_SQL = (
     "SELECT p.number FROM profiles_intakepartition p "
-    "WHERE p.number <> ALL(%s::smallint[]) "
+    "WHERE p.number <> ALL(%b::smallint[]) "
     "AND EXISTS (SELECT 1 FROM profiles_intakeevent i WHERE i.partition = p.number) "
-    "ORDER BY p.stitched_at NULLS FIRST, p.number LIMIT 1 FOR UPDATE OF p SKIP LOCKED"
+    "ORDER BY p.stitched_at NULLS FIRST, p.number LIMIT %b FOR UPDATE OF p SKIP LOCKED"
 )
 _ENSURE_SQL = (
     "INSERT INTO profiles_intakepartition (number, stitched_total) "
     "SELECT g, 0 FROM generate_series(0, %s - 1) AS g "
     "UNION SELECT DISTINCT i.partition, 0 FROM profiles_intakeevent i "
     "ON CONFLICT (number) DO NOTHING RETURNING number"
+)
+# the oldest calls of the partitions taken, each with whether its event is stored already (a call
+# accepted again in the moment its first copy was being stitched): one statement, no second lookup
+_READ_SQL = (
+    "SELECT i.id, i.source_id, i.payload::text, i.message_id, i.partition, "
+    "EXISTS (SELECT 1 FROM profiles_event e WHERE e.source_id = i.source_id AND e.message_id = i.message_id) "
+    "FROM profiles_intakeevent i WHERE i.partition = ANY(%b::smallint[]) ORDER BY i.id LIMIT %b"
+)
+_DONE_SQL = (
+    "UPDATE profiles_intakepartition p SET stitched_at = now(), stitched_total = p.stitched_total + v.n "
+    "FROM unnest(%b::smallint[], %b::bigint[]) AS v(number, n) WHERE p.number = v.number"
 )
 
 
@@ -70,40 +85,57 @@ def _not_the_calls_fault(exc: Exception) -> bool:
 
 
 def intake_stitch_batch() -> int | None:
-    """Stitch one batch of one free partition; None when no partition with rows is free."""
+    """Stitch one batch of free partitions; None when no partition with rows is free."""
     taken = _stitch_one(skip=())
     return taken[1] if taken else None
 
 
-def intake_drain(*, max_batches: int = 100_000) -> int:
+def partitions_per_batch() -> int:
+    """How many partitions one batch takes: its share of them among the stitch workers, so that at
+    low rates a wake costs each worker one transaction (not one per partition) while at high rates
+    every worker still finds partitions of its own."""
+    return max(1, settings.CDP_INTAKE_PARTITIONS // max(1, settings.CDP_INTAKE_WORKERS))
+
+
+def intake_drain(*, max_batches: int = 100_000, linger: float = 0.0) -> int:
     """Stitch batches until no partition with rows is free; returns the calls taken.
 
-    A partition whose batch was not full is not taken again in the same drain: under a steady
-    trickle of calls a drain would otherwise loop on batches of a few calls, using a core for
-    transactions of ~24 statements each. Calls that arrive after their partition was passed are
-    taken by the task their own accept queued (at most a second later, ``intake_wake``)."""
+    Partitions whose batch was not full are not taken again in the same pass: under a steady
+    trickle of calls a drain would otherwise loop on batches of a few calls. Without ``linger`` the
+    drain then ends, and calls that arrive later are taken by the task their own accept queued (at
+    most a second later, ``intake_wake``). With ``linger`` (the Celery task's
+    ``CDP_INTAKE_LINGER_SECONDS``) a drain that stitched something keeps watching the log: when
+    nothing is free it waits ``CDP_INTAKE_PAUSE_SECONDS`` (the batch fills meanwhile) and looks
+    again, until the log has given it nothing for ``linger`` seconds. A drain that finds nothing at
+    its start ends at once, so wakes queued while the workers were busy cost a look each."""
     total = 0
     passed: list[int] = []
+    last_rows = time.monotonic()
     for _ in range(max_batches):
         taken = _stitch_one(skip=passed)
         if taken is None:
-            break
-        partition, done = taken
+            if not linger or not total or time.monotonic() - last_rows > linger:
+                break
+            passed.clear()
+            time.sleep(settings.CDP_INTAKE_PAUSE_SECONDS)
+            continue
+        partitions, done = taken
         if done < settings.CDP_INTAKE_BATCH:
-            passed.append(partition)
+            passed.extend(partitions)
         total += done
+        last_rows = time.monotonic()
     return total
 
 
-def _stitch_one(*, skip) -> tuple[int, int] | None:
-    """(partition, calls stitched) of one batch of a free partition not in ``skip``, or None."""
+def _stitch_one(*, skip) -> tuple[list[int], int] | None:
+    """(partitions, calls stitched) of one batch of free partitions not in ``skip``, or None."""
     ensured = False
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
             with transaction.atomic(durable=True):
-                taken = _take_partition(skip)
-                if taken is not None:
-                    return taken, _stitch_partition(taken)
+                taken = _take_partitions(skip)
+                if taken:
+                    return taken, _stitch_partitions(taken)
             # nothing free: on first use the partition rows are made (committed on their own, so
             # no other worker waits for a batch's transaction to see them), then one more look
             if ensured or not _ensure_partitions():
@@ -118,17 +150,16 @@ def _stitch_one(*, skip) -> tuple[int, int] | None:
     raise AssertionError("unreachable")
 
 
-def _take_partition(skip) -> int | None:
+def _take_partitions(skip) -> list[int]:
     lease_ms = int(settings.CDP_INTAKE_LEASE_SECONDS * 1000)
-    with connection.cursor() as cursor:
+    with binary_cursor() as cursor:
         cursor.execute(
-            "SELECT set_config('idle_in_transaction_session_timeout', %s, true), "
-            "set_config('statement_timeout', %s, true)",
+            "SELECT set_config('idle_in_transaction_session_timeout', %b, true), "
+            "set_config('statement_timeout', %b, true)",
             [str(lease_ms), str(lease_ms)],
         )
-        cursor.execute(_TAKE_SQL, [sorted(skip)])
-        row = cursor.fetchone()
-    return row[0] if row else None
+        cursor.execute(_TAKE_SQL, [sorted(skip), partitions_per_batch()])
+        return [row[0] for row in cursor.fetchall()]
 
 
 def _ensure_partitions() -> bool:
@@ -139,28 +170,33 @@ def _ensure_partitions() -> bool:
         return bool(cursor.fetchall())
 
 
-def _stitch_partition(partition: int) -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT id, source_id, payload::text, received_at, message_id FROM profiles_intakeevent "
-            "WHERE partition = %s ORDER BY id LIMIT %s",
-            [partition, settings.CDP_INTAKE_BATCH],
-        )
+def _stitch_partitions(partitions: list[int]) -> int:
+    """The oldest ``CDP_INTAKE_BATCH`` calls of the partitions held (per partition, a prefix in id
+    order), stitched per source; then the calls deleted and the partitions' progress noted."""
+    with binary_cursor() as cursor:
+        cursor.execute(_READ_SQL, [partitions, settings.CDP_INTAKE_BATCH])
         rows = cursor.fetchall()
+    if not rows:
+        return 0
     groups: dict[int, list] = {}
     for row in rows:
-        groups.setdefault(row[1], []).append(row)
+        if not row[5]:  # stored before: a duplicate, nothing to do but leave the log
+            groups.setdefault(row[1], []).append(row)
     sources = Source.objects.in_bulk(list(groups))
     for source_id, group in groups.items():
         _stitch_group(sources.get(source_id), group)
-    with connection.cursor() as cursor:
-        cursor.execute("DELETE FROM profiles_intakeevent WHERE id = ANY(%s)", [[row[0] for row in rows]])
-        cursor.execute(
-            "UPDATE profiles_intakepartition SET stitched_at = now(), stitched_total = stitched_total + %s "
-            "WHERE number = %s",
-            [len(rows), partition],
-        )
+    counts = Counter(row[4] for row in rows)
+    with binary_cursor() as cursor:
+        cursor.execute("DELETE FROM profiles_intakeevent WHERE id = ANY(%b::bigint[])", [[row[0] for row in rows]])
+        cursor.execute(_DONE_SQL, [list(counts), list(counts.values())])
     return len(rows)
+
+
+def _loads(text: str) -> dict:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:  # what only the standard library reads (NaN, Infinity)
+        return json.loads(text)
 
 
 def _stitch_group(source: Source | None, rows: list) -> None:
@@ -171,7 +207,8 @@ def _stitch_group(source: Source | None, rows: list) -> None:
         with transaction.atomic():
             if source is None:
                 raise LookupError("the call's source no longer exists")
-            _ingest(source, [event_from_payload(json.loads(row[2])) for row in rows])
+            with merge_hooks_batched():
+                _ingest(source, [event_from_payload(_loads(row[2])) for row in rows], stored_checked=True)
         return
     except Exception as exc:
         if _not_the_calls_fault(exc):
@@ -184,7 +221,7 @@ def _stitch_group(source: Source | None, rows: list) -> None:
             with transaction.atomic():
                 if source is None:
                     raise LookupError("the call's source no longer exists")
-                _ingest(source, [event_from_payload(json.loads(row[2]))])
+                _ingest(source, [event_from_payload(_loads(row[2]))], stored_checked=True)
         except Exception as exc:
             if _not_the_calls_fault(exc):
                 raise
@@ -202,10 +239,11 @@ def _set_aside(source: Source | None, row, exc: Exception) -> None:
         payload = {"raw": row[2]}
     if source is None:
         return  # the source was deleted: its calls go with it
+    received_at = IntakeEvent.objects.filter(pk=row[0]).values_list("received_at", flat=True).first()
     IntakePoison.objects.create(
         source=source,
-        message_id=row[4],
+        message_id=row[3],
         payload=payload,
-        received_at=row[3],
+        received_at=received_at or timezone.now(),
         error=error,
     )

@@ -166,3 +166,59 @@ class RecommendationOutput(serializers.Serializer):
     experiment = serializers.CharField(allow_null=True, help_text="The experiment that chose this answer, if any.")
     variant = serializers.CharField(allow_null=True, help_text="Its variant (or the bandit arm), if any.")
     items = RecommendedItemOutput(many=True)
+
+
+# --- the common query without the serializer -----------------------------------------------------
+
+_SIMPLE_TEXT = {"user_id": 255, "anonymous_id": 255, "placement": 100, "product": 100}
+_SIMPLE_CSV = {"session_items": 2000, "cart_items": 2000, "order_items": 2000}
+_K_DIGITS = frozenset("0123456789")
+
+
+def _plain_text(value: str, max_length: int) -> bool:
+    """What a DRF CharField accepts unchanged: not blank, no surrounding whitespace to trim, within
+    its length, no NUL or surrogate characters."""
+    return (
+        0 < len(value) <= max_length
+        and value == value.strip()
+        and "\x00" not in value
+        and not any("\ud800" <= ch <= "\udfff" for ch in value)
+    )
+
+
+def recommendation_query_fast(params) -> dict | None:
+    """``RecommendationQueryInput(data=params).validated_data`` for the common query (one of user_id /
+    anonymous_id, k as plain digits, placement, product, the comma-separated item lists), without
+    building the serializer's fields for every request (about a third of a millisecond of CPU: DRF
+    deep-copies 14 declared fields per instance). None for anything else (a profile_id, another
+    parameter, a repeated one, a value the serializer would trim, reject or convert): the caller
+    then validates with the serializer, which gives every error message as before. Tested equal to
+    the serializer's result on the inputs it accepts."""
+    out: dict = {}
+    named = 0
+    for key in params:
+        values = params.getlist(key) if hasattr(params, "getlist") else [params[key]]
+        if len(values) != 1 or not isinstance(values[0], str):
+            return None
+        value = values[0]
+        if key in _SIMPLE_TEXT:
+            if not _plain_text(value, _SIMPLE_TEXT[key]):
+                return None
+            out[key] = value
+            named += key in ("user_id", "anonymous_id")
+        elif key in _SIMPLE_CSV:
+            if not _plain_text(value, _SIMPLE_CSV[key]):
+                return None
+            out[key] = _split(value)
+        elif key == "k":
+            if not (0 < len(value) <= 3 and _K_DIGITS.issuperset(value)) or not 1 <= int(value) <= MAX_K:
+                return None
+            out["k"] = int(value)
+        else:
+            return None
+    if named > 1:
+        return None  # the serializer says which fields conflict
+    out.setdefault("placement", "home")
+    out.setdefault("product", "")
+    out.setdefault("k", None)
+    return out

@@ -19,6 +19,7 @@ from .serializers import (
     RecommendationQueryInput,
     SimilarQueryInput,
     UpsertOutput,
+    recommendation_query_fast,
 )
 
 
@@ -109,9 +110,11 @@ class RecommendationViewSet(viewsets.GenericViewSet):
         ),
     )
     def list(self, request):
-        query = RecommendationQueryInput(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        values = query.validated_data
+        values = recommendation_query_fast(request.query_params)
+        if values is None:  # anything but the common query: the serializer validates (and explains)
+            query = RecommendationQueryInput(data=request.query_params)
+            query.is_valid(raise_exception=True)
+            values = query.validated_data
         try:
             answer = recommend_or_400(
                 serving.Query(

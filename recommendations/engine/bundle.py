@@ -210,13 +210,27 @@ class ModelBundle:
             if isinstance(rec, Hybrid):
                 rec._cache_index = self.ann
 
-    def _session_scores(self, items: list[int]) -> tuple[np.ndarray, str] | None:
+    def _session_entries(self, items: list[int]) -> tuple[np.ndarray, np.ndarray] | None:
+        """The session's scores from the first of the session, item-item and content similarities the
+        model has (``score_session``: the similarity rows of the session's items summed), as a sparse
+        row: item indexes ascending and their scores, items without a score left out. Summed on the
+        stored CSR arrays instead of a dense score for each of the catalog's items (at 50,000 items
+        the dense vector, its mask and its partition were most of an anonymous visitor's request)."""
+        from recommendations.engine.hybrid import _vec_times
+
         for name in ("session", "item_item", "content"):
             rec = self.recommenders.get(name)
-            if rec is not None:
-                scores = rec.score_session(self.state, np.asarray(items, dtype=np.int64))
-                if scores is not None:
-                    return scores, name
+            if rec is None:
+                continue
+            sim = getattr(rec, "sim", None)
+            if sim is not None and _canonical(sim):
+                weights = np.ones(len(items), dtype=np.float32)
+                cols, vals = _vec_times(np.asarray(items, dtype=np.int64), weights, sim)
+                return cols, vals.astype(np.float32, copy=False)
+            scores = rec.score_session(self.state, np.asarray(items, dtype=np.int64))
+            if scores is not None:
+                cols = np.flatnonzero(scores)
+                return cols, np.asarray(scores[cols], dtype=np.float32)
         return None
 
     def _top(self, scores: np.ndarray, k: int, banned: np.ndarray) -> np.ndarray:
@@ -462,13 +476,16 @@ class ModelBundle:
                 out.append(Rec(str(self.state.items[item]), float(score), name, reason))
         else:
             banned[session] = True  # what the session already holds is not suggested back
-            found = self._session_scores(session) if session else None
+            found = self._session_entries(session) if session else None
             if found is not None:
-                scores, name = found
-                positive = scores > 0
-                top = self._top(scores, k, banned | ~positive)
-                for item, reason in zip(top, self._reasons(None, top, "session", np.array(session)), strict=True):
-                    out.append(Rec(str(self.state.items[item]), float(scores[item]), "session", reason))
+                cols, vals = found
+                ok = (vals > 0) & ~banned[cols]
+                cols, vals = cols[ok], vals[ok]
+                order = np.lexsort((cols, -vals.astype(np.float64)))[:k]  # best first, ties: lower index
+                top, top_scores = cols[order], vals[order]
+                reasons = self._reasons(None, top, "session", np.array(session))
+                for item, score, reason in zip(top, top_scores, reasons, strict=True):
+                    out.append(Rec(str(self.state.items[item]), float(score), "session", reason))
         self._fill(out, k, banned, context)
         return out[:k]
 

@@ -179,16 +179,16 @@ def test_a_stuck_workers_batch_is_taken_over_after_its_lease_expires(write_key, 
     batch(writer(write_key), *track("u-stuck", 5))
 
     # given a worker that takes the partition and then hangs (holding the lease, doing nothing)
-    real_stitch = worker._stitch_partition
+    real_stitch = worker._stitch_partitions
     took, failure = threading.Event(), []
 
-    def stuck(partition):
+    def stuck(partitions):
         if threading.current_thread().name == "stuck-worker":
             took.set()
             time.sleep(4)
-        return real_stitch(partition)
+        return real_stitch(partitions)
 
-    monkeypatch.setattr(worker, "_stitch_partition", stuck)
+    monkeypatch.setattr(worker, "_stitch_partitions", stuck)
 
     def run():
         try:

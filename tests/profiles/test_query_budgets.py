@@ -104,14 +104,14 @@ def test_profile_read_api(tracker, secret_client, settings):
 BUDGET_TRACK_KNOWN = 4
 # a batch: the same, whatever its size and whoever its people
 BUDGET_BATCH_ACCEPT = 4
-# a worker's batch: savepoint, lease timeouts, take the partition, read its rows, the sources, then per
-# source a savepoint, the known-messageId check, suppression, owners, profile lock, seen times, INSERT
-# events, PendingWork upsert, release; delete the rows, the partition's progress, release; then the
-# next take finds nothing (the idle cost below)
-BUDGET_STITCH_KNOWN = 24
+# a worker's batch: savepoint, lease timeouts, take its partitions, read their rows (with whether each
+# is stored already: no separate known-messageId check), the sources, then per source a savepoint,
+# suppression, owners, profile lock, seen times, INSERT events, PendingWork upsert, release; delete
+# the rows, the partitions' progress, release; then the next take finds nothing (the idle cost below)
+BUDGET_STITCH_KNOWN = 23
 # plus the identifiers' advisory locks, the suppression check again under those locks, owners read
 # again, the bulk profile and identifier inserts, and the consent purposes (context consent)
-BUDGET_STITCH_NEW = 29
+BUDGET_STITCH_NEW = 28
 # savepoint, lease timeouts, take, release; then the partition rows ensured in a transaction of their
 # own (savepoint, insert, release), so no worker ever waits for another's batch to see them
 BUDGET_STITCH_IDLE = 7

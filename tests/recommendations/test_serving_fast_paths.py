@@ -127,3 +127,21 @@ def test_one_row_reads_rows_of_matrices_that_are_not_canonical(bundle):
         got = _one_row(reference.state, other.comps, other.stats, row, other.params)
         assert np.array_equal(got.item, want.item) and np.array_equal(got.source, want.source)
         assert np.array_equal(got.X, want.X, equal_nan=True)
+
+
+def test_session_entries_are_the_dense_session_scores(bundle):
+    """The anonymous visitor's sparse session row holds exactly the positive entries of the dense
+    ``score_session`` (the session blend's rows summed), and its answer is the dense answer."""
+    rec = bundle.recommenders["session"]
+    for items in ([0], [1, 4], [2, 3, 7], list(range(0, bundle.state.n_items, 3))):
+        cols, vals = bundle._session_entries(items)
+        dense = rec.score_session(bundle.state, np.asarray(items))
+        assert np.array_equal(cols, np.flatnonzero(dense))
+        assert np.allclose(vals, dense[cols], rtol=1e-6, atol=0)
+    reference = scipy_only(bundle)  # not canonical: the dense score_session path answers
+    for sku in [str(s) for s in bundle.state.items[:8]]:
+        fast = bundle.recommend(user_id=None, session_items=[sku], k=6)
+        slow = reference.recommend(user_id=None, session_items=[sku], k=6)
+        assert [(r.item_id, round(r.score, 5), r.reason) for r in fast] == [
+            (r.item_id, round(r.score, 5), r.reason) for r in slow
+        ]
