@@ -173,7 +173,11 @@ def intake_wake() -> None:
     from cdp.queueing import task_send_throttled
     from profiles.tasks import intake_stitch
 
-    task_send_throttled(intake_stitch, key=WAKE_KEY, copies=settings.CDP_INTAKE_WORKERS, what="the stitch workers")
+    # a running drain lingers while calls keep coming (decision 0046), so a web worker that found a
+    # wake running and one due need not ask again for 0.1 s
+    task_send_throttled(
+        intake_stitch, key=WAKE_KEY, copies=settings.CDP_INTAKE_WORKERS, what="the stitch workers", quiet=0.1
+    )
 
 
 def intake_poison_send_back(*, poison_ids: list[int]) -> int:
