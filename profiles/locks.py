@@ -19,7 +19,10 @@ Who takes what:
 - ingestion: 1 for the batch's new or linking identifiers, 2 for every profile written, then 3;
 - merges and unmerges: 2 for both profiles (the caller may already hold 1), then 3;
 - computed-traits refresh and ``pending_process``: 2 (``skip_locked``: a profile being ingested is left
-  for the next round) then 3; it never holds a ``PendingWork`` row while waiting for a profile;
+  for the next round) then 3; it never holds a ``PendingWork`` row while waiting for a profile, and
+  when it deletes the rows it finished (no profile lock held) it skips rows another transaction holds:
+  a batch upserts its rows in several statements (each merge's pair, then the batch), not in one
+  id order overall;
 - erasure: 2 for the person's profiles, then 3;
 - segment refreshes: only level 3 (memberships), never a profile lock.
 

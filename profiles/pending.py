@@ -85,13 +85,18 @@ def pending_process(*, max_rounds: int = 1000) -> int:
         if not hooks.on_profile_activity.deliver(profile_ids=ids):
             logger.warning("pending_process: follow-up of %d profiles not handed on; kept for the sweep", len(ids))
             return done
-        # no profile lock is held here; the rows are locked in id order first, as ingestion upserts them
+        # No profile lock is held here. A row another transaction holds is skipped, not waited for:
+        # an ingestion or merge marks a batch's rows in several upserts (each merge's pair, then the
+        # whole batch), so across its statements it does not take them in id order, and waiting here
+        # could close a cycle. The row it holds gets a newer ``queued_at`` (kept for a later round
+        # anyway); if that transaction rolls back, the row is done again (the work is idempotent).
         with transaction.atomic(), connection.cursor() as cursor:
-            lock_pending(ids, skip_locked=False)
+            locked = {str(pid) for pid, _ in lock_pending(ids, skip_locked=True)}
+            finished = [(pid, q) for pid, q in rows if str(pid) in locked]
             cursor.execute(
                 "DELETE FROM profiles_pendingwork p USING unnest(%s::uuid[], %s::timestamptz[]) AS d(id, q) "
                 "WHERE p.profile_id = d.id AND p.queued_at = d.q",
-                [[pid for pid, _ in rows], [q for _, q in rows]],
+                [[pid for pid, _ in finished], [q for _, q in finished]],
             )
         done += len(ids)
     return done
