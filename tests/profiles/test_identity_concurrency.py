@@ -182,3 +182,60 @@ def test_batches_that_merge_alongside_pending_processing_never_deadlock():
     never = sum(1 for devs in people.values() for d in devs if d not in identified)
     assert Profile.objects.filter(merged_into__isnull=True).count() == len(people) + never
     assert not Identifier.objects.filter(profile__merged_into__isnull=False).exists()
+
+
+def test_pending_process_never_waits_on_a_row_a_batch_holds(monkeypatch):
+    """A batch marks its PendingWork rows in several upserts (a merge's pair, then the whole batch), so
+    across its statements it does not take them in id order. The worker deleting the rows it finished
+    must not wait for one such a batch holds: that closed a cycle with the batch's next upsert."""
+    from django.db import transaction
+
+    from profiles import hooks
+    from profiles.models import PendingWork
+    from profiles.pending import pending_mark, pending_process
+
+    # given two profiles with follow-up work pending
+    made = [Profile.objects.create(first_seen_at=T0, last_seen_at=T0) for _ in range(2)]
+    low, high = sorted(made, key=lambda p: str(p.pk))
+    pending_mark([low.pk, high.pk])
+    between, holding, errors = threading.Event(), threading.Event(), []
+
+    def deliver(**kwargs):  # the worker between its two transactions: the follow-up work handed on
+        between.set()
+        holding.wait(10)
+        return True
+
+    monkeypatch.setattr(hooks.on_profile_activity, "deliver", deliver)
+
+    def worker():
+        try:
+            pending_process(max_rounds=1)
+        except Exception as exc:  # asserted on below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def batch():  # marks the higher id first (a merge's pair), then the lower (the whole batch)
+        try:
+            between.wait(10)
+            with transaction.atomic():
+                pending_mark([high.pk])
+                holding.set()
+                threading.Event().wait(0.5)  # the worker's delete reaches the rows meanwhile
+                pending_mark([low.pk])
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    before = deadlocks()
+    threads = [threading.Thread(target=worker), threading.Thread(target=batch)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    # then neither waited on the other: no deadlock, both rows pending again for the batch's work
+    assert errors == []
+    assert deadlocks() - before == 0
+    assert set(PendingWork.objects.values_list("profile_id", flat=True)) == {low.pk, high.pk}
