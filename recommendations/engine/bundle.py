@@ -474,7 +474,7 @@ class ModelBundle:
             ranker = self.recommenders[name]
             if isinstance(ranker, Hybrid):
                 # two stages: bounded candidates from the generators, the learned ranker scores them
-                cands, proba = ranker.rank(self.state, np.array([row]), index=self.ann, serving=True)
+                cands, proba = ranker.rank(self.state, np.array([row]), index=self.ann)
                 ok = ~banned[cands.item]
                 items, proba, sources = cands.item[ok], proba[ok], cands.source[ok]
                 order = np.lexsort((items, -proba))[:k]

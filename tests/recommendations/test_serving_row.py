@@ -1,15 +1,13 @@
-"""The serving path of a known shopper (``_one_row_serving``, the tree walk's running sum, the
-reasons' look-ups) answers bit for bit what the path before it answered (``_one_row``, a Python
-step per tree, ``np.isin``): the same candidates, sources, features, scores, order and reasons."""
+"""The serving path of a known shopper (the tree walk's running sum, the reasons' membership by
+binary search) answers bit for bit what the path before it answered (a Python step per tree,
+``np.isin``): the same items, scores, order and reasons."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 
 from recommendations.engine import bundle as bundle_module
-from recommendations.engine import hybrid
 from recommendations.engine.artifact import BoostedTrees
 from recommendations.engine.bundle import ModelBundle, train_bundle
 from tests.recommendations.test_engine import NOW, SMALL, catalog_of
@@ -52,52 +50,6 @@ def test_tree_walk_sums_like_one_tree_per_step():
         assert np.array_equal(trees.predict_proba(Q[:n]), _reference_predict(trees, Q[:n]))
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_products_in_one_pass_equal_one_by_one(seed):
-    rng = np.random.default_rng(seed)
-    width = 70
-    matrices = [
-        sp.random(40, width, density=0.2, format="csr", dtype=np.float32, random_state=seed + n) for n in range(4)
-    ]
-    for m in matrices:
-        m.sum_duplicates()
-    matrices[1][5] = 0.0  # an empty row
-    matrices[1].eliminate_zeros()
-    terms = []
-    for m in matrices:
-        cols = np.sort(rng.choice(40, size=int(rng.integers(0, 6)), replace=False)).astype(np.int64)
-        vals = rng.normal(size=len(cols)).astype(np.float32)
-        terms.append((cols, vals, m))
-    terms.append((np.array([5], dtype=np.int64), np.ones(1, np.float32), matrices[1]))  # nothing stored
-    terms.append((np.array([7], dtype=np.int64), np.array([2.0], np.float32), matrices[0]))  # one row
-    many = hybrid._vec_times_many(terms)
-    one = [hybrid._vec_times(c, v, m) for c, v, m in terms]
-    for (mc, mv), (oc, ov) in zip(many, one, strict=True):
-        assert mc.dtype == oc.dtype and mv.dtype == ov.dtype
-        assert np.array_equal(mc, oc) and np.array_equal(mv, ov)
-    # values of another dtype (a float64 row): computed one by one, still the same
-    mixed = [*terms[:2], (terms[2][0], terms[2][1].astype(np.float64), terms[2][2])]
-    for (mc, mv), (oc, ov) in zip(hybrid._vec_times_many(mixed), [hybrid._vec_times(*t) for t in mixed], strict=True):
-        assert mv.dtype == ov.dtype and np.array_equal(mc, oc) and np.array_equal(mv, ov)
-
-
-@pytest.mark.parametrize("seed", range(6))
-def test_lookups_in_one_search_equal_one_by_one(seed):
-    rng = np.random.default_rng(seed)
-    width = 50
-    vecs, missing = [], []
-    for n in range(7):
-        cols = np.sort(rng.choice(width, size=int(rng.integers(0, 20)), replace=False)).astype(np.int64)
-        dtype = np.float32 if n % 2 else np.float64
-        vecs.append((cols, rng.normal(size=len(cols)).astype(dtype)))
-        missing.append(np.nan if n % 3 == 0 else 0.0)
-    items = np.unique(rng.integers(0, width, size=25)).astype(np.int64)
-    got = hybrid._vec_get_many(vecs, items, np.array(missing), width + 1)
-    for n, vec in enumerate(vecs):
-        assert np.array_equal(got[n], hybrid._vec_get(vec, items, missing[n]), equal_nan=True)
-    assert hybrid._vec_get_many(vecs, items[:0], np.array(missing), width + 1).shape == (7, 0)
-
-
 @pytest.fixture(scope="module")
 def trained():
     data = browsing_shop(seed=11, people=160)
@@ -105,30 +57,26 @@ def trained():
     return ModelBundle.from_bytes(fitted.to_bytes())  # as served: read back from its stored form
 
 
-def test_one_row_for_serving_equals_one_row_for_every_shopper(trained):
-    ranker = trained.recommenders["hybrid"]
-    assert ranker.trained  # the learned ranker, not the fallback blend
-    state = trained.state
-    assert state.browsed is not None and state.last_browsed is not None
-    for row in range(len(state.users)):
-        for extra in (None, np.array([0, 3], dtype=np.int64)):
-            old = hybrid._one_row(state, ranker.comps, ranker.stats, row, ranker.params, index=trained.ann, extra=extra)
-            new = hybrid._one_row_serving(
-                state, ranker.comps, ranker.stats, row, ranker.params, index=trained.ann, extra=extra
-            )
-            for a, b in ((old.row, new.row), (old.item, new.item), (old.source, new.source), (old.X, new.X)):
-                assert a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True)
-
-
 def _old_membership(monkeypatch):
-    """The bundle as it was: ``_one_row`` for a request, np.isin in the reasons, a step per tree."""
-    monkeypatch.setattr(hybrid, "_one_row_serving", hybrid._one_row)
+    """The bundle as it was: np.isin in the reasons, a Python step per tree."""
     monkeypatch.setattr(bundle_module, "_member", lambda items, cols, ascending: np.isin(items, cols))
     monkeypatch.setattr(BoostedTrees, "predict_proba", _reference_predict)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_membership_by_binary_search_equals_isin(seed):
+    rng = np.random.default_rng(seed)
+    cols = np.unique(rng.integers(0, 60, size=int(rng.integers(0, 25)))).astype(np.int32)
+    items = rng.integers(0, 70, size=30).astype(np.int64)
+    assert np.array_equal(bundle_module._member(items, cols, True), np.isin(items, cols))
+    shuffled = rng.permutation(cols)  # a row of a matrix that is not canonical: np.isin itself
+    assert np.array_equal(bundle_module._member(items, shuffled, False), np.isin(items, cols))
+    assert bundle_module._member(items[:0], cols, True).shape == (0,)
+
+
 def test_recommendations_of_known_shoppers_are_unchanged(trained, monkeypatch):
     state = trained.state
+    assert trained.primary == "hybrid" and trained.recommenders["hybrid"].trained  # the learned ranker
     cases = []
     for n, user in enumerate(state.users):
         exclude = {str(state.items[n % state.n_items])} if n % 3 == 0 else set()
