@@ -15,9 +15,10 @@ from tests.recommendations.test_serving_fast_paths import browsing_shop
 
 
 def _reference_predict(trees: BoostedTrees, X: np.ndarray) -> np.ndarray:
-    """``BoostedTrees.predict_proba`` as it was: the leaves added onto the baseline one tree per step."""
+    """``BoostedTrees.predict_proba`` as it was (without its early stop, which changes no leaf): the
+    leaves added onto the baseline one tree per step."""
     X = np.asarray(X, dtype=np.float64)
-    roots, column, threshold, child, value, leaf, depth = trees._flat()
+    roots, column, threshold, child, value, _leaf, depth = trees._flat()
     n = len(X)
     raw = np.full(n, trees.baseline)
     if n and len(roots):
@@ -83,13 +84,11 @@ def test_recommendations_of_known_shoppers_are_unchanged(trained, monkeypatch):
         session = [str(state.items[(n * 7) % state.n_items])] if n % 4 == 0 else []
         cases.append((str(user), session, 4 + n % 9, exclude))
     new = [
-        trained.recommend(user_id=u, session_items=s, k=k, exclude=e, context={"segments": []})
-        for u, s, k, e in cases
+        trained.recommend(user_id=u, session_items=s, k=k, exclude=e, context={"segments": []}) for u, s, k, e in cases
     ]
     _old_membership(monkeypatch)
     old = [
-        trained.recommend(user_id=u, session_items=s, k=k, exclude=e, context={"segments": []})
-        for u, s, k, e in cases
+        trained.recommend(user_id=u, session_items=s, k=k, exclude=e, context={"segments": []}) for u, s, k, e in cases
     ]
     assert sum(len(r) for r in new) > 3 * len(cases)
     assert any(rec.reason.get("type") in ("bought", "viewed") for recs in new for rec in recs)
