@@ -18,6 +18,7 @@ from django.conf import settings
 logger = logging.getLogger("cdp.queueing")
 
 _state = {"down_until": 0.0}
+_quiet_until: dict[str, float] = {}
 
 
 def broker_marked_down() -> bool:
@@ -32,6 +33,11 @@ def broker_mark_down() -> None:
 def broker_mark_up() -> None:
     """Forget a recorded outage (tests, and the sweep that proves the broker answers again)."""
     _state["down_until"] = 0.0
+
+
+def throttles_forget() -> None:
+    """Forget this process's quiet windows of ``task_send_throttled`` (tests, with the cache cleared)."""
+    _quiet_until.clear()
 
 
 def task_send(task, *, args: list | tuple = (), kwargs: dict | None = None, countdown: float | None = None) -> bool:
@@ -58,7 +64,7 @@ def task_send(task, *, args: list | tuple = (), kwargs: dict | None = None, coun
     return True
 
 
-def task_send_throttled(task, *, key: str, copies: int = 1, what: str) -> None:
+def task_send_throttled(task, *, key: str, copies: int = 1, what: str, quiet: float = 0.0) -> None:
     """Queue ``task`` at most once now and once a second later per second, across processes.
 
     The first caller in a second sends ``copies`` tasks now; the next sends one with a one-second
@@ -66,10 +72,16 @@ def task_send_throttled(task, *, key: str, copies: int = 1, what: str) -> None:
     the rest send nothing: the running or delayed task picks their work up. Never fails: with Redis
     gone (the cache is the same server as the broker) it marks the broker down and returns, and the
     caller's durable rows wait for the beat sweep. ``what`` names the work in that warning.
+
+    ``quiet``: after finding both slots taken, this process does not ask Redis again for that many
+    seconds (for work whose task keeps looking for more after it finds some, such as the intake's
+    lingering drains: a busy web worker otherwise pays two Redis round trips on every call).
     """
     from django.core.cache import cache
 
     if broker_marked_down():  # failed a moment ago: do not add latency to every call
+        return
+    if quiet and time.monotonic() < _quiet_until.get(key, 0.0):
         return
     try:
         now = cache.add(f"{key}:now", 1, timeout=1)
@@ -83,3 +95,5 @@ def task_send_throttled(task, *, key: str, copies: int = 1, what: str) -> None:
             task_send(task)
     elif later:
         task_send(task, countdown=1)
+    elif quiet:
+        _quiet_until[key] = time.monotonic() + quiet

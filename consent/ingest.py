@@ -20,6 +20,8 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from cdp.db import binary_cursor
+
 from .services import consent_records_bulk, salted_hash, suppression_hashes
 
 # Segment's consent categories are named by each shop; these names map to cdp's purposes
@@ -87,8 +89,8 @@ def filter_suppressed(*, events: list, indexes: list[int]) -> list[int]:
     every = sorted({h for hs in hashes.values() for h in hs})
     if not every:
         return indexes
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT hash FROM consent_suppression WHERE hash = ANY(%s)", [every])
+    with binary_cursor() as cursor:  # hundreds of hashes: bound by the server (decision 0044)
+        cursor.execute("SELECT hash FROM consent_suppression WHERE hash = ANY(%b::text[])", [every])
         suppressed = {row[0] for row in cursor.fetchall()}
     if not suppressed:
         return indexes

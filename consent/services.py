@@ -6,6 +6,7 @@ links in ``consent/center.py``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -45,10 +46,16 @@ def suppression_hash(kind: str, value: str) -> str:
 def suppression_hashes(kind: str, value: str) -> list[str]:
     """Every key an identifier's entry may have: the current salt's, then each previous salt's
     (``CONSENT_HASH_SALT_PREVIOUS``), so rotating the salt never voids the list (docs/privacy.md)."""
-    keys = [suppression_hash(kind, value)]
-    for salt in getattr(settings, "CONSENT_HASH_SALT_PREVIOUS", None) or []:
-        keys.append(hmac.new(salt.encode(), f"suppress:{kind}:{value}".encode(), hashlib.sha256).hexdigest())
-    return keys
+    previous = tuple(getattr(settings, "CONSENT_HASH_SALT_PREVIOUS", None) or ())
+    return list(_suppression_keys(kind, value, settings.CONSENT_HASH_SALT, previous))
+
+
+@functools.lru_cache(maxsize=65_536)
+def _suppression_keys(kind: str, value: str, salt: str, previous: tuple[str, ...]) -> tuple[str, ...]:
+    # every tracking call's identifiers are looked up on the list, at accept and again at stitching,
+    # and returning customers repeat them: HMACs cached per process, keyed on the salts in force
+    message = f"suppress:{kind}:{value}".encode()
+    return tuple(hmac.new(s.encode(), message, hashlib.sha256).hexdigest() for s in (salt, *previous))
 
 
 # Where an opt-in that lifts suppression may come from: an answer the person gave on purpose, now

@@ -14,6 +14,8 @@ import logging
 
 from django.db import connection, transaction
 
+from cdp.db import binary_cursor
+
 logger = logging.getLogger("cdp.profiles")
 
 PENDING_SCHEDULE_KEY = "cdp:pending:scheduled"
@@ -21,8 +23,6 @@ PENDING_CHUNK = 500
 
 
 def pending_mark(profile_ids) -> None:
-    from profiles.tracking.store import binary_cursor
-
     ids = sorted({str(p) for p in profile_ids})
     if not ids:
         return

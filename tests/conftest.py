@@ -30,6 +30,9 @@ def _clean_redis():
     import redis
 
     redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    from cdp.queueing import throttles_forget
+
+    throttles_forget()  # the process's memory of throttle slots taken in Redis goes with it
     yield
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,10 +27,10 @@ from datetime import datetime
 from functools import partial
 
 import orjson
-import psycopg
 from django.conf import settings
 from django.db import connection, transaction
 
+from cdp.db import binary_cursor
 from profiles.models import Source
 from profiles.normalize import normalize_id
 
@@ -153,27 +152,15 @@ def events_accept(
         aids.append(normalize_id(event.anonymous_id) or "" if event.anonymous_id else "")
     params = [source.pk, events[fresh[0]].received_at, mids, parts, payloads, uids, aids, source.pk]
     with transaction.atomic():
-        stored = [row[0] for row in _execute_bound(_INTAKE_INSERT, params)]
+        with binary_cursor() as cursor:
+            cursor.execute(_INTAKE_INSERT, params)
+            stored = [row[0] for row in cursor.fetchall()]
         result.partitions = set(stored)
         if stored:
             transaction.on_commit(intake_wake if wake is None else partial(wake, intake_wake))
     result.accepted = len(stored)
     result.duplicates += len(fresh) - len(stored)
     return result
-
-
-def _execute_bound(sql: str, params: list) -> list[tuple]:
-    """Run one statement with the driver's own cursor (server-side binding, binary parameters) on
-    Django's connection, in its transaction; logged like Django's cursors when queries are
-    captured (DEBUG, ``CaptureQueriesContext``), so query budgets still count it."""
-    connection.ensure_connection()
-    started = time.monotonic()
-    with psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    if connection.queries_logged:
-        connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
-    return rows
 
 
 def intake_wake() -> None:
@@ -186,7 +173,11 @@ def intake_wake() -> None:
     from cdp.queueing import task_send_throttled
     from profiles.tasks import intake_stitch
 
-    task_send_throttled(intake_stitch, key=WAKE_KEY, copies=settings.CDP_INTAKE_WORKERS, what="the stitch workers")
+    # a running drain lingers while calls keep coming (decision 0046), so a web worker that found a
+    # wake running and one due need not ask again for 0.1 s
+    task_send_throttled(
+        intake_stitch, key=WAKE_KEY, copies=settings.CDP_INTAKE_WORKERS, what="the stitch workers", quiet=0.1
+    )
 
 
 def intake_poison_send_back(*, poison_ids: list[int]) -> int:

@@ -17,6 +17,7 @@ from datetime import timedelta
 
 from django.conf import settings
 
+from cdp.db import binary_cursor
 from profiles.identity.merge import ProfileVanished
 from profiles.identity.resolve import is_trusted, profile_resolve
 from profiles.identity.trait_policy import trait_value, traits_apply
@@ -25,7 +26,6 @@ from profiles.models import Profile
 from profiles.normalize import limit_for, priority
 
 from .filters import identifiers_refilter_locked
-from .store import binary_cursor
 from .validate import CleanEvent
 
 

@@ -1,8 +1,9 @@
 """Stage 5, store: events go into the events table on their profiles, one statement per batch.
 
-``binary_cursor`` is how the stitch path sends its arrays: a batch's statements carry thousands of
-values each, and Django's client-side binding quotes every one of them into the SQL text in Python
-(a fifth of a stitch worker's time); bound on the server in binary they cost a few percent.
+The stitch path sends its arrays through ``cdp.db.binary_cursor``: a batch's statements carry
+thousands of values each, and Django's client-side binding quotes every one of them into the SQL
+text in Python (a fifth of a stitch worker's time); bound on the server in binary they cost a few
+percent.
 """
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ from __future__ import annotations
 import json
 
 import orjson
-import psycopg
-from django.db import connection
 
+from cdp.db import binary_cursor
 from profiles.models import Source
 
 from .followup import events_stored
@@ -27,14 +27,6 @@ _EVENT_INSERT = (
     "%b::smallint[]) AS e(mid, pid, t, n, u, a, p, tr, c, o, ot, s, r, d, h) "
     "ON CONFLICT (source_id, message_id) DO NOTHING RETURNING message_id"
 )
-
-
-def binary_cursor():
-    """A cursor on Django's connection (same transaction, error wrapping and query log) whose
-    parameters are bound on the server in binary (``%b`` placeholders)."""
-    connection.ensure_connection()
-    with connection.wrap_database_errors:
-        return connection._prepare_cursor(psycopg.Cursor(connection.connection))
 
 
 def _json(value) -> str:

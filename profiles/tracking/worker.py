@@ -35,12 +35,12 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError, InternalError, OperationalError, connection, transaction
 from django.utils import timezone
 
+from cdp.db import binary_cursor
 from profiles.identity.merge import ProfileVanished, merge_hooks_batched
 from profiles.models import IntakeEvent, IntakePoison, Source
 
 from .ingest import RETRYABLE, _ingest, retry_counts
 from .intake import event_from_payload
-from .store import binary_cursor
 
 logger = logging.getLogger("cdp.ingest")
 
@@ -97,7 +97,7 @@ def partitions_per_batch() -> int:
     return max(1, settings.CDP_INTAKE_PARTITIONS // max(1, settings.CDP_INTAKE_WORKERS))
 
 
-def intake_drain(*, max_batches: int = 100_000, linger: float = 0.0) -> int:
+def intake_drain(*, max_batches: int = 100_000, linger: float = 0.0, max_seconds: float = 600.0) -> int:
     """Stitch batches until no partition with rows is free; returns the calls taken.
 
     Partitions whose batch was not full are not taken again in the same pass: under a steady
@@ -107,14 +107,17 @@ def intake_drain(*, max_batches: int = 100_000, linger: float = 0.0) -> int:
     ``CDP_INTAKE_LINGER_SECONDS``) a drain that stitched something keeps watching the log: when
     nothing is free it waits ``CDP_INTAKE_PAUSE_SECONDS`` (the batch fills meanwhile) and looks
     again, until the log has given it nothing for ``linger`` seconds. A drain that finds nothing at
-    its start ends at once, so wakes queued while the workers were busy cost a look each."""
+    its start ends at once, so wakes queued while the workers were busy cost a look each. Past
+    ``max_seconds`` a drain stops lingering and ends (the wakes of the calls still coming start a
+    fresh task), well within Celery's time limits."""
     total = 0
     passed: list[int] = []
-    last_rows = time.monotonic()
+    started = last_rows = time.monotonic()
     for _ in range(max_batches):
         taken = _stitch_one(skip=passed)
         if taken is None:
-            if not linger or not total or time.monotonic() - last_rows > linger:
+            now = time.monotonic()
+            if not linger or not total or now - last_rows > linger or now - started > max_seconds:
                 break
             passed.clear()
             time.sleep(settings.CDP_INTAKE_PAUSE_SECONDS)

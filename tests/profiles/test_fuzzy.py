@@ -571,6 +571,74 @@ def test_one_place_named_at_different_levels_is_one_area():
     assert address.tolist() == [area, 0, area, 0]
 
 
+def _place_table(rows: list[dict]) -> RecordTable:
+    records = [
+        record_from({"first_name": r.get("first", "Ann"), "last_name": r.get("last", "Lee"), "address": r})
+        for r in rows
+    ]
+    return RecordTable.build(list(range(len(records))), records)
+
+
+def test_a_shared_postal_code_weighs_by_how_many_records_share_it():
+    # 3,000 records in Leeds at nine LS6 codes, two at LS7 5JA, one at LS7 (its outward part): agreeing on
+    # LS7 5JA is rare, agreeing on Leeds is not
+    rows = [{"city": "Leeds", "postal_code": f"LS6 {n % 9}AB"} for n in range(3000)]
+    rows += [{"city": "Leeds", "postal_code": "LS7 5JA"}, {"city": "Leeds", "postal_code": "LS7 5JA"}]
+    rows += [{"city": "Leeds"}, {"city": "Leeds"}, {"postal_code": "LS7"}]
+    table = _place_table(rows)
+    counts = model.place_counts(table["postal"], table["city"])
+    assert counts["p:ls75ja"] == 2 and counts["p:ls7"] == 3  # the outward part also agrees with LS7 5JA
+    a, b = np.array([3000, 3002, 3000]), np.array([3001, 3003, 3004])
+    assert model.place_values(table, a, b, np.arange(3)).tolist() == ["p:ls75ja", "c:leeds", "p:ls7"]
+    params = model.Parameters(records=len(table))
+    levels = compare(table, a, b)
+    freq = model.Frequencies.of(table)
+    with_place = model.field_bits(params, levels, table, a, freq, b)[:, INDEX["address"], 0]
+    without = model.field_bits(params, levels, table, a, freq)[:, INDEX["address"], 0]
+    assert with_place[0] > without[0] + 3  # one postal code of two records: strong
+    assert with_place[1] < without[1]  # one town of 3,004 records: weaker than the level's average
+    assert with_place[0] > with_place[2] > with_place[1]
+
+
+def test_a_postal_code_as_rare_as_a_street_reads_the_surname_as_a_familys():
+    # two records agreeing on a full postal code (and the surname) are often two people of one family:
+    # the surname is weighed against household members there, not against strangers
+    rows = [{"city": f"town{n % 40}", "last": f"name{n % 300}"} for n in range(2000)]
+    rows += [
+        {"postal_code": "M20 1SX", "last": "Hwang", "first": "Ava"},
+        {"postal_code": "M20 1SX", "last": "Hwang", "first": "Ava"},
+    ]
+    rows += [{"city": "town1", "last": "Hwang", "first": "Ava"}, {"city": "town1", "last": "Hwang", "first": "Ava"}]
+    table = _place_table(rows)
+    params = model.Parameters(records=len(table), h_counts=[np.zeros(len(c.levels)) for c in COMPARISONS])
+    params.h_counts[INDEX["last_name"]][-1] = 1000.0  # households share their surname
+    params.refit()
+    a, b = np.array([2000, 2002]), np.array([2001, 2003])
+    bits = model.field_bits(params, compare(table, a, b), table, a, model.Frequencies.of(table), b)
+    last = bits[:, INDEX["last_name"], 0]
+    assert last[0] < 1 < last[1]  # at one full postal code the shared surname says little; in a town a lot
+
+
+def test_two_initials_agree_only_as_similar():
+    table = RecordTable.build(
+        [0, 1, 2],
+        [record_from({"first_name": "S."}), record_from({"first_name": "S"}), record_from({"first_name": "Sophia"})],
+    )
+    levels = compare(table, np.array([0, 0]), np.array([1, 2]))[:, FIRST]
+    assert [COMPARISONS[FIRST].levels[v] for v in levels] == ["similar", "similar"]
+
+
+def test_a_shared_name_written_as_a_surname_reads_as_the_surname_when_one_record_is_swapped():
+    people_ = [("Thomas", "Wright"), ("Wright", "Ava")] + [(f"First{n}", "Wright") for n in range(5)]
+    table = RecordTable.build(
+        list(range(len(people_))), [record_from({"first_name": f, "last_name": s}) for f, s in people_]
+    )
+    row = compare(table, np.array([0]), np.array([1]))[0]
+    names = {c.name: c.levels[v] for c, v in zip(COMPARISONS, row, strict=True) if v >= 0}
+    # Wright is a surname in this data: one surname, two first names (Thomas, Ava), not a changed surname
+    assert names["first_name"] == "different" and names["last_name"] != "different"
+
+
 def test_a_short_first_name_with_two_letters_swapped_is_similar():
     table = RecordTable.build([0, 1], [record_from({"first_name": "Ben"}), record_from({"first_name": "Bne"})])
     level = compare(table, np.array([0]), np.array([1]))[0, FIRST]

@@ -174,7 +174,9 @@ def test_readyz_and_admin_show_the_intake_depth_and_lag(write_key, admin_client)
 @pytest.mark.django_db(transaction=True)
 def test_a_stuck_workers_batch_is_taken_over_after_its_lease_expires(write_key, settings, monkeypatch):
     settings.CDP_INTAKE_PARTITIONS = 1
-    settings.CDP_INTAKE_LEASE_SECONDS = 1
+    IntakePartition.objects.all().delete()  # one partition only (rows of an earlier test's 16 may be there)
+    # a lease of 2 s: the first drain below must come within it even on a loaded machine
+    settings.CDP_INTAKE_LEASE_SECONDS = 2
     monkeypatch.setattr(intake, "intake_wake", lambda: None)  # no Celery worker takes part here
     batch(writer(write_key), *track("u-stuck", 5))
 
@@ -185,7 +187,7 @@ def test_a_stuck_workers_batch_is_taken_over_after_its_lease_expires(write_key, 
     def stuck(partitions):
         if threading.current_thread().name == "stuck-worker":
             took.set()
-            time.sleep(4)
+            time.sleep(6)
         return real_stitch(partitions)
 
     monkeypatch.setattr(worker, "_stitch_partitions", stuck)

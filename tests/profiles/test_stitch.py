@@ -100,6 +100,19 @@ def test_a_lingering_drain_takes_calls_that_arrive_while_it_watches(write_key, s
 
 
 @pytest.mark.django_db
+def test_a_drain_past_its_time_stops_lingering(write_key, settings):
+    # given calls waiting, and a drain whose time is up as soon as it starts
+    batch(writer(write_key), *views(["a", "b"]))
+
+    # when it drains with a long linger
+    done = intake_drain(linger=3600, max_seconds=0)
+
+    # then it stitched what was there and ended instead of watching the log
+    assert done == 2
+    assert IntakeEvent.objects.count() == 0
+
+
+@pytest.mark.django_db
 def test_merges_made_by_one_batch_reach_the_merge_hook_once_together(
     write_key, settings, django_capture_on_commit_callbacks
 ):

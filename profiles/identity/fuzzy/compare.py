@@ -30,6 +30,7 @@ all cores); only rare cases (nicknames, several emails on one profile) take a Py
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,6 +93,15 @@ def compare(table: RecordTable, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return levels
 
 
+def _name_roles(table: RecordTable) -> tuple[dict, dict]:
+    """How often each name is written as a first name and as a last name (computed once per table)."""
+    roles = getattr(table, "_name_roles", None)
+    if roles is None:
+        roles = (Counter(table["first"]), Counter(table["last"]))
+        table._name_roles = roles
+    return roles
+
+
 def _names(table: RecordTable, a: np.ndarray, b: np.ndarray, levels: np.ndarray) -> None:
     fa, fb, la, lb = table["first"][a], table["first"][b], table["last"][a], table["last"][b]
     has_f, has_l = _present(fa, fb), _present(la, lb)
@@ -107,9 +117,15 @@ def _names(table: RecordTable, a: np.ndarray, b: np.ndarray, levels: np.ndarray)
         rows = both[better]
         swapped[rows] = True
         # which side was swapped is unknown: the closer crosswise pair counts as the first name (a
-        # changed last name is the commoner story, and must not read as two people's first names)
+        # changed last name is the commoner story, and must not read as two people's first names),
+        # unless the name they share is written as a surname more often than as a first name in the
+        # data ("Wright Ava" / "Thomas Wright": one surname, two first names, as twins)
         high = np.minimum(np.maximum(cross_fl[better], cross_lf[better]), 0.99)
-        jf[rows], jl[rows] = high, np.minimum(cross_fl[better], cross_lf[better])
+        low = np.minimum(cross_fl[better], cross_lf[better])
+        shared = np.where(cross_fl[better] >= cross_lf[better], lb[rows], la[rows])
+        as_first, as_last = _name_roles(table)
+        surname = np.array([as_last.get(v, 0) > as_first.get(v, 0) for v in shared], dtype=bool)
+        jf[rows], jl[rows] = np.where(surname, low, high), np.where(surname, high, low)
         exact_f[rows] = exact_l[rows] = False
     # first name
     level = np.where(jf >= 0.92 - EPS, 2, np.where(jf >= 0.8 - EPS, 1, 0)).astype(np.int8)
@@ -133,6 +149,11 @@ def _names(table: RecordTable, a: np.ndarray, b: np.ndarray, levels: np.ndarray)
         if fa[k].startswith(fb[k]) or fb[k].startswith(fa[k]):
             level[k] = 1
     level[exact_f] = 4
+    # an initial says only which letter the name begins with, also against the same initial ("S" / "S"
+    # may be Sophia and Sarah): "similar", never "exact" (whose weight, by how rare the value "s" is
+    # among the first names, would read two initials as a rare name shared)
+    initials = np.minimum(table["first_len"][a], table["first_len"][b]) == 1
+    level[has_f & initials & (table["initial"][a] == table["initial"][b])] = 1
     levels[:, FIRST] = np.where(has_f, level, -1)
     # last name
     level = np.where(jl >= 0.92 - EPS, 2, np.where(jl >= 0.8 - EPS, 1, 0)).astype(np.int8)

@@ -65,7 +65,9 @@ def score_pairs(
     for start in range(0, len(a), COMPARE_CHUNK):
         stop = min(start + COMPARE_CHUNK, len(a))
         levels[start:stop] = compare(table, a[start:stop], b[start:stop])
-        bits[start:stop] = model.log2_bayes_factors(params, levels[start:stop], table, a[start:stop], freq)
+        bits[start:stop] = model.log2_bayes_factors(
+            params, levels[start:stop], table, a[start:stop], freq, b[start:stop]
+        )
         if progress:
             progress(stop, len(a))
     if calibrate:
@@ -81,7 +83,7 @@ def rescorer(table: RecordTable, scored: Scored) -> Callable:
 
     def score(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         extra = compare(table, x, y)
-        bits = model.log2_bayes_factors(scored.params, extra, table, x, freq)
+        bits = model.log2_bayes_factors(scored.params, extra, table, x, freq, y)
         return extra, model.probabilities(bits, scored.prior)
 
     return score
@@ -93,7 +95,7 @@ def field_evidence(table: RecordTable, scored: Scored) -> Callable:
 
     def evidence(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         levels = compare(table, x, y)
-        return levels, model.field_bits(scored.params, levels, table, x, freq)
+        return levels, model.field_bits(scored.params, levels, table, x, freq, y)
 
     return evidence
 

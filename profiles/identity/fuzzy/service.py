@@ -138,7 +138,9 @@ def identity_match(
     for start in range(0, len(a), COMPARE_CHUNK):
         stop = min(start + COMPARE_CHUNK, len(a))
         levels[start:stop] = compare(table, a[start:stop], b[start:stop])
-        bits[start:stop] = model.log2_bayes_factors(params, levels[start:stop], table, a[start:stop], freq)
+        bits[start:stop] = model.log2_bayes_factors(
+            params, levels[start:stop], table, a[start:stop], freq, b[start:stop]
+        )
         if progress:
             progress(stop, len(a))
     if not report.parameters_reused:
@@ -164,11 +166,11 @@ def identity_match(
 
     def score(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         extra = compare(table, x, y)
-        return extra, model.probabilities(model.log2_bayes_factors(params, extra, table, x, freq), prior)
+        return extra, model.probabilities(model.log2_bayes_factors(params, extra, table, x, freq, y), prior)
 
     def evidence(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         extra = compare(table, x, y)
-        return extra, model.field_bits(params, extra, table, x, freq)
+        return extra, model.field_bits(params, extra, table, x, freq, y)
 
     never = _never_merge_pairs(index)
     decisions = decide(
