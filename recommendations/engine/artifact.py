@@ -138,8 +138,12 @@ class BoostedTrees:
                 final[walking] = position
             else:
                 final = position
-            for leaves in value.take(final).reshape(len(roots), n):  # tree after tree, as scikit-learn
-                raw += leaves
+            # tree after tree onto the baseline, as scikit-learn adds them: a running sum down the
+            # trees (``cumsum`` adds strictly in order) instead of one Python step per tree
+            steps = np.empty((len(roots) + 1, n))
+            steps[0] = raw
+            value.take(final, out=steps[1:].reshape(-1))
+            raw = np.cumsum(steps, axis=0)[-1]
         return 1.0 / (1.0 + np.exp(-raw))
 
 

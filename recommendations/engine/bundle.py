@@ -143,6 +143,17 @@ def _block(matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray | None:
     return out
 
 
+def _member(items: np.ndarray, cols: np.ndarray, ascending: bool) -> np.ndarray:
+    """``np.isin(items, cols)``; for the ascending columns of a canonical CSR row, one binary search
+    (np.isin sorts both sides on every call)."""
+    if not ascending:
+        return np.isin(items, cols)
+    if len(cols) == 0:
+        return np.zeros(len(items), dtype=bool)
+    at = np.minimum(np.searchsorted(cols, items), len(cols) - 1)
+    return cols[at] == items
+
+
 def _registry() -> dict[str, type[Recommender]]:
     return {cls.name: cls for cls in RECOMMENDERS}
 
@@ -290,9 +301,10 @@ class ModelBundle:
         if row is not None and len(items):
             cols, _ = _row(self.state.purchases, row)
             bought_items = set(cols.tolist())
-            bought = np.isin(items, cols)
+            bought = _member(items, cols, _canonical(self.state.purchases))
             if self.state.browsed is not None:
-                viewed = np.isin(items, _row(self.state.browsed, row)[0]) & ~bought
+                browsed = self.state.browsed
+                viewed = _member(items, _row(browsed, row)[0], _canonical(browsed)) & ~bought
         anchors = self._nearest(history, items)
         out = []
         for n, (item, was_bought, was_viewed, anchor) in enumerate(zip(items, bought, viewed, anchors, strict=True)):
