@@ -9,7 +9,8 @@ What it does, all on this machine and over loopback only:
 
 1. Creates a fresh database (``cdp_bench_ingest``) on the PostgreSQL server of ``DATABASE_URL`` (or
    ``.cdp/env``, or ``postgres://postgres@127.0.0.1:5432``), migrates it and creates a source.
-2. Starts ``gunicorn cdp.wsgi:application --workers 2`` (sync workers, as in the Procfile) on a free
+2. Starts ``gunicorn cdp.wsgi:application --workers W`` (sync workers; with ``--threads T`` > 1,
+   gthread workers on their own ``SO_REUSEPORT`` sockets, as the Procfile's web line) on a free
    port, with Redis on its own database number (``--redis-db``) so no other process's workers or
    throttles see the benchmark's traffic.
 3. Batch throughput: C load-generator processes (fork, one ``http.client`` connection each, bodies
