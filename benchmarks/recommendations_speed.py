@@ -388,6 +388,7 @@ def serving_part(args) -> dict:
         if args.generate_only:
             return info
         port = free_port()
+        (REPO / ".cdp").mkdir(exist_ok=True)  # made by make; the benchmark may run first on a fresh clone
         log = open(REPO / ".cdp" / "bench-recs-gunicorn.log", "w")  # noqa: SIM115
         server = subprocess.Popen(
             [

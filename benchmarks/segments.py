@@ -286,6 +286,7 @@ def realtime(args, connection, Profile, SegmentMembership, segment_create) -> li
     import base64
 
     client.credentials(HTTP_AUTHORIZATION="Basic " + base64.b64encode(f"{key}:".encode()).decode())
+    (REPO / ".cdp").mkdir(exist_ok=True)  # made by make; the benchmark may run first on a fresh clone
     log = open(REPO / ".cdp" / "bench-segments-worker.log", "w")  # noqa: SIM115
     worker = subprocess.Popen(
         [
