@@ -112,6 +112,13 @@ def training_profile_condition(*, purpose: str | None = TRAINING_PURPOSE) -> tup
     return training_consent_condition(purpose=purpose)
 
 
+def interactions_stored() -> bool:
+    """Whether any order, view or cart addition is stored at all, whoever's (consent not asked):
+    tells "nothing to learn from" apart from "nobody who allows personalisation"."""
+    args = {"order": ORDER_EVENT, "view": VIEW_EVENT, "cart": CART_EVENT, "until": None, "sources": None}
+    return _latest_interaction(args) is not None
+
+
 def _latest_interaction(args: dict) -> datetime | None:
     with connection.cursor() as cursor:
         cursor.execute(

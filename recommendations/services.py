@@ -379,7 +379,7 @@ def model_refresh_execute(*, version_id: int) -> ModelVersion:
 def _refresh(version: ModelVersion) -> ModelVersion:
     from recommendations.engine.bundle import train_bundle
     from recommendations.engine.evaluate import evaluate_bundle, holdout_split
-    from recommendations.selectors import interactions_extract
+    from recommendations.selectors import interactions_extract, interactions_stored
 
     progress = _Progress(version, 0.0, 1.0)
     started = time.monotonic()
@@ -392,6 +392,12 @@ def _refresh(version: ModelVersion) -> ModelVersion:
     data, catalog = interactions_extract(window_days=settings.RECS_TRAIN_WINDOW_DAYS or None)
     timings["extract"] = round(time.monotonic() - t0, 3)
     if len(data) == 0:
+        if interactions_stored():
+            raise RegistryError(
+                "No interactions to train on: orders, views or carts are stored, but none of people who allow "
+                "personalisation (models learn only from them; imported customers need their consent "
+                "recorded, docs/privacy.md)."
+            )
         raise RegistryError("No interactions to train on yet (no orders, views or carts).")
     created = _products_from_catalog(catalog)
     now = float(data.ts.max())

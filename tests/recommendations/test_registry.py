@@ -92,6 +92,21 @@ def test_a_failed_refresh_says_why(db):
     assert services.model_refresh_execute(version_id=version.pk).status == ModelStatus.FAILED  # idempotent
 
 
+def test_a_refresh_with_orders_but_no_consenting_shopper_says_so(shop_data):
+    from django.utils import timezone
+
+    from consent.services import consent_records_bulk, purposes_ensure
+
+    # given orders stored, but every shopper has declined personalisation
+    purposes_ensure()
+    now = timezone.now()
+    consent_records_bulk(entries=[(pid, {"personalisation": False}, now, {}) for pid in shop_data.people], source="api")
+    version = refresh()
+    # then the refresh fails saying that consent, not data, is missing
+    assert version.status == ModelStatus.FAILED
+    assert "none of people who allow personalisation" in version.error
+
+
 def test_serving_switches_to_a_new_active_version_without_restart(
     shop_data, secret_client, django_capture_on_commit_callbacks, settings
 ):
