@@ -488,6 +488,17 @@ def retail_inner(args) -> dict:
     started = time.perf_counter()
     call_command("import_orders", str(RETAIL), "--no-progress", stdout=open(os.devnull, "w"))  # noqa: SIM115
     import_seconds = time.perf_counter() - started
+    # models learn only from people who allow personalisation: the shop imports its customers'
+    # recorded answers with their orders (here: every customer agreed), as the serving part does for 70 %
+    from django.utils import timezone
+
+    from consent.services import consent_records_bulk, purposes_ensure
+    from profiles.models import Profile
+
+    purposes_ensure()
+    now = timezone.now()
+    people = Profile.objects.filter(merged_into__isnull=True).values_list("pk", flat=True)
+    consent_records_bulk(entries=[(str(pk), {"personalisation": True}, now, {}) for pk in people], source="import")
     out = {"import_seconds": round(import_seconds, 1), "refreshes": []}
     for _ in range(2):
         started = time.perf_counter()
