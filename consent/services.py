@@ -50,10 +50,11 @@ def suppression_hashes(kind: str, value: str) -> list[str]:
     return list(_suppression_keys(kind, value, settings.CONSENT_HASH_SALT, previous))
 
 
-@functools.lru_cache(maxsize=65_536)
+@functools.lru_cache(maxsize=8_192)
 def _suppression_keys(kind: str, value: str, salt: str, previous: tuple[str, ...]) -> tuple[str, ...]:
     # every tracking call's identifiers are looked up on the list, at accept and again at stitching,
     # and returning customers repeat them: HMACs cached per process, keyed on the salts in force
+    # (8,192 identifiers, about 3 MB: web workers also hold the recommendation model, under 500 MB)
     message = f"suppress:{kind}:{value}".encode()
     return tuple(hmac.new(s.encode(), message, hashlib.sha256).hexdigest() for s in (salt, *previous))
 
