@@ -39,7 +39,7 @@ def test_the_cache_reuses_one_redis_client_and_still_works_across_threads():
     assert cache.incr("cdp-test-cache-add") == 2
 
 
-def test_a_gunicorn_worker_freezes_what_it_loaded_and_collects_less_often():
+def test_a_gunicorn_worker_freezes_what_it_loaded_and_keeps_pythons_thresholds():
     path = Path(__file__).resolve().parents[2] / "gunicorn.conf.py"
     spec = importlib.util.spec_from_file_location("gunicorn_conf", path)
     conf = importlib.util.module_from_spec(spec)
@@ -49,9 +49,10 @@ def test_a_gunicorn_worker_freezes_what_it_loaded_and_collects_less_often():
         # when a worker has loaded the app
         conf.post_worker_init(worker=None)
 
-        # then start-up's objects are out of every collection and the youngest generation waits longer
+        # then start-up's objects are out of every collection, and the youngest generation is
+        # collected as often as Python's default says (the cycles requests leave stay few per walk)
         assert gc.get_freeze_count() > 10_000
-        assert gc.get_threshold() == (50_000, 20, 10)
+        assert gc.get_threshold() == before
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
