@@ -391,56 +391,68 @@ class _Compiled:
     def reset(self) -> None:
         self.at = -1e9
         self.key: object = None
-        self.sql = ""
-        self.params: list = []
-        self.slots: list[int] = []
-        self.now_slots: list[int] = []
-        self._combined_key = None
+        # (sql, params, the placeholders' slots, the slots of NOW_SLOT), replaced whole: a thread
+        # that compiles never leaves another reading one compile's SQL with another's slots
+        self.compiled: tuple[str, list, list[int], list[int]] | None = None
+        self._combined: tuple | None = None  # (key, the combined statement of fetch_with_context)
+
+    @property
+    def sql(self) -> str:
+        return self.compiled[0] if self.compiled else ""
+
+    @property
+    def params(self) -> list:
+        return self.compiled[1] if self.compiled else []
+
+    @property
+    def slots(self) -> list[int]:
+        return self.compiled[2] if self.compiled else []
 
     def _compile(self, key: object) -> None:
         sql, params = self.build(*self.placeholders).query.sql_with_params()
         params = list(params)
-        self.slots = [params.index(p) for p in self.placeholders]
-        self.now_slots = [n for n, p in enumerate(params) if isinstance(p, datetime) and p == NOW_SLOT]
-        self.sql, self.params, self.key = sql, params, key
+        slots = [params.index(p) for p in self.placeholders]
+        now_slots = [n for n, p in enumerate(params) if isinstance(p, datetime) and p == NOW_SLOT]
+        self.compiled, self.key = (sql, params, slots, now_slots), key
 
-    def ready(self) -> None:
-        """Compiled, for what ``depends`` says now (asked at most once a second)."""
+    def ready(self) -> tuple[str, list, list[int], list[int]]:
+        """The compiled statement, for what ``depends`` says now (asked at most once a second)."""
         now = time.monotonic()
-        if self.sql and now - self.at <= 1.0:
-            return
-        self.at = now
-        key = self.depends() if self.depends is not None else None
-        if not self.sql or key != self.key:
-            self._compile(key)
+        if self.compiled is None or now - self.at > 1.0:
+            self.at = now
+            key = self.depends() if self.depends is not None else None
+            if self.compiled is None or key != self.key:
+                self._compile(key)
+        return self.compiled  # type: ignore[return-value]
 
-    def _params(self, base: list, slots: list[int], values) -> list:
+    @staticmethod
+    def _params(base: list, slots: list[int], now_slots: list[int], values) -> list:
         params = list(base)
         for slot, value in zip(slots, values, strict=True):
             params[slot] = value
-        if self.now_slots:
+        if now_slots:
             current_time = timezone.now()
-            for slot in self.now_slots:
+            for slot in now_slots:
                 params[slot] = current_time
         return params
 
     def fetch(self, *values, many: bool = False):
-        self.ready()
-        return _prepared(self.sql, self._params(self.params, self.slots, values), many=many)
+        sql, base, slots, now_slots = self.ready()
+        return _prepared(sql, self._params(base, slots, now_slots, values), many=many)
 
     def fetch_with_context(self, *values, since):
         """This look-up of a profile (its id, merged_into, consent) and, in the same statement, what a
         personalised answer reads next when consent allows and the profile is not merged away: its
         active segments (``profile_segments``) and recent product events (``recent_history``), as
         JSON. One round trip instead of three."""
-        self.ready()
+        sql, base, slots, now_slots = self.ready()
         segments = _segments_sql()
-        key = (self.sql, segments)
-        if self._combined_key != key:
-            self._combined = _with_context(self.sql, self.params, self.slots, segments)
-            self._combined_key = key
-        sql, head, base, slots = self._combined
-        return _prepared(sql, [*head, since, RECENT_EVENTS, *self._params(base, slots, values)])
+        key = (sql, segments)
+        combined = self._combined
+        if combined is None or combined[0] != key:
+            combined = self._combined = (key, _with_context(sql, base, slots, segments))
+        sql, head, base, slots = combined[1]
+        return _prepared(sql, [*head, since, RECENT_EVENTS, *self._params(base, slots, now_slots, values)])
 
 
 _compiled: list[_Compiled] = []
@@ -599,8 +611,8 @@ def _segments_sql() -> tuple[str, tuple, int] | None:
         import segments.selectors  # noqa: F401
     except ImportError:
         return None
-    _segments_query.ready()
-    return _segments_query.sql, tuple(_segments_query.params), _segments_query.slots[0]
+    sql, params, slots, _ = _segments_query.ready()
+    return sql, tuple(params), slots[0]
 
 
 def _with_context(sql: str, params: list, slots: list[int], segments) -> tuple[str, list, list, list[int]]:
