@@ -91,13 +91,14 @@ def _group_at(live: uuid.UUID) -> list[uuid.UUID]:
     return [live, *Profile.objects.filter(merged_into_id=live).values_list("pk", flat=True)]
 
 
-def consent_granted_q(*, purpose: str, profile_field: str = "pk") -> Q:
-    """A filter keeping rows whose ``profile_field`` (a live profile id) may be used for ``purpose``.
+def consent_granted_q(*, purpose: str, profile_field: str = "pk", now: datetime | None = None) -> Q:
+    """A filter keeping rows whose ``profile_field`` (a live profile id) may be used for ``purpose``
+    at ``now`` (default: the current time; answers expired by then count as not given).
 
     ``Profile.objects.filter(consent_granted_q(purpose="marketing"))``;
     ``SegmentMembership.objects.filter(consent_granted_q(purpose="marketing", profile_field="profile_id"))``.
     """
-    now = timezone.now()
+    now = timezone.now() if now is None else now
     current = ConsentState.objects.filter(profile_id=OuterRef(profile_field), purpose__key=purpose).filter(
         Q(expires_at__isnull=True) | Q(expires_at__gt=now)
     )

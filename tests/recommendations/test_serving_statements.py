@@ -43,3 +43,48 @@ def test_a_statement_prepared_on_a_connection_answers_again_after_a_rollback(sho
         cursor.execute("SAVEPOINT s1")
         cursor.execute("ROLLBACK TO SAVEPOINT s1")
     assert serving.resolve_profile(query) == first
+
+
+def test_the_compiled_look_up_reads_consent_at_the_time_of_each_request(shop, monkeypatch):
+    """The look-up is compiled once; the time its consent is read at is a parameter set on every run,
+    so an answer that expires is no longer honoured, without compiling the statement again."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from consent.models import ConsentState
+
+    grant(shop.person(2))
+    ConsentState.objects.filter(profile_id=shop.person(2), purpose__key="personalisation").update(
+        expires_at=timezone.now() + timedelta(hours=1)
+    )
+    compiles = []
+    original = serving._Compiled._compile
+    monkeypatch.setattr(serving._Compiled, "_compile", lambda self, key: (compiles.append(key), original(self, key)))
+    query = serving.Query(profile_id=str(shop.person(2)), k=5)
+    assert serving.resolve_profile(query) == (str(shop.person(2)), True)
+    assert len(compiles) == 1
+    later = timezone.now() + timedelta(hours=2)
+    monkeypatch.setattr(timezone, "now", lambda: later)
+    assert serving.resolve_profile(query) == (str(shop.person(2)), False)  # expired an hour ago
+    serving._profile_query.at = -1e9  # the once-a-second look at the purpose's default: unchanged
+    assert serving.resolve_profile(query) == (str(shop.person(2)), False)
+    assert len(compiles) == 1
+
+
+def test_the_look_up_is_compiled_again_when_the_purposes_default_changes(shop):
+    """Without an answer of hers the personalisation purpose's default decides; the statement's shape
+    depends on it, so a changed default is compiled in (within a second)."""
+    from consent.models import Purpose
+    from consent.services import purposes_ensure
+
+    purposes_ensure()
+    query = serving.Query(profile_id=str(shop.person(3)), k=5)
+    Purpose.objects.filter(key="personalisation").update(default_granted=False)
+    serving.runtime.reset()
+    assert serving.resolve_profile(query) == (str(shop.person(3)), False)
+    Purpose.objects.filter(key="personalisation").update(default_granted=True)
+    assert serving.resolve_profile(query) == (str(shop.person(3)), False)  # within the second: as compiled
+    serving._default_read = (-1e9, None)
+    serving._profile_query.at = -1e9
+    assert serving.resolve_profile(query) == (str(shop.person(3)), True)
