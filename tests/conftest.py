@@ -45,6 +45,9 @@ def _intake_stitched_in_requests(request):
     asynchronous behaviour itself (lag, workers, leases) are marked ``intake_async`` and stitch when
     they choose."""
     if "intake_async" in request.keywords:
+        # a drain the session's Celery worker runs for an earlier test's wake lingers for a few
+        # seconds and would take this test's calls: the test counts what its own drains take
+        celery_quiesce()
         yield
         return
     from profiles.api import tracking
@@ -173,7 +176,7 @@ def celery_worker(django_db_setup, django_db_blocker):
 
 def celery_quiesce(*, timeout: float = 60.0) -> None:
     """If a Celery worker is up (the session's ``celery_worker``, started by an earlier test of the
-    run), drop the tasks the test's requests queued and wait until it runs none: its writes would
+    run), drop the tasks the test's requests queued (delayed ones too) and wait until it runs none: its writes would
     hold row locks (foreign-key checks) while the teardown's TRUNCATE waits for exclusive locks,
     which PostgreSQL ends as a deadlock."""
     from cdp.celery import app
@@ -183,7 +186,11 @@ def celery_quiesce(*, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         app.control.purge()
-        active = app.control.inspect(timeout=0.5).active() or {}
+        inspect = app.control.inspect(timeout=0.5)
+        # tasks sent with a countdown wait in the worker's memory, out of purge's reach
+        for task in (t for tasks in (inspect.scheduled() or {}).values() for t in tasks):
+            app.control.revoke(task["request"]["id"])
+        active = inspect.active() or {}
         if not any(active.values()):
             app.control.purge()  # a task that just finished may have queued a follow-up
             return
