@@ -174,7 +174,6 @@ def decide(
     score: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
     households: bool = True,
     evidence: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
-    m: list[np.ndarray] | None = None,
 ) -> Decisions:
     """Auto-merge clusters and the review queue from scored pairs (indices into ``table``).
 
@@ -247,7 +246,7 @@ def decide(
     if evidence is not None:
         _join_on_cluster_evidence(
             table, a, b, p, clusters, decisions, refusals, never, verdicts, evidence,
-            auto=auto, review=review, prior=prior, m=m,
+            auto=auto, review=review, prior=prior,
         )  # fmt: skip
     decisions.clusters = [sorted(m) for m in clusters.members.values() if len(m) >= 2]
     for k in np.flatnonzero(p >= review):
@@ -270,26 +269,18 @@ def _value_keys(table: RecordTable) -> list[np.ndarray]:
     return [table["first"], table["last"], table["dob"], address, table["email"], table["phone"]]
 
 
-def cluster_bits(
-    keys: list[np.ndarray],
-    cross: list[tuple[int, int]],
-    levels: np.ndarray,
-    rows: np.ndarray,
-    m: list[np.ndarray] | None = None,
-) -> float:
+def cluster_bits(keys: list[np.ndarray], cross: list[tuple[int, int]], levels: np.ndarray, rows: np.ndarray) -> float:
     """log2 Bayes factor of two clusters being one person, from all the record pairs across them.
 
     Field by field, the strongest agreement any pair across shows (a record with a name and a town
     can match one member on the name and another on the town: a person's records are noisy in
     different places). Finding an agreement among k distinct value pairs is k times likelier by chance
-    than in one, so an agreement counts log2(k) bits less (never below nothing). It is also likelier
-    for one person: with ``m`` (per comparison, the chance of each level for one person's two
-    records, ``Parameters.m``) the k tries of one person agree at that level at least once with
-    probability 1 - (1 - m)^k, not m, and the agreement counts that much more (at most the log2(k)
-    taken). A field on which every pair disagrees counts as one pair's disagreement. When any pair
-    across shares a street, every field is read against household members (a surname agreeing
-    elsewhere is still the family's). ``levels`` and ``rows``: the pairs' comparison levels and their
-    evidence per comparison (``model.field_bits``).
+    than in one, so an agreement counts log2(k) bits less (never below nothing); m is kept as one
+    pair's, which only understates a person whose several records each had the chance to agree.
+    A field on which every pair disagrees counts as one pair's disagreement. When any pair across
+    shares a street, every field is read against household members (a surname agreeing elsewhere is
+    still the family's). ``levels`` and ``rows``: the pairs' comparison levels and their evidence per
+    comparison (``model.field_bits``).
     """
     reading = 1 if bool(households(levels).any()) else 0
     total = 0.0
@@ -298,15 +289,10 @@ def cluster_bits(
         present = np.flatnonzero(~np.isnan(column))
         if not len(present):
             continue
-        strongest = present[int(np.argmax(column[present]))]
-        best = float(column[strongest])
+        best = float(column[present].max())
         if best > 0:
             combos = len({(key[cross[k][0]], key[cross[k][1]]) for k in present})
-            credit = 0.0
-            if m is not None and combos > 1:
-                one = float(m[n][levels[strongest, n]])
-                credit = math.log2(1.0 - (1.0 - one) ** combos) - math.log2(one)
-            best = max(best - math.log2(combos) + credit, 0.0)
+            best = max(best - math.log2(combos), 0.0)
         total += best
     return total
 
@@ -330,7 +316,6 @@ def _join_on_cluster_evidence(
     auto: float,
     review: float,
     prior: float,
-    m: list[np.ndarray] | None = None,
 ) -> None:
     """Transitive support: a pair in the review band joins its two clusters (one of them at least two
     records) when all the pairs across them together (``cluster_bits``) reach the auto-merge
@@ -394,7 +379,7 @@ def _join_on_cluster_evidence(
             cross = [(min(i, j), max(i, j)) for i in left for j in right]
             if any(pq in never for pq in cross):
                 continue
-            if cluster_bits(keys, cross, *rows_of(cross), m=m) < needed:
+            if cluster_bits(keys, cross, *rows_of(cross)) < needed:
                 continue
             if not _coherent(verdicts(cross), auto=auto, review=review, prior=prior):
                 continue

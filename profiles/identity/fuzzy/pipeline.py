@@ -124,7 +124,6 @@ def score_and_decide(
         score=rescorer(table, scored),
         households=params.households_seen(),
         evidence=field_evidence(table, scored),
-        m=params.m,
     )
     return scored
 
