@@ -141,3 +141,17 @@ def test_a_salt_changed_without_keeping_the_old_one_would_void_the_list(write_ke
     settings.CONSENT_HASH_SALT = "changed-without-keeping-the-old-salt-0123456789"
     settings.CONSENT_HASH_SALT_PREVIOUS = []
     assert call(client, "track", userId="u-void", event="Product Viewed").json()["accepted"] == 1
+
+
+@pytest.mark.parametrize(
+    "salt", ["", "s", "x" * 63, "y" * 64, "z" * 65, "é€" * 40, "a salt of the usual length, 40 chars"]
+)
+@pytest.mark.parametrize("message", [b"", b"suppress:email:ann@example.com", bytes(range(256)) * 3])
+def test_the_fast_hmac_is_the_standard_librarys(salt, message):
+    import hashlib
+    import hmac
+
+    from consent.services import hmac_sha256_hex
+
+    # the suppression list's keys and evidence hashes are HMAC-SHA256, made from the salt's pads
+    assert hmac_sha256_hex(salt, message) == hmac.new(salt.encode(), message, hashlib.sha256).hexdigest()

@@ -247,6 +247,46 @@ def test_the_insert_is_counted_by_query_captures(write_key):
     assert sum("INSERT INTO profiles_intakeevent" in q["sql"] for q in captured) == 1
 
 
+@pytest.mark.django_db
+def test_the_request_lets_go_of_the_decoded_body_once_the_view_has_it(write_key):
+    from django.test import Client
+
+    # a batch, and a beacon whose write key is in the body (authentication decodes it first)
+    sent = batch(writer(write_key), {"type": "track", "userId": "u", "event": "E"})
+    beacon = Client().post(
+        "/v1/batch",
+        json.dumps({"writeKey": write_key, "batch": [{"type": "track", "userId": "u", "event": "E"}]}),
+        content_type="text/plain",
+    )
+
+    # then both are stored and neither request keeps the decoded body (it would live on in the
+    # request's reference cycles until the garbage collector ran: decision 0053)
+    for response in (sent, beacon):
+        assert response.status_code == 200 and response.json()["accepted"] == 1, response.content
+        assert "_cdp_json_body" not in response.wsgi_request.__dict__
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_200_means_committed_without_a_transaction_of_its_own(write_key):
+    import psycopg
+
+    # when calls are accepted (one statement, its own transaction: no BEGIN/COMMIT round trips)
+    assert (
+        batch(writer(write_key), *[{"type": "track", "userId": f"u{i}", "event": "E"} for i in range(3)]).json()[
+            "accepted"
+        ]
+        == 3
+    )
+    assert connection.get_autocommit() and not connection.in_atomic_block
+
+    # then another connection already sees them
+    settings = connection.settings_dict
+    with psycopg.connect(
+        dbname=settings["NAME"], user=settings["USER"], host=settings["HOST"], port=settings["PORT"] or 5432
+    ) as other:
+        assert other.execute("SELECT count(*) FROM profiles_intakeevent").fetchone()[0] == 3
+
+
 # --- the wake runs after the response, only when calls were stored ---------------------------------------
 
 
