@@ -22,7 +22,7 @@ from profiles.identity.bulk import profiles_merge_bulk
 from profiles.identity.merge import ProfileVanished
 from profiles.identity.resolve import is_trusted, profile_resolve
 from profiles.identity.trait_policy import trait_value, traits_apply
-from profiles.locks import lock_identifier_keys, lock_profile_ids, lock_profiles_more
+from profiles.locks import lock_identifier_keys, lock_profiles_more
 from profiles.models import CandidateStatus, Profile
 from profiles.normalize import limit_for, priority
 from profiles.pending import pending_mark
@@ -328,11 +328,20 @@ def _identifiers_insert(rows: list[tuple]) -> None:
         )
 
 
+_LOCK_IDS_SQL = "SELECT id FROM profiles_profile WHERE id = ANY(%b::uuid[]) ORDER BY id FOR UPDATE"
+
+
 def _lock_owners(owners: dict) -> None:
     """Lock the owners of the batch's identifiers in id order, then read the owners again: an
     identifier a merge moved before our lock points at a profile we do not hold yet, which is locked
     with ``lock_profiles_more`` (never out of order). Afterwards no owner can change under us."""
-    held = set(lock_profile_ids(set(owners.values())))
+    # level 2 of the one lock order (profiles/locks.py: ``lock_profile_ids``' statement), the ids
+    # bound on the server: quoted into the SQL text in Python they were 3 % of a batch
+    held: set = set()
+    if owners:
+        with binary_cursor() as cursor:
+            cursor.execute(_LOCK_IDS_SQL, [list(set(owners.values()))])
+            held.update(row[0] for row in cursor.fetchall())
     for _ in range(10):
         current = owners_of(list(owners))
         owners.update(current)
