@@ -40,7 +40,7 @@ from profiles import hooks
 from profiles.models import CandidateStatus, Merge, MergeStatus, Profile
 from profiles.normalize import limit_for
 
-from .merge import older_first, pending_mark, traits_merge
+from .merge import _batched_merges, older_first, pending_mark, traits_merge
 
 
 @dataclass
@@ -288,12 +288,16 @@ def profiles_merge_bulk(
     merge_ids = _merges_copy(merges)
     pending_mark(list(winners))
     # one batch after commit: subscribers with a batch form do their work once for all these merges
-    hooks.on_profiles_merged.fire_many(
-        [
-            {"winner_id": str(m["winner_id"]), "loser_id": str(m["loser_id"]), "merge_id": pk}
-            for m, pk in zip(merges, merge_ids, strict=True)
-        ]
-    )
+    # (inside ``merge_hooks_batched``, with the other merges of the caller's batch)
+    calls = [
+        {"winner_id": str(m["winner_id"]), "loser_id": str(m["loser_id"]), "merge_id": pk}
+        for m, pk in zip(merges, merge_ids, strict=True)
+    ]
+    batched = _batched_merges.get()
+    if batched is not None:
+        batched.extend(calls)
+    else:
+        hooks.on_profiles_merged.fire_many(calls)
     outcome.merged = len(merges)
     outcome.merge_ids = merge_ids
     return outcome

@@ -86,10 +86,16 @@ def events_ingest(*, source: Source, events: list[CleanEvent], lock_identifiers:
 
 
 def _ingest(
-    source: Source, events: list[CleanEvent], *, lock_identifiers: bool = True, stored_checked: bool = False
+    source: Source,
+    events: list[CleanEvent],
+    *,
+    lock_identifiers: bool = True,
+    stored_checked: bool = False,
+    intake_ids: list[int] | None = None,
 ) -> IngestResult:
     """``stored_checked``: the caller knows none of the events is stored yet or repeated (the stitch
-    workers read that with the intake rows), so the dedupe query is skipped."""
+    workers read that with the intake rows), so the dedupe query is skipped. ``intake_ids``: the
+    intake row of each event (the stitch workers): the events table is written from those rows."""
     result = IngestResult(event_profiles=[None] * len(events))
     if stored_checked:
         fresh = list(range(len(events)))
@@ -111,7 +117,11 @@ def _ingest(
     # filters decide before any write: a refused event moves no seen time and writes no trait
     kept_set = set(fresh)
     stitch.profiles_update(events, {i: pid for i, pid in assigned.items() if i in kept_set}, seen)
-    inserted = store.events_insert(source, [(events[i], assigned[i]) for i in fresh])
+    rows = [(events[i], assigned[i]) for i in fresh]
+    if intake_ids is None:
+        inserted = store.events_insert(source, rows)
+    else:
+        inserted = store.events_insert_from_intake(rows, [intake_ids[i] for i in fresh])
     for index, pid in assigned.items():
         result.event_profiles[index] = str(pid)
     result.accepted = inserted

@@ -195,11 +195,19 @@ def _stitch_partitions(partitions: list[int]) -> int:
     return len(rows)
 
 
-def _loads(text: str) -> dict:
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:  # what only the standard library reads (NaN, Infinity)
-        return json.loads(text)
+def _decoded(rows: list) -> tuple[list, list[int] | None]:
+    """(the calls of ``rows``, their intake ids for the events INSERT to read the calls from the log
+    in SQL), or (the calls, None) when a call is JSON only the standard library reads (NaN,
+    Infinity, integers beyond 64 bits: PostgreSQL's jsonb refuses some of them, so these calls'
+    events are written from Python, as orjson writes them)."""
+    events, plain = [], True
+    for row in rows:
+        try:
+            data = orjson.loads(row[2])
+        except orjson.JSONDecodeError:
+            data, plain = json.loads(row[2]), False
+        events.append(event_from_payload(data))
+    return events, [row[0] for row in rows] if plain else None
 
 
 def _stitch_group(source: Source | None, rows: list) -> None:
@@ -211,7 +219,8 @@ def _stitch_group(source: Source | None, rows: list) -> None:
             if source is None:
                 raise LookupError("the call's source no longer exists")
             with merge_hooks_batched():
-                _ingest(source, [event_from_payload(_loads(row[2])) for row in rows], stored_checked=True)
+                events, intake_ids = _decoded(rows)
+                _ingest(source, events, stored_checked=True, intake_ids=intake_ids)
         return
     except Exception as exc:
         if _not_the_calls_fault(exc):
@@ -224,7 +233,8 @@ def _stitch_group(source: Source | None, rows: list) -> None:
             with transaction.atomic():
                 if source is None:
                     raise LookupError("the call's source no longer exists")
-                _ingest(source, [event_from_payload(_loads(row[2]))], stored_checked=True)
+                events, intake_ids = _decoded([row])
+                _ingest(source, events, stored_checked=True, intake_ids=intake_ids)
         except Exception as exc:
             if _not_the_calls_fault(exc):
                 raise

@@ -82,6 +82,36 @@ def test_a_known_person_merged_by_a_batch_records_the_same_merge(one_partition, 
     assert sum(got["merges"].values()) == 1
 
 
+def test_visitors_logging_in_together_give_the_same_merges_as_calls_one_by_one(one_partition, settings):
+    # given visitors and users seen apart in a first batch, then a batch in which they log in: several
+    # merges at once, a chain (one user on two devices), new identifiers given on the way, a shared
+    # device that must not merge two users, a user's traits stated before and after the merge
+    source, _ = source_create(name="equivalence")
+    first = [{"type": "track", "anonymousId": f"anon-{p}", "event": "Product Viewed"} for p in "abcdef"]
+    first += [{"type": "identify", "userId": f"user-{p}", "traits": {"plan": p}} for p in "abcde"]
+    second = [
+        {"type": "page", "userId": "user-a", "anonymousId": "anon-a", "name": "Home"},
+        {"type": "identify", "userId": "user-b", "anonymousId": "anon-b", "traits": {"first_name": "Bo"}},
+        {"type": "track", "userId": "user-a", "anonymousId": "anon-c", "event": "Product Viewed"},
+        {"type": "page", "userId": "user-c", "anonymousId": "anon-c", "name": "Home"},
+        {"type": "page", "userId": "user-d", "anonymousId": "anon-d", "context": {"traits": {"email": "d@x.org"}}},
+        {"type": "identify", "userId": "user-e", "anonymousId": "anon-e", "traits": {"phone": "+4915112345678"}},
+        {"type": "track", "userId": "user-d", "anonymousId": "anon-f", "event": "Product Added"},
+        {"type": "identify", "userId": "user-b", "traits": {"first_name": "Bob"}},
+    ]
+    calls = first + second
+    for i, c in enumerate(calls):
+        c["messageId"] = str(uuid.uuid4())
+        c["timestamp"] = (T0 + timedelta(minutes=i)).isoformat()
+
+    # when stitched as two batches and, for reference, call by call
+    expected, got = compare(source, calls, batch_size=len(first), settings=settings)
+
+    # then profiles, traits, events and merges are the same
+    assert got == expected
+    assert sum(n for (status, _, _), n in got["merges"].items() if status == "merged") == 6
+
+
 def test_the_demo_store_stitched_through_intake_equals_calls_one_by_one(one_partition, settings):
     # given the demo shop's traffic of 25 customers over 10 days (identity cases included)
     source, _ = source_create(name="demo-equivalence")

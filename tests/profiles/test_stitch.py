@@ -10,6 +10,7 @@ from django.db import connection
 
 from profiles import hooks
 from profiles.identity import resolve
+from profiles.identity.merge import profile_unmerge
 from profiles.models import Event, Identifier, IntakeEvent, IntakePartition, Merge, Profile
 from profiles.tracking import intake, stitch, worker
 from profiles.tracking.worker import intake_drain, intake_stitch_batch
@@ -196,3 +197,59 @@ def test_a_shared_device_seen_with_a_second_user_still_goes_to_a_profile_of_its_
     owners = dict(Identifier.objects.filter(kind="user_id").values_list("value", "profile_id"))
     assert owners["first-user"] != owners["second-user"]
     assert Identifier.objects.get(kind="anonymous_id").profile_id == owners["first-user"]
+
+
+@pytest.mark.django_db
+def test_visitors_who_log_in_are_merged_in_bulk_with_the_merges_audit_and_undo(write_key, settings, monkeypatch):
+    settings.CDP_INTAKE_PARTITIONS = 1
+    client = writer(write_key)
+    # given three people each seen once as a visitor and, separately, as a logged-in user
+    batch(client, *[{"type": "track", "anonymousId": f"anon-{p}", "event": "Product Viewed"} for p in "abc"])
+    batch(client, *[{"type": "identify", "userId": f"user-{p}", "traits": {"plan": p}} for p in "abc"])
+    intake_drain()
+    resolved: list = []
+    real = stitch.profile_resolve
+    monkeypatch.setattr(stitch, "profile_resolve", lambda **kw: resolved.append(kw) or real(**kw))
+
+    # when one batch shows each visitor is that user, user-a twice (a second device: a chain) and
+    # user-c giving an email on the way
+    batch(
+        client,
+        {"type": "page", "userId": "user-a", "anonymousId": "anon-a", "name": "Home"},
+        {"type": "page", "userId": "user-b", "anonymousId": "anon-b", "name": "Home"},
+        {"type": "track", "userId": "user-a", "anonymousId": "anon-c", "event": "Product Viewed"},
+        {"type": "page", "userId": "user-c", "anonymousId": "anon-c", "context": {"traits": {"email": "c@x.org"}}},
+    )
+    intake_drain()
+
+    # then the rules' merges happened without the one-by-one path: user-a took anon-a, then anon-c
+    # (a visitor's profile seen first survives and the user's joins it); user-c stays apart (a
+    # profile holds one user id): that refusal is the rules' own, through profile_resolve
+    assert [kw["identifiers"] for kw in resolved] == [
+        [("user_id", "user-c"), ("anonymous_id", "anon-c"), ("email", "c@x.org")]
+    ]
+    owner = dict(Identifier.objects.values_list("value", "profile_id"))
+    assert owner["user-a"] == owner["anon-a"] == owner["anon-c"]
+    assert owner["user-b"] == owner["anon-b"]
+    assert owner["user-c"] != owner["user-a"] and owner["c@x.org"] == owner["user-c"]
+    merged = Merge.objects.filter(status="merged").order_by("pk")
+    assert [(m.reason, m.evidence["kind"], m.evidence["value"]) for m in merged] == [
+        ("identifier:anonymous_id", "anonymous_id", "anon-a"),
+        ("identifier:anonymous_id", "anonymous_id", "anon-b"),
+        ("identifier:anonymous_id", "anonymous_id", "anon-c"),
+    ]
+    refused = Merge.objects.get(status="refused")
+    assert (refused.reason, refused.evidence["guard"]) == ("identifier:anonymous_id", "identifier_limit")
+    # each merge records what undoes it: the loser's identifiers and events, both snapshots
+    first = merged[0]
+    assert first.loser_before["traits"] == {"plan": "a"}
+    assert Identifier.objects.get(value="user-a").pk in first.moved_identifier_ids
+    assert Event.objects.filter(pk__in=first.moved_event_ids).count() == 1
+    assert Event.objects.filter(profile_id=owner["user-a"]).count() == 5
+
+    # and undoing them (newest first) gives the people back as they were
+    for merge in reversed(merged):
+        profile_unmerge(merge=merge)
+    owner = dict(Identifier.objects.values_list("value", "profile_id"))
+    assert len({owner[v] for v in ("user-a", "anon-a", "user-b", "anon-b", "anon-c")}) == 5
+    assert Profile.objects.get(pk=owner["user-a"]).traits == {"plan": "a"}

@@ -1,0 +1,121 @@
+"""CPU per stitched event: the stitch side alone, in one process, Python and PostgreSQL counted.
+
+On two cores the web workers, the stitch workers and PostgreSQL share the CPU, so what stitching
+costs per event (the worker's own CPU plus its PostgreSQL backend's) is taken from accepting too.
+This fills a scratch database's intake log through ``events_accept`` (the accept path, no HTTP)
+with ``benchmarks/ingest.py``'s traffic, then drains it in this process with ``intake_drain`` and
+reads the CPU time of this process and of its PostgreSQL backend (``/proc/<pid>/stat``; needs the
+server on this machine). Two rounds: the first mostly new people, the second the same customers
+returning (new devices, new emails, merges).
+
+    python benchmarks/stitch_cpu.py [--events 20000] [--rounds 2] [--batch 2000] [--database bench_stitch]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def backend_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process on this machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=20_000, help="calls per round")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--users", type=int, default=20_000)
+    parser.add_argument("--database", default="bench_stitch")
+    parser.add_argument("--redis-db", type=int, default=9)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--fill-only", action="store_true", help="fill the log, do not drain, keep the database")
+    parser.add_argument("--spy", metavar="FILE", help="py-spy (raw format) of the last round's drain into FILE")
+    args = parser.parse_args(argv)
+
+    from benchmarks import ingest as traffic
+    from benchmarks.scratch import scratch_database_create, scratch_database_drop
+
+    url = scratch_database_create(args.database)
+    os.environ["DATABASE_URL"] = url
+    redis = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0").rsplit("/", 1)[0]
+    os.environ["REDIS_URL"] = f"{redis}/{args.redis_db}"
+    os.environ.update(traffic.django_env(url, os.environ["REDIS_URL"], debug=False))
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection
+
+    from profiles.models import Event, Merge, Profile, Source
+    from profiles.tracking.intake import events_accept
+    from profiles.tracking.validate import clean_event
+    from profiles.tracking.worker import intake_drain
+
+    try:
+        call_command("migrate", verbosity=0)
+        source = Source.objects.create(name="bench")
+        population = traffic.people(args.users, random.Random(args.seed))
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            backend = cursor.fetchone()[0]
+        results = []
+        for round_ in range(args.rounds):
+            bodies = traffic.batch_bodies(population, args.events, 100, args.seed + 1 + round_)
+            for body in bodies:
+                received = datetime.now(UTC)
+                batch = json.loads(body)["batch"]
+                events_accept(
+                    source=source,
+                    events=[clean_event(item, received_at=received) for item in batch],
+                    wake=lambda _: None,
+                )
+            if args.fill_only:
+                return 0
+            spy = None
+            if args.spy and round_ == args.rounds - 1:
+                spy = subprocess.Popen(
+                    [str(Path(sys.executable).parent / "py-spy"), "record", "-r", "250", "-f", "raw", "-o", args.spy,
+                     "--pid", str(os.getpid())],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+                time.sleep(1.0)
+            wall, cpu, pg = time.perf_counter(), time.process_time(), backend_cpu(backend)
+            done = intake_drain()
+            wall, cpu, pg = time.perf_counter() - wall, time.process_time() - cpu, backend_cpu(backend) - pg
+            if spy:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(30)
+            results.append((round_, done, wall, cpu, pg))
+            print(
+                f"round {round_ + 1}: {done} calls in {wall:.2f} s ({done / wall:,.0f}/s); CPU per call: "
+                f"python {cpu / done * 1e6:.0f} µs + postgres {pg / done * 1e6:.0f} µs = "
+                f"{(cpu + pg) / done * 1e6:.0f} µs",
+                flush=True,
+            )
+        print(
+            f"stored {Event.objects.count()} events, {Profile.objects.filter(merged_into__isnull=True).count()} live "
+            f"profiles, {Merge.objects.count()} merges; load {os.getloadavg()[0]:.2f}"
+        )
+    finally:
+        connection.close()
+        if not args.fill_only:
+            scratch_database_drop(args.database)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
