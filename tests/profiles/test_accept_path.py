@@ -345,6 +345,20 @@ def test_the_suppression_check_in_the_insert_answers_as_the_filter_function(writ
     assert stored == sorted(IntakeEvent.objects.values_list("message_id", flat=True)) == ["s-3", "s-4", "s-6"]
 
 
+@pytest.mark.django_db
+def test_calls_whose_ids_are_all_junk_have_no_suppression_keys_and_are_stored(write_key):
+    from profiles import hooks
+
+    # given only calls whose ids normalise to nothing (no identifiers: no keys for the guard)
+    source = Source.objects.get()
+    assert hooks.ingest_filter_identifiers.sql_guards() is not None
+    calls = [_clean({"type": "track", "userId": junk, "event": "E"}) for junk in ("undefined", "null")]
+
+    # then they are stored (an empty key list is a valid parameter)
+    assert intake.events_accept(source=source, events=calls).accepted == 2
+    assert [c.identifiers for c in calls] == [[], []]
+
+
 # --- the wake runs after the response, only when calls were stored ---------------------------------------
 
 
