@@ -6,11 +6,12 @@ The tracking API's path (docs/decisions/0039-intake-log.md):
 2. ``dedupe``: repeats within the request are skipped here; calls stored before (intake or
    events, same source and ``messageId``) are skipped by the INSERT itself;
 3. ``filters``: the identifier filters (suppressed or erased people) drop calls before anything
-   is written; the profile filters (analytics denied) run when the call is stitched, before any
+   is written, inside the INSERT when each has a ``hooks.SqlGuard`` (consent's does), else in
+   Python first; the profile filters (analytics denied) run when the call is stitched, before any
    identity or trait work;
 4. one ``INSERT … SELECT FROM unnest(arrays) … ON CONFLICT DO NOTHING`` into ``profiles_intakeevent``
    (parameters bound by the server; each call's JSON serialised once, by orjson, stored as text),
-   committed before the 200 (accepted means stored and never lost);
+   its own transaction, committed before the 200 (accepted means stored and never lost; 0053);
 5. on commit, the stitch workers are woken (``intake_wake``): a Celery task on the ``intake`` queue.
 
 No identity work happens here: ``profiles.tracking.worker`` stitches the log in bulk behind it.
