@@ -21,6 +21,7 @@ from django.db import connection
 from django.utils import timezone
 
 from cdp.db import binary_cursor
+from profiles import hooks
 
 from .services import consent_records_bulk, salted_hash, suppression_hashes
 
@@ -81,11 +82,19 @@ def _rudderstack_preferences(context) -> dict[str, bool]:
     return prefs
 
 
+def suppression_keys_of(event) -> list[str]:
+    """The suppression list's keys an event's identifiers have (every salt in force)."""
+    return [h for kind, value in event.identifiers for h in suppression_hashes(kind, value)]
+
+
+@hooks.sql_guard(hooks.SqlGuard(table="consent_suppression", column="hash", keys=suppression_keys_of))
 def filter_suppressed(*, events: list, indexes: list[int]) -> list[int]:
     """Drop events carrying an identifier of an erased person. Nothing in an event lifts the
     suppression, not even ``context.consent`` granting analytics: consent managers re-send stored
-    preferences with every call, so only an explicit opt-in (banner, privacy center, admin) does."""
-    hashes = {i: [h for kind, value in events[i].identifiers for h in suppression_hashes(kind, value)] for i in indexes}
+    preferences with every call, so only an explicit opt-in (banner, privacy center, admin) does.
+
+    The accept path makes the same decision inside its INSERT (``hooks.SqlGuard``, decision 0053)."""
+    hashes = {i: suppression_keys_of(events[i]) for i in indexes}
     every = sorted({h for hs in hashes.values() for h in hs})
     if not every:
         return indexes

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from django.db import transaction
 
@@ -106,6 +108,31 @@ on_events_stored = Hook(
 )
 
 
+@dataclass(frozen=True)
+class SqlGuard:
+    """An identifier filter's decision as SQL, so the accept path can make it inside its INSERT
+    (one statement per request instead of a look-up and an insert; decision 0053).
+
+    A call is dropped when one of ``keys(event)`` (``event.identifiers`` is set) is in ``table``'s
+    ``column``, exactly as the filter function it is attached to (``sql_guard``) would decide.
+    """
+
+    table: str
+    column: str
+    keys: Callable[[Any], list[str]]
+
+
+def sql_guard(guard: SqlGuard) -> Callable:
+    """Attach ``guard`` to an identifier filter function (it travels with the function, so
+    unsubscribing and subscribing again keeps it)."""
+
+    def attach(fn: Callable) -> Callable:
+        fn.sql_guard = guard
+        return fn
+
+    return attach
+
+
 class Filter:
     """An ingestion filter: subscribers decide which events of a batch are kept (consent, suppression).
 
@@ -132,6 +159,12 @@ class Filter:
     @property
     def subscribers(self) -> tuple[Callable[..., list[int]], ...]:
         return tuple(self._subscribers)
+
+    def sql_guards(self) -> tuple[SqlGuard, ...] | None:
+        """Every subscriber's ``SqlGuard``, or None when one of them has none (then only the
+        functions decide)."""
+        guards = tuple(getattr(fn, "sql_guard", None) for fn in self._subscribers)
+        return None if None in guards else guards
 
     def apply(self, *, indexes: list[int], **kwargs) -> list[int]:
         for fn in self._subscribers:

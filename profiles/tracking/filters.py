@@ -18,6 +18,11 @@ def has_identifier_filters() -> bool:
     return bool(hooks.ingest_filter_identifiers.subscribers)
 
 
+def identifier_sql_guards() -> tuple[hooks.SqlGuard, ...] | None:
+    """The identifier filters as SQL for the accept path's INSERT, or None if one has no SQL form."""
+    return hooks.ingest_filter_identifiers.sql_guards()
+
+
 def identifiers_filter(events: list[CleanEvent], indexes: list[int]) -> list[int]:
     if not indexes or not hooks.ingest_filter_identifiers.subscribers:
         return indexes

@@ -6,11 +6,12 @@ The tracking API's path (docs/decisions/0039-intake-log.md):
 2. ``dedupe``: repeats within the request are skipped here; calls stored before (intake or
    events, same source and ``messageId``) are skipped by the INSERT itself;
 3. ``filters``: the identifier filters (suppressed or erased people) drop calls before anything
-   is written; the profile filters (analytics denied) run when the call is stitched, before any
+   is written, inside the INSERT when each has a ``hooks.SqlGuard`` (consent's does), else in
+   Python first; the profile filters (analytics denied) run when the call is stitched, before any
    identity or trait work;
 4. one ``INSERT … SELECT FROM unnest(arrays) … ON CONFLICT DO NOTHING`` into ``profiles_intakeevent``
    (parameters bound by the server; each call's JSON serialised once, by orjson, stored as text),
-   committed before the 200 (accepted means stored and never lost);
+   its own transaction, committed before the 200 (accepted means stored and never lost; 0053);
 5. on commit, the stitch workers are woken (``intake_wake``): a Celery task on the ``intake`` queue.
 
 No identity work happens here: ``profiles.tracking.worker`` stitches the log in bulk behind it.
@@ -24,13 +25,15 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import partial
+from functools import lru_cache, partial
 
 import orjson
 from django.conf import settings
 from django.db import connection, transaction
+from psycopg import sql as psycopg_sql
 
 from cdp.db import binary_cursor
+from profiles import hooks
 from profiles.models import Source
 from profiles.normalize import normalize_id
 
@@ -113,6 +116,40 @@ _INTAKE_INSERT = (
     "ON CONFLICT (source_id, message_id) DO NOTHING RETURNING partition"
 )
 
+# The same INSERT with the identifier filters' decisions made in it (``hooks.SqlGuard``: consent's
+# suppression list), so a request is one statement, not a look-up and an insert (decision 0053). Each
+# guard gets its keys and, per key, the position of its call (1-based, as WITH ORDINALITY counts);
+# a call with a key in the guard's table is dropped. Rows answer (partition, false) per stored call
+# and (NULL, true) per dropped one.
+_GUARDED_INSERT = (
+    "WITH blocked AS ({blocked}), "
+    "stored AS ("
+    "INSERT INTO profiles_intakeevent (source_id, message_id, partition, payload, received_at, user_id, anonymous_id) "
+    "SELECT %b, u.mid, u.part, u.p, %b, u.uid, u.aid "
+    "FROM unnest(%b::text[], %b::smallint[], %b::text[], %b::text[], %b::text[]) "
+    "WITH ORDINALITY AS u(mid, part, p, uid, aid, n) "
+    "WHERE NOT EXISTS (SELECT 1 FROM blocked b WHERE b.n = u.n) "
+    "AND NOT EXISTS (SELECT 1 FROM profiles_event e WHERE e.source_id = %b AND e.message_id = u.mid) "
+    "ON CONFLICT (source_id, message_id) DO NOTHING RETURNING partition) "
+    "SELECT partition, false FROM stored UNION ALL SELECT NULL, true FROM blocked"
+)
+_GUARD_BLOCKED = (
+    "SELECT DISTINCT k.n FROM unnest(%b::text[], %b::bigint[]) AS k(key, n) "
+    "WHERE EXISTS (SELECT 1 FROM {table} g WHERE g.{column} = k.key)"
+)
+
+
+@lru_cache(maxsize=8)
+def _guarded_insert(guards: tuple[hooks.SqlGuard, ...]) -> str:
+    blocked = " UNION ".join(
+        _GUARD_BLOCKED.format(table=_identifier(g.table), column=_identifier(g.column)) for g in guards
+    )
+    return _GUARDED_INSERT.format(blocked=blocked)
+
+
+def _identifier(name: str) -> str:
+    return psycopg_sql.Identifier(name).as_string(None)
+
 
 def events_accept(
     *, source: Source, events: list[CleanEvent], wake: Callable[[Callable[[], None]], None] | None = None
@@ -132,12 +169,15 @@ def events_accept(
             continue
         seen.add(event.message_id)
         fresh.append(index)
+    guards: tuple[hooks.SqlGuard, ...] | None = ()
     if fresh and filters.has_identifier_filters():
         for index in fresh:
             events[index].identifiers = event_identifiers(events[index])
-        kept = filters.identifiers_filter(events, fresh)
-        result.dropped = len(fresh) - len(kept)
-        fresh = kept
+        guards = filters.identifier_sql_guards()
+        if guards is None:  # a filter only Python can apply: look up first, then insert
+            kept = filters.identifiers_filter(events, fresh)
+            result.dropped = len(fresh) - len(kept)
+            fresh = kept
     if not fresh:
         return result
     mids, parts, payloads, uids, aids = [], [], [], [], []
@@ -151,17 +191,31 @@ def events_accept(
         uids.append(normalize_id(event.user_id) or "" if event.user_id else "")
         aids.append(normalize_id(event.anonymous_id) or "" if event.anonymous_id else "")
     params = [source.pk, events[fresh[0]].received_at, mids, parts, payloads, uids, aids, source.pk]
+    if guards:
+        guard_params = []
+        for guard in guards:
+            keys, owners = [], []
+            for position, index in enumerate(fresh, start=1):
+                found = guard.keys(events[index])
+                keys += found
+                owners += [position] * len(found)
+            guard_params += [keys, owners]
+        sql, params = _guarded_insert(guards), [*guard_params, *params]
+    else:
+        sql = _INTAKE_INSERT
     # One statement, so no BEGIN and COMMIT of our own (two round trips of four per request): outside
     # a transaction it is its own, committed (WAL flushed) before PostgreSQL answers; inside a
     # caller's transaction it commits with it, and the wake waits for that commit.
     with binary_cursor() as cursor:
-        cursor.execute(_INTAKE_INSERT, params)
-        stored = [row[0] for row in cursor.fetchall()]
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    stored = [row[0] for row in rows if not (guards and row[1])]
+    result.dropped += len(rows) - len(stored)
     result.partitions = set(stored)
     if stored:
         transaction.on_commit(intake_wake if wake is None else partial(wake, intake_wake))
     result.accepted = len(stored)
-    result.duplicates += len(fresh) - len(stored)
+    result.duplicates += len(fresh) - len(rows)
     return result
 
 

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.exceptions import ParseError
 
 from cdp.api.jsonbody import MAX_JSON_DEPTH, json_loads_strict
@@ -267,8 +268,11 @@ def test_the_request_lets_go_of_the_decoded_body_once_the_view_has_it(write_key)
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_200_means_committed_without_a_transaction_of_its_own(write_key):
+def test_a_200_means_committed_without_a_transaction_of_its_own(write_key, monkeypatch):
     import psycopg
+
+    # no stitch worker takes the calls meanwhile (its writes would deadlock the teardown's TRUNCATE)
+    monkeypatch.setattr(intake, "intake_wake", lambda: None)
 
     # when calls are accepted (one statement, its own transaction: no BEGIN/COMMIT round trips)
     assert (
@@ -285,6 +289,77 @@ def test_a_200_means_committed_without_a_transaction_of_its_own(write_key):
         dbname=settings["NAME"], user=settings["USER"], host=settings["HOST"], port=settings["PORT"] or 5432
     ) as other:
         assert other.execute("SELECT count(*) FROM profiles_intakeevent").fetchone()[0] == 3
+
+
+# --- consent's suppression check inside the INSERT gives the filter function's answers ----------------
+
+
+def _suppressed_traffic() -> list[dict]:
+    return [
+        {"type": "identify", "userId": "gone", "traits": {"email": "Gone@Example.com"}, "messageId": "s-1"},
+        {"type": "track", "anonymousId": "a-gone", "event": "E", "messageId": "s-2"},  # suppressed anonymous id
+        {"type": "track", "userId": "here", "event": "E", "messageId": "s-3"},
+        {"type": "track", "userId": "undefined", "event": "E", "messageId": "s-4"},  # junk id: no identifiers
+        {"type": "identify", "userId": "here", "traits": {"email": "gone@example.com"}, "messageId": "s-5"},
+        {"type": "track", "userId": "here", "event": "E", "messageId": "s-3"},  # repeated in the request
+        {"type": "track", "userId": "also-here", "event": "E", "messageId": "s-6"},
+    ]
+
+
+def _accept_twice(source) -> list[tuple]:
+    answers = []
+    for _ in range(2):  # the second time, what was stored is a duplicate and the suppressed are dropped again
+        result = intake.events_accept(source=source, events=[_clean(c) for c in _suppressed_traffic()])
+        answers.append((result.accepted, result.duplicates, result.dropped))
+    return answers
+
+
+@pytest.mark.django_db
+def test_the_suppression_check_in_the_insert_answers_as_the_filter_function(write_key):
+    from consent.ingest import filter_suppressed
+    from consent.models import Suppression
+    from consent.services import suppression_hash
+    from profiles import hooks
+
+    # given an erased person's user id, anonymous id and email on the suppression list
+    for kind, value in (("user_id", "gone"), ("anonymous_id", "a-gone"), ("email", "gone@example.com")):
+        Suppression.objects.create(hash=suppression_hash(kind, value), kind=kind)
+    source = Source.objects.get()
+
+    # when the same calls are accepted with the check in the INSERT (one statement) ...
+    assert hooks.ingest_filter_identifiers.sql_guards() is not None
+    with CaptureQueriesContext(connection) as captured:
+        guarded = _accept_twice(source)
+    assert len(captured) == 2
+    stored = sorted(IntakeEvent.objects.values_list("message_id", flat=True))
+    IntakeEvent.objects.all().delete()
+
+    # ... and by the filter function alone (a look-up, then the plain INSERT)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(hooks.ingest_filter_identifiers, "_subscribers", [lambda **kw: filter_suppressed(**kw)])
+        assert hooks.ingest_filter_identifiers.sql_guards() is None
+        with CaptureQueriesContext(connection) as captured:
+            unguarded = _accept_twice(source)
+        assert len(captured) == 4
+
+    # then both store, count and drop the same calls: 3 stored, the request's repeat a duplicate, three
+    # calls of the erased person's identifiers dropped every time (one with two of them)
+    assert guarded == unguarded == [(3, 1, 3), (0, 4, 3)]
+    assert stored == sorted(IntakeEvent.objects.values_list("message_id", flat=True)) == ["s-3", "s-4", "s-6"]
+
+
+@pytest.mark.django_db
+def test_calls_whose_ids_are_all_junk_have_no_suppression_keys_and_are_stored(write_key):
+    from profiles import hooks
+
+    # given only calls whose ids normalise to nothing (no identifiers: no keys for the guard)
+    source = Source.objects.get()
+    assert hooks.ingest_filter_identifiers.sql_guards() is not None
+    calls = [_clean({"type": "track", "userId": junk, "event": "E"}) for junk in ("undefined", "null")]
+
+    # then they are stored (an empty key list is a valid parameter)
+    assert intake.events_accept(source=source, events=calls).accepted == 2
+    assert [c.identifiers for c in calls] == [[], []]
 
 
 # --- the wake runs after the response, only when calls were stored ---------------------------------------

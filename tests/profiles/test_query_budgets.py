@@ -99,11 +99,11 @@ def test_profile_read_api(tracker, secret_client, settings):
     assert (len(detail), len(events), len(listing)) == BUDGET_PROFILE_READS, (detail, events, listing)
 
 
-# accept: consent suppression check, one INSERT into the intake log, which is its own transaction (no
-# BEGIN/COMMIT of its own, decision 0053); no identity work in the request
-BUDGET_TRACK_KNOWN = 2
+# accept: one INSERT into the intake log with consent's suppression check in it, its own transaction
+# (no look-up before it, no BEGIN/COMMIT: decision 0053); no identity work in the request
+BUDGET_TRACK_KNOWN = 1
 # a batch: the same, whatever its size and whoever its people
-BUDGET_BATCH_ACCEPT = 2
+BUDGET_BATCH_ACCEPT = 1
 # a worker's batch: savepoint, lease timeouts, take its partitions, read their rows (with whether each
 # is stored already: no separate known-messageId check), the sources, then per source a savepoint,
 # suppression, owners, profile lock, seen times, INSERT events, PendingWork upsert, release; delete
