@@ -86,6 +86,7 @@ PENDING_KEY = "cdp:schema:pending"
 SCHEDULED_KEY = "cdp:schema:scheduled"
 SCHEDULE_EVERY_SECONDS = 5
 DRAIN_CHUNK = 500
+DRAIN_LOCK_KEY = 7_311_004  # pg_advisory_xact_lock: a drain's take-and-write against erasure's scrub
 
 
 def _redis():
@@ -117,18 +118,25 @@ def on_events_stored(*, events: list[dict]) -> None:
         logger.warning("could not queue the schema update", exc_info=True)
 
 
+def _drain_lock() -> None:
+    """Taken (to the end of the transaction) by a drain from the moment it takes a chunk until its
+    rows are written, and by erasure before it drains and scrubs the samples: a chunk taken before
+    an erasure can never be written after the erasure scrubbed the registry."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [DRAIN_LOCK_KEY])
+
+
 def schema_drain() -> int:
     """Fold every pending summary into the registry (chunks of ``DRAIN_CHUNK``, one upsert each)."""
     client = _redis()
     written = 0
     while True:
-        pipe = client.pipeline()  # MULTI/EXEC: take a chunk and remove it atomically
-        pipe.lrange(PENDING_KEY, 0, DRAIN_CHUNK - 1)
-        pipe.ltrim(PENDING_KEY, DRAIN_CHUNK, -1)
-        rows, _ = pipe.execute()
+        with transaction.atomic():
+            _drain_lock()
+            rows = _chunk_take(client)
+            if rows:
+                written += _chunk_record(rows)
         if rows:
-            summaries = [json.loads(row) for row in rows]
-            written += schema_record(summary=schema_summaries_merge(summaries=summaries))
             continue
         # empty: let the next batch schedule a drain again, and take what arrived in between
         client.delete(SCHEDULED_KEY)
@@ -262,7 +270,35 @@ def schema_rebuild() -> int:
 def schema_samples_forget(*, profile_ids: list[str]) -> int:
     """Erasure: drop every sample value that is one of the person's values (traits, identifiers,
     event properties of the given profiles), so that a sample never keeps an erased person's email
-    or name. Runs before the person's rows are deleted (it reads them). Returns the rows changed."""
+    or name. Runs before the person's rows are deleted (it reads them). Returns the rows changed.
+
+    Summaries still waiting in Redis carry samples too (a person erased within seconds of their
+    calls): they are drained into the registry first, under the drain's lock, and scrubbed with it."""
+    with transaction.atomic():
+        _drain_lock()
+        _drain_pending_locked()
+        return _samples_forget(profile_ids)
+
+
+def _drain_pending_locked() -> None:
+    client = _redis()
+    while rows := _chunk_take(client):
+        _chunk_record(rows)
+
+
+def _chunk_take(client) -> list:
+    pipe = client.pipeline()  # MULTI/EXEC: take a chunk and remove it atomically
+    pipe.lrange(PENDING_KEY, 0, DRAIN_CHUNK - 1)
+    pipe.ltrim(PENDING_KEY, DRAIN_CHUNK, -1)
+    rows, _ = pipe.execute()
+    return rows
+
+
+def _chunk_record(rows: list) -> int:
+    return schema_record(summary=schema_summaries_merge(summaries=[json.loads(row) for row in rows]))
+
+
+def _samples_forget(profile_ids: list[str]) -> int:
     with connection.cursor() as cursor:
         cursor.execute(
             """

@@ -110,3 +110,24 @@ def test_the_subscriber_only_appends_and_the_drain_folds_everything_pending():
     prop = SchemaItem.objects.get(kind="property", event="Product Viewed", name="category")
     assert (prop.count, prop.samples) == (2, ["outdoor", "kitchen"])
     assert schema.schema_drain() == 0 and not original().exists(schema.SCHEDULED_KEY)
+
+
+@pytest.mark.django_db
+def test_erasure_scrubs_samples_that_were_still_waiting_for_the_drain(monkeypatch):
+    from profiles import schema, tasks
+    from profiles.models import Profile
+
+    # given a person's call summarised into Redis, its drain not yet run (erasure seconds after the call)
+    monkeypatch.setattr(tasks.schema_drain, "apply_async", lambda **kw: None)
+    schema._redis().delete(schema.PENDING_KEY)
+    person = Profile.objects.create(traits={"name": "Zelda Quist"}, first_seen_at=AT, last_seen_at=AT)
+    schema.on_events_stored(events=[_event("Note Left", {"signed": "Zelda Quist", "mood": "calm"})])
+
+    # when the person is erased, and the drain runs afterwards
+    schema.schema_samples_forget(profile_ids=[str(person.pk)])
+    schema.schema_drain()
+
+    # then the registry knows the key and the other sample, never the person's value
+    item = SchemaItem.objects.get(kind="property", event="Note Left", name="signed")
+    assert (item.count, item.samples) == (1, [])
+    assert SchemaItem.objects.get(kind="property", event="Note Left", name="mood").samples == ["calm"]
