@@ -250,10 +250,15 @@ def test_dpo_verifies_runs_and_downloads_an_access_request(page, shop, downloads
     page.find("#dsr-download").click()
     deadline = time.monotonic() + 20
     files: list[Path] = []
+    size = -1
     while time.monotonic() < deadline:
+        # Chromium may show the file under its final name before it has written it: wait until no
+        # partial download is left and the size holds still
         files = [f for f in downloads.iterdir() if f.suffix == ".json"]
-        if files:
+        partial = any(f.suffix == ".crdownload" for f in downloads.iterdir())
+        if files and not partial and files[0].stat().st_size == size > 0:
             break
+        size = files[0].stat().st_size if files else -1
         time.sleep(0.2)
     assert files, "the export was not downloaded"
     size = files[0].stat().st_size
