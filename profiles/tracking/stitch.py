@@ -244,13 +244,7 @@ class _Merges:
                     owners[kv] = winner
             if loser in unsaved:
                 unsaved.setdefault(winner, {}).update(unsaved.pop(loser))
-        have = counts.of(anchor)
-        for kind, value in new:
-            if have[kind] >= limit_for(kind):
-                continue  # guard: the profile holds as many of this kind as it may
-            have[kind] += 1
-            attached.append((kind, value, anchor, event.occurred_at))
-            owners[(kind, value)] = anchor
+        _attach_new(new, counts.of(anchor), anchor, event.occurred_at, owners, attached)
         return anchor
 
     def flush(self, attached: list) -> None:
@@ -304,13 +298,18 @@ def _attach_to_known(event: CleanEvent, traits: dict, owners: dict, counts: _Cou
     # the strongest identifier is new and the profile is full for its kind: someone else (a shared device)
     if new and new[0] == identifiers[0] and have[new[0][0]] >= limit_for(new[0][0]):
         return None
+    _attach_new(new, have, pid, event.occurred_at, owners, attached)
+    return pid
+
+
+def _attach_new(new: list, have: Counter, pid, at, owners: dict, attached: list) -> None:
+    """New identifiers given to ``pid`` (written later from ``attached``), within its limits."""
     for kind, value in new:
         if have[kind] >= limit_for(kind):
             continue  # guard: the profile holds as many of this kind as it may
         have[kind] += 1
-        attached.append((kind, value, pid, event.occurred_at))
+        attached.append((kind, value, pid, at))
         owners[(kind, value)] = pid
-    return pid
 
 
 def _identifiers_insert(rows: list[tuple]) -> None:
