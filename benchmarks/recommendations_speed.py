@@ -271,8 +271,11 @@ async def _request(reader, writer, path: str, key: str) -> int:
     return status
 
 
-async def load(host: str, port: int, key: str, paths: list[str], rate: float, seconds: float, conns: int) -> dict:
-    """Open loop: request i starts at t0 + i / rate whatever happened before; latency from that time."""
+async def load(
+    host: str, port: int, key: str, paths: list[str], rate: float, seconds: float, conns: int, keep: list | None = None
+) -> dict:
+    """Open loop: request i starts at t0 + i / rate whatever happened before; latency from that time
+    (``keep``: a list the latencies in seconds are added to)."""
     loop = asyncio.get_running_loop()
     pool: asyncio.Queue = asyncio.Queue()
     for _ in range(conns):
@@ -310,6 +313,8 @@ async def load(host: str, port: int, key: str, paths: list[str], rate: float, se
         writer.close()
     import numpy as np
 
+    if keep is not None:
+        keep.extend(latencies)
     ms = np.array(latencies) * 1000
     ok = sum(1 for s in statuses if s == 200)
     achieved = n / (max(latencies[-1] + (n - 1) / rate, 1e-9))

@@ -191,6 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=3000, help="requests per endpoint, over all rounds")
     parser.add_argument("--rounds", type=int, default=3, help="trivial and recommendations alternate this often")
     parser.add_argument("--conns", type=int, default=4, help="closed-loop keep-alive connections")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="open loop instead: this many requests/s for --seconds per endpoint and round (the benchmark's "
+        "load generator and 64 connections), to see the tail a CPU cost makes at a rate",
+    )
+    parser.add_argument("--seconds", type=float, default=20.0, help="with --rate: seconds per endpoint and round")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--products", type=int, default=50_000, help="as the data was generated")
@@ -241,7 +249,13 @@ def main(argv: list[str] | None = None) -> int:
             for name, paths in (("trivial", trivial), ("recommendations", recs)):
                 spy = spy_start(server.pid, f"{args.spy}-{name}.txt") if args.spy and r == args.rounds - 1 else None
                 before = snapshot(worker_pids, args.database)
-                got = asyncio.run(closed_loop(port, key, paths, per_round, args.conns, 1000 + r * per_round))
+                if args.rate:  # open loop, as recommendations_speed.py (its 64 connections)
+                    got = []
+                    row = asyncio.run(speed.load("127.0.0.1", port, key, paths, args.rate, args.seconds, 64, got))
+                    if row["errors"]:
+                        raise SystemExit(f"{row['errors']} requests did not answer 200")
+                else:
+                    got = asyncio.run(closed_loop(port, key, paths, per_round, args.conns, 1000 + r * per_round))
                 after = snapshot(worker_pids, args.database)
                 if spy is not None:
                     spy.send_signal(signal.SIGINT)
@@ -261,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_before": load_before,
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "conns": args.conns,
+        "open_loop_rate": args.rate or None,
         "worker_rss_mb": rss,
         **{name: summary(costs[name], latencies[name]) for name in costs},
     }
