@@ -109,19 +109,12 @@ def intake_drain(*, max_batches: int = 100_000, linger: float = 0.0, max_seconds
     again, until the log has given it nothing for ``linger`` seconds. A drain that finds nothing at
     its start ends at once, so wakes queued while the workers were busy cost a look each. Past
     ``max_seconds`` a drain stops lingering and ends (the wakes of the calls still coming start a
-    fresh task), well within Celery's time limits.
-
-    After a batch that was not full (a trickle: the log holds less than a batch) the next batch takes
-    every free partition with calls, not the worker's share, so at low rates one worker stitches
-    what there is while the others find nothing free and pause: stitching then takes at most one
-    of the cores the web workers share at a time (decision 0057). A full batch means a backlog: the
-    next takes the share again, and the workers stitch in parallel."""
+    fresh task), well within Celery's time limits."""
     total = 0
     passed: list[int] = []
     started = last_rows = time.monotonic()
-    wide = False  # the last batch was not full: take every free partition (see above)
     for _ in range(max_batches):
-        taken = _stitch_one(skip=passed, wide=wide)
+        taken = _stitch_one(skip=passed)
         if taken is None:
             now = time.monotonic()
             if not linger or not total or now - last_rows > linger or now - started > max_seconds:
@@ -130,22 +123,20 @@ def intake_drain(*, max_batches: int = 100_000, linger: float = 0.0, max_seconds
             time.sleep(settings.CDP_INTAKE_PAUSE_SECONDS)
             continue
         partitions, done = taken
-        wide = done < settings.CDP_INTAKE_BATCH
-        if wide:
+        if done < settings.CDP_INTAKE_BATCH:
             passed.extend(partitions)
         total += done
         last_rows = time.monotonic()
     return total
 
 
-def _stitch_one(*, skip, wide: bool = False) -> tuple[list[int], int] | None:
-    """(partitions, calls stitched) of one batch of free partitions not in ``skip`` (the worker's
-    share of them, or with ``wide`` all of them), or None."""
+def _stitch_one(*, skip) -> tuple[list[int], int] | None:
+    """(partitions, calls stitched) of one batch of free partitions not in ``skip``, or None."""
     ensured = False
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
             with transaction.atomic(durable=True):
-                taken = _take_partitions(skip, settings.CDP_INTAKE_PARTITIONS if wide else partitions_per_batch())
+                taken = _take_partitions(skip)
                 if taken:
                     return taken, _stitch_partitions(taken)
             # nothing free: on first use the partition rows are made (committed on their own, so
@@ -162,7 +153,7 @@ def _stitch_one(*, skip, wide: bool = False) -> tuple[list[int], int] | None:
     raise AssertionError("unreachable")
 
 
-def _take_partitions(skip, limit: int) -> list[int]:
+def _take_partitions(skip) -> list[int]:
     lease_ms = int(settings.CDP_INTAKE_LEASE_SECONDS * 1000)
     with binary_cursor() as cursor:
         cursor.execute(
@@ -170,7 +161,7 @@ def _take_partitions(skip, limit: int) -> list[int]:
             "set_config('statement_timeout', %b, true)",
             [str(lease_ms), str(lease_ms)],
         )
-        cursor.execute(_TAKE_SQL, [sorted(skip), limit])
+        cursor.execute(_TAKE_SQL, [sorted(skip), partitions_per_batch()])
         return [row[0] for row in cursor.fetchall()]
 
 

@@ -47,43 +47,6 @@ def test_one_batch_takes_the_calls_of_its_share_of_the_partitions_in_one_transac
     assert (Event.objects.count(), IntakeEvent.objects.count()) == (40, 0)
 
 
-def test_after_a_batch_that_was_not_full_the_next_takes_every_free_partition(write_key, settings, monkeypatch):
-    # given calls over 4 partitions and 2 stitch workers (a share of 2 partitions per batch)
-    settings.CDP_INTAKE_PARTITIONS, settings.CDP_INTAKE_WORKERS = 4, 2
-    batch(writer(write_key), *views([f"u-{n}" for n in range(40)]))
-    worker._ensure_partitions()  # the partition rows exist (a first look would make them, then look again)
-    limits = []
-    take = worker._take_partitions
-    monkeypatch.setattr(worker, "_take_partitions", lambda skip, limit: limits.append(limit) or take(skip, limit))
-
-    # when a drain stitches batches that are full (a backlog), then one that is not (a trickle)
-    settings.CDP_INTAKE_BATCH = 7  # 40 calls: at least one batch is not full
-    assert intake_drain() == 40
-
-    # then each batch after a full one took the worker's share, each after a partial one every partition
-    assert limits[:2] == [2, 2]
-    assert 4 in limits
-    assert all(limit == 2 for limit in limits[: limits.index(4)])
-    assert (Event.objects.count(), IntakeEvent.objects.count()) == (40, 0)
-
-
-def test_at_a_trickle_one_batch_takes_the_calls_of_every_partition(write_key, settings, monkeypatch):
-    settings.CDP_INTAKE_PARTITIONS, settings.CDP_INTAKE_WORKERS = 4, 2
-    batch(writer(write_key), *views([f"u-{n}" for n in range(40)]))
-    worker._ensure_partitions()  # the partition rows exist (a first look would make them, then look again)
-    limits = []
-    take = worker._take_partitions
-    monkeypatch.setattr(worker, "_take_partitions", lambda skip, limit: limits.append(limit) or take(skip, limit))
-
-    # when the first batch (its share: 2 partitions) was not full
-    settings.CDP_INTAKE_BATCH = 1000
-    assert intake_drain() == 40
-
-    # then the next batch took the other partitions at once, and nothing was left
-    assert limits == [2, 4, 4]
-    assert (Event.objects.count(), IntakeEvent.objects.count()) == (40, 0)
-
-
 def _clean(user: str):
     from django.utils import timezone
 
