@@ -3,7 +3,7 @@ lease per process below it, one Redis round trip per lease."""
 
 from __future__ import annotations
 
-import multiprocessing
+import threading
 import time
 
 import pytest
@@ -30,10 +30,6 @@ def _admit(source_pk: int, requests: int) -> int:
     return sum(throttle.allow_request(request, None) for _ in range(requests))
 
 
-def _admit_in_child(source_pk: int, requests: int, results) -> None:
-    results.put(_admit(source_pk, requests))
-
-
 @pytest.fixture
 def rate(monkeypatch):
     def set_rate(value: str) -> None:
@@ -43,24 +39,45 @@ def rate(monkeypatch):
     return set_rate
 
 
-def test_processes_admit_no_more_than_the_limit_and_at_most_a_lease_each_less(rate):
-    # given a limit of 1,000 a day (leases of 10) and four web processes asking 400 times each
+def _admit_by_turns(monkeypatch, processes: list, source_pk: int, requests: int) -> list[int]:
+    """Web processes taking turns (each with its own leases, one Redis): admitted per process."""
+    admitted = [0] * len(processes)
+    for n in range(requests):
+        monkeypatch.setattr(throttling, "_leases", processes[n % len(processes)])
+        admitted[n % len(processes)] += _admit(source_pk, 1)
+    return admitted
+
+
+def test_processes_taking_turns_admit_the_limit_and_never_more(rate, monkeypatch):
+    # given a limit of 1,005 a day (leases of 10, the last one cut to the limit) and four web processes
+    rate("1005/d")
+    processes = [throttling._Leases() for _ in range(4)]
+    # when they are asked 1,600 times in turns
+    admitted = _admit_by_turns(monkeypatch, processes, 424242, 1600)
+    # then exactly the limit was admitted, and each lease was counted in Redis once (one refusal each)
+    assert sum(admitted) == 1005
+    assert _window_count("write_key:424242", 86400) == 1010 + 4 * 10
+
+
+def test_a_lease_not_used_up_is_what_the_limit_loses(rate, monkeypatch):
+    # given a limit of 1,000 a day: leases of 10
     rate("1000/d")
-    context = multiprocessing.get_context("fork")
-    results = context.Queue()
-    day = int(time.time() // 86400)
-    children = [context.Process(target=_admit_in_child, args=(424242, 400, results)) for _ in range(4)]
-    for child in children:
-        child.start()
-    admitted = sum(results.get(timeout=60) for _ in children)
-    for child in children:
-        child.join(10)
-    if int(time.time() // 86400) != day:
-        pytest.skip("the day's window ended during the test")
-    # then never above the limit, and at most 4 * (10 - 1) below it
-    assert 1000 - 4 * 9 <= admitted <= 1000
-    # and each lease is counted in Redis once: the counter stops within a lease per process of the limit
-    assert 1000 <= _window_count("write_key:424242", 86400) <= 1000 + 4 * 10
+    processes = [throttling._Leases() for _ in range(4)]
+    # when each of four processes admits three requests
+    assert _admit_by_turns(monkeypatch, processes, 434343, 12) == [3, 3, 3, 3]
+    # then each holds the rest of its lease: 40 reserved, at most 4 * (10 - 1) unused
+    assert _window_count("write_key:434343", 86400) == 40
+
+
+def test_threads_of_one_process_share_its_leases_without_admitting_more(rate):
+    rate("500/d")
+    admitted = []
+    threads = [threading.Thread(target=lambda: admitted.append(_admit(454545, 200))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sum(admitted) == 500
 
 
 def test_a_process_takes_one_round_trip_per_lease(rate):
