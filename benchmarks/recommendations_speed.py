@@ -271,8 +271,11 @@ async def _request(reader, writer, path: str, key: str) -> int:
     return status
 
 
-async def load(host: str, port: int, key: str, paths: list[str], rate: float, seconds: float, conns: int) -> dict:
-    """Open loop: request i starts at t0 + i / rate whatever happened before; latency from that time."""
+async def load(
+    host: str, port: int, key: str, paths: list[str], rate: float, seconds: float, conns: int, keep: list | None = None
+) -> dict:
+    """Open loop: request i starts at t0 + i / rate whatever happened before; latency from that time
+    (``keep``: a list the latencies in seconds are added to)."""
     loop = asyncio.get_running_loop()
     pool: asyncio.Queue = asyncio.Queue()
     for _ in range(conns):
@@ -310,6 +313,8 @@ async def load(host: str, port: int, key: str, paths: list[str], rate: float, se
         writer.close()
     import numpy as np
 
+    if keep is not None:
+        keep.extend(latencies)
     ms = np.array(latencies) * 1000
     ok = sum(1 for s in statuses if s == 200)
     achieved = n / (max(latencies[-1] + (n - 1) / rate, 1e-9))
@@ -364,6 +369,60 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def request_paths(products: int, profiles: int) -> tuple[list[str], list[str]]:
+    """The benchmark's requests (fixed seed): 5,000 trivial ones (a product by sku) and 5,000
+    recommendations (85 % a known person's home list, 15 % an anonymous visitor with a session item)."""
+    rng = random.Random(7)
+    trivial = [f"/api/v1/products/P{rng.randint(1, products):06d}/" for _ in range(5000)]
+    recs = []
+    for _ in range(5000):
+        if rng.random() < 0.85:
+            recs.append(f"/api/v1/recommendations/?user_id=u{rng.randint(1, profiles)}&k=10&placement=home")
+        else:
+            sku = f"P{rng.randint(1, 2000):06d}"
+            recs.append(
+                f"/api/v1/recommendations/?anonymous_id=visitor-{rng.randint(1, 10**9)}&k=10&session_items={sku}"
+            )
+    return trivial, recs
+
+
+def gunicorn_start(env: dict[str, str], port: int, args, code: Path = REPO):
+    """gunicorn as the Procfile runs it (gthread workers, ``--reuse-port`` unless told otherwise), on
+    the code in ``code`` (another checkout or a ``git archive`` export for an A/B); returns once it
+    listens, with its log file."""
+    (code / ".cdp").mkdir(exist_ok=True)  # made by make; the benchmark may run first on a fresh clone
+    log = open(code / ".cdp" / "bench-recs-gunicorn.log", "w")  # noqa: SIM115
+    server = subprocess.Popen(
+        [
+            sys.executable, "-m", "gunicorn", "cdp.wsgi:application",
+            "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers), "--threads", str(args.threads),
+            "--worker-class", "gthread", "--keep-alive", "5", "--timeout", "120",
+            *(["--reuse-port"] if args.reuse_port else []),
+            *(["--preload"] if args.preload else []),
+        ],
+        cwd=code, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    return server, log
+
+
+def warm_up(port: int, key: str, recs: list[str], server_pid: int, conns: int) -> None:
+    """Every worker loads the model and the catalog once (the kernel may hand every warm-up
+    connection to one worker: more rounds, on as many connections as the run, until each worker has
+    mapped the model, at most six)."""
+    asyncio.run(load("127.0.0.1", port, key, recs, 50, 10, 16))
+    for _ in range(6):
+        if all(w["model_files_rss_mb"] > 0 for w in worker_memory(server_pid)):
+            break
+        asyncio.run(load("127.0.0.1", port, key, recs, 50, 5, conns))
+
+
 def serving_part(args) -> dict:
     if args.reuse:  # the data of an earlier ``--generate-only --keep`` run (a new model is trained)
         from benchmarks.scratch import server_url, with_db
@@ -388,54 +447,16 @@ def serving_part(args) -> dict:
         if args.generate_only:
             return info
         port = free_port()
-        (REPO / ".cdp").mkdir(exist_ok=True)  # made by make; the benchmark may run first on a fresh clone
-        log = open(REPO / ".cdp" / "bench-recs-gunicorn.log", "w")  # noqa: SIM115
-        server = subprocess.Popen(
-            [
-                sys.executable, "-m", "gunicorn", "cdp.wsgi:application",
-                "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers), "--threads", str(args.threads),
-                "--worker-class", "gthread", "--keep-alive", "5", "--timeout", "120",
-                *(["--reuse-port"] if args.reuse_port else []),
-                *(["--preload"] if args.preload else []),
-            ],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+        server, log = gunicorn_start(env, port, args)
         try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                    break
-                except OSError:
-                    time.sleep(0.2)
-            rng = random.Random(7)
-            trivial = [f"/api/v1/products/P{rng.randint(1, args.products):06d}/" for _ in range(5000)]
-            recs = []
-            for _ in range(5000):
-                if rng.random() < 0.85:
-                    recs.append(
-                        f"/api/v1/recommendations/?user_id=u{rng.randint(1, args.profiles)}&k=10&placement=home"
-                    )
-                else:
-                    sku = f"P{rng.randint(1, 2000):06d}"
-                    recs.append(
-                        f"/api/v1/recommendations/?anonymous_id=visitor-{rng.randint(1, 10**9)}"
-                        f"&k=10&session_items={sku}"
-                    )
+            trivial, recs = request_paths(args.products, args.profiles)
             key = info["key"]
             results = {"model": {k: v for k, v in info.items() if k != "key"}}
             # every worker answers a few trivial requests: Django and the URLs loaded, no model yet
             asyncio.run(load("127.0.0.1", port, key, trivial, 50, 2, 16))
             results["worker_memory_before_model"] = worker_memory(server.pid)
             print("worker memory before the model", json.dumps(results["worker_memory_before_model"]), file=sys.stderr)
-            # warm-up: every worker loads the model and the catalog once (the kernel may hand every
-            # warm-up connection to one worker: more rounds, on as many connections as the run, until
-            # each worker has mapped the model, at most six)
-            asyncio.run(load("127.0.0.1", port, key, recs, 50, 10, 16))
-            for _ in range(6):
-                if all(w["model_files_rss_mb"] > 0 for w in worker_memory(server.pid)):
-                    break
-                asyncio.run(load("127.0.0.1", port, key, recs, 50, 5, args.conns))
+            warm_up(port, key, recs, server.pid, args.conns)
             asyncio.run(load("127.0.0.1", port, key, trivial, 50, 3, 16))
             results["worker_rss_mb"] = worker_rss_mb(server.pid)
             results["worker_memory"] = worker_memory(server.pid)
