@@ -190,11 +190,15 @@ def celery_quiesce(*, timeout: float = 60.0) -> None:
     while time.monotonic() < deadline:
         app.control.purge()
         inspect = app.control.inspect(timeout=0.5)
-        # tasks sent with a countdown wait in the worker's memory, out of purge's reach
+        # tasks sent with a countdown wait in the worker's memory, out of purge's reach, and so do the
+        # ones it has already fetched from the queue (prefetched) but not started: either would start
+        # after this returns (a drain that then takes the test's calls)
         for task in (t for tasks in (inspect.scheduled() or {}).values() for t in tasks):
             app.control.revoke(task["request"]["id"])
+        for task in (t for tasks in (inspect.reserved() or {}).values() for t in tasks):
+            app.control.revoke(task["id"])
         active = inspect.active() or {}
-        if not any(active.values()):
+        if not any(active.values()) and not any((inspect.reserved() or {}).values()):
             app.control.purge()  # a task that just finished may have queued a follow-up
             return
         time.sleep(0.1)
