@@ -811,6 +811,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="stop the stitch workers (SIGSTOP) during the batch load: the accept path alone (not the headline row)",
     )
+    parser.add_argument(
+        "--pause-stitchers-track",
+        action="store_true",
+        help="stop the stitch workers (SIGSTOP) during the /v1/track test: its latency without stitching beside it",
+    )
     args = parser.parse_args(argv)
     if args.events < 1 or not (1 <= args.batch_size <= 1000) or args.concurrency < 1:
         parser.error("--events, --concurrency must be positive and --batch-size 1..1000")
@@ -858,7 +863,13 @@ def main(argv: list[str] | None = None) -> int:
             rows = stored_rows(database_url)[with_warmup:]
             if track:
                 log(f"track latency: {args.track_rate:g} req/s for {args.track_seconds:g} s")
-                track_result = run_track(port, write_key, track, args.track_rate)
+                if args.pause_stitchers_track:
+                    os.killpg(stitchers.pid, signal.SIGSTOP)
+                try:
+                    track_result = run_track(port, write_key, track, args.track_rate)
+                finally:
+                    if args.pause_stitchers_track:
+                        os.killpg(stitchers.pid, signal.SIGCONT)
                 wait_drained(database_url)
             else:
                 track_result = None

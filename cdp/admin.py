@@ -1,6 +1,7 @@
 from django.contrib import admin, messages
 
 from . import services
+from .admin_readonly import ReadOnlyAdminMixin
 from .models import ApiKey, JobLease
 
 
@@ -35,7 +36,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 
 @admin.register(JobLease)
-class JobLeaseAdmin(admin.ModelAdmin):
+class JobLeaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Leases of long runs (read-only): who runs what, the last heartbeat, attempts and their outcomes."""
 
     list_display = ["kind", "object_id", "state", "attempts", "worker", "heartbeat_at", "expires_at", "finished_at"]
@@ -45,12 +46,3 @@ class JobLeaseAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return [f.name for f in JobLease._meta.fields]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

@@ -16,6 +16,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
+from cdp.admin_readonly import ReadOnlyAdminMixin
 from profiles.admin.panels import PanelContent, register_profile_panel
 from profiles.normalize import normalize_identifier
 
@@ -60,7 +61,7 @@ class PurposeAdmin(admin.ModelAdmin):
 
 
 @admin.register(ConsentRecord)
-class ConsentRecordAdmin(admin.ModelAdmin):
+class ConsentRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """The ledger: append-only, so nothing here can be added, changed or deleted (the database refuses too)."""
 
     list_display = [
@@ -90,17 +91,8 @@ class ConsentRecordAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         return [f.name for f in self.model._meta.fields]
 
-    def has_add_permission(self, request) -> bool:
-        return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-
-class AuditInline(admin.TabularInline):
+class AuditInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = RequestAuditEntry
     verbose_name = "audit entry"
     verbose_name_plural = "audit trail"  # not Django's "request audit entrys"
@@ -108,12 +100,6 @@ class AuditInline(admin.TabularInline):
     readonly_fields = fields
     extra = 0
     can_delete = False
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
 
 
 class RequestAddForm(forms.ModelForm):

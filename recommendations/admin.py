@@ -11,6 +11,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from cdp.admin_readonly import ReadOnlyAdminMixin
 from profiles.admin import pretty_json
 from profiles.admin.panels import PanelContent, register_profile_panel
 
@@ -259,7 +260,7 @@ class BusinessRuleAdmin(admin.ModelAdmin):
 
 
 @admin.register(RecommendationServed)
-class RecommendationServedAdmin(admin.ModelAdmin):
+class RecommendationServedAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["id", "created_at", "placement", "personalised", "model_version", "profile_id", "item_count"]
     list_filter = ["personalised", "placement"]
     list_select_related = ["model_version"]
@@ -269,15 +270,6 @@ class RecommendationServedAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return [f.name for f in RecommendationServed._meta.fields]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     @admin.display(description="items")
     def item_count(self, obj) -> int:

@@ -167,7 +167,7 @@ _LIVE_JS = """
     var o = document.createElement("option"); o.textContent = k; select.appendChild(o); });
   select.onchange = function () {
     if (select.value) { area.value = JSON.stringify(examples[select.value], null, 2); check(); } };
-  var token = document.querySelector("[name=csrfmiddlewaretoken]").value, timer = null;
+  var token = document.querySelector("[name=csrfmiddlewaretoken]").value, timer = null, latest = 0;
   var slug = document.querySelector("[name=slug]");
   function text(el, value) { el.textContent = value; }
   function check() {
@@ -175,9 +175,11 @@ _LIVE_JS = """
         sample = document.getElementById("seg-sample"), warns = document.getElementById("seg-warnings"),
         summary = document.getElementById("seg-summary");
     errs.innerHTML = ""; sample.innerHTML = ""; warns.innerHTML = ""; summary.textContent = "";
+    var mine = ++latest;  // an older check answering late must not overwrite the newer definition's
     fetch("%(url)s", {method: "POST", headers: {"Content-Type": "application/json", "X-CSRFToken": token},
       body: JSON.stringify({definition: area.value, slug: slug ? slug.value : ""})})
     .then(function (r) { return r.json(); }).then(function (data) {
+      if (mine !== latest) return;
       var paths = Object.keys(data.errors || {});
       if (paths.length) {
         text(status, "Not valid yet:");
@@ -193,7 +195,7 @@ _LIVE_JS = """
       data.sample.forEach(function (m) { var li = document.createElement("li");
         text(li, (m.email || m.name || m.id) + " (last seen " + m.last_seen_at + ")"); ul.appendChild(li); });
       sample.appendChild(ul);
-    }).catch(function () { text(status, "Could not check right now."); });
+    }).catch(function () { if (mine === latest) text(status, "Could not check right now."); });
   }
   area.addEventListener("input", function () { clearTimeout(timer); timer = setTimeout(check, 500); });
   if (area.value.trim()) check();

@@ -33,6 +33,9 @@ def _clean_redis():
     from cdp.queueing import throttles_forget
 
     throttles_forget()  # the process's memory of throttle slots taken in Redis goes with it
+    from cdp.api.throttling import leases_forget
+
+    leases_forget()  # and the rate limit's leases
     yield
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from django.contrib import admin
 
+from cdp.admin_readonly import ReadOnlyAdminMixin
+
 from ..models import Identifier
 
 
-class IdentifierInline(admin.TabularInline):
+class IdentifierInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = Identifier
     fields = ["kind", "value", "created_at", "last_seen_at"]
     readonly_fields = fields
@@ -17,12 +19,3 @@ class IdentifierInline(admin.TabularInline):
 
     def get_queryset(self, request):
         return super().get_queryset(request).order_by("kind", "value")
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

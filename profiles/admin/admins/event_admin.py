@@ -13,13 +13,15 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.formats import date_format
 
+from cdp.admin_readonly import ReadOnlyAdminMixin
+
 from ...models import Event, Profile, Source
 from ...tracking.debugger import TTL_SECONDS, rejections_recent
 from ..display import pretty_json, profile_link, properties_summary
 from ..paginators import CappedCountPaginator
 
 
-class EventAdmin(admin.ModelAdmin):
+class EventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Events, read-only. The table is huge: no full counts, index-backed ordering, cheap date links.
 
     The default order is arrival (primary key, newest first); a list for one profile
@@ -75,15 +77,6 @@ class EventAdmin(admin.ModelAdmin):
 
     def get_ordering(self, request):
         return ["-occurred_at"] if request.GET.get("profile") else ["-id"]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     @admin.display(description="profile")
     def profile_link(self, obj: Event):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 
+from cdp.admin_readonly import ReadOnlyAdminMixin
+
 from ... import services
 from ...models import Merge
 from ..display import can_unmerge, pretty_json, profile_link
@@ -12,7 +14,7 @@ from ..paginators import CappedCountPaginator
 from ..search import profile_search_q
 
 
-class MergeAdmin(admin.ModelAdmin):
+class MergeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """The merge log: read-only; merges are undone with the action (profiles.services.profile_unmerge)."""
 
     list_display = ["id", "winner_link", "loser_link", "status", "reason", "score", "actor", "created_at", "undone_at"]
@@ -56,15 +58,6 @@ class MergeAdmin(admin.ModelAdmin):
         if not search_term.strip():
             return queryset, False
         return queryset.filter(profile_search_q(search_term, "winner") | profile_search_q(search_term, "loser")), False
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     def has_unmerge_permission(self, request) -> bool:
         return can_unmerge(request.user)

@@ -13,6 +13,8 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
+from cdp.admin_readonly import ReadOnlyAdminMixin
+
 from ... import services
 from ...identity.trait_policy import trait_value
 from ...models import Identifier, Merge, MergeStatus, Profile
@@ -38,7 +40,7 @@ TIMELINE_LENGTH = 50
 MERGE_HISTORY_LENGTH = 100
 
 
-class ProfileAdmin(admin.ModelAdmin):
+class ProfileAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Profiles are read-only here (ingestion and identity resolution write them); merges can be undone."""
 
     list_display = [
@@ -104,14 +106,7 @@ class ProfileAdmin(admin.ModelAdmin):
             return queryset, False
         return queryset.filter(profile_search_q(search_term)), False
 
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False  # data is not edited by hand; the page is a view
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False  # erasure is a data-subject request (consent), not a row delete
+    # read only: data is not edited by hand; erasure is a data-subject request (consent), not a row delete
 
     def has_unmerge_permission(self, request) -> bool:
         return can_unmerge(request.user)

@@ -5,11 +5,13 @@ from __future__ import annotations
 from django.contrib import admin
 from django.utils import timezone
 
+from cdp.admin_readonly import ReadOnlyAdminMixin
+
 from ...models import SchemaItem
 from ..display import display_value
 
 
-class SchemaItemAdmin(admin.ModelAdmin):
+class SchemaItemAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["name", "kind", "event", "count", "sample_values", "first_seen_at", "last_seen", "stale"]
     list_filter = ["kind"]
     search_fields = ["name", "event"]
@@ -17,14 +19,7 @@ class SchemaItemAdmin(admin.ModelAdmin):
     readonly_fields = ["kind", "event", "name", "count", "samples", "first_seen_at", "last_seen_at"]
     show_full_result_count = False
 
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False  # written by ingestion and the rebuild only
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
+    # read only: written by ingestion and the rebuild only
 
     @admin.display(description="sample values")
     def sample_values(self, obj: SchemaItem) -> str:
