@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import pytest
 
 from profiles.identity.fuzzy import pipeline
 from profiles.identity.fuzzy.cluster import decide
@@ -218,3 +221,82 @@ def test_a_record_joins_a_cluster_on_what_its_members_say_together():
         return {"first_name": 4.0, "last_name": 4.0, "birth_date": 5.0} if (i, j) == (0, 2) else {"address": 2.0}
 
     assert decide(table, a, b, levels, p, **common, evidence=_evidence(table, weak)).clusters == [[0, 1]]
+
+
+def test_cluster_bits_credit_one_persons_several_tries_when_given_m():
+    from profiles.identity.fuzzy.cluster import _value_keys, cluster_bits
+
+    table = _table(
+        [
+            Record(first="sergei", last="ivanov", dob="19700304"),
+            Record(first="sergei", last="ivanov", dob="19700304", city="leeds"),
+            Record(first="sergei", last="ivanov", dob="19550101", city="york"),
+        ]
+    )
+    cross = [(0, 1), (1, 2)]
+    levels = compare(table, np.array([0, 1]), np.array([1, 2]))
+    rows = np.full((2, len(COMPARISONS), 2), np.nan)
+    rows[0, INDEX["birth_date"], :] = 10.0
+    rows[1, INDEX["birth_date"], :] = -4.0
+    # two distinct birth-date pairs: strangers had two chances (one bit less) ...
+    assert cluster_bits(_value_keys(table), cross, levels, rows) == 10 - 1
+    # ... and so had one person: with m = 0.5 one of two tries agrees with probability 0.75
+    m = [np.full(len(c.levels), 0.5) for c in COMPARISONS]
+    assert cluster_bits(_value_keys(table), cross, levels, rows, m=m) == pytest.approx(10 - 1 + math.log2(1.5))
+    # a rare agreement (tiny m) is about twice as likely in two tries for one person: the bit comes back
+    rare = [np.full(len(c.levels), 1e-9) for c in COMPARISONS]
+    assert cluster_bits(_value_keys(table), cross, levels, rows, m=rare) == pytest.approx(10, abs=1e-6)
+
+
+def _tries_case(records, a, b, p, dob_bits):
+    """A decide() case for the several-tries credit: hand-set bits (first name 5, surname 4, town 3,
+    the birth date ``dob_bits`` per pair) at prior 1e-4, where the auto-merge line is about 19.9 bits;
+    m 0.05 on every level (a near birth date is rare for one person too)."""
+    table = _table(records)
+    levels = compare(table, a, b)
+
+    def score(x, y):
+        return compare(table, x, y), np.array([0.9] * len(x))
+
+    def bits_of(i, j):
+        return {"first_name": 5.0, "last_name": 4.0, "birth_date": dob_bits, "address": 3.0}
+
+    common = {"auto": 0.99, "review": 0.5, "never": set(), "prior": 1e-4, "score": score}
+    m = [np.full(len(c.levels), 0.05) for c in COMPARISONS]
+    return table, levels, common, _evidence(table, bits_of), m
+
+
+def test_a_lone_record_joins_its_cluster_on_the_clusters_several_tries():
+    # 0, 1, 2 are one person (sure pairs), each with the birth date typed a little differently; record 3
+    # is near each of them: three distinct value pairs. Read as strangers' three chances only (log2(3)
+    # off the 9 bits) it falls short of the line (5 + 4 + 7.4 + 3 = 19.4 < 19.9); the person's own
+    # three records had three tries too (1 - 0.95^3 against 0.05: 1.5 bits back): it joins.
+    person = {"first": "yuri", "last": "petrov", "city": "leeds"}
+    records = [Record(**person, dob=dob) for dob in ("19700305", "19700306", "19700307", "19700304")]
+    a, b = np.array([0, 1, 0, 1, 2]), np.array([1, 2, 3, 3, 3])
+    p = np.array([0.9999, 0.9999, 0.9, 0.9, 0.9])
+    table, levels, common, evidence, m = _tries_case(records, a, b, p, dob_bits=9.0)
+    assert [COMPARISONS[DOB].levels[x] for x in levels[2:, DOB]] == ["near", "near", "near"]
+    without = decide(table, a, b, levels, p, **common, evidence=evidence)
+    assert without.clusters == [[0, 1, 2]]
+    assert decide(table, a, b, levels, p, **common, evidence=evidence, m=m).clusters == [[0, 1, 2, 3]]
+
+
+def test_two_clusters_of_several_records_get_no_credit_for_their_crossed_values():
+    # Two people, two records each, birth dates a digit apart from each other's: the four crossed
+    # value pairs are the same two values on each side, not four tries of one person. Credited as
+    # tries they would reach the line (decision 0052 joined such families and mixed clusters); the
+    # guard (decision 0056) credits only a lone record against a cluster, so they stay apart.
+    from profiles.identity.fuzzy.cluster import _value_keys, cluster_bits
+
+    person = {"first": "yuri", "last": "petrov", "city": "leeds"}
+    records = [Record(**person, dob=dob) for dob in ("19700304", "19700305", "19700306", "19700307")]
+    a, b, p = np.array([0, 2, 1]), np.array([1, 3, 2]), np.array([0.9999, 0.9999, 0.9])
+    table, levels, common, evidence, m = _tries_case(records, a, b, p, dob_bits=9.5)
+    cross = [(0, 2), (0, 3), (1, 2), (1, 3)]
+    xs, ys = np.array([x for x, _ in cross]), np.array([y for _, y in cross])
+    needed = math.log2(0.99 / 0.01) - math.log2(1e-4 / (1 - 1e-4))
+    assert (levels[2, DOB], *compare(table, xs, ys)[:, DOB]) == (COMPARISONS[DOB].levels.index("near"),) * 5
+    assert cluster_bits(_value_keys(table), cross, *evidence(xs, ys)) < needed
+    assert cluster_bits(_value_keys(table), cross, *evidence(xs, ys), m=m) >= needed  # what the guard stops
+    assert decide(table, a, b, levels, p, **common, evidence=evidence, m=m).clusters == [[0, 1], [2, 3]]

@@ -174,13 +174,16 @@ def decide(
     score: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
     households: bool = True,
     evidence: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+    m: list[np.ndarray] | None = None,
 ) -> Decisions:
     """Auto-merge clusters and the review queue from scored pairs (indices into ``table``).
 
     ``score(x, y)`` scores pairs that blocking did not propose (needed to check a cluster's
     coherence); ``never`` holds index pairs (low, high) a reviewer rejected. ``evidence(x, y)``, the
     pairs' levels and evidence per comparison (``model.field_bits``), lets clusters join on what all the pairs
-    across them say together (``cluster_bits``), after the pairs sure on their own have merged.
+    across them say together (``cluster_bits``), after the pairs sure on their own have merged;
+    with ``m`` (``Parameters.m``) a lone record joining a cluster is credited the cluster's several
+    tries to agree with it (``cluster_bits``, decision 0056).
     """
     decisions = Decisions()
     likely = np.flatnonzero(p >= review)
@@ -246,7 +249,7 @@ def decide(
     if evidence is not None:
         _join_on_cluster_evidence(
             table, a, b, p, clusters, decisions, refusals, never, verdicts, evidence,
-            auto=auto, review=review, prior=prior,
+            auto=auto, review=review, prior=prior, m=m,
         )  # fmt: skip
     decisions.clusters = [sorted(m) for m in clusters.members.values() if len(m) >= 2]
     for k in np.flatnonzero(p >= review):
@@ -269,14 +272,28 @@ def _value_keys(table: RecordTable) -> list[np.ndarray]:
     return [table["first"], table["last"], table["dob"], address, table["email"], table["phone"]]
 
 
-def cluster_bits(keys: list[np.ndarray], cross: list[tuple[int, int]], levels: np.ndarray, rows: np.ndarray) -> float:
+def cluster_bits(
+    keys: list[np.ndarray],
+    cross: list[tuple[int, int]],
+    levels: np.ndarray,
+    rows: np.ndarray,
+    m: list[np.ndarray] | None = None,
+) -> float:
     """log2 Bayes factor of two clusters being one person, from all the record pairs across them.
 
     Field by field, the strongest agreement any pair across shows (a record with a name and a town
     can match one member on the name and another on the town: a person's records are noisy in
     different places). Finding an agreement among k distinct value pairs is k times likelier by chance
-    than in one, so an agreement counts log2(k) bits less (never below nothing); m is kept as one
-    pair's, which only understates a person whose several records each had the chance to agree.
+    than in one, so an agreement counts log2(k) bits less (never below nothing).
+
+    ``m`` (per comparison, the chance of each level for one person's two records, ``Parameters.m``)
+    credits one person's several tries as well: the k tries agree at that level at least once with
+    probability 1 - (1 - m)^k, not m, so the agreement counts that much more (at most the log2(k)
+    taken). The caller passes it only for a lone record against a cluster (decision 0056): there each
+    of the cluster's records is the person's own independent try at the lone record's values. Between
+    two clusters of several records the k value pairs are the same few values crossed, not k tries,
+    and crediting them joined mixed clusters and families (decision 0052).
+
     A field on which every pair disagrees counts as one pair's disagreement. When any pair across
     shares a street, every field is read against household members (a surname agreeing elsewhere is
     still the family's). ``levels`` and ``rows``: the pairs' comparison levels and their evidence per
@@ -289,10 +306,15 @@ def cluster_bits(keys: list[np.ndarray], cross: list[tuple[int, int]], levels: n
         present = np.flatnonzero(~np.isnan(column))
         if not len(present):
             continue
-        best = float(column[present].max())
+        strongest = present[int(np.argmax(column[present]))]
+        best = float(column[strongest])
         if best > 0:
             combos = len({(key[cross[k][0]], key[cross[k][1]]) for k in present})
-            best = max(best - math.log2(combos), 0.0)
+            credit = 0.0
+            if m is not None and combos > 1:
+                one = float(m[n][levels[strongest, n]])
+                credit = math.log2(1.0 - (1.0 - one) ** combos) - math.log2(one)
+            best = max(best - math.log2(combos) + credit, 0.0)
         total += best
     return total
 
@@ -316,11 +338,13 @@ def _join_on_cluster_evidence(
     auto: float,
     review: float,
     prior: float,
+    m: list[np.ndarray] | None = None,
 ) -> None:
     """Transitive support: a pair in the review band joins its two clusters (one of them at least two
     records) when all the pairs across them together (``cluster_bits``) reach the auto-merge
     probability and the clusters stay coherent. Strongest pairs first, a few rounds (a join can give
-    a later pair the support it lacked)."""
+    a later pair the support it lacked). A lone record against a cluster is credited the cluster's
+    several tries (``m``); two clusters of several records are not."""
     keys = _value_keys(table)
     needed = (_logit(auto) - _logit(prior)) / math.log(2)
     cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
@@ -379,7 +403,8 @@ def _join_on_cluster_evidence(
             cross = [(min(i, j), max(i, j)) for i in left for j in right]
             if any(pq in never for pq in cross):
                 continue
-            if cluster_bits(keys, cross, *rows_of(cross)) < needed:
+            tries = m if min(len(left), len(right)) == 1 else None
+            if cluster_bits(keys, cross, *rows_of(cross), m=tries) < needed:
                 continue
             if not _coherent(verdicts(cross), auto=auto, review=review, prior=prior):
                 continue

@@ -124,6 +124,7 @@ def score_and_decide(
         score=rescorer(table, scored),
         households=params.households_seen(),
         evidence=field_evidence(table, scored),
+        m=params.m,
     )
     return scored
 

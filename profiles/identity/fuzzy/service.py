@@ -186,6 +186,7 @@ def identity_match(
         score=score,
         households=params.households_seen(),
         evidence=evidence,
+        m=params.m,
     )
     clock.lap("decide", clusters=len(decisions.clusters), review_pairs=len(decisions.review))
     evidence_of = _Evidence(table, a, b, levels, bits, p, params, prior)
