@@ -125,6 +125,9 @@ def worker_env() -> dict[str, str]:
     }
 
 
+_session_worker: list[subprocess.Popen] = []  # the session's Celery worker, once started
+
+
 @pytest.fixture(scope="session")
 def celery_worker(django_db_setup, django_db_blocker):
     """A real Celery worker process on every queue (quick, ml, intake), against the test database."""
@@ -169,7 +172,9 @@ def celery_worker(django_db_setup, django_db_blocker):
     else:
         proc.terminate()
         raise RuntimeError(f"celery worker did not answer:\n{log.read_text()}")
+    _session_worker.append(proc)
     yield proc
+    _session_worker.clear()
     proc.terminate()
     try:
         proc.wait(20)
@@ -178,18 +183,27 @@ def celery_worker(django_db_setup, django_db_blocker):
 
 
 def celery_quiesce(*, timeout: float = 60.0) -> None:
-    """If a Celery worker is up (the session's ``celery_worker``, started by an earlier test of the
+    """If the session's Celery worker is up (``celery_worker``, started by an earlier test of the
     run), drop the tasks the test's requests queued (delayed ones too) and wait until it runs none: its writes would
     hold row locks (foreign-key checks) while the teardown's TRUNCATE waits for exclusive locks,
-    which PostgreSQL ends as a deadlock."""
+    which PostgreSQL ends as a deadlock, and a stitch drain lingering from an earlier test would
+    take the next test's calls. The worker runs the solo pool: it answers no control command while
+    it runs a task, so a ping that times out means busy, not gone."""
+    import socket
+
     from cdp.celery import app
 
-    if not app.control.ping(timeout=0.3):
+    if not _session_worker or _session_worker[0].poll() is not None:
         return
+    # the session's worker only (a test may run its own), and an answer as soon as it replies
+    ask = {"destination": [f"test-{os.getpid()}@{socket.gethostname()}"], "limit": 1, "timeout": 0.5}
     deadline = time.monotonic() + timeout
+    active: dict = {}
     while time.monotonic() < deadline:
         app.control.purge()
-        inspect = app.control.inspect(timeout=0.5)
+        if not app.control.ping(**ask):
+            continue  # running a task
+        inspect = app.control.inspect(**ask)
         # tasks sent with a countdown wait in the worker's memory, out of purge's reach, and so do the
         # ones it has already fetched from the queue (prefetched) but not started: either would start
         # after this returns (a drain that then takes the test's calls)
@@ -198,7 +212,7 @@ def celery_quiesce(*, timeout: float = 60.0) -> None:
         for task in (t for tasks in (inspect.reserved() or {}).values() for t in tasks):
             app.control.revoke(task["id"])
         active = inspect.active() or {}
-        if not any(active.values()) and not any((inspect.reserved() or {}).values()):
+        if active and not any(active.values()) and not any((inspect.reserved() or {}).values()):
             app.control.purge()  # a task that just finished may have queued a follow-up
             return
         time.sleep(0.1)
