@@ -603,6 +603,19 @@ def run_lag(port: int, write_key: str, bodies: list[bytes], rate: float, databas
     }
 
 
+@contextmanager
+def stitchers_paused(stitchers: subprocess.Popen, pause: bool):
+    """The stitch workers stopped (SIGSTOP) for the block when ``pause``: a figure measured without
+    stitching on the same cores; continued (SIGCONT) after, whatever happens."""
+    if pause:
+        os.killpg(stitchers.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        if pause:
+            os.killpg(stitchers.pid, signal.SIGCONT)
+
+
 def run_track(port: int, write_key: str, bodies: list[bytes], rate: float) -> dict:
     global _BODIES, _HEADERS
     _BODIES, _HEADERS = bodies, auth_headers(write_key)
@@ -848,13 +861,8 @@ def main(argv: list[str] | None = None) -> int:
             wait_drained(database_url)
             with_warmup = database_facts(database_url)["events"]
             log(f"batch load: {len(bodies)} requests of {args.batch_size}, {args.concurrency} connections")
-            if args.pause_stitchers:
-                os.killpg(stitchers.pid, signal.SIGSTOP)
-            try:
+            with stitchers_paused(stitchers, args.pause_stitchers):
                 batch = run_batches(port, write_key, bodies, args.concurrency)
-            finally:
-                if args.pause_stitchers:
-                    os.killpg(stitchers.pid, signal.SIGCONT)
             waiting = intake_depth(database_url)
             log(f"accepted; {waiting} calls still waiting; waiting for the stitch workers")
             batch["drained"] = wait_drained(database_url) - batch["first"]
@@ -863,13 +871,8 @@ def main(argv: list[str] | None = None) -> int:
             rows = stored_rows(database_url)[with_warmup:]
             if track:
                 log(f"track latency: {args.track_rate:g} req/s for {args.track_seconds:g} s")
-                if args.pause_stitchers_track:
-                    os.killpg(stitchers.pid, signal.SIGSTOP)
-                try:
+                with stitchers_paused(stitchers, args.pause_stitchers_track):
                     track_result = run_track(port, write_key, track, args.track_rate)
-                finally:
-                    if args.pause_stitchers_track:
-                        os.killpg(stitchers.pid, signal.SIGCONT)
                 wait_drained(database_url)
             else:
                 track_result = None
