@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -128,6 +129,11 @@ def worker_env() -> dict[str, str]:
 _session_worker: list[subprocess.Popen] = []  # the session's Celery worker, once started
 
 
+def _session_worker_name() -> str:
+    """The session's Celery worker's node name (control commands are sent to it alone)."""
+    return f"test-{os.getpid()}@{socket.gethostname()}"
+
+
 @pytest.fixture(scope="session")
 def celery_worker(django_db_setup, django_db_blocker):
     """A real Celery worker process on every queue (quick, ml, intake), against the test database."""
@@ -153,7 +159,7 @@ def celery_worker(django_db_setup, django_db_blocker):
                 "--without-gossip",
                 "--without-mingle",
                 "--hostname",
-                f"test-{os.getpid()}@%h",
+                _session_worker_name(),
             ],
             cwd=REPO,
             env=env,
@@ -189,14 +195,12 @@ def celery_quiesce(*, timeout: float = 60.0) -> None:
     which PostgreSQL ends as a deadlock, and a stitch drain lingering from an earlier test would
     take the next test's calls. The worker runs the solo pool: it answers no control command while
     it runs a task, so a ping that times out means busy, not gone."""
-    import socket
-
     from cdp.celery import app
 
     if not _session_worker or _session_worker[0].poll() is not None:
         return
     # the session's worker only (a test may run its own), and an answer as soon as it replies
-    ask = {"destination": [f"test-{os.getpid()}@{socket.gethostname()}"], "limit": 1, "timeout": 0.5}
+    ask = {"destination": [_session_worker_name()], "limit": 1, "timeout": 0.5}
     deadline = time.monotonic() + timeout
     active: dict = {}
     while time.monotonic() < deadline:
