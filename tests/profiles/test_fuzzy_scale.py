@@ -300,3 +300,97 @@ def test_two_clusters_of_several_records_get_no_credit_for_their_crossed_values(
     assert cluster_bits(_value_keys(table), cross, *evidence(xs, ys)) < needed
     assert cluster_bits(_value_keys(table), cross, *evidence(xs, ys), m=m) >= needed  # what the guard stops
     assert decide(table, a, b, levels, p, **common, evidence=evidence, m=m).clusters == [[0, 1], [2, 3]]
+
+
+# --- decision 0060: blocking keys for names from other scripts, places at other levels, a mistyped
+# name; clusters that repeat a contradicting birth date or first name stay apart
+
+
+def _candidates(records) -> set[tuple[int, int]]:
+    from profiles.identity.fuzzy.blocking import candidate_pairs
+
+    a, b = candidate_pairs(_table(records))
+    return set(zip(a.tolist(), b.tolist(), strict=True))
+
+
+def test_consonant_skeletons_read_one_name_written_from_another_script():
+    from profiles.identity.fuzzy.blocking import skeleton, soundex
+
+    for names in (
+        ("tchaikovsky", "czajkowski", "chaykovsky"),
+        ("zhang", "chang", "cheung"),
+        ("ivanov", "iwanow", "ivanoff"),
+    ):
+        assert len({skeleton(n) for n in names}) == 1, names
+        assert len({soundex(n) for n in names}) > 1, names  # what the Soundex keys miss
+    assert skeleton("yusuf") == skeleton("yousef") and skeleton("smith") != skeleton("schmidt")
+
+
+def test_a_transliterated_name_is_proposed_with_no_other_key_shared():
+    # no birth date, no place, no contact: only the names, each written from another script
+    records = [
+        Record(first="yuri", last="iwanow"),
+        Record(first="iouri", last="ivanoff"),
+        Record(first="yuri", last="petrov"),
+    ]
+    assert _candidates(records) == {(0, 1)}
+
+
+def test_a_place_named_at_another_level_is_proposed_through_its_postal_code():
+    # "Clifton" and "Avon" name one area (a third record writes both with one postal code); the
+    # surname is mistyped (Soundex differs), so only the place read as one name links 0 and 1
+    records = [
+        Record(first="olivia", last="msith", city="clifton"),
+        Record(first="olivia", last="smith", city="avon"),
+        Record(first="grace", last="bell", city="clifton", postal="bs81aa"),
+        Record(first="ava", last="jones", city="avon", postal="bs81aa"),
+    ]
+    assert (0, 1) in _candidates(records)
+    assert (0, 1) not in _candidates([records[0], records[1]])  # without the postal code's tie
+
+
+def test_a_first_name_mistyped_in_its_first_consonants_is_proposed_on_the_surname_and_initial():
+    records = [Record(first="jamls", last="brown", city="clifton"), Record(first="james", last="brown", city="bristol")]
+    assert _candidates(records) == {(0, 1)}
+
+
+def _two_clusters_and_a_sure_bridge(records):
+    # {0, 1, 2} and {3, 4, 5} are sure inside; 2 and 3 (the records that state least) make a sure pair;
+    # every pair across is otherwise weak positive evidence with no conflict refusal
+    table = _table(records)
+    a, b = np.array([0, 1, 3, 4, 2]), np.array([1, 2, 4, 5, 3])
+    p = np.array([0.9999, 0.9998, 0.9999, 0.9998, 0.999])
+
+    def score(x, y):
+        return compare(table, x, y), np.array([0.005] * len(x))
+
+    return decide(table, a, b, compare(table, a, b), p, auto=0.99, review=0.5, never=set(), prior=1e-4, score=score)
+
+
+def test_two_clusters_that_each_repeat_another_birth_date_stay_apart():
+    # two Tatiana Lees of Cardiff: each cluster states its birth date twice, 40 years apart
+    person = {"last": "lee", "city": "cardiff"}
+    records = [
+        Record(first="tatiana", dob="19830205", **person),
+        Record(first="tatiana", dob="19830205", **person),
+        Record(first="tatiana", **person),
+        Record(first="tatyana", **person),
+        Record(first="tatyana", dob="19430227", **person),
+        Record(first="tatyana", dob="19430227", **person),
+    ]
+    decisions = _two_clusters_and_a_sure_bridge(records)
+    assert decisions.clusters == [[0, 1, 2], [3, 4, 5]]
+    assert decisions.refused == {4: "incoherent_birth_dates"}
+    # the same clusters with one birth date typed a digit off (a typo, not another person) join
+    records[4] = Record(first="tatyana", dob="19830206", **person)
+    records[5] = Record(first="tatyana", dob="19830206", **person)
+    assert _two_clusters_and_a_sure_bridge(records).clusters == [[0, 1, 2, 3, 4, 5]]
+
+
+def test_two_clusters_that_each_repeat_another_first_name_stay_apart():
+    # a family at one address: Anastasia and Ava Chang, bridged by two records written with an initial
+    home = {"last": "chang", "street": "53 mill lane", "postal": "m308ut"}
+    records = [Record(first=f, **home) for f in ("anastasia", "anastasia", "a", "a", "ava", "ava")]
+    assert _two_clusters_and_a_sure_bridge(records).clusters == [[0, 1, 2], [3, 4, 5]]
+    records[4:] = [Record(first="anastasiya", **home)] * 2  # one name transliterated: one person
+    assert _two_clusters_and_a_sure_bridge(records).clusters == [[0, 1, 2, 3, 4, 5]]

@@ -5,7 +5,10 @@ least one blocking key are compared. The keys are chosen so that each kind of re
 least one intact: a typo in the last name (birth date, first name + city), a typo in the postal
 code (last name + city, street + city), a move (names, birth date), a married name (birth date,
 first name + city, address), a new email (names, address), a swapped first and last name (the
-sorted pair of name codes).
+sorted pair of name codes). Decision 0060 adds, for people seen many times with every field noisy: a
+name written from another script (the sorted pair of consonant skeletons), a place named at another
+level (surname or first name with the place name the data uses most for that area), and a name
+mistyped in its first consonants (one name's Soundex with the other's initial).
 
 Bounded blocks: a key shared by more than ``max_block`` records (a very common name in a big city,
 a dummy birth date such as 1900-01-01) is not expanded to all its pairs; its records are sorted by
@@ -15,6 +18,7 @@ huge block costs O(n * window), not O(n^2).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 
 import numpy as np
@@ -56,6 +60,76 @@ def _soundex_column(values: np.ndarray) -> np.ndarray:
     return out
 
 
+# Consonant skeletons (``skeleton``): one name written from another script or misheard keeps its
+# consonants in order more often than its first letter or vowels (Tchaikovsky / Czajkowski /
+# Chaykovsky, Zhang / Chang / Cheung, Ivanov / Iwanow / Ivanoff, Yusuf / Yousef), which Soundex keeps.
+_DIGRAPHS = (
+    ("tsch", "C"),
+    ("sch", "C"),
+    ("tch", "C"),
+    ("ch", "C"),
+    ("cz", "C"),
+    ("sh", "C"),
+    ("zh", "C"),
+    ("kh", "K"),
+    ("ph", "F"),
+    ("ck", "K"),
+    ("qu", "K"),
+    ("x", "KS"),
+    ("tz", "S"),
+    ("ts", "S"),
+)  # upper case: a sound already read is not read again as part of another digraph
+_SKELETON = str.maketrans(
+    {"w": "v", "f": "v", "g": "k", "q": "k", "z": "s", **dict.fromkeys("aeiouyjh", "")}
+)  # sounds written with different letters become one; vowels and glides go
+
+
+def skeleton(name: str) -> str:
+    """The consonant skeleton of a normalised name: digraphs read as one sound, vowels and the
+    glides y / j / h dropped, w / f read as v, g / q as k, z as s, doubled consonants once."""
+    letters = "".join(c for c in name if "a" <= c <= "z")
+    for digraph, sound in _DIGRAPHS:
+        letters = letters.replace(digraph, sound)
+    letters = letters.lower().translate(_SKELETON)
+    return "".join(c for n, c in enumerate(letters) if n == 0 or letters[n - 1] != c)
+
+
+def _coded(values: np.ndarray, code) -> np.ndarray:
+    cache: dict[str, str] = {}
+    out = np.empty(len(values), dtype=object)
+    for i, value in enumerate(values):
+        if value not in cache:
+            cache[value] = code(value) if value else ""
+        out[i] = cache[value]
+    return out
+
+
+def canonical_places(table: RecordTable) -> np.ndarray:
+    """Per record, one name for its place whatever level it was written at: of the place names tied
+    to its own by a shared postal code (``RecordTable.places``: Clifton, Bristol, Avon), the one most
+    records use; a record with a postal code and no place name takes its code's. '' when neither."""
+    counts = Counter(table["city"].tolist())
+    aliases = table.places
+    memo: dict[str, str] = {}
+
+    def most_used(names) -> str:
+        return max(names, key=lambda name: (counts.get(name, 0), name))
+
+    def canonical(name: str) -> str:
+        if name not in memo:
+            memo[name] = most_used({name} | set(aliases.get(name, ())))
+        return memo[name]
+
+    out = np.empty(len(table), dtype=object)
+    for i, (city, postal) in enumerate(zip(table["city"], table["postal"], strict=True)):
+        if city:
+            out[i] = canonical(city)
+        else:
+            names = aliases.get("#" + postal) if postal else None
+            out[i] = canonical(most_used(names)) if names else ""
+    return out
+
+
 def _join(*columns: np.ndarray) -> np.ndarray:
     """Row-wise 'a|b|…', or '' when any part is missing (a key needs all of its parts)."""
     out = np.empty(len(columns[0]), dtype=object)
@@ -81,6 +155,13 @@ def prediction_keys(table: RecordTable) -> dict[str, np.ndarray]:
     names = np.empty(len(table), dtype=object)
     for i, (a, b) in enumerate(zip(first_code, last_code, strict=True)):
         names[i] = "|".join(sorted((a, b))) if a and b else ""
+    first_skeleton, last_skeleton = _coded(table["first"], skeleton), _coded(table["last"], skeleton)
+    skeletons = np.empty(len(table), dtype=object)
+    for i, (a, b) in enumerate(zip(first_skeleton, last_skeleton, strict=True)):
+        skeletons[i] = "|".join(sorted((a, b))) if a and b else ""
+    place = canonical_places(table)
+    first_initial = np.array([f[:1] for f in table["first"]], dtype=object)
+    last_initial = np.array([v[:1] for v in table["last"]], dtype=object)
     phone_tail = np.array([p[-7:] if len(p) >= 9 else "" for p in table["phone"]], dtype=object)
     email_local = np.array([e if len(e) >= 4 else "" for e in table["email_local"]], dtype=object)
     return {
@@ -92,6 +173,13 @@ def prediction_keys(table: RecordTable) -> dict[str, np.ndarray]:
         "first_city": _join(table["first_key"], table["city"]),
         "first_postal": _join(table["first_key"], table["postal"]),
         "names": names,
+        # issue 17, decision 0060: names from other scripts, places named at another level, one name
+        # mistyped where Soundex keeps its first letter
+        "name_skeletons": skeletons,
+        "last_place": _join(last_code, place),
+        "first_place": _join(table["first_key"], place),
+        "last_first_initial": _join(last_code, first_initial),
+        "first_last_initial": _join(first_code, last_initial),
         "address": _street_key(table, "postal"),
         "address_city": _street_key(table, "city"),
     }

@@ -152,6 +152,38 @@ def _coherent(verdicts: list[tuple[float, str | None]], *, auto: float, review: 
     return sum(bits) / len(bits) >= math.log2(review / (1 - review))
 
 
+def _consensus(table: RecordTable, members: list[int], column: str) -> int | None:
+    """A record carrying the value most of ``members`` state for ``column`` (an initial is no value),
+    if at least two of them state it."""
+    values = table[column]
+    counts: dict[str, list[int]] = {}
+    for i in members:
+        if len(values[i]) >= 2:
+            counts.setdefault(values[i], []).append(i)
+    if not counts:
+        return None
+    best = max(counts.values(), key=len)
+    return best[0] if len(best) >= 2 else None
+
+
+def consensus_conflict(table: RecordTable, left: list[int], right: list[int]) -> bool:
+    """Whether two clusters of several records each say, each by at least two of its records, a birth
+    date or a first name the other's contradicts ("different": no typo, nickname, initial or swap
+    explains it): two people, whatever the pairs across them add up to (decision 0060). Pairs across
+    two clusters weigh one agreement many times (the same name and town crossed); the values each
+    cluster's own records repeat are what the person is, and one repeated contradiction outweighs
+    them. A lone record has no consensus: its pairs' own conflicts judge it."""
+    if len(left) < 2 or len(right) < 2:
+        return False
+    from .compare import compare
+
+    for column, n in (("dob", DOB), ("first", FIRST)):
+        x, y = _consensus(table, left, column), _consensus(table, right, column)
+        if x is not None and y is not None and int(compare(table, np.array([x]), np.array([y]))[0, n]) == 0:
+            return True
+    return False
+
+
 def _within_limits(table: RecordTable, members: list[int]) -> bool:
     totals: dict[str, int] = {}
     for i in members:
@@ -234,6 +266,9 @@ def decide(
             continue
         if not _within_limits(table, joined):
             decisions.refused[k] = "identifier_limit"
+            continue
+        if consensus_conflict(table, left, right):
+            decisions.refused[k] = "incoherent_birth_dates"
             continue
         cross = [(min(i, j), max(i, j)) for i in left for j in right]
         if any(pq in never for pq in cross):
@@ -398,7 +433,7 @@ def _join_on_cluster_evidence(
             left, right = clusters.of(rx), clusters.of(ry)
             tried.add(key)
             joined = left + right
-            if not _within_limits(table, joined):
+            if not _within_limits(table, joined) or consensus_conflict(table, left, right):
                 continue
             cross = [(min(i, j), max(i, j)) for i in left for j in right]
             if any(pq in never for pq in cross):
