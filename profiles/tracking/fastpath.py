@@ -43,7 +43,6 @@ from django.utils import timezone
 from cdp.db import binary_cursor
 from profiles import hooks
 from profiles.locks import lock_profiles_more
-from profiles.normalize import normalize_id
 from profiles.pending import pending_schedule
 
 from . import stitch
@@ -70,9 +69,9 @@ def enabled() -> bool:
     )
 
 
-def _identifiers_of(data: dict, keeps: tuple) -> list[tuple[str, str]] | None:
+def _identifiers_of(data: dict, keeps: tuple, kinds: tuple, blocked: frozenset) -> list[tuple[str, str]] | None:
     """The call's identifiers when it may take the fast path (as ``parse.event_identifiers`` finds
-    them), else None."""
+    them: ``normalize_id`` with the blocklist read once per batch), else None."""
     if data.get("type") not in FAST_TYPES:
         return None
     context = data.get("context")
@@ -80,19 +79,21 @@ def _identifiers_of(data: dict, keeps: tuple) -> list[tuple[str, str]] | None:
         return None
     traits = context.get("traits")
     if isinstance(traits, dict) and traits:
-        for kind in ("email", "phone", *settings.CDP_EXTRA_IDENTIFIER_KINDS):
+        for kind in kinds:
             if traits.get(kind) not in (None, ""):
                 return None  # an identifying trait: contradiction checks, new identifiers
     for keep in keeps:
         if not keep.call(context):
             return None
     found = []
-    raw = data.get("user_id")
-    if raw and (value := normalize_id(raw)):
-        found.append(("user_id", value))
-    raw = data.get("anonymous_id")
-    if raw and (value := normalize_id(raw)):
-        found.append(("anonymous_id", value))
+    for kind, key in (("user_id", "user_id"), ("anonymous_id", "anonymous_id")):
+        raw = data.get(key)
+        if raw:
+            if not isinstance(raw, str):
+                return None  # as validated calls never have it: the present path decides
+            value = raw.strip()
+            if value and value.lower() not in blocked:
+                found.append((kind, value))
     return found or None
 
 
@@ -100,6 +101,8 @@ def candidates(rows: list) -> tuple[list, list, dict]:
     """(fast rows as (row, decoded call, identifiers, profile id), the other rows in batch order,
     {intake id: decoded call} of the other rows that were decoded here, for the present path)."""
     keeps = hooks.ingest_filter_profiles.sql_keeps() or ()
+    kinds = ("email", "phone", *settings.CDP_EXTRA_IDENTIFIER_KINDS)
+    blocked = frozenset(v.strip().lower() for v in settings.CDP_IDENTIFIER_BLOCKLIST)
     fast, slow, decoded, calls = [], [], [], {}
     for row in rows:
         try:
@@ -107,7 +110,7 @@ def candidates(rows: list) -> tuple[list, list, dict]:
         except orjson.JSONDecodeError:
             slow.append(row)
             continue
-        identifiers = _identifiers_of(data, keeps)
+        identifiers = _identifiers_of(data, keeps, kinds, blocked)
         if identifiers is None:
             slow.append(row)
             calls[row[0]] = data
