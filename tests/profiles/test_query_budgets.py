@@ -106,15 +106,12 @@ BUDGET_TRACK_KNOWN = 1
 BUDGET_BATCH_ACCEPT = 1
 # a worker's batch: savepoint, lease timeouts, take its partitions, read their rows (with whether each
 # is stored already: no separate known-messageId check), the sources, then per source a savepoint,
-# and for known people's calls the fast path (decision 0061): owners, suppression, profile lock, one
-# statement for events, seen times and PendingWork; release; delete the rows, the partitions'
-# progress, release; then the next take finds nothing (the idle cost below)
-BUDGET_STITCH_KNOWN = 21
-# new people: the fast path's owners read finds nobody, then the present path: suppression, owners,
-# the identifiers' advisory locks, the suppression check again under those locks, owners read again,
-# the bulk profile and identifier inserts, profile lock, consent purposes (context consent), seen
-# times, INSERT events, PendingWork upsert
-BUDGET_STITCH_NEW = 29
+# suppression, owners, profile lock, seen times, INSERT events, PendingWork upsert, release; delete
+# the rows, the partitions' progress, release; then the next take finds nothing (the idle cost below)
+BUDGET_STITCH_KNOWN = 23
+# plus the identifiers' advisory locks, the suppression check again under those locks, owners read
+# again, the bulk profile and identifier inserts, and the consent purposes (context consent)
+BUDGET_STITCH_NEW = 28
 # savepoint, lease timeouts, take, release; then the partition rows ensured in a transaction of their
 # own (savepoint, insert, release), so no worker ever waits for another's batch to see them
 BUDGET_STITCH_IDLE = 7
