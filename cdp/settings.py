@@ -144,9 +144,6 @@ CDP_INTAKE_PARTITIONS: int = env.int("CDP_INTAKE_PARTITIONS", default=16)
 CDP_INTAKE_BATCH: int = env.int("CDP_INTAKE_BATCH", default=2000)
 CDP_INTAKE_LEASE_SECONDS: float = env.float("CDP_INTAKE_LEASE_SECONDS", default=60.0)
 CDP_INTAKE_WORKERS: int = env.int("CDP_INTAKE_WORKERS", default=2)
-# returning customers' calls that need no identity work stitched set-based (decision 0061): off, it
-# measured more CPU per stitched call than the present path, not less
-CDP_INTAKE_FAST_PATH: bool = env.bool("CDP_INTAKE_FAST_PATH", default=False)
 # a stitch task that found calls keeps watching the log this long after the last ones, looking
 # again every pause (batches fill meanwhile); the pause bounds the lag it adds
 CDP_INTAKE_LINGER_SECONDS: float = env.float("CDP_INTAKE_LINGER_SECONDS", default=5.0)

@@ -106,30 +106,6 @@ def filter_suppressed(*, events: list, indexes: list[int]) -> list[int]:
     return [i for i in indexes if not suppressed.intersection(hashes[i])]
 
 
-# The latest unexpired analytics answer of a live profile or of a profile merged into it, else the
-# purpose's default (active purposes only), else allowed: what ``_states`` and ``filter_consent`` read
-_ANALYTICS_ALLOWED_SQL = (
-    "coalesce((SELECT s.granted FROM consent_consentstate s JOIN profiles_profile pr ON pr.id = s.profile_id "
-    "JOIN consent_purpose pu ON pu.id = s.purpose_id WHERE (pr.id = {profile} OR pr.merged_into_id = {profile}) "
-    "AND pu.key = 'analytics' AND (s.expires_at IS NULL OR s.expires_at > %b) ORDER BY s.recorded_at DESC LIMIT 1), "
-    "(SELECT pu.default_granted FROM consent_purpose pu WHERE pu.is_active AND pu.key = 'analytics' LIMIT 1), true)"
-)
-
-
-def _keeps_call(context: dict) -> bool:
-    """The call states no consent: ``filter_consent`` records nothing for it."""
-    return not context_preferences(context)
-
-
-def _keeps_profile(now) -> tuple[str, list]:
-    """``filter_consent`` keeps the calls of this profile that state nothing (policy off, or its
-    analytics answer is yes); an essential event of a denied person is left to the function."""
-    if settings.CONSENT_ANALYTICS_DENIAL == "off":
-        return "true", []
-    return _ANALYTICS_ALLOWED_SQL, [now]
-
-
-@hooks.sql_keep(hooks.SqlKeep(call=_keeps_call, profile=_keeps_profile))
 def filter_consent(*, events: list, indexes: list[int], profiles: dict) -> list[int]:
     """Record consent stated in context; drop events of people whose analytics answer is no."""
     policy = settings.CONSENT_ANALYTICS_DENIAL

@@ -133,34 +133,6 @@ def sql_guard(guard: SqlGuard) -> Callable:
     return attach
 
 
-@dataclass(frozen=True)
-class SqlKeep:
-    """A profile filter's decision in a form the stitch workers' fast path can use (decision 0061):
-    calls of known people that need no identity work are stitched in a few set-based statements, and
-    a call takes that path only where every profile filter has this form and both parts say "keep".
-
-    ``call(context)``: from the call's context alone (a dict), True when the filter function would
-    keep the call and do nothing else for it (record nothing) provided the profile part holds.
-    ``profile(now)`` returns ``(sql, params)``: a boolean SQL expression over ``{profile}`` (a live
-    profile id, uuid), true when the filter keeps such calls of that profile; it is evaluated with
-    the profile locked, after the batch's other calls were stitched. False in either part sends the
-    call through the filter function itself, so a form may be narrower than the function, never wider.
-    """
-
-    call: Callable[[dict], bool]
-    profile: Callable[[Any], tuple[str, list]]
-
-
-def sql_keep(keep: SqlKeep) -> Callable:
-    """Attach ``keep`` to a profile filter function (as ``sql_guard`` does for identifier filters)."""
-
-    def attach(fn: Callable) -> Callable:
-        fn.sql_keep = keep
-        return fn
-
-    return attach
-
-
 class Filter:
     """An ingestion filter: subscribers decide which events of a batch are kept (consent, suppression).
 
@@ -193,11 +165,6 @@ class Filter:
         functions decide)."""
         guards = tuple(getattr(fn, "sql_guard", None) for fn in self._subscribers)
         return None if None in guards else guards
-
-    def sql_keeps(self) -> tuple[SqlKeep, ...] | None:
-        """Every subscriber's ``SqlKeep``, or None when one of them has none."""
-        keeps = tuple(getattr(fn, "sql_keep", None) for fn in self._subscribers)
-        return None if None in keeps else keeps
 
     def apply(self, *, indexes: list[int], **kwargs) -> list[int]:
         for fn in self._subscribers:

@@ -39,7 +39,6 @@ from cdp.db import binary_cursor
 from profiles.identity.merge import ProfileVanished, merge_hooks_batched
 from profiles.models import IntakeEvent, IntakePoison, Source
 
-from . import fastpath
 from .ingest import RETRYABLE, _ingest, retry_counts
 from .intake import event_from_payload
 
@@ -196,17 +195,13 @@ def _stitch_partitions(partitions: list[int]) -> int:
     return len(rows)
 
 
-def _decoded(rows: list, calls: dict | None = None) -> tuple[list, list[int] | None]:
+def _decoded(rows: list) -> tuple[list, list[int] | None]:
     """(the calls of ``rows``, their intake ids for the events INSERT to read the calls from the log
     in SQL), or (the calls, None) when a call is JSON only the standard library reads (NaN,
     Infinity, integers beyond 64 bits: PostgreSQL's jsonb refuses some of them, so these calls'
     events are written from Python, as orjson writes them)."""
     events, plain = [], True
     for row in rows:
-        data = calls.get(row[0]) if calls else None
-        if data is not None:  # decoded by orjson already (the fast path's look)
-            events.append(event_from_payload(data))
-            continue
         try:
             data = orjson.loads(row[2])
         except orjson.JSONDecodeError:
@@ -224,7 +219,8 @@ def _stitch_group(source: Source | None, rows: list) -> None:
             if source is None:
                 raise LookupError("the call's source no longer exists")
             with merge_hooks_batched():
-                _stitch_rows(source, rows)
+                events, intake_ids = _decoded(rows)
+                _ingest(source, events, stored_checked=True, intake_ids=intake_ids)
         return
     except Exception as exc:
         if _not_the_calls_fault(exc):
@@ -243,22 +239,6 @@ def _stitch_group(source: Source | None, rows: list) -> None:
             if _not_the_calls_fault(exc):
                 raise
             _set_aside(source, row, exc)
-
-
-def _stitch_rows(source: Source, rows: list) -> None:
-    """The calls of returning customers that need no identity work by the fast path (decision 0061),
-    after the others by the present path (``ingest._ingest``); what the fast path leaves (its person
-    changed meanwhile) by the present path too."""
-    fast, slow, calls = fastpath.candidates(rows) if fastpath.enabled() else ([], rows, {})
-    held: set = set()
-    if slow:
-        events, intake_ids = _decoded(slow, calls)
-        held = _ingest(source, events, stored_checked=True, intake_ids=intake_ids).profile_ids
-    if fast:
-        left = fastpath.stitch_known(fast, held=held, scheduled=bool(slow))
-        if left:
-            events, intake_ids = _decoded(left)
-            _ingest(source, events, stored_checked=True, intake_ids=intake_ids)
 
 
 def _set_aside(source: Source | None, row, exc: Exception) -> None:
