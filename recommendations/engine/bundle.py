@@ -349,6 +349,12 @@ class ModelBundle:
             nearest[found] = history[best[found]]
         return nearest
 
+    def heads_off(self) -> None:
+        """Forget the precomputed heads of the rankings: every known shopper is ranked live."""
+        for rec in self.recommenders.values():
+            if getattr(rec, "ranked", None) is not None:
+                rec.ranked = None
+
     # --- related items: similar (same kind of product) and complementary (bought together) -------
 
     def top_categories(self) -> np.ndarray:
