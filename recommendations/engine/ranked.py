@@ -7,12 +7,13 @@ arithmetic, in the same order, so that each person's candidates, features and sc
 bit what a request computes for her alone (the sums of similarity rows are ``np.add.reduceat``
 over the same runs of values in the same order; every other step is element by element).
 
-``precompute`` runs it over every person of a trained model and keeps, per person, the head of her
-ranking (``Ranked``: the ``size`` best candidates, best first, with score and generator bits, and
-how many candidates she had). Serving reads the head instead of ranking (``ModelBundle.recommend``):
-when what the request excludes leaves at least ``k`` of it, or the head holds every candidate, the
-answer is the live path's; otherwise (and for a model changed since, e.g. by an erasure) the live
-path ranks. Decision 0058.
+``precompute`` runs it over a trained model's people (the most recently active first, within a
+time and a people bound: ranking everyone does not fit the refresh on two cores) and keeps, per
+person, the head of her ranking (``Ranked``: the ``size`` best candidates, best first, with score
+and generator bits, and how many candidates she had). Serving reads the head instead of ranking
+(``ModelBundle.recommend``): when what the request excludes leaves at least ``k`` of it, or the
+head holds every candidate, the answer is the live path's; otherwise (and for a person left out,
+or a model changed since, e.g. by an erasure) the live path ranks. Decision 0058.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ class Ranked:
     ``items`` (people x size, int32: item indexes, best first; -1 past the end), ``scores`` (the
     ranker's score, float64, as ``Hybrid.rank`` returns it), ``sources`` (generator bits, uint8),
     ``total`` (int32: how many candidates the person had, -1 when she was not ranked; the head is
-    all of them when ``total <= size``); ``people``: the number of people the model had when it was computed (an
-    erasure removes rows of every person's neighbourhood: the heads no longer hold then)."""
+    all of them when ``total <= size``); ``people``: the number of people the model had when they
+    were computed (an erasure removes rows of every person's neighbourhood: the heads no longer
+    hold then)."""
 
     def __init__(self, items, scores, sources, total, people: int) -> None:
         self.items = items

@@ -154,7 +154,7 @@ HYBRID_PARAMS = {"als": {"iterations": 6, "factors": 8}}
 
 @pytest.mark.parametrize("retrain", [False, True])
 def test_the_refresh_keeps_heads_and_the_api_answers_as_it_does_live(shop_data, settings, retrain):
-    from recommendations import serving, services
+    from recommendations import services, serving
     from recommendations.models import ModelStatus
     from tests.recommendations.conftest import consent_to_training
 
