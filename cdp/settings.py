@@ -395,6 +395,9 @@ RECS_TRAIN_PARAMS: dict = env.json("RECS_TRAIN_PARAMS", default={})
 RECS_REFRESH_HOUR: int = env.int("RECS_REFRESH_HOUR", default=3)  # nightly refresh (UTC)
 # After a promotion, retrain the same recipe on all data (holdout included) and republish it.
 RECS_RETRAIN_ON_ALL_DATA: bool = env.bool("RECS_RETRAIN_ON_ALL_DATA", default=True)
+# Serve a known shopper's home list from the head of her ranking the refresh kept with the model
+# (decision 0058); false: always rank live (the answers are the same, only slower).
+RECS_RANKED_HEADS: bool = env.bool("RECS_RANKED_HEADS", default=True)
 # Serving processes check the active model version in Redis at most this often (seconds).
 RECS_VERSION_CHECK_SECONDS: float = env.float("RECS_VERSION_CHECK_SECONDS", default=1.0)
 # Write the served log from a per-process background thread (every 50 ms) instead of in the request.

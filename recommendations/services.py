@@ -413,6 +413,12 @@ def _refresh(version: ModelVersion) -> ModelVersion:
         data=train, catalog=catalog, params=version.params, now=truth.cutoff, progress=progress.span(0.1, 0.4)
     )
     timings["train_candidate"] = round(time.monotonic() - t0, 3)
+    # the candidate is what serves unless a promotion retrains on all the data: then the heads of the
+    # rankings are computed for that final model instead (decision 0058)
+    heads_now = not settings.RECS_RETRAIN_ON_ALL_DATA
+    if heads_now:
+        progress(0.38, "ranking every known person")
+        _rank_heads(candidate, timings)
     progress(0.4, "evaluating the candidate")
     t0 = time.monotonic()
     cand_metrics = evaluate_bundle(candidate, truth, k)
@@ -460,7 +466,8 @@ def _refresh(version: ModelVersion) -> ModelVersion:
     progress(0.6, "segment popularity and context statistics")
     segments = _segment_popularity(candidate)
     context_stats = context_stats_compute(since=_ts(float(data.ts.min())))
-    _forget_erased(candidate)
+    if _forget_erased(candidate) and heads_now:  # people left the model: everyone's heads again
+        _rank_heads(candidate, timings)
     t0 = time.monotonic()
     parts = candidate.to_parts()
     timings["encode"] = round(time.monotonic() - t0, 3)
@@ -505,6 +512,7 @@ def _refresh(version: ModelVersion) -> ModelVersion:
         timings["train_final"] = round(time.monotonic() - t0, 3)
         _segment_popularity(final)
         _forget_erased(final)
+        _rank_heads(final, timings)
         version = model_version_republish(version=version, bundle=final, data_until=_ts(now))
     timings["total"] = round(time.monotonic() - started, 3)
     stats = {**version.data_stats, "seconds": timings}
@@ -560,14 +568,23 @@ def model_version_republish(*, version: ModelVersion, bundle, data_until: dateti
     return locked
 
 
-def _forget_erased(bundle) -> None:
+def _rank_heads(bundle, timings: dict) -> None:
+    """The head of every known person's ranking, kept with the model (``engine/ranked.py``)."""
+    from recommendations.engine.ranked import precompute
+
+    t0 = time.monotonic()
+    precompute(bundle)
+    timings["rank_heads"] = round(timings.get("rank_heads", 0.0) + time.monotonic() - t0, 3)
+
+
+def _forget_erased(bundle) -> int:
     """People erased (or merged away), or who withdrew personalisation consent, while the model
-    trained leave it before it is stored."""
+    trained leave it before it is stored. Returns how many left."""
     from recommendations.selectors import training_consent_condition
 
     users = [str(u) for u in bundle.state.users]
     if not users:
-        return
+        return 0
     consent_sql, consent_args = training_consent_condition()
     live: set[str] = set()
     with connection.cursor() as cursor:
@@ -581,6 +598,7 @@ def _forget_erased(bundle) -> None:
     gone = [u for u in users if u not in live]
     if gone:
         bundle.forget_users(gone)
+    return len(gone)
 
 
 def _metric_k(metric: str) -> int:

@@ -159,6 +159,8 @@ def _load_model(key: str) -> ActiveModel | None:
         if found is None or found[0] is None:
             return None
         bundle, revision = ModelBundle.from_bytes(bytes(found[0])), found[1]
+    if not settings.RECS_RANKED_HEADS:
+        bundle.heads_off()
     _release_freed_memory()
     logger.info("recommendations: loaded model v%s.%s in %.2fs", version_id, revision, time.monotonic() - started)
     return ActiveModel(version_id=version_id, revision=int(revision), bundle=bundle, context_stats=row[1] or {})

@@ -24,6 +24,7 @@ from recommendations.engine.ann import ItemIndex
 from recommendations.engine.data import Catalog, Interactions
 from recommendations.engine.hybrid import Hybrid
 from recommendations.engine.params import merge_params
+from recommendations.engine.ranked import head, ranked_of
 from recommendations.engine.recommenders import (
     ALS,
     BPR,
@@ -348,6 +349,12 @@ class ModelBundle:
             nearest[found] = history[best[found]]
         return nearest
 
+    def heads_off(self) -> None:
+        """Forget the precomputed heads of the rankings: every known shopper is ranked live."""
+        for rec in self.recommenders.values():
+            if getattr(rec, "ranked", None) is not None:
+                rec.ranked = None
+
     # --- related items: similar (same kind of product) and complementary (bought together) -------
 
     def top_categories(self) -> np.ndarray:
@@ -472,7 +479,11 @@ class ModelBundle:
             order = np.argsort(-days, kind="stable")
             history = cols[order][::-1]  # the newest are the ones kept for explaining
             ranker = self.recommenders[name]
-            if isinstance(ranker, Hybrid):
+            ranked = ranked_of(ranker, self.state.n_users) if isinstance(ranker, Hybrid) else None
+            found = head(ranked, row, k, banned) if ranked is not None else None
+            if found is not None:  # her ranking's head, precomputed by the refresh (decision 0058)
+                top, top_scores, sources = found
+            elif isinstance(ranker, Hybrid):
                 # two stages: bounded candidates from the generators, the learned ranker scores them
                 cands, proba = ranker.rank(self.state, np.array([row]), index=self.ann)
                 ok = ~banned[cands.item]

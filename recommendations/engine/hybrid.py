@@ -640,8 +640,15 @@ class Hybrid(Recommender):
 
     name = "hybrid"
     requires = COMPONENTS
-    # the per-person aggregates (the components hold and drop their own rows)
-    people_fields = tuple(f"stats.{f}" for f in _Stats.people_fields)
+    # the per-person aggregates (the components hold and drop their own rows), and the heads of the
+    # people's rankings when they were precomputed (``engine/ranked.py``; ``ranked`` None otherwise)
+    people_fields = (
+        *(f"stats.{f}" for f in _Stats.people_fields),
+        "ranked.items",
+        "ranked.scores",
+        "ranked.sources",
+        "ranked.total",
+    )
 
     def fit(self, *, data, state, catalog, params, fitted=None) -> None:
         from sklearn.ensemble import HistGradientBoostingClassifier
