@@ -172,7 +172,7 @@ REST_FRAMEWORK = {
         "write_key": API_THROTTLE_WRITE_KEY,
         "secret_key": API_THROTTLE_SECRET_KEY,
     },
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
+    "DEFAULT_RENDERER_CLASSES": ["cdp.api.renderers.JSONRenderer"]  # orjson, same document (decision 0059)
     + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
     "DEFAULT_PARSER_CLASSES": ["cdp.api.jsonbody.StrictJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "cdp.api.schema.CdpAutoSchema",
