@@ -1,7 +1,8 @@
 """Recommendations speed: the serving API under load, and the model refresh on Online Retail.
 
     python benchmarks/recommendations_speed.py [--products 50000] [--profiles 200000] [--rate 300]
-        [--seconds 30] [--workers 4] [--threads 2] [--preload] [--no-reuse-port] [--part serving|retail|all] [--keep]
+        [--seconds 30] [--workers 4] [--threads 2] [--preload] [--no-reuse-port]
+        [--part serving|retail|quality|all] [--keep]
 
 Serving: a scratch database (``cdp_bench_recs``) gets 50,000 products, 200,000 profiles with a
 user id each, about a million interactions (orders and product views, generated with set-based
@@ -24,6 +25,12 @@ Retail: another scratch database (``cdp_bench_recs_retail``) imports
 then the model refresh end to end (extract from PostgreSQL, holdout split, train, evaluate, retrain
 on all data, publish) is timed, twice: the first model, and a second refresh that also evaluates
 the active model.
+
+Quality (``--part quality``, in ``all`` too): ``evaluate_recommendations`` with the default recipe
+and every protocol baseline, on Online Retail and on two grocery-like histories generated with a
+fixed seed by ``benchmarks/grocery_histories.py`` (staples at random, staples on replenishment
+cycles); the hybrid's nDCG@10 against buy-again's (targets: ≥ 1.10 on Online Retail, no loss on
+the grocery histories). So ``--part all`` is issue 15's "one run": speed and quality together.
 
 The databases are dropped at the end unless ``--keep``. Redis DB ``--redis-db`` (default 14) is
 used by the server; do not run tests on it meanwhile.
@@ -563,6 +570,61 @@ def retail_part(args) -> dict:
             drop_db(name)
 
 
+# --- quality: protocol R on Online Retail and on two grocery-like histories ---------------------
+
+QUALITY_TARGETS = {"online_retail": 1.10, "grocery_random": 1.0, "grocery_cycles": 1.0}
+
+
+def quality_part(args) -> dict:
+    """The quality half of the issue's one run: ``evaluate_recommendations`` (the default recipe,
+    every protocol baseline in the same run) on Online Retail and on two grocery-like histories
+    generated with a fixed seed (benchmarks/grocery_histories.py), in a scratch database; the
+    hybrid's nDCG@10 against buy-again's."""
+    import tempfile
+
+    from benchmarks.grocery_histories import grocery_history
+
+    name = f"{args.database}_quality"
+    url = create_db(name, args)
+    out: dict = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="cdp-grocery-") as tmp:
+            files = {"online_retail": RETAIL}
+            for variant in ("random", "cycles"):
+                files[f"grocery_{variant}"] = Path(tmp) / f"grocery-{variant}.csv.gz"
+                grocery_history(files[f"grocery_{variant}"], variant=variant, seed=args.grocery_seed)
+            for label, path in files.items():
+                done = subprocess.run(
+                    [sys.executable, "manage.py", "evaluate_recommendations", str(path), "--no-progress"],
+                    cwd=REPO,
+                    env=bench_env(url, args),
+                    capture_output=True,
+                    text=True,
+                )
+                if done.returncode != 0:
+                    raise SystemExit(f"evaluate_recommendations on {label} failed:\n{done.stderr[-4000:]}")
+                result = json.loads(done.stdout)
+                models = result["models"]
+                hybrid, buy_again = models["hybrid"]["ndcg@10"], models["buy_again"]["ndcg@10"]
+                ratio = hybrid / buy_again if buy_again else None
+                out[label] = {
+                    "customers_evaluated": result["users_evaluated"],
+                    "items": result["items"],
+                    "hybrid_ndcg": hybrid,
+                    "buy_again_ndcg": buy_again,
+                    "best_baseline": result["best_baseline"],
+                    "hybrid_vs_buy_again": round(ratio, 4) if ratio is not None else None,
+                    "hybrid_vs_best_baseline": result["hybrid_vs_best_baseline"],
+                    "target": QUALITY_TARGETS[label],
+                    "met": ratio is not None and ratio >= QUALITY_TARGETS[label],
+                    "seconds": result["seconds"],
+                }
+    finally:
+        if not args.keep:
+            drop_db(name)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--products", type=int, default=50_000)
@@ -580,7 +642,14 @@ def main() -> int:
         "socket and the kernel spreads new connections over them (--no-reuse-port: one shared socket)",
     )
     parser.add_argument("--conns", type=int, default=64, help="keep-alive connections of the load generator")
-    parser.add_argument("--part", choices=["serving", "retail", "all"], default="all")
+    parser.add_argument(
+        "--part",
+        choices=["serving", "retail", "quality", "all"],
+        default="all",
+        help="serving: the API under load; retail: the refresh timed on Online Retail; quality: nDCG@10 "
+        "of the default recipe against buy-again on Online Retail and two grocery-like histories; all: the three",
+    )
+    parser.add_argument("--grocery-seed", type=int, default=1, help="seed of the generated grocery histories")
     parser.add_argument("--database", default="cdp_bench_recs")
     parser.add_argument("--redis-db", type=int, default=14)
     parser.add_argument("--keep", action="store_true", help="keep the scratch databases")
@@ -619,6 +688,8 @@ def main() -> int:
         report["serving"] = serving_part(args)
     if args.part in ("retail", "all"):
         report["retail"] = retail_part(args)
+    if args.part in ("quality", "all"):
+        report["quality"] = quality_part(args)
     report["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(report, indent=2, default=str))
     if "serving" in report and "trivial" in report["serving"]:
@@ -658,6 +729,15 @@ def main() -> int:
     if "retail" in report:
         for n, row in enumerate(report["retail"]["refreshes"], start=1):
             print(f"retail refresh {n}: {row['seconds']} s ({row['status']}; {row['timings']})")
+    if "quality" in report:
+        print("\n| history | customers evaluated | buy_again nDCG@10 | hybrid nDCG@10 | ratio | target |")
+        print("|---|---:|---:|---:|---:|---|")
+        for label, row in report["quality"].items():
+            verdict = "met" if row["met"] else "missed"
+            print(
+                f"| {label} | {row['customers_evaluated']:,} | {row['buy_again_ndcg']:.4f} | "
+                f"{row['hybrid_ndcg']:.4f} | {row['hybrid_vs_buy_again']} | >= {row['target']:.2f}: {verdict} |"
+            )
     return 0
 
 
