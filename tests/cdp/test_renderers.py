@@ -16,7 +16,7 @@ from cdp.api.renderers import JSONRenderer
 
 SAME_AS_DRF = [
     {"a": 1, "b": [1.5, None, True, False], "nested": {"x": [{"y": "z"}]}, "empty": {}, "list": []},
-    {"text": "héllo – ünïcode ✓ 日本", "ls": "a\u2028b\u2029c", "quote": 'say "hi"\n\t\\'},
+    {"text": "héllo ünïcode ✓ 日本", "ls": "a\u2028b\u2029c", "quote": 'say "hi"\n\t\\'},
     {
         "utc": datetime.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=datetime.UTC),
         "naive": datetime.datetime(2026, 1, 2, 3, 4, 5),
