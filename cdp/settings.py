@@ -52,13 +52,14 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # the session, Django's user and messages: not made for a request an API key decides (decision 0059)
+    "cdp.api.middleware.SessionMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.common.CommonMiddleware",
     "cdp.api.middleware.HostileUrlMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "cdp.api.middleware.AuthenticationMiddleware",
+    "cdp.api.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -172,7 +173,7 @@ REST_FRAMEWORK = {
         "write_key": API_THROTTLE_WRITE_KEY,
         "secret_key": API_THROTTLE_SECRET_KEY,
     },
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
+    "DEFAULT_RENDERER_CLASSES": ["cdp.api.renderers.JSONRenderer"]  # orjson, same document (decision 0059)
     + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
     "DEFAULT_PARSER_CLASSES": ["cdp.api.jsonbody.StrictJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "cdp.api.schema.CdpAutoSchema",

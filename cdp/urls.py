@@ -22,6 +22,9 @@ urlpatterns = [
     # names (batch, track, t, …) are exact, so /v1/consent, /v1/recommendations and the rest still reach theirs
     path("v1/", include((tracking_urls, "tracking"), namespace="tracking")),
     path("beacon/v1/", include((beacon_urls, "beacon"), namespace="beacon")),
+    # then the read API, whose serving endpoint is the busiest of it (decision 0059); no pattern below
+    # matches a path under api/v1/
+    path("api/v1/", include((api_v1_urls, "api"), namespace="v1")),
     path("", RedirectView.as_view(url="/admin/", permanent=False), name="home"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
@@ -30,7 +33,6 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # staff only (docs/architecture.md); Swagger UI's files come from drf-spectacular-sidecar, pinned
     path("api/docs/", staff_member_required(SpectacularSwaggerView.as_view(url_name="schema")), name="api-docs"),
-    path("api/v1/", include((api_v1_urls, "api"), namespace="v1")),
     path("", include("consent.urls")),  # /v1/consent and the privacy center (before the tracking catch)
     # the storefront SDKs' settings documents (docs/storefront.md)
     path("v1/projects/<str:write_key>/settings", SegmentSettingsView.as_view(), name="segment-settings"),

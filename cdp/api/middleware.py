@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import re
 
+from django.contrib.auth import middleware as _auth
+from django.contrib.messages import middleware as _messages
+from django.contrib.sessions import middleware as _sessions
 from django.http import JsonResponse
 
 from cdp.api.errors import API_PATH_PREFIXES, error_body
@@ -48,3 +51,48 @@ class HostileUrlMiddleware:
             if _BAD_CHARS.search(key) or any(_BAD_CHARS.search(v) for v in values):
                 fields[_BAD_CHARS.sub("?", key)] = [message]
         return fields
+
+
+# --- the session-side middleware, not run where an API key decides (decision 0059) ------------------
+
+
+def decided_by_key(request) -> bool:
+    """Whether ``ApiKeyAuthentication`` decides this request: an API path with a Bearer or Basic key.
+
+    Every API view lists ``ApiKeyAuthentication`` first, and it either authenticates such a request or
+    refuses it (401); DRF's ``SessionAuthentication`` is never asked. So the session, Django's user and
+    the messages storage would be made for nothing: skipped. A request without an Authorization header,
+    with another scheme or an empty key (a staff user's session on the API docs) keeps them all.
+    """
+    header = request.META.get("HTTP_AUTHORIZATION")
+    if not header or not request.path_info.startswith(API_PATH_PREFIXES):
+        return False
+    from rest_framework.exceptions import AuthenticationFailed
+
+    from cdp.api.authentication import raw_key_from_header
+
+    try:
+        return raw_key_from_header(header) is not None
+    except AuthenticationFailed:  # malformed Basic credentials: the usual path answers it
+        return False
+
+
+class SessionMiddleware(_sessions.SessionMiddleware):
+    def __call__(self, request):
+        if decided_by_key(request):
+            return self.get_response(request)
+        return super().__call__(request)
+
+
+class AuthenticationMiddleware(_auth.AuthenticationMiddleware):
+    def __call__(self, request):
+        if decided_by_key(request):
+            return self.get_response(request)
+        return super().__call__(request)
+
+
+class MessageMiddleware(_messages.MessageMiddleware):
+    def __call__(self, request):
+        if decided_by_key(request):
+            return self.get_response(request)
+        return super().__call__(request)

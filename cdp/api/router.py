@@ -2,6 +2,12 @@
 
 Apps above profiles register through their own ``<app>/api/routes.py`` (``register(router)`` and
 ``urlpatterns``), so adding an endpoint never means editing this file.
+
+Django tries a request's path against the patterns in order, so the busiest endpoints come first:
+``GET /api/v1/recommendations/`` (its own router), then the catalog (``products/…``, the recommendations
+app's ``urlpatterns``). Behind the 44 patterns before it, resolving the serving endpoint cost about
+90 µs a request (decision 0059). No two patterns here match the same path, so the order changes
+nothing else.
 """
 
 from rest_framework.routers import DefaultRouter
@@ -14,7 +20,11 @@ from profiles.api.sources import SourceViewSet
 
 from .views import ApiKeyViewSet
 
-APP_ROUTES = (consent.api.routes, segments.api.routes, recommendations.api.routes)
+APP_ROUTES = (recommendations.api.routes, consent.api.routes, segments.api.routes)
+
+serving_router = DefaultRouter(trailing_slash=True)
+serving_router.include_root_view = False
+recommendations.api.routes.register_serving(serving_router)
 
 router = DefaultRouter(trailing_slash=True)
 router.include_root_view = False
@@ -24,4 +34,4 @@ router.register("api-keys", ApiKeyViewSet, basename="api-key")
 for _routes in APP_ROUTES:
     _routes.register(router)
 
-api_v1_urls = [*(p for r in APP_ROUTES for p in r.urlpatterns), *router.urls]
+api_v1_urls = [*serving_router.urls, *(p for r in APP_ROUTES for p in r.urlpatterns), *router.urls]

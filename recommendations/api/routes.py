@@ -19,9 +19,13 @@ urlpatterns: list[URLPattern] = [
 ]
 
 
-def register(router: DefaultRouter) -> None:
-    """Register this app's viewsets on the shared /api/v1/ router."""
+def register_serving(router: DefaultRouter) -> None:
+    """Register the serving endpoint on the router whose patterns /api/v1/ tries first (cdp/api/router.py)."""
     router.register("recommendations", RecommendationViewSet, basename="recommendation")
+
+
+def register(router: DefaultRouter) -> None:
+    """Register this app's other viewsets on the shared /api/v1/ router."""
     from recommendations.experiments.api.views import BanditViewSet, ExperimentViewSet
 
     router.register("experiments", ExperimentViewSet, basename="experiment")
