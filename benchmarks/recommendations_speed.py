@@ -93,6 +93,20 @@ def drop_db(name: str) -> None:
     scratch_database_drop(name)
 
 
+def run_child(argv: list[str], env: dict[str, str], what: str) -> str:
+    """Run a child process in the repository; its stdout, or SystemExit with the end of its stderr."""
+    done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{what} failed:\n{done.stderr[-4000:]}")
+    return done.stdout
+
+
+def inner(flag: str, env: dict[str, str], what: str) -> dict:
+    """This script again with ``flag`` (one of the ``--inner-*``): the JSON its last line prints."""
+    stdout = run_child([sys.executable, __file__, flag, *sys.argv[1:]], env, what)
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
 # --- data -----------------------------------------------------------------------------------------
 
 GENERATE_SQL = """
@@ -440,16 +454,7 @@ def serving_part(args) -> dict:
     # the first model's recipe; no retrain on all data (the serving figures do not depend on it)
     env = {**bench_env(url, args), "RECS_TRAIN_PARAMS": args.params or "{}", "RECS_RETRAIN_ON_ALL_DATA": "false"}
     try:
-        setup = subprocess.run(
-            [sys.executable, __file__, "--inner-generate", *sys.argv[1:]],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        if setup.returncode != 0:
-            raise SystemExit(f"data generation failed:\n{setup.stderr[-4000:]}")
-        info = json.loads(setup.stdout.strip().splitlines()[-1])
+        info = inner("--inner-generate", env, "data generation")
         print("setup", json.dumps({k: v for k, v in info.items() if k != "key"}), file=sys.stderr, flush=True)
         if args.generate_only:
             return info
@@ -480,16 +485,7 @@ def serving_part(args) -> dict:
                     print(f"{name}@{rate:g}", json.dumps(row), file=sys.stderr, flush=True)
             if args.also_params:
                 # another recipe, promoted while the server runs: it swaps models without a restart
-                second = subprocess.run(
-                    [sys.executable, __file__, "--inner-second", *sys.argv[1:]],
-                    cwd=REPO,
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                )
-                if second.returncode != 0:
-                    raise SystemExit(f"second model failed:\n{second.stderr[-4000:]}")
-                results["second_model"] = json.loads(second.stdout.strip().splitlines()[-1])
+                results["second_model"] = inner("--inner-second", env, "second model")
                 print("second model", json.dumps(results["second_model"]), file=sys.stderr, flush=True)
                 asyncio.run(load("127.0.0.1", port, key, recs, 50, 10, 16))  # every worker loads it
                 results["recommendations_second_model"] = asyncio.run(
@@ -555,16 +551,7 @@ def retail_part(args) -> dict:
     name = f"{args.database}_retail"
     url = create_db(name, args)
     try:
-        done = subprocess.run(
-            [sys.executable, __file__, "--inner-retail", *sys.argv[1:]],
-            cwd=REPO,
-            env=bench_env(url, args),
-            capture_output=True,
-            text=True,
-        )
-        if done.returncode != 0:
-            raise SystemExit(f"retail refresh failed:\n{done.stderr[-4000:]}")
-        return json.loads(done.stdout.strip().splitlines()[-1])
+        return inner("--inner-retail", bench_env(url, args), "retail refresh")
     finally:
         if not args.keep:
             drop_db(name)
@@ -594,16 +581,12 @@ def quality_part(args) -> dict:
                 files[f"grocery_{variant}"] = Path(tmp) / f"grocery-{variant}.csv.gz"
                 grocery_history(files[f"grocery_{variant}"], variant=variant, seed=args.grocery_seed)
             for label, path in files.items():
-                done = subprocess.run(
+                stdout = run_child(
                     [sys.executable, "manage.py", "evaluate_recommendations", str(path), "--no-progress"],
-                    cwd=REPO,
-                    env=bench_env(url, args),
-                    capture_output=True,
-                    text=True,
+                    bench_env(url, args),
+                    f"evaluate_recommendations on {label}",
                 )
-                if done.returncode != 0:
-                    raise SystemExit(f"evaluate_recommendations on {label} failed:\n{done.stderr[-4000:]}")
-                result = json.loads(done.stdout)
+                result = json.loads(stdout)  # one indented JSON object
                 models = result["models"]
                 hybrid, buy_again = models["hybrid"]["ndcg@10"], models["buy_again"]["ndcg@10"]
                 ratio = hybrid / buy_again if buy_again else None

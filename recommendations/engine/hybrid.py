@@ -506,13 +506,18 @@ def _vec_times(cols: np.ndarray, vals: np.ndarray, B: sp.csr_matrix) -> tuple[np
     columns = B.indices[pos]
     if len(cols) > 1:  # entries of several rows: sum those of the same column
         order = np.argsort(columns, kind="stable")
-        columns, values = columns[order], values[order]
-        first = np.ones(len(columns), dtype=bool)
-        first[1:] = columns[1:] != columns[:-1]
-        heads = np.flatnonzero(first)
-        columns, values = columns[heads], np.add.reduceat(values, heads)
+        columns, values = sum_sorted_runs(columns[order], values[order])
     keep = values != 0
     return columns[keep].astype(np.int64), values[keep]
+
+
+def sum_sorted_runs(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each run of equal ``keys`` (sorted, not empty) once, with its ``values`` summed in order: the
+    one summation the live and the batch rankings share, so that their scores agree bit for bit."""
+    first = np.ones(len(keys), dtype=bool)
+    first[1:] = keys[1:] != keys[:-1]
+    heads = np.flatnonzero(first)
+    return keys[heads], np.add.reduceat(values, heads)
 
 
 def _vec_add(a: tuple, b: tuple, wa: float = 1.0, wb: float = 1.0) -> tuple[np.ndarray, np.ndarray]:

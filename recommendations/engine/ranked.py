@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recommendations.engine.artifact import allow
-from recommendations.engine.hybrid import FEATURES, Candidates, _features, _popular_top
+from recommendations.engine.hybrid import FEATURES, Candidates, _features, _popular_top, sum_sorted_runs
 
 RANKED_SIZE = 32  # the candidates kept per person by default (a home answer asks the model for 2 k = 20)
 CHUNK = 512  # people ranked together
@@ -126,11 +126,7 @@ def _times(v: tuple, B: sp.csr_matrix, width: int) -> tuple[np.ndarray, np.ndarr
     values = np.repeat(vals.astype(dtype), lengths) * B.data[pos].astype(dtype)
     key = np.repeat(rid, lengths) * width + B.indices[pos]
     order = _stable_by(key)
-    key, values = key[order], values[order]
-    first = np.ones(len(key), dtype=bool)
-    first[1:] = key[1:] != key[:-1]
-    heads = np.flatnonzero(first)
-    key, values = key[heads], np.add.reduceat(values, heads)
+    key, values = sum_sorted_runs(key[order], values[order])
     keep = values != 0
     key, values = key[keep], values[keep]
     return key // width, key % width, values

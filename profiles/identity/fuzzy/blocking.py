@@ -50,16 +50,6 @@ def soundex(name: str) -> str:
     return ("".join(out) + "000")[:4]
 
 
-def _soundex_column(values: np.ndarray) -> np.ndarray:
-    cache: dict[str, str] = {}
-    out = np.empty(len(values), dtype=object)
-    for i, value in enumerate(values):
-        if value not in cache:
-            cache[value] = soundex(value) if value else ""
-        out[i] = cache[value]
-    return out
-
-
 # Consonant skeletons (``skeleton``): one name written from another script or misheard keeps its
 # consonants in order more often than its first letter or vowels (Tchaikovsky / Czajkowski /
 # Chaykovsky, Zhang / Chang / Cheung, Ivanov / Iwanow / Ivanoff, Yusuf / Yousef), which Soundex keeps.
@@ -95,6 +85,7 @@ def skeleton(name: str) -> str:
 
 
 def _coded(values: np.ndarray, code) -> np.ndarray:
+    """``code`` of every value of a column ('' for an empty one), each distinct value coded once."""
     cache: dict[str, str] = {}
     out = np.empty(len(values), dtype=object)
     for i, value in enumerate(values):
@@ -150,8 +141,8 @@ def _street_key(table: RecordTable, place_column: str) -> np.ndarray:
 
 def prediction_keys(table: RecordTable) -> dict[str, np.ndarray]:
     """The blocking keys whose union gives the candidate pairs."""
-    last_code = _soundex_column(table["last"])
-    first_code = _soundex_column(table["first"])
+    last_code = _coded(table["last"], soundex)
+    first_code = _coded(table["first"], soundex)
     names = np.empty(len(table), dtype=object)
     for i, (a, b) in enumerate(zip(first_code, last_code, strict=True)):
         names[i] = "|".join(sorted((a, b))) if a and b else ""
@@ -206,7 +197,7 @@ def training_keys(table: RecordTable) -> dict[str, np.ndarray]:
     keys = {
         "names": _join(table["first_key"], table["last"]),
         "birth_date": table["dob"],
-        "last_postal": _join(_soundex_column(table["last"]), table["postal"]),
+        "last_postal": _join(_coded(table["last"], soundex), table["postal"]),
         "address": _join(table["street"], table["postal"]),
         "email_local": np.array([e if len(e) >= 4 else "" for e in table["email_local"]], dtype=object),
         "phone_tail": np.array([p[-7:] if len(p) >= 9 else "" for p in table["phone"]], dtype=object),
