@@ -151,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                 )  # fmt: skip
                 time.sleep(1.0)
             for kind, path, bodies in (("batch", "/v1/batch", batches), ("track", "/v1/track", tracks)):
+                if not bodies:
+                    continue
                 calls = 0
                 backends.mark()
                 wall, cpu = time.perf_counter(), time.process_time()

@@ -431,3 +431,139 @@ def test_call_size_is_the_calls_compact_utf8_json():
     assert call_size(payload) == len(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode())
     wide = {"n": 10**25}
     assert call_size(wide) == len('{"n":10000000000000000000000000}')
+
+
+# --- decision 0063: the cheaper accept path answers as before -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["m-1", "", "é ü 漢字", "x" * 5000, 'quote"back\\slash', "\u2028\U0001f600"],
+        [],
+    ],
+)
+def test_the_intake_arrays_are_the_bytes_psycopg_would_send(values, db):
+    from psycopg._queries import PostgresQuery
+    from psycopg.adapt import Transformer
+
+    connection.ensure_connection()
+    ints = [0, 1, -1, 32767, -32768][: len(values)]
+    owners = [1, 2**40, -(2**62)][: len(values)]
+    query = PostgresQuery(Transformer(connection.connection))
+    query.convert("SELECT %b::text[], %b::smallint[], %b::bigint[]", [values, ints, owners])
+    query.dump([values, ints, owners])
+    expected = [bytes(p) for p in query.params] if values else []
+    ours = [intake.text_array(values).data, intake.int2_array(ints).data, intake.int8_array(owners).data]
+    if values:  # psycopg writes a non-empty array the same way
+        assert ours == expected
+    # and PostgreSQL reads them back as the lists they were
+    from cdp.db import binary_cursor
+
+    with binary_cursor() as cursor:
+        raw = cursor.cursor
+        for cls, dumper in intake._DUMPERS:
+            raw.adapters.register_dumper(cls, dumper)
+        raw.execute(
+            "SELECT %b::text[], %b::smallint[], %b::bigint[]",
+            [intake.text_array(values), intake.int2_array(ints), intake.int8_array(owners)],
+        )
+        assert raw.fetchone() == (values, ints, owners)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_intake_insert_is_prepared_once_per_connection(write_key):
+    from django.db import connections
+
+    client = writer(write_key)
+    for n in range(8):  # track calls and batches share the statement
+        call(client, "track", userId=f"u-{n}", event="E")
+        batch(client, {"type": "track", "userId": f"b-{n}", "event": "E"}, {"type": "page", "anonymousId": f"a-{n}"})
+    assert IntakeEvent.objects.count() == 24
+    connection.ensure_connection()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement, generic_plans + custom_plans FROM pg_prepared_statements")
+        prepared = cursor.fetchall()
+    # the pool may hand requests different connections; this one ran the statement or holds nothing else
+    assert all("INSERT INTO profiles_intakeevent" in sql for sql, _ in prepared)
+    assert connection.connection.prepare_threshold is None  # Django's setting is left as it was
+    connections.close_all()
+
+
+@pytest.mark.django_db
+def test_the_ingest_answer_is_the_document_drf_rendered(write_key):
+    from cdp.api.renderers import JSONRenderer
+    from profiles.api.tracking import ingest_response
+
+    for data in (
+        {"success": True, "accepted": 1, "duplicates": 0},
+        {
+            "success": False,
+            "accepted": 0,
+            "duplicates": 2,
+            "errors": [{"index": 1, "fields": {"type": ["No \u2028 é"]}}],
+        },
+    ):
+        response = ingest_response(data)
+        assert response.content == JSONRenderer().render(data)
+        assert response["Content-Type"] == "application/json"
+    # through the API: the headers DRF adds to every answer are still there (content negotiation still runs)
+    client = writer(write_key)
+    answer = call(client, "track", userId="u", event="E")
+    assert answer.status_code == 200 and answer.json() == {"success": True, "accepted": 1, "duplicates": 0}
+    assert answer["Content-Type"] == "application/json" and "Accept" in answer["Vary"] and "POST" in answer["Allow"]
+
+
+_ODD_VALUES = [
+    None,
+    "",
+    " ",
+    " x ",
+    "x" * 255,
+    " " + "y" * 255 + " ",
+    "z" * 256,
+    0,
+    7,
+    1.5,
+    True,
+    [],
+    {},
+    {"a": 1},
+    ["x"],
+]
+
+
+@pytest.mark.parametrize("key", ["userId", "anonymousId"])
+def test_ids_decided_inline_answer_as_the_field_helper(key):
+    from profiles.tracking.validate import Invalid, _id_field
+
+    other = "anonymousId" if key == "userId" else "userId"
+    for value in _ODD_VALUES:
+        payload = {"type": "track", "event": "E", key: value, other: "o-1"}
+        errors: dict = {}
+        expected = _id_field(payload, key, errors)
+        try:
+            event = clean_event(payload, received_at=NOW)
+        except Invalid as exc:
+            assert exc.fields == errors, value
+        else:
+            assert not errors and getattr(event, "user_id" if key == "userId" else "anonymous_id") == expected
+
+
+@pytest.mark.parametrize("key", ["properties", "traits", "context"])
+def test_objects_decided_inline_answer_as_the_field_helper(key):
+    from profiles.tracking.validate import Invalid, _object_field
+
+    class Mapping(dict):
+        pass
+
+    for value in [*_ODD_VALUES, Mapping(a=1)]:
+        payload = {"type": "track", "event": "E", "userId": "u", key: value}
+        errors: dict = {}
+        expected = _object_field(payload, key, errors)
+        try:
+            event = clean_event(payload, received_at=NOW)
+        except Invalid as exc:
+            assert exc.fields == errors, value
+        else:
+            assert not errors and getattr(event, key) == expected
