@@ -285,7 +285,7 @@ def events_accept(
     # a transaction it is its own, committed (WAL flushed) before PostgreSQL answers; inside a
     # caller's transaction it commits with it, and the wake waits for that commit.
     with binary_cursor() as cursor:
-        rows = _execute_prepared(cursor, sql, params)
+        rows = _execute(cursor, sql, params)
     stored = [row[0] for row in rows if not (guards and row[1])]
     result.dropped += len(rows) - len(stored)
     result.partitions = set(stored)
@@ -296,44 +296,23 @@ def events_accept(
     return result
 
 
-PREPARE_ONLY_WHEN_ASKED = 1 << 30  # a threshold no statement reaches by repetition alone
+def _execute(cursor, sql: str, params: list) -> list[tuple]:
+    """Run the intake INSERT with this module's pre-encoded arrays (``_DUMPERS``, registered on this
+    cursor only: the connection's map stays as Django made it).
 
-
-def _execute_prepared(cursor, sql: str, params: list) -> list[tuple]:
-    """Run the intake INSERT as a statement prepared on this (pooled, long-lived) connection.
-
-    Parsing and planning the INSERT (a CTE, two anti-joins, the guard's look-up) was most of
-    PostgreSQL's CPU for a single call. Django opens psycopg connections with
-    ``prepare_threshold=None``, which makes psycopg ignore ``prepare=True``; while this statement
-    runs the threshold is one repetition never reaches, so only this statement is prepared (as
-    ``recommendations.serving._prepared`` does, decision 0048). PostgreSQL plans it once per
-    connection: custom plans for the first five executions, then its generic plan when that is
-    no dearer. The arrays' lengths are not known to a generic plan; the statement's shape (one
-    row per array element, index probes per row) does not depend on them."""
-    raw = cursor.cursor  # psycopg's, under Django's wrapper (its execute has no ``prepare``)
-    for cls, dumper in _DUMPERS:  # this cursor's own map: the connection's stays as Django made it
+    Not prepared (decision 0063): a generic plan made while the events table was small (a hash
+    anti-join over a sequential scan of it) stayed cached on the pooled connection as the table
+    grew, and one INSERT took seconds in the benchmark; planned for every request, PostgreSQL sees
+    the table as it is now."""
+    raw = cursor.cursor  # psycopg's, under Django's wrapper
+    for cls, dumper in _DUMPERS:
         raw.adapters.register_dumper(cls, dumper)
-    conn = raw.connection
-    saved = conn.prepare_threshold
-    if saved is None:
-        conn.prepare_threshold = PREPARE_ONLY_WHEN_ASKED
-
-    def prepared(sql, params, many, context):
-        with cursor.db.wrap_database_errors:
-            return raw.execute(sql, params, prepare=True)
-
-    try:
-        # through Django's execute wrappers and, when on, its query log (the statement as written:
-        # the pre-encoded arrays cannot be composed into SQL text): budgets still count it
-        if hasattr(cursor, "debug_sql"):
-            with cursor.debug_sql(sql, params):
-                cursor._execute_with_wrappers(sql, params, False, prepared)
-        else:
-            cursor._execute_with_wrappers(sql, params, False, prepared)
-        return raw.fetchall()
-    finally:
-        if saved is None:
-            conn.prepare_threshold = None
+    if hasattr(cursor, "debug_sql"):  # the query log keeps the statement as written: arrays in
+        with cursor.debug_sql(sql, params):  # binary cannot be composed into SQL text
+            cursor._execute_with_wrappers(sql, params, False, cursor._execute)
+    else:
+        cursor.execute(sql, params)
+    return raw.fetchall()
 
 
 def intake_wake() -> None:

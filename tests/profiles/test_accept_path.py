@@ -471,23 +471,17 @@ def test_the_intake_arrays_are_the_bytes_psycopg_would_send(values, db):
         assert raw.fetchone() == (values, ints, owners)
 
 
-@pytest.mark.django_db(transaction=True)
-def test_the_intake_insert_is_prepared_once_per_connection(write_key):
-    from django.db import connections
-
+@pytest.mark.django_db
+def test_the_intake_insert_is_not_left_prepared_on_the_connection(write_key):
+    # a generic plan cached on a pooled connection outlives the statistics it was made from (0063)
     client = writer(write_key)
-    for n in range(8):  # track calls and batches share the statement
+    for n in range(8):
         call(client, "track", userId=f"u-{n}", event="E")
         batch(client, {"type": "track", "userId": f"b-{n}", "event": "E"}, {"type": "page", "anonymousId": f"a-{n}"})
     assert IntakeEvent.objects.count() == 24
-    connection.ensure_connection()
     with connection.cursor() as cursor:
-        cursor.execute("SELECT statement, generic_plans + custom_plans FROM pg_prepared_statements")
-        prepared = cursor.fetchall()
-    # the pool may hand requests different connections; this one ran the statement or holds nothing else
-    assert all("INSERT INTO profiles_intakeevent" in sql for sql, _ in prepared)
-    assert connection.connection.prepare_threshold is None  # Django's setting is left as it was
-    connections.close_all()
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%%profiles_intakeevent%%'")
+        assert cursor.fetchone() == (0,)
 
 
 @pytest.mark.django_db
