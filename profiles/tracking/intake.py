@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import struct
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,9 +30,7 @@ from functools import lru_cache, partial
 import orjson
 from django.conf import settings
 from django.db import connection, transaction
-from psycopg import pq
 from psycopg import sql as psycopg_sql
-from psycopg.adapt import Dumper
 
 from cdp.db import binary_cursor
 from profiles import hooks
@@ -154,72 +151,6 @@ def _identifier(name: str) -> str:
     return psycopg_sql.Identifier(name).as_string(None)
 
 
-# --- the statement's arrays, encoded here in PostgreSQL's binary array format ------------------------
-# psycopg's list dumper walks each list in Python twice (to find the element type, then to dump each
-# element): 1.7 µs per call for four text arrays against 0.6 µs for one ``b"".join`` per array here
-# (the same bytes: tests/profiles/test_accept_path.py).
-
-_HEADER = struct.Struct("!iiIii")  # one dimension, no NULLs, element type, length, lower bound 1
-_EMPTY = struct.Struct("!iiI")  # no dimensions
-_LENGTH = struct.Struct("!i").pack
-_INT2 = struct.Struct("!ih").pack  # length 2, value
-_INT8 = struct.Struct("!iq").pack  # length 8, value
-
-
-class _Array:
-    """A one-dimensional array without NULLs, already in PostgreSQL's binary format."""
-
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-
-class _TextArray(_Array):
-    __slots__ = ()
-
-
-class _Int2Array(_Array):
-    __slots__ = ()
-
-
-class _Int8Array(_Array):
-    __slots__ = ()
-
-
-def _dumper(oid: int) -> type[Dumper]:
-    class ArrayDumper(Dumper):
-        format = pq.Format.BINARY
-
-        def dump(self, obj: _Array) -> bytes:
-            return obj.data
-
-    ArrayDumper.oid = oid
-    return ArrayDumper
-
-
-_DUMPERS = ((_TextArray, _dumper(1009)), (_Int2Array, _dumper(1005)), (_Int8Array, _dumper(1016)))
-
-
-def text_array(values: list[str]) -> _TextArray:
-    if not values:
-        return _TextArray(_EMPTY.pack(0, 0, 25))
-    encoded = [value.encode() for value in values]
-    return _TextArray(_HEADER.pack(1, 0, 25, len(encoded), 1) + b"".join([_LENGTH(len(b)) + b for b in encoded]))
-
-
-def int2_array(values: list[int]) -> _Int2Array:
-    if not values:
-        return _Int2Array(_EMPTY.pack(0, 0, 21))
-    return _Int2Array(_HEADER.pack(1, 0, 21, len(values), 1) + b"".join([_INT2(2, v) for v in values]))
-
-
-def int8_array(values: list[int]) -> _Int8Array:
-    if not values:
-        return _Int8Array(_EMPTY.pack(0, 0, 20))
-    return _Int8Array(_HEADER.pack(1, 0, 20, len(values), 1) + b"".join([_INT8(8, v) for v in values]))
-
-
 def events_accept(
     *, source: Source, events: list[CleanEvent], wake: Callable[[Callable[[], None]], None] | None = None
 ) -> AcceptResult:
@@ -259,16 +190,7 @@ def events_accept(
         payloads.append(event_payload(event))
         uids.append(normalize_id(event.user_id) or "" if event.user_id else "")
         aids.append(normalize_id(event.anonymous_id) or "" if event.anonymous_id else "")
-    params = [
-        source.pk,
-        events[fresh[0]].received_at,
-        text_array(mids),
-        int2_array(parts),
-        text_array(payloads),
-        text_array(uids),
-        text_array(aids),
-        source.pk,
-    ]
+    params = [source.pk, events[fresh[0]].received_at, mids, parts, payloads, uids, aids, source.pk]
     if guards:
         guard_params = []
         for guard in guards:
@@ -277,7 +199,7 @@ def events_accept(
                 found = guard.keys(events[index])
                 keys += found
                 owners += [position] * len(found)
-            guard_params += [text_array(keys), int8_array(owners)]
+            guard_params += [keys, owners]
         sql, params = _guarded_insert(guards), [*guard_params, *params]
     else:
         sql = _INTAKE_INSERT
@@ -285,7 +207,8 @@ def events_accept(
     # a transaction it is its own, committed (WAL flushed) before PostgreSQL answers; inside a
     # caller's transaction it commits with it, and the wake waits for that commit.
     with binary_cursor() as cursor:
-        rows = _execute(cursor, sql, params)
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
     stored = [row[0] for row in rows if not (guards and row[1])]
     result.dropped += len(rows) - len(stored)
     result.partitions = set(stored)
@@ -294,25 +217,6 @@ def events_accept(
     result.accepted = len(stored)
     result.duplicates += len(fresh) - len(rows)
     return result
-
-
-def _execute(cursor, sql: str, params: list) -> list[tuple]:
-    """Run the intake INSERT with this module's pre-encoded arrays (``_DUMPERS``, registered on this
-    cursor only: the connection's map stays as Django made it).
-
-    Not prepared (decision 0063): a generic plan made while the events table was small (a hash
-    anti-join over a sequential scan of it) stayed cached on the pooled connection as the table
-    grew, and one INSERT took seconds in the benchmark; planned for every request, PostgreSQL sees
-    the table as it is now."""
-    raw = cursor.cursor  # psycopg's, under Django's wrapper
-    for cls, dumper in _DUMPERS:
-        raw.adapters.register_dumper(cls, dumper)
-    if hasattr(cursor, "debug_sql"):  # the query log keeps the statement as written: arrays in
-        with cursor.debug_sql(sql, params):  # binary cannot be composed into SQL text
-            cursor._execute_with_wrappers(sql, params, False, cursor._execute)
-    else:
-        cursor.execute(sql, params)
-    return raw.fetchall()
 
 
 def intake_wake() -> None:
@@ -326,7 +230,8 @@ def intake_wake() -> None:
     from profiles.tasks import intake_stitch
 
     # a running drain lingers while calls keep coming (decision 0046), so a web worker that found a
-    # wake running and one due need not ask again for 0.1 s
+    # wake running and one due need not ask again for 0.5 s (decision 0063: a delayed wake still runs within
+    # a second, and a drain lingers 5 s)
     task_send_throttled(
         intake_stitch, key=WAKE_KEY, copies=settings.CDP_INTAKE_WORKERS, what="the stitch workers", quiet=0.5
     )

@@ -436,41 +436,6 @@ def test_call_size_is_the_calls_compact_utf8_json():
 # --- decision 0063: the cheaper accept path answers as before -------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "values",
-    [
-        ["m-1", "", "é ü 漢字", "x" * 5000, 'quote"back\\slash', "\u2028\U0001f600"],
-        [],
-    ],
-)
-def test_the_intake_arrays_are_the_bytes_psycopg_would_send(values, db):
-    from psycopg._queries import PostgresQuery
-    from psycopg.adapt import Transformer
-
-    connection.ensure_connection()
-    ints = [0, 1, -1, 32767, -32768][: len(values)]
-    owners = [1, 2**40, -(2**62)][: len(values)]
-    query = PostgresQuery(Transformer(connection.connection))
-    query.convert("SELECT %b::text[], %b::smallint[], %b::bigint[]", [values, ints, owners])
-    query.dump([values, ints, owners])
-    expected = [bytes(p) for p in query.params] if values else []
-    ours = [intake.text_array(values).data, intake.int2_array(ints).data, intake.int8_array(owners).data]
-    if values:  # psycopg writes a non-empty array the same way
-        assert ours == expected
-    # and PostgreSQL reads them back as the lists they were
-    from cdp.db import binary_cursor
-
-    with binary_cursor() as cursor:
-        raw = cursor.cursor
-        for cls, dumper in intake._DUMPERS:
-            raw.adapters.register_dumper(cls, dumper)
-        raw.execute(
-            "SELECT %b::text[], %b::smallint[], %b::bigint[]",
-            [intake.text_array(values), intake.int2_array(ints), intake.int8_array(owners)],
-        )
-        assert raw.fetchone() == (values, ints, owners)
-
-
 @pytest.mark.django_db
 def test_the_intake_insert_is_not_left_prepared_on_the_connection(write_key):
     # a generic plan cached on a pooled connection outlives the statistics it was made from (0063)
