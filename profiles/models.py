@@ -278,7 +278,7 @@ class BlockingKeys(models.Model):
     row is deleted (and a stale row is never read: candidates are joined with live profiles)."""
 
     profile = models.OneToOneField(Profile, on_delete=models.CASCADE, primary_key=True, related_name="+")
-    stamp = models.DateTimeField(db_index=True)  # the profile as it was at this time (its updated_at)
+    stamp = models.DateTimeField()  # the profile as it was at this time (compared with its updated_at)
     keys = ArrayField(models.BigIntegerField())
     first = models.TextField()
     last = models.TextField()
@@ -290,7 +290,11 @@ class BlockingKeys(models.Model):
     sort_key = models.TextField()
 
     class Meta:
-        indexes = [GinIndex(fields=["keys"], name="blocking_keys_gin")]
+        indexes = [
+            GinIndex(fields=["keys"], name="blocking_keys_gin"),
+            # records naming no place but a postal code (their canonical place is their code's)
+            models.Index(fields=["postal"], name="blocking_keys_no_city", condition=models.Q(city="")),
+        ]
 
     def __str__(self) -> str:
         return f"blocking keys of {self.profile_id}"

@@ -26,7 +26,7 @@ class Migration(migrations.Migration):
                         to="profiles.profile",
                     ),
                 ),
-                ("stamp", models.DateTimeField(db_index=True)),
+                ("stamp", models.DateTimeField()),
                 ("keys", django.contrib.postgres.fields.ArrayField(base_field=models.BigIntegerField(), size=None)),
                 ("first", models.TextField()),
                 ("last", models.TextField()),
@@ -38,7 +38,10 @@ class Migration(migrations.Migration):
                 ("sort_key", models.TextField()),
             ],
             options={
-                "indexes": [django.contrib.postgres.indexes.GinIndex(fields=["keys"], name="blocking_keys_gin")],
+                "indexes": [
+                    django.contrib.postgres.indexes.GinIndex(fields=["keys"], name="blocking_keys_gin"),
+                    models.Index(condition=models.Q(("city", "")), fields=["postal"], name="blocking_keys_no_city"),
+                ],
             },
         ),
     ]

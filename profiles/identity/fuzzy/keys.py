@@ -43,6 +43,7 @@ COLUMNS = (
     "profile_id", "stamp", "keys", "first", "last", "dob", "postal", "city", "last_code", "first_key", "sort_key",
 )  # fmt: skip
 COUNTED = ("first", "last", "dob")
+GIN_INDEX = "blocking_keys_gin"
 # refreshing more than this share of the live profiles costs about what reading all of them does
 REFRESH_MAX_SHARE = 0.25
 
@@ -91,6 +92,8 @@ def keys_write(
             _rows("SET CONSTRAINTS ALL IMMEDIATE")
             _rows("TRUNCATE profiles_blockingkeys")
             _rows("SET CONSTRAINTS ALL DEFERRED")
+            # one bulk build of the GIN index after the COPY, not an insert per row's 13 keys
+            _rows(f"DROP INDEX IF EXISTS {GIN_INDEX}")
         else:
             _rows("DELETE FROM profiles_blockingkeys WHERE profile_id = ANY(%s)", [list(table.ids)])
         with _cursor() as cursor, cursor.copy(f"COPY profiles_blockingkeys ({', '.join(COLUMNS)}) FROM STDIN") as copy:
@@ -110,6 +113,8 @@ def keys_write(
                         sort[i],
                     )
                 )
+        if replace:
+            _rows(f"CREATE INDEX {GIN_INDEX} ON profiles_blockingkeys USING gin (keys)")  # as migration 0014
     return len(table)
 
 
@@ -139,6 +144,12 @@ def _stale() -> tuple[list, list]:
                OR (p.merged_into_id IS NOT NULL AND k.profile_id IS NOT NULL)"""
     )
     return [pid for pid, live in rows if live], [pid for pid, live in rows if not live]
+
+
+MEMBERS = """SELECT k.profile_id, k.keys, k.last_code, k.first_key, k.city, k.postal, k.sort_key,
+                     p.first_seen_at, p.created_at
+              FROM profiles_blockingkeys k JOIN profiles_profile p ON p.id = k.profile_id AND p.merged_into_id IS NULL
+              """
 
 
 @dataclass
@@ -192,6 +203,7 @@ def candidates_load(profile_ids: set, *, max_block: int = blocking.MAX_BLOCK, wi
     wanted: set[int] = set()
     place_wanted: set[tuple[str, str]] = set()
     lookups: set[int] = set()
+    no_city: tuple[set, set, set] = (set(), set(), set())  # postal codes, surname codes, first-name keys
     for _, hashes, last_code, first_key, city, postal in query_rows:
         wanted.update(hashes)
         place = blocking.places_canonical([city], [postal], city_counts, aliases)[0]
@@ -202,17 +214,23 @@ def candidates_load(profile_ids: set, *, max_block: int = blocking.MAX_BLOCK, wi
             if not code:
                 continue
             place_wanted.add((f"{family}_place", f"{code}|{place}"))
+            # a record naming one of the tied places (its city key), or naming none with a postal
+            # code tied to one of them (read apart: a big city's codes are thousands of keys)
             lookups.update(key_hash(f"{family}_city", f"{code}|{name}") for name in tied)
-            lookups.update(
-                key_hash(f"{family}_postal", f"{code}|{postal_code}") for name in tied for postal_code in codes_of[name]
-            )
+            no_city[1 if family == "last" else 2].add(code)
+        for name in tied:
+            no_city[0].update(codes_of[name])
     members = _rows(
-        """SELECT k.profile_id, k.keys, k.last_code, k.first_key, k.city, k.postal, k.sort_key,
-                   p.first_seen_at, p.created_at
-            FROM profiles_blockingkeys k JOIN profiles_profile p ON p.id = k.profile_id AND p.merged_into_id IS NULL
-            WHERE k.keys && %s::bigint[]""",
+        MEMBERS + "WHERE k.keys && %s::bigint[]",
         [sorted(wanted | lookups)],
     )
+    if no_city[0]:
+        seen = {row[0] for row in members}
+        more = _rows(
+            MEMBERS + "WHERE k.city = '' AND k.postal = ANY(%s) AND (k.last_code = ANY(%s) OR k.first_key = ANY(%s))",
+            [sorted(no_city[0]), sorted(no_city[1]), sorted(no_city[2])],
+        )
+        members += [row for row in more if row[0] not in seen]
 
     # blocks holding a queried profile, each with all its live members
     blocks: dict = defaultdict(list)
@@ -295,7 +313,10 @@ def _counts(column: str, values: set) -> Counter:
     if not values:
         return Counter()
     assert column in COUNTED
-    sql = "SELECT k.{0}, count(*) FROM profiles_blockingkeys k JOIN unnest(%s::text[]) AS v(x) ON k.{0} = v.x GROUP BY k.{0}"
+    sql = (
+        "SELECT k.{0}, count(*) FROM profiles_blockingkeys k JOIN unnest(%s::text[]) AS v(x) ON k.{0} = v.x "
+        "GROUP BY k.{0}"
+    )
     rows = _rows(sql.format(column), [sorted(values)])  # a column of COUNTED
     return Counter(dict(rows))
 
