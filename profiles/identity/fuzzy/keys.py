@@ -37,7 +37,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from . import blocking, model
-from .records import PLACE_NAMES_MAX, PLACE_POSTAL_MIN, RecordTable, records_load
+from .records import RecordTable, place_aliases, records_load
 
 COLUMNS = (
     "profile_id", "stamp", "keys", "first", "last", "dob", "postal", "city", "last_code", "first_key", "sort_key",
@@ -187,7 +187,7 @@ def candidates_load(profile_ids: set, *, max_block: int = blocking.MAX_BLOCK, wi
             postal_counts[postal] += n
         if city:
             city_counts[city] += n
-    aliases = _place_aliases(pairs_count)
+    aliases = place_aliases([row[0] for row in pairs_count], [row[1] for row in pairs_count])
     codes_of: dict[str, set] = defaultdict(set)  # place name -> postal codes it is tied to by aliases
     for name, others in aliases.items():
         if name.startswith("#"):
@@ -247,23 +247,19 @@ def candidates_load(profile_ids: set, *, max_block: int = blocking.MAX_BLOCK, wi
     order = {}  # profile -> its place in a full run's table (first seen, created, id)
     for row in members:
         order[row[0]] = (row[7], row[8], row[0])
-    found: set[tuple] = set()
+    found: set[tuple] = set()  # pairs of profiles, either way round
     for rows in blocks.values():
         if len(rows) < 2:
             continue
+        if len(rows) > max_block:  # the sorted neighbourhood of the whole block
+            rows = sorted(rows, key=lambda r: (r[6], order[r[0]]))
+            reach = window
+        else:
+            reach = len(rows)
         ids = [r[0] for r in rows]
-        if len(ids) <= max_block:
-            for x in range(len(ids)):
-                for y in range(x + 1, len(ids)):
-                    if ids[x] in queried or ids[y] in queried:
-                        found.add((ids[x], ids[y]))
-        else:  # the sorted neighbourhood of the whole block
-            by_sort = sorted(rows, key=lambda r: (r[6], order[r[0]]))
-            ids = [r[0] for r in by_sort]
-            for x in range(len(ids)):
-                for y in range(x + 1, min(x + window, len(ids) - 1) + 1):
-                    if ids[x] in queried or ids[y] in queried:
-                        found.add((ids[x], ids[y]))
+        for x, pid in enumerate(ids):
+            if pid in queried:
+                found.update((pid, ids[y]) for y in range(max(0, x - reach), min(len(ids), x + reach + 1)) if y != x)
 
     needed = queried | {pid for pair in found for pid in pair}
     table = records_load(only=needed)
@@ -289,23 +285,6 @@ def candidates_load(profile_ids: set, *, max_block: int = blocking.MAX_BLOCK, wi
         key_rows=len(members) + len(query_rows),
         profiles_read=refreshed + n,
     )
-
-
-def _place_aliases(pairs_count: list[tuple]) -> dict[str, frozenset]:
-    """``records.place_aliases`` from the distinct (postal code, place name) pairs."""
-    by_code: dict[str, set] = defaultdict(set)
-    for postal, city, _ in pairs_count:
-        if city and len(postal) >= PLACE_POSTAL_MIN:
-            by_code[postal].add(city)
-    aliases: dict[str, set] = defaultdict(set)
-    for code, names in by_code.items():
-        if len(names) > PLACE_NAMES_MAX:
-            continue
-        aliases["#" + code] |= names
-        if len(names) > 1:
-            for name in names:
-                aliases[name] |= names - {name}
-    return {name: frozenset(others) for name, others in aliases.items()}
 
 
 def _counts(column: str, values: set) -> Counter:
