@@ -113,8 +113,10 @@ def keys_write(
                         sort[i],
                     )
                 )
-        if replace:
+        if replace:  # (the COPY's deferred foreign-key checks run first here too)
+            _rows("SET CONSTRAINTS ALL IMMEDIATE")
             _rows(f"CREATE INDEX {GIN_INDEX} ON profiles_blockingkeys USING gin (keys)")  # as migration 0014
+            _rows("SET CONSTRAINTS ALL DEFERRED")
     return len(table)
 
 
