@@ -27,6 +27,7 @@ CROWD_FIRST = ("ann", "anne", "bob", "robert", "carl", "dora", "eve", "fred", "g
 @pytest.fixture(autouse=True)
 def _whole_review_queue(settings):
     settings.CDP_REVIEW_QUEUE_MAX_SHARE = 1.0
+    settings.CDP_FUZZY_INCREMENTAL_KEYS = True
 
 
 def _crowd(n: int, rng: np.random.Generator, start: int) -> list[dict]:
@@ -176,3 +177,13 @@ def test_a_first_run_on_a_database_without_keys_reads_everyone_and_writes_them()
     assert first.profiles_read == 60 and not first.key_rows_read
     live = set(Profile.objects.filter(merged_into__isnull=True).values_list("pk", flat=True))
     assert set(BlockingKeys.objects.values_list("profile_id", flat=True)) == live
+
+
+def test_without_the_setting_no_keys_are_written_or_read(settings):
+    settings.CDP_FUZZY_INCREMENTAL_KEYS = False
+    rng = np.random.default_rng(7)
+    _load(_crowd(40, rng, 0), T0)
+    service.identity_match()
+    new = _load(_crowd(3, rng, 100), timezone.now())
+    report = service.identity_match(profile_ids=[p.pk for p in new])
+    assert not BlockingKeys.objects.exists() and not report.key_rows_read and report.profiles_read == report.profiles

@@ -119,7 +119,8 @@ def identity_match(
     if profile_ids is not None and not len(profile_ids):  # nothing changed: nothing to read or compare
         report.timings = clock.laps
         return report
-    keyed = population is None  # the stored keys mirror every live profile (an evaluation's own do not)
+    # the stored keys mirror every live profile (an evaluation's own records do not); decision 0065
+    keyed = population is None and bool(getattr(settings, "CDP_FUZZY_INCREMENTAL_KEYS", False))
     reuse = reuse_parameters if reuse_parameters is not None else profile_ids is not None
     params = found = None
     if profile_ids is not None and keyed and reuse and not read_all:
