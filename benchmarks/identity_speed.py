@@ -15,8 +15,7 @@ give about 105,000 profiles), then times, in one run:
 - an incremental run as the scheduled job does it, after ``--incremental`` new records of known
   people (copies of live profiles' traits under new anonymous ids): the profiles changed since the
   full run started (``changed_profile_ids``) against everyone, reusing the model; with the rows it
-  read (profiles read and normalised, stored blocking-key rows: decision 0065), the pairs it compared
-  and the rows it wrote per table (PostgreSQL's statistics).
+  read, the pairs it compared and the rows it wrote per table (PostgreSQL's statistics).
 
 Each phase is printed as it ends (seconds, counts, RSS now and peak), so a long or stopped run shows
 where its time went. Prints a markdown table; the database is dropped at the end unless ``--keep``. ``--prepare`` stops
@@ -295,8 +294,7 @@ def timed(args, ids: list, identifiers: int, loaded: str, entities: int | None) 
     )
     print(f"incremental: {small.line()}; phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in small.timings.items()))
     print(
-        f"incremental touched: {small.profiles_read:,} profiles read and normalised of {small.profiles:,} live, "
-        f"{small.key_rows_read:,} blocking-key rows read, {small.query_profiles:,} queried, "
+        f"incremental touched: {small.profiles:,} profiles read, {small.query_profiles:,} queried, "
         f"{small.candidate_pairs:,} pairs compared (full run: {report.candidate_pairs:,}); rows written: "
         + (", ".join(f"{t} {n:,}" for t, n in sorted(written.items())) or "none")
     )

@@ -341,10 +341,6 @@ CDP_PHONE_DEFAULT_REGION: str = env.str("CDP_PHONE_DEFAULT_REGION", default="GB"
 # above which they go to the review queue. Calibrated probabilities, not per-data-set scores.
 CDP_FUZZY_AUTO_MERGE_PROBABILITY: float = env.float("CDP_FUZZY_AUTO_MERGE_PROBABILITY", default=0.99)
 CDP_FUZZY_REVIEW_PROBABILITY: float = env.float("CDP_FUZZY_REVIEW_PROBABILITY", default=0.5)
-# decision 0065: full runs store blocking keys per live profile and incremental runs read only their
-# candidates through them. Off until it is faster than reading everyone at this deployment's size
-# (at 100,000 profiles with 1,000 changes it read 55 % of them, slower: benchmarks/README.md)
-CDP_FUZZY_INCREMENTAL_KEYS: bool = env.bool("CDP_FUZZY_INCREMENTAL_KEYS", default=False)
 # the share of a run's records whose profiles the review queue may put in front of people (issue 17)
 CDP_REVIEW_QUEUE_MAX_SHARE: float = env.float("CDP_REVIEW_QUEUE_MAX_SHARE", default=0.02)
 

@@ -269,37 +269,6 @@ class MatchingRun(models.Model):
         return int(100 * self.progress_done / self.progress_total) if self.progress_total else 0
 
 
-class BlockingKeys(models.Model):
-    """A live profile's blocking keys as the matcher last read it (decision 0065): the hashes of the
-    keys it states on its own (``blocking.record_keys``), and the normalised values an incremental run
-    needs about the whole population (term frequencies, place names, the order of a bounded block)
-    without reading and normalising every profile. Written by runs that read every live profile,
-    refreshed for the profiles a run queries and the survivors it merges into; a merged-away profile's
-    row is deleted (and a stale row is never read: candidates are joined with live profiles)."""
-
-    profile = models.OneToOneField(Profile, on_delete=models.CASCADE, primary_key=True, related_name="+")
-    stamp = models.DateTimeField()  # the profile as it was at this time (compared with its updated_at)
-    keys = ArrayField(models.BigIntegerField())
-    first = models.TextField()
-    last = models.TextField()
-    dob = models.TextField()
-    postal = models.TextField()
-    city = models.TextField()
-    last_code = models.TextField()
-    first_key = models.TextField()
-    sort_key = models.TextField()
-
-    class Meta:
-        indexes = [
-            GinIndex(fields=["keys"], name="blocking_keys_gin"),
-            # records naming no place but a postal code (their canonical place is their code's)
-            models.Index(fields=["postal"], name="blocking_keys_no_city", condition=models.Q(city="")),
-        ]
-
-    def __str__(self) -> str:
-        return f"blocking keys of {self.profile_id}"
-
-
 class SchemaKind(models.TextChoices):
     EVENT = "event", "event"
     PROPERTY = "property", "event property"

@@ -99,12 +99,8 @@ def canonical_places(table: RecordTable) -> np.ndarray:
     """Per record, one name for its place whatever level it was written at: of the place names tied
     to its own by a shared postal code (``RecordTable.places``: Clifton, Bristol, Avon), the one most
     records use; a record with a postal code and no place name takes its code's. '' when neither."""
-    return places_canonical(table["city"], table["postal"], Counter(table["city"].tolist()), table.places)
-
-
-def places_canonical(cities, postals, counts, aliases: dict) -> np.ndarray:
-    """``canonical_places`` of these (city, postal) values, given how many records of the population
-    write each place name (``counts``) and its place aliases (``RecordTable.places``)."""
+    counts = Counter(table["city"].tolist())
+    aliases = table.places
     memo: dict[str, str] = {}
 
     def most_used(names) -> str:
@@ -115,8 +111,8 @@ def places_canonical(cities, postals, counts, aliases: dict) -> np.ndarray:
             memo[name] = most_used({name} | set(aliases.get(name, ())))
         return memo[name]
 
-    out = np.empty(len(cities), dtype=object)
-    for i, (city, postal) in enumerate(zip(cities, postals, strict=True)):
+    out = np.empty(len(table), dtype=object)
+    for i, (city, postal) in enumerate(zip(table["city"], table["postal"], strict=True)):
         if city:
             out[i] = canonical(city)
         else:
@@ -143,25 +139,10 @@ def _street_key(table: RecordTable, place_column: str) -> np.ndarray:
     return out
 
 
-def prediction_keys(table: RecordTable, codes: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """The blocking keys whose union gives the candidate pairs (``codes``: ``name_codes(table)``)."""
-    codes = codes or name_codes(table)
-    keys = record_keys(table, codes)
-    keys.update(place_keys(codes["last"], table["first_key"], canonical_places(table)))
-    return keys
-
-
-def name_codes(table: RecordTable) -> dict[str, np.ndarray]:
-    """Soundex of the first and last names (the codes several keys share)."""
-    return {"last": _coded(table["last"], soundex), "first": _coded(table["first"], soundex)}
-
-
-def record_keys(table: RecordTable, codes: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """The keys each record states on its own, whatever the other records are (``place_keys`` are
-    not: a record's canonical place depends on the place names the whole population uses). Decision
-    0065 stores these per live profile, so an incremental run finds its candidates by index."""
-    codes = codes or name_codes(table)
-    last_code, first_code = codes["last"], codes["first"]
+def prediction_keys(table: RecordTable) -> dict[str, np.ndarray]:
+    """The blocking keys whose union gives the candidate pairs."""
+    last_code = _coded(table["last"], soundex)
+    first_code = _coded(table["first"], soundex)
     names = np.empty(len(table), dtype=object)
     for i, (a, b) in enumerate(zip(first_code, last_code, strict=True)):
         names[i] = "|".join(sorted((a, b))) if a and b else ""
@@ -169,6 +150,7 @@ def record_keys(table: RecordTable, codes: dict[str, np.ndarray] | None = None) 
     skeletons = np.empty(len(table), dtype=object)
     for i, (a, b) in enumerate(zip(first_skeleton, last_skeleton, strict=True)):
         skeletons[i] = "|".join(sorted((a, b))) if a and b else ""
+    place = canonical_places(table)
     first_initial = np.array([f[:1] for f in table["first"]], dtype=object)
     last_initial = np.array([v[:1] for v in table["last"]], dtype=object)
     phone_tail = np.array([p[-7:] if len(p) >= 9 else "" for p in table["phone"]], dtype=object)
@@ -185,23 +167,13 @@ def record_keys(table: RecordTable, codes: dict[str, np.ndarray] | None = None) 
         # issue 17, decision 0060: names from other scripts, places named at another level, one name
         # mistyped where Soundex keeps its first letter
         "name_skeletons": skeletons,
+        "last_place": _join(last_code, place),
+        "first_place": _join(table["first_key"], place),
         "last_first_initial": _join(last_code, first_initial),
         "first_last_initial": _join(first_code, last_initial),
         "address": _street_key(table, "postal"),
         "address_city": _street_key(table, "city"),
     }
-
-
-# the keys ``record_keys`` gives (stored per profile, decision 0065)
-RECORD_FAMILIES = (
-    "last_postal", "last_city", "birth_date", "email_local", "phone_tail", "first_city", "first_postal", "names",
-    "name_skeletons", "last_first_initial", "first_last_initial", "address", "address_city",
-)  # fmt: skip
-
-
-def place_keys(last_code: np.ndarray, first_key: np.ndarray, place: np.ndarray) -> dict[str, np.ndarray]:
-    """Surname or first name with the canonical place (``canonical_places``)."""
-    return {"last_place": _join(last_code, place), "first_place": _join(first_key, place)}
 
 
 # Training rules (see model.py): each names the comparisons its EM session leaves out, because they
@@ -233,13 +205,9 @@ def training_keys(table: RecordTable) -> dict[str, np.ndarray]:
     return {name: keys[name] for name in TRAINING_RULES}
 
 
-def sort_keys(table: RecordTable) -> np.ndarray:
-    """What a bounded block's records are ordered by (ties: the table's order)."""
-    return np.array([k or "~" for k in _join(table["last"], table["first"], table["dob"])], dtype=object)
-
-
 def _sort_rank(table: RecordTable) -> np.ndarray:
-    order = np.argsort(sort_keys(table), kind="stable")
+    sort_key = _join(table["last"], table["first"], table["dob"])
+    order = np.argsort(np.array([k or "~" for k in sort_key], dtype=object), kind="stable")
     rank = np.empty(len(table), dtype=np.int64)
     rank[order] = np.arange(len(table))
     return rank
@@ -297,19 +265,13 @@ def decode(codes: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def candidate_pairs(
-    table: RecordTable,
-    *,
-    query: np.ndarray | None = None,
-    max_block: int = MAX_BLOCK,
-    window: int = WINDOW,
-    keys: dict[str, np.ndarray] | None = None,
+    table: RecordTable, *, query: np.ndarray | None = None, max_block: int = MAX_BLOCK, window: int = WINDOW
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The union of all blocking keys' pairs, each once (i < j); ``keys``: ``prediction_keys(table)``
-    when the caller has them already."""
+    """The union of all blocking keys' pairs, each once (i < j)."""
     rank = _sort_rank(table)
     codes = [
-        block_pairs(values, rank, query=query, max_block=max_block, window=window)
-        for values in (keys if keys is not None else prediction_keys(table)).values()
+        block_pairs(keys, rank, query=query, max_block=max_block, window=window)
+        for keys in prediction_keys(table).values()
     ]
     union = np.unique(np.concatenate(codes)) if codes else np.empty(0, dtype=np.int64)
     return decode(union, len(table))

@@ -515,18 +515,14 @@ def place_counts(postals, cities) -> Counter:
     """How many records each place value could agree with: a postal code (``"p:"`` + code) counts the
     records written with it, and also those written with a longer code it begins (``EH6`` is the
     outward part of ``EH6 4LT``); a place name (``"c:"`` + name) the records written with it."""
-    return place_counts_of(Counter(v for v in postals if v), Counter(v for v in cities if v))
-
-
-def place_counts_of(exact: Counter, cities: Counter) -> Counter:
-    """``place_counts`` from how many records write each postal code and each place name."""
-    out = Counter({"p:" + code: n for code, n in exact.items() if code})
+    exact = Counter(v for v in postals if v)
+    out = Counter({"p:" + code: n for code, n in exact.items()})
     for code, n in exact.items():
         for length in range(2, len(code)):
             prefix = code[:length]
             if prefix in exact:
                 out["p:" + prefix] += n
-    out.update({"c:" + v: n for v, n in cities.items() if v})
+    out.update("c:" + v for v in cities if v)
     return out
 
 

@@ -24,13 +24,11 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError
 from django.db.models import Q
-from django.utils import timezone
 
 from profiles.identity.bulk import candidates_file_bulk, profiles_merge_bulk
 from profiles.models import CandidateStatus, MatchCandidate, Merge, MergeStatus, Profile
 
 from . import blocking, model
-from . import keys as fuzzy_keys
 from . import review as review_queue
 from .cluster import conflicts, decide, refusal
 from .compare import COMPARISONS, compare
@@ -47,7 +45,7 @@ COMPARE_CHUNK = 200_000
 MERGE_BATCH = 1000  # clusters per transaction (set-based writes)
 CANDIDATE_BATCH = 5000  # review candidates per transaction
 MAX_LABELLED = 10_000
-WRITE_PHASES = ("keys", "merge", "keys_refresh", "candidates", "queue")
+WRITE_PHASES = ("merge", "candidates", "queue")
 SEED = 20260301  # estimation samples random pairs; a fixed seed makes runs repeatable
 
 
@@ -55,8 +53,6 @@ SEED = 20260301  # estimation samples random pairs; a fixed seed makes runs repe
 class MatchReport:
     profiles: int = 0
     query_profiles: int = 0
-    profiles_read: int = 0  # profiles read and normalised (an incremental run through the keys: not all)
-    key_rows_read: int = 0  # stored blocking-key rows read to find the candidates
     candidate_pairs: int = 0
     compared: int = 0
     merged: int = 0
@@ -95,7 +91,6 @@ def identity_match(
     reuse_parameters: bool | None = None,
     store_parameters: bool = True,
     phase: Callable[[str, float, dict], None] | None = None,
-    read_all: bool = False,
 ) -> MatchReport:
     """Find the same person behind different profiles; merge the sure ones, queue the likely ones.
 
@@ -107,11 +102,6 @@ def identity_match(
     false (an evaluation must not leave it behind). ``progress(done, total)`` is called per phase:
     loading, comparing, writing. ``phase(name, seconds, counts)`` is called as each phase ends (load,
     estimate, block, compare, decide, merge, candidates, queue), so a long run shows where its time goes as it goes.
-
-    An incremental run reads only the changed profiles and those sharing a blocking key with them,
-    through the keys every run that reads all live profiles stores (``keys.py``, decision 0065); it
-    reads every live profile (and stores the keys) when there are none yet, when the model is not
-    reused, or with ``read_all`` (the path before decision 0065, kept to compare with).
     """
     clock = _Clock(phase)
     auto, review = thresholds()
@@ -119,61 +109,30 @@ def identity_match(
     if profile_ids is not None and not len(profile_ids):  # nothing changed: nothing to read or compare
         report.timings = clock.laps
         return report
-    # the stored keys mirror every live profile (an evaluation's own records do not); decision 0065
-    keyed = population is None and bool(getattr(settings, "CDP_FUZZY_INCREMENTAL_KEYS", False))
+    table = records_load(progress=progress, only=None if population is None else _live_ids(population))
+    report.profiles = n = len(table)
+    index = {pid: i for i, pid in enumerate(table.ids)}
+    query = None
+    if profile_ids is not None:
+        query = np.zeros(n, dtype=bool)
+        query[[index[pid] for pid in _live_ids(profile_ids) if pid in index]] = True
+        report.query_profiles = int(query.sum())
+    clock.lap("load", profiles=n)
+    if n < 2 or (query is not None and not query.any()):
+        report.seconds, report.timings = clock.total(), clock.laps
+        return report
+
     reuse = reuse_parameters if reuse_parameters is not None else profile_ids is not None
-    params = found = None
-    if profile_ids is not None and keyed and reuse and not read_all:
-        # decision 0065: the changed profiles and their candidates only, through the stored keys
-        live = _live_ids(profile_ids)
-        params = _cached_parameters(Profile.objects.filter(merged_into__isnull=True).count())
-        if params is not None and live:
-            found = fuzzy_keys.candidates_load(live)
-    if found is not None:
-        table, query, n = found.table, found.query, found.population
-        report.profiles, report.query_profiles = n, int(query.sum())
-        report.profiles_read, report.key_rows_read = found.profiles_read, found.key_rows
-        index = {pid: i for i, pid in enumerate(table.ids)}
-        clock.lap("load", profiles=n, read=found.profiles_read, key_rows=found.key_rows, refreshed=found.refreshed)
-        if not query.any():
-            report.seconds, report.timings = clock.total(), clock.laps
-            return report
-        report.parameters_reused = True
-        clock.lap("estimate", reused=True)
-        a, b, freq = found.a, found.b, found.freq
-        report.candidate_pairs = report.compared = len(a)
-        clock.lap("block", pairs=len(a))
-    else:
-        stamp = timezone.now()
-        table = records_load(progress=progress, only=None if population is None else _live_ids(population))
-        report.profiles = report.profiles_read = n = len(table)
-        index = {pid: i for i, pid in enumerate(table.ids)}
-        query = None
-        if profile_ids is not None:
-            query = np.zeros(n, dtype=bool)
-            query[[index[pid] for pid in _live_ids(profile_ids) if pid in index]] = True
-            report.query_profiles = int(query.sum())
-        clock.lap("load", profiles=n)
-        if n < 2 or (query is not None and not query.any()):
-            report.seconds, report.timings = clock.total(), clock.laps
-            return report
+    params = _cached_parameters(n) if reuse else None
+    report.parameters_reused = params is not None
+    if params is None:
+        params = estimate_parameters(table, rng=np.random.default_rng(SEED))
+    clock.lap("estimate", reused=report.parameters_reused)
 
-        params = _cached_parameters(n) if reuse else None
-        report.parameters_reused = params is not None
-        if params is None:
-            params = estimate_parameters(table, rng=np.random.default_rng(SEED))
-        clock.lap("estimate", reused=report.parameters_reused)
-
-        codes = blocking.name_codes(table)
-        block_keys = blocking.prediction_keys(table, codes)
-        a, b = blocking.candidate_pairs(table, query=query, keys=block_keys)
-        report.candidate_pairs = report.compared = len(a)
-        clock.lap("block", pairs=len(a))
-        if keyed:  # every live profile was read: its keys for the next incremental runs (decision 0065)
-            fuzzy_keys.keys_write(table, block_keys, codes, stamp=stamp, replace=True)
-            clock.lap("keys", written=n)
-        del block_keys, codes
-        freq = model.Frequencies.of(table)
+    a, b = blocking.candidate_pairs(table, query=query)
+    report.candidate_pairs = report.compared = len(a)
+    clock.lap("block", pairs=len(a))
+    freq = model.Frequencies.of(table)
     levels = np.empty((len(a), len(COMPARISONS)), dtype=np.int8)
     bits = np.empty(len(a))
     for start in range(0, len(a), COMPARE_CHUNK):
@@ -234,11 +193,6 @@ def identity_match(
     report.merged, refused_by_guard, winners = _apply_merges(decisions, table, evidence_of, progress)
     report.clusters = len(decisions.clusters)
     clock.lap("merge", merged=report.merged)
-    if keyed:  # survivors' keys as they are now; the merged-away profiles' rows go
-        gone = {table.ids[i] for i, pid in winners.items() if pid != table.ids[i]}
-        survivors = {pid for i, pid in winners.items() if pid != table.ids[i]}
-        fuzzy_keys.keys_refresh(survivors - gone, gone=gone)
-        clock.lap("keys_refresh", survivors=len(survivors - gone), gone=len(gone))
     filed = _file_candidates(decisions, table, winners, evidence_of)
     clock.lap("candidates", filed=filed)
     # an evaluation's own pairs: its profiles, also those merged away (ingestion filed pairs of them)
