@@ -61,15 +61,13 @@ _ENSURE_SQL = (
 )
 # the oldest calls of the partitions taken, each with whether its event is stored already (a call
 # accepted again in the moment its first copy was being stitched): one statement, no second lookup.
-# The ids are chosen first, from each partition's own prefix of the (partition, id) index, and only
-# the chosen rows are read: ``partition = ANY(…) ORDER BY id LIMIT n`` sorted every waiting call of
-# the partitions, payload and all (a backlog of 10,000 calls: a 10 MB sort on disk per batch of 2,000)
+# With the log's statistics current, PostgreSQL walks the primary key in id order and stops at the
+# batch; on a log filled since its last ANALYZE it may read and sort every waiting call of the
+# partitions instead (decision 0064: choosing the ids per partition first was slower in the first case)
 _READ_SQL = (
     "SELECT i.id, i.source_id, i.payload::text, i.message_id, i.partition, "
     "EXISTS (SELECT 1 FROM profiles_event e WHERE e.source_id = i.source_id AND e.message_id = i.message_id) "
-    "FROM (SELECT f.id FROM unnest(%b::smallint[]) AS p(number) CROSS JOIN LATERAL ("
-    "SELECT f.id FROM profiles_intakeevent f WHERE f.partition = p.number ORDER BY f.id LIMIT %b) AS f "
-    "ORDER BY f.id LIMIT %b) AS t JOIN profiles_intakeevent i ON i.id = t.id ORDER BY i.id"
+    "FROM profiles_intakeevent i WHERE i.partition = ANY(%b::smallint[]) ORDER BY i.id LIMIT %b"
 )
 _DONE_SQL = (
     "UPDATE profiles_intakepartition p SET stitched_at = now(), stitched_total = p.stitched_total + v.n "
@@ -201,7 +199,7 @@ def _stitch_partitions(partitions: list[int]) -> int:
     """The oldest ``CDP_INTAKE_BATCH`` calls of the partitions held (per partition, a prefix in id
     order), stitched per source; then the calls deleted and the partitions' progress noted."""
     with binary_cursor() as cursor:
-        cursor.execute(_READ_SQL, [partitions, settings.CDP_INTAKE_BATCH, settings.CDP_INTAKE_BATCH])
+        cursor.execute(_READ_SQL, [partitions, settings.CDP_INTAKE_BATCH])
         rows = cursor.fetchall()
     if not rows:
         return 0
