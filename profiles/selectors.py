@@ -157,3 +157,37 @@ def intake_state() -> dict:
         )
         depth, lag, poison = cursor.fetchone()
     return {"depth": depth, "lag_seconds": round(float(lag), 3) if lag is not None else 0.0, "set_aside": poison}
+
+
+def review_queue(queryset: QuerySet | None = None) -> QuerySet:
+    """Match candidates (``queryset``, default all) in the order a reviewer should answer them (issue
+    17's review queue): pending before decided, then the pair the matcher is least sure of first
+    (``evidence.uncertainty``, the binary entropy of its match probability; a pair a conflict rule
+    refused counts as fully uncertain), then the pair whose answer settles most record pairs, then
+    the higher score."""
+    from django.db.models import F, FloatField, IntegerField
+    from django.db.models.fields.json import KeyTextTransform
+    from django.db.models.functions import Cast
+
+    from .models import MatchCandidate
+
+    queryset = MatchCandidate.objects.all() if queryset is None else queryset
+    return queryset.annotate(
+        _uncertainty=Cast(KeyTextTransform("uncertainty", "evidence"), FloatField()),
+        _record_pairs=Cast(KeyTextTransform("record_pairs", "evidence"), IntegerField()),
+    ).order_by(
+        "status",
+        F("_uncertainty").desc(nulls_last=True),
+        F("_record_pairs").desc(nulls_last=True),
+        "-score",
+        "pk",
+    )
+
+
+def review_next(*, skip=()) -> tuple[object | None, int]:
+    """(the pending pair to answer next, how many are pending), leaving out the pairs in ``skip`` (those
+    the reviewer put off in this sitting)."""
+    from .models import CandidateStatus
+
+    pending = review_queue().filter(status=CandidateStatus.PENDING)
+    return pending.exclude(pk__in=list(skip)).first(), pending.count()

@@ -15,6 +15,8 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable
+from concurrent.futures import wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -421,56 +423,16 @@ def _refresh(version: ModelVersion) -> ModelVersion:
     # the candidate is what serves unless a promotion retrains on all the data: then the heads of the
     # rankings are computed for that final model instead (decision 0058)
     heads_now = not settings.RECS_RETRAIN_ON_ALL_DATA
-    if heads_now:
-        progress(0.38, "ranking every known person")
-        _rank_heads(candidate, timings)
-    progress(0.4, "evaluating the candidate")
-    t0 = time.monotonic()
-    cand_metrics = evaluate_bundle(candidate, truth, k)
-    timings["evaluate"] = round(time.monotonic() - t0, 3)
+    with _heads_alongside(candidate, timings, enabled=heads_now):
+        progress(0.4, "evaluating the candidate" + (" (ranking known people alongside)" if heads_now else ""))
+        t0 = time.monotonic()
+        cand_metrics = evaluate_bundle(candidate, truth, k)
+        timings["evaluate"] = round(time.monotonic() - t0, 3)
+        promote, decision, baseline = _against_active(version, cand_metrics, train, catalog, truth, progress)
+        progress(0.6, "segment popularity and context statistics")
+        segments = _segment_popularity(candidate)
+        context_stats = context_stats_compute(since=_ts(float(data.ts.min())))
 
-    active = ModelVersion.objects.filter(status=ModelStatus.ACTIVE).defer("artifact").first()
-    baseline: dict = {}
-    if active is None:
-        promote, decision = True, "no active model: the first model is promoted"
-    else:
-        same_recipe = _recipe(active.params) == _recipe(version.params)
-        if same_recipe:
-            baseline = {**cand_metrics, "recipe": "same as the candidate"}
-        else:
-            progress(0.45, f"re-fitting the active model v{active.pk}'s recipe on the same window")
-            champion = train_bundle(
-                data=train, catalog=catalog, params=active.params, now=truth.cutoff, progress=progress.span(0.45, 0.6)
-            )
-            baseline = evaluate_bundle(champion, truth, k)
-            del champion
-        baseline["active_version"] = active.pk
-        # the stored artifact itself, for information: it has seen part of this holdout in training
-        if ModelVersion.objects.filter(pk=active.pk, artifact__isnull=False).exists():
-            from recommendations.selectors import model_bundle_load
-
-            try:
-                stored = evaluate_bundle(model_bundle_load(version_id=active.pk), truth, k)
-                baseline["stored_artifact"] = {key: stored[key] for key in stored if "@" in key}
-            except Exception as exc:  # an artifact of an older format: informative only
-                baseline["stored_artifact_error"] = str(exc)[:200]
-        ours, theirs = float(cand_metrics.get(metric, 0.0)), float(baseline.get(metric, 0.0))
-        if same_recipe:
-            promote = ours >= theirs
-            decision = (
-                f"same recipe as the active v{active.pk}: retrained on fresher data "
-                f"({metric} {ours:.4f} on the holdout)"
-            )
-        else:
-            promote = ours > theirs
-            verb = "beats" if promote else "does not beat"
-            decision = f"{metric} {ours:.4f} {verb} the active v{active.pk}'s recipe {theirs:.4f} on the same holdout"
-    if len(truth) == 0 and active is not None:
-        promote, decision = False, "the holdout has no customers to evaluate on: nothing promoted"
-
-    progress(0.6, "segment popularity and context statistics")
-    segments = _segment_popularity(candidate)
-    context_stats = context_stats_compute(since=_ts(float(data.ts.min())))
     if _forget_erased(candidate) and heads_now:  # people left the model: everyone's heads again
         _rank_heads(candidate, timings)
     t0 = time.monotonic()
@@ -573,6 +535,57 @@ def model_version_republish(*, version: ModelVersion, bundle, data_until: dateti
     return locked
 
 
+def _against_active(
+    version: ModelVersion, cand_metrics: dict, train, catalog, truth, progress
+) -> tuple[bool, str, dict]:
+    """(promote, decision, baseline metrics): the candidate against the active model's recipe refitted
+    on the same window (or its own metrics when the recipe is the same) on the same holdout."""
+    from recommendations.engine.bundle import train_bundle
+    from recommendations.engine.evaluate import evaluate_bundle
+
+    metric = settings.RECS_PRIMARY_METRIC
+    k = _metric_k(metric)
+    active = ModelVersion.objects.filter(status=ModelStatus.ACTIVE).defer("artifact").first()
+    baseline: dict = {}
+    if active is None:
+        promote, decision = True, "no active model: the first model is promoted"
+    else:
+        same_recipe = _recipe(active.params) == _recipe(version.params)
+        if same_recipe:
+            baseline = {**cand_metrics, "recipe": "same as the candidate"}
+        else:
+            progress(0.45, f"re-fitting the active model v{active.pk}'s recipe on the same window")
+            champion = train_bundle(
+                data=train, catalog=catalog, params=active.params, now=truth.cutoff, progress=progress.span(0.45, 0.6)
+            )
+            baseline = evaluate_bundle(champion, truth, k)
+            del champion
+        baseline["active_version"] = active.pk
+        # the stored artifact itself, for information: it has seen part of this holdout in training
+        if ModelVersion.objects.filter(pk=active.pk, artifact__isnull=False).exists():
+            from recommendations.selectors import model_bundle_load
+
+            try:
+                stored = evaluate_bundle(model_bundle_load(version_id=active.pk), truth, k)
+                baseline["stored_artifact"] = {key: stored[key] for key in stored if "@" in key}
+            except Exception as exc:  # an artifact of an older format: informative only
+                baseline["stored_artifact_error"] = str(exc)[:200]
+        ours, theirs = float(cand_metrics.get(metric, 0.0)), float(baseline.get(metric, 0.0))
+        if same_recipe:
+            promote = ours >= theirs
+            decision = (
+                f"same recipe as the active v{active.pk}: retrained on fresher data "
+                f"({metric} {ours:.4f} on the holdout)"
+            )
+        else:
+            promote = ours > theirs
+            verb = "beats" if promote else "does not beat"
+            decision = f"{metric} {ours:.4f} {verb} the active v{active.pk}'s recipe {theirs:.4f} on the same holdout"
+    if len(truth) == 0 and active is not None:
+        promote, decision = False, "the holdout has no customers to evaluate on: nothing promoted"
+    return promote, decision, baseline
+
+
 def _rank_heads(bundle, timings: dict) -> None:
     """The head of every known person's ranking, kept with the model (``engine/ranked.py``)."""
     from recommendations.engine.ranked import precompute
@@ -580,6 +593,33 @@ def _rank_heads(bundle, timings: dict) -> None:
     t0 = time.monotonic()
     precompute(bundle)
     timings["rank_heads"] = round(timings.get("rank_heads", 0.0) + time.monotonic() - t0, 3)
+
+
+@contextmanager
+def _heads_alongside(bundle, timings: dict, *, enabled: bool):
+    """Rank the heads (``_rank_heads``) on other threads while the block runs, and wait for them at
+    its end. The block is the evaluation, the comparison with the active model and the segment and
+    context statistics: one thread of numpy, scipy and PostgreSQL round trips, which leaves the
+    second core of a two-core machine idle; the heads' threads (numpy, hnswlib and the compiled tree
+    walk, the GIL released) use it, within their own time bound. What both read and cache on first
+    use is built here first (``ranked.prepare``), so neither thread writes what the other reads."""
+    if not enabled:
+        yield
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    from recommendations.engine.ranked import prepare
+
+    prepare(bundle)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rank-heads")
+    heads = pool.submit(_rank_heads, bundle, timings)
+    pool.shutdown(wait=False)
+    try:
+        yield
+    except BaseException:
+        wait([heads])  # the refresh fails; the heads' thread ends first (its own error is not the cause)
+        raise
+    heads.result()  # re-raises the heads' error
 
 
 def _forget_erased(bundle) -> int:

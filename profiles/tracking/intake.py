@@ -230,9 +230,10 @@ def intake_wake() -> None:
     from profiles.tasks import intake_stitch
 
     # a running drain lingers while calls keep coming (decision 0046), so a web worker that found a
-    # wake running and one due need not ask again for 0.1 s
+    # wake running and one due need not ask again for 0.5 s (decision 0063: a delayed wake still runs within
+    # a second, and a drain lingers 5 s)
     task_send_throttled(
-        intake_stitch, key=WAKE_KEY, copies=settings.CDP_INTAKE_WORKERS, what="the stitch workers", quiet=0.1
+        intake_stitch, key=WAKE_KEY, copies=settings.CDP_INTAKE_WORKERS, what="the stitch workers", quiet=0.5
     )
 
 

@@ -60,8 +60,9 @@ DEFAULT_PARAMS: dict = {
     # the heads of known people's rankings, computed by the refresh and kept with the model
     # (``engine/ranked.py``, decision 0058): ``size`` candidates a person (0: none kept), the most
     # recently active first, at most ``people`` of them and for at most ``seconds`` (0: no bound),
-    # on ``threads`` threads (0: one per CPU); the others are ranked live
-    "ranked": {"size": 32, "people": 0, "seconds": 20.0, "threads": 0},
+    # on ``threads`` threads (0: one per CPU); the others are ranked live. The refresh ranks them while
+    # it evaluates the candidate (decision 0062): the first ~15 s of the bound cost the refresh nothing
+    "ranked": {"size": 32, "people": 0, "seconds": 30.0, "threads": 0},
     # an approximate nearest-neighbour index (hnswlib) answers the ALS stage from this many items on
     "ann_min_items": 10_000,
     "num_threads": 1,

@@ -161,16 +161,18 @@ def _starts(rid: np.ndarray, b: int) -> np.ndarray:
     return np.searchsorted(rid, np.arange(b + 1))
 
 
-def _top(v: tuple, k: int, b: int) -> tuple:
+def _top(v: tuple, k: int, b: int, order: np.ndarray | None = None) -> tuple:
     """Per row, the k largest positive entries (``_vec_top``: the cut is the row's k-th largest
-    value; ties at the cut, the lower columns first), columns ascending."""
+    value; ties at the cut, the lower columns first), columns ascending. ``order``: the entries'
+    ``_by_row_desc`` when the caller has it already (``_rank`` of the same rows sorts the same way)."""
     rid, cols, vals = v
     keep = vals > 0
     bounds = _starts(rid, b)
     lengths = np.diff(bounds)
     long = lengths > k
     if long.any():
-        order = _by_row_desc(rid, vals, b)  # by row, largest first
+        if order is None:
+            order = _by_row_desc(rid, vals, b)  # by row, largest first
         cut = np.full(b, -np.inf, dtype=vals.dtype)
         cut[long] = vals[order[bounds[:-1][long] + k - 1]]
         in_long = long[rid]
@@ -187,10 +189,19 @@ def _top(v: tuple, k: int, b: int) -> tuple:
     return rid[keep], cols[keep], vals[keep]
 
 
-def _rank(v: tuple) -> tuple:
-    """Ranks (1 = best, ties: the lower column) of each row's positive entries (``_vec_rank``)."""
+def _rank(v: tuple, b: int | None = None, order: np.ndarray | None = None) -> tuple:
+    """Ranks (1 = best, ties: the lower column) of each row's positive entries (``_vec_rank``).
+    With ``order``, the ``_by_row_desc`` of every entry of the ``b`` rows (``_top`` sorted them
+    already): a positive entry's rank is how many positive entries of its row come before it there,
+    plus one (no second sort)."""
     rid, cols, vals = v
     pos = vals > 0
+    if order is not None:
+        counted = np.cumsum(pos[order])  # positives up to each place of the order
+        before = np.concatenate([[0], counted])[_starts(rid, b)[rid[order]]]  # ... before its row
+        ranks = np.empty(len(order), dtype=np.float32)
+        ranks[order] = (counted - before).astype(np.float32)
+        return rid[pos], cols[pos], ranks[pos]
     rid, cols, vals = rid[pos], cols[pos], vals[pos]
     b = int(rid[-1]) + 1 if len(rid) else 0
     order = _by_row_desc(rid, vals, b)
@@ -279,10 +290,12 @@ def candidates_many(state, comps, stats, rows: np.ndarray, p: dict, *, index=Non
     pop = _popular_top(comps["buy_again"], p["candidates_popular"]).astype(np.int64)
     hist = _add(P, B, n_items)
     first_als = als_at < p["candidates_als"]
+    # the knn and bm25 rows are cut to their heads and ranked: one sort of each serves both
+    knn_order, bm25_order = _by_row_desc(knn[0], knn[2], b), _by_row_desc(bm25[0], bm25[2], b)
     parts = [
         (hist[0], hist[1]),
-        _top(knn, p["candidates_knn"], b)[:2],
-        _top(bm25, p["candidates_item_item"], b)[:2],
+        _top(knn, p["candidates_knn"], b, knn_order)[:2],
+        _top(bm25, p["candidates_item_item"], b, bm25_order)[:2],
         (als_rid[first_als], als_items[first_als]),
         _top(session, p["candidates_session"], b)[:2],
         (np.repeat(np.arange(b, dtype=np.int64), len(pop)), np.tile(pop, b)),
@@ -315,9 +328,9 @@ def candidates_many(state, comps, stats, rows: np.ndarray, p: dict, *, index=Non
         "interactions": get(D),
         "own_knn": get(own),
         "neighbours_knn": get(neigh),
-        "rank_knn": get(_rank(knn), np.nan),
+        "rank_knn": get(_rank(knn, b, knn_order), np.nan),
         "bm25": get(bm25),
-        "rank_bm25": get(_rank(bm25), np.nan),
+        "rank_bm25": get(_rank(bm25, b, bm25_order), np.nan),
         "cosine": get(cosine),
         "rank_als": get(als_ranks, np.nan),
         "content": get(content),
@@ -407,6 +420,21 @@ def _head_of_chunk(hybrid, state, rows: np.ndarray, size: int, index):
     head = at < size
     picked = order[head]
     return rows, (row_of[head], at[head]), c.item[picked], proba[picked], c.source[picked], np.diff(bounds)
+
+
+def prepare(bundle) -> bool:
+    """Build, in the calling thread, what the chunked path and the evaluation both cache on first use
+    (the transposed neighbourhood vectors, the popular items), so that ``precompute`` on another
+    thread and the evaluation only read it. Whether the bundle's people can be ranked in chunks."""
+    from recommendations.engine.hybrid import Hybrid
+
+    hybrid = bundle.recommenders.get(bundle.primary)
+    if not isinstance(hybrid, Hybrid) or not hasattr(hybrid, "comps"):
+        return False
+    if not _canonical_inputs(bundle.state, hybrid.comps):
+        return False
+    _popular_top(hybrid.comps["buy_again"], hybrid.params["candidates_popular"])
+    return True
 
 
 def precompute(

@@ -273,6 +273,82 @@ def test_live_event_stream_shows_accepted_and_rejected_calls(page, shop):
     page.shot("08-live-events")
 
 
+def _review_pairs() -> dict:
+    """Three pending pairs of the review queue, as a matching run leaves them: Jo and Joanne (the
+    matcher least sure), whose answer also settles the pair of Jo and Joanne's older profile; and the
+    twins Sam and Tom Reed (less uncertain)."""
+    from django.utils import timezone
+
+    from profiles.models import MatchCandidate, Profile
+
+    def person(first, last, email, merged_into=None):
+        now = timezone.now()
+        return Profile.objects.create(
+            traits={"first_name": first, "last_name": last, "email": email, "city": "Leeds"},
+            first_seen_at=now,
+            last_seen_at=now,
+            merged_into=merged_into,
+        )
+
+    def pair(x, y, uncertainty, pattern):
+        low, high = sorted([x.pk, y.pk])
+        return MatchCandidate.objects.create(
+            profile_a_id=low,
+            profile_b_id=high,
+            reason="fuzzy",
+            score=0.7,
+            evidence={"pattern": pattern, "uncertainty": uncertainty, "record_pairs": 1},
+        )
+
+    jo, joanne = person("Jo", "Marsh", "jo.marsh@example.com"), person("Joanne", "Marsh", "joanne@example.com")
+    joanne_old = person("Joanne", "Marsh", "jmarsh@example.com", merged_into=joanne)
+    sam, tom = person("Sam", "Reed", "reeds@example.com"), person("Tom", "Reed", "reeds@example.com")
+    return {
+        "jo": pair(jo, joanne, 0.99, "2.3.-.4.-.-"),
+        "jo_old": pair(jo, joanne_old, 0.97, "2.3.-.4.-.-"),
+        "twins": pair(sam, tom, 0.8, "0.3.4.4.-.-"),
+    }
+
+
+def test_reviewer_answers_the_queue_one_pair_at_a_time_until_it_is_empty(page, shop):
+    from profiles.models import CandidateStatus, MatchCandidate
+
+    pairs = _review_pairs()
+    page.get("/admin/")
+    page.d.find_element("link text", "Match candidates").click()
+    page.wait("#result_list")
+    rows = page.d.find_elements("css selector", "#result_list tbody tr")
+    assert f"{pairs['jo'].pk}" in rows[0].text  # the most uncertain pair first
+    assert page.fits()
+    page.find("#review-start").click()
+
+    # the most uncertain pair, side by side, with the answer buttons above it
+    page.wait("#review-decision", "3 pair(s) pending")
+    comparison = page.find(".candidate-comparison").text
+    assert "Jo" in comparison and "Joanne" in comparison and "different" in comparison
+    page.shot("09-review-pair")
+    page.find("#review-approve").click()
+
+    # the answer merged them and settled the similar pair; the twins come next
+    page.wait(".messagelist", f"Approved and merged pair #{pairs['jo'].pk}; 1 similar pending pair(s) settled")
+    page.wait("#review-decision", "1 pair(s) pending")
+    assert "Sam" in page.find(".candidate-comparison").text
+    page.find("#review-skip").click()
+    page.wait(".messagelist", "You skipped the 1 pending pair(s) left.")
+
+    # back to it later: different people, and the queue is done
+    page.find("#review-start").click()
+    page.wait("#review-decision", "1 pair(s) pending").find_element("css selector", "#review-reject").click()
+    page.wait(".messagelist", "The review queue is empty: every pair is answered.")
+    page.shot("10-review-queue-done")
+    statuses = dict(MatchCandidate.objects.values_list("pk", "status"))
+    assert statuses == {
+        pairs["jo"].pk: CandidateStatus.APPROVED,
+        pairs["jo_old"].pk: CandidateStatus.APPROVED,
+        pairs["twins"].pk: CandidateStatus.REJECTED,
+    }
+
+
 def test_every_change_list_fits_a_1366_px_screen(page, shop):
     from django.contrib import admin
 

@@ -431,3 +431,98 @@ def test_call_size_is_the_calls_compact_utf8_json():
     assert call_size(payload) == len(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode())
     wide = {"n": 10**25}
     assert call_size(wide) == len('{"n":10000000000000000000000000}')
+
+
+# --- decision 0063: the cheaper accept path answers as before -------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_intake_insert_is_not_left_prepared_on_the_connection(write_key):
+    # a generic plan cached on a pooled connection outlives the statistics it was made from (0063)
+    client = writer(write_key)
+    for n in range(8):
+        call(client, "track", userId=f"u-{n}", event="E")
+        batch(client, {"type": "track", "userId": f"b-{n}", "event": "E"}, {"type": "page", "anonymousId": f"a-{n}"})
+    assert IntakeEvent.objects.count() == 24
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%%profiles_intakeevent%%'")
+        assert cursor.fetchone() == (0,)
+
+
+@pytest.mark.django_db
+def test_the_ingest_answer_is_the_document_drf_rendered(write_key):
+    from cdp.api.renderers import JSONRenderer
+    from profiles.api.tracking import ingest_response
+
+    for data in (
+        {"success": True, "accepted": 1, "duplicates": 0},
+        {
+            "success": False,
+            "accepted": 0,
+            "duplicates": 2,
+            "errors": [{"index": 1, "fields": {"type": ["No \u2028 é"]}}],
+        },
+    ):
+        response = ingest_response(data)
+        assert response.content == JSONRenderer().render(data)
+        assert response["Content-Type"] == "application/json"
+    # through the API: the headers DRF adds to every answer are still there (content negotiation still runs)
+    client = writer(write_key)
+    answer = call(client, "track", userId="u", event="E")
+    assert answer.status_code == 200 and answer.json() == {"success": True, "accepted": 1, "duplicates": 0}
+    assert answer["Content-Type"] == "application/json" and "Accept" in answer["Vary"] and "POST" in answer["Allow"]
+
+
+_ODD_VALUES = [
+    None,
+    "",
+    " ",
+    " x ",
+    "x" * 255,
+    " " + "y" * 255 + " ",
+    "z" * 256,
+    0,
+    7,
+    1.5,
+    True,
+    [],
+    {},
+    {"a": 1},
+    ["x"],
+]
+
+
+@pytest.mark.parametrize("key", ["userId", "anonymousId"])
+def test_ids_decided_inline_answer_as_the_field_helper(key):
+    from profiles.tracking.validate import Invalid, _id_field
+
+    other = "anonymousId" if key == "userId" else "userId"
+    for value in _ODD_VALUES:
+        payload = {"type": "track", "event": "E", key: value, other: "o-1"}
+        errors: dict = {}
+        expected = _id_field(payload, key, errors)
+        try:
+            event = clean_event(payload, received_at=NOW)
+        except Invalid as exc:
+            assert exc.fields == errors, value
+        else:
+            assert not errors and getattr(event, "user_id" if key == "userId" else "anonymous_id") == expected
+
+
+@pytest.mark.parametrize("key", ["properties", "traits", "context"])
+def test_objects_decided_inline_answer_as_the_field_helper(key):
+    from profiles.tracking.validate import Invalid, _object_field
+
+    class Mapping(dict):
+        pass
+
+    for value in [*_ODD_VALUES, Mapping(a=1)]:
+        payload = {"type": "track", "event": "E", "userId": "u", key: value}
+        errors: dict = {}
+        expected = _object_field(payload, key, errors)
+        try:
+            event = clean_event(payload, received_at=NOW)
+        except Invalid as exc:
+            assert exc.fields == errors, value
+        else:
+            assert not errors and getattr(event, key) == expected

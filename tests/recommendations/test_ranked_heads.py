@@ -147,6 +147,42 @@ def test_no_heads_for_a_model_whose_primary_is_not_the_hybrid(trained):
     assert ranked_module.precompute(ModelBundle.from_bytes(trained.to_bytes()), size=0) is None
 
 
+def test_heads_ranked_alongside_the_evaluation_are_the_heads_ranked_alone(trained):
+    """The refresh ranks the heads on other threads while it evaluates the same model: the heads
+    and the evaluation's rankings are what each gives alone."""
+    from recommendations import services
+    from recommendations.engine.evaluate import rank_users
+
+    alone = ModelBundle.from_bytes(trained.to_bytes())
+    expected = ranked_module.precompute(alone, seconds=0)
+    users = [str(u) for u in alone.state.users]
+    expected_ranking = rank_users(alone, users, 10)
+
+    bundle = ModelBundle.from_bytes(trained.to_bytes())
+    timings: dict = {}
+    with services._heads_alongside(bundle, timings, enabled=True):
+        ranking = [rank_users(bundle, users, 10) for _ in range(3)]
+    ranked = bundle.recommenders["hybrid"].ranked
+    assert ranked is not None and (ranked.total >= 0).all() and "rank_heads" in timings
+    for name in ("items", "scores", "sources", "total"):
+        assert np.array_equal(getattr(ranked, name), getattr(expected, name))
+    assert all(r == expected_ranking for r in ranking)
+
+
+def test_a_failing_refresh_step_waits_for_the_heads_and_raises_its_own_error(trained):
+    from recommendations import services
+
+    bundle = ModelBundle.from_bytes(trained.to_bytes())
+    with pytest.raises(ZeroDivisionError), services._heads_alongside(bundle, {}, enabled=True):
+        _ = 1 / 0
+    # the heads' thread had ended when the error left the block: it does not run on after the refresh
+    assert ranked_module.ranked_of(bundle.recommenders["hybrid"], bundle.state.n_users) is not None
+
+    bundle.params = {**bundle.params, "ranked": {"size": "not a number"}}  # the heads' own error
+    with pytest.raises(ValueError), services._heads_alongside(bundle, {}, enabled=True):
+        pass
+
+
 # --- the refresh and the API, on PostgreSQL ---------------------------------------------------------
 
 HYBRID_PARAMS = {"als": {"iterations": 6, "factors": 8}}
