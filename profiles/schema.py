@@ -49,17 +49,26 @@ def _property_keys(properties: dict) -> Iterable[tuple[str, object]]:
 
 
 def schema_summary(*, events: list[dict]) -> dict:
-    """Fold stored events (the ``on_events_stored`` payload) into ``{"at", "items", "trait_profiles"}``."""
-    items: dict[tuple[str, str, str], dict] = {}
+    """Fold stored events (the ``on_events_stored`` payload) into ``{"at", "items", "trait_profiles"}``.
+
+    On the stitch workers' path for every batch (one item per event name and per property key, in
+    the order first seen): counts in one dict, samples only while an item has fewer than
+    ``MAX_SAMPLES`` (a full item's values are not looked at), no generator or item dict per key."""
+    counts: dict[tuple[str, str, str], int] = {}
+    samples: dict[tuple[str, str, str], list] = {}
     trait_profiles: set[str] = set()
     latest = None
+    event_kind, property_kind = SchemaKind.EVENT, SchemaKind.PROPERTY
 
-    def note(kind: str, event: str, name: str, value=None, count: int = 1) -> None:
-        item = items.setdefault((kind, event, name), {"count": 0, "samples": []})
-        item["count"] += count
-        sample = _sample(value)
-        if sample is not None and sample not in item["samples"] and len(item["samples"]) < MAX_SAMPLES:
-            item["samples"].append(sample)
+    def note(item: tuple[str, str, str], value) -> None:
+        counts[item] = counts.get(item, 0) + 1
+        noted = samples.get(item)
+        if noted is None:
+            noted = samples[item] = []
+        if len(noted) < MAX_SAMPLES:
+            sample = _sample(value)
+            if sample is not None and sample not in noted:
+                noted.append(sample)
 
     for e in events:
         at = e.get("occurred_at")
@@ -71,13 +80,25 @@ def schema_summary(*, events: list[dict]) -> dict:
         name = e.get("name") or ""
         if not name:
             continue
-        note(SchemaKind.EVENT, "", name)
-        properties = e.get("properties") if isinstance(e.get("properties"), dict) else {}
-        for key, value in _property_keys(properties):
-            note(SchemaKind.PROPERTY, name, key, value)
+        item = (event_kind, "", name)
+        counts[item] = counts.get(item, 0) + 1
+        properties = e.get("properties")
+        if not isinstance(properties, dict) or not properties:
+            continue
+        if len(properties) > MAX_KEYS_PER_EVENT:
+            for key, value in _property_keys(properties):
+                note((property_kind, name, key), value)
+            continue
+        for key, value in properties.items():  # ``_property_keys``, inlined
+            note((property_kind, name, key), value)
+            if isinstance(value, list):
+                for element in value[:20]:
+                    if isinstance(element, dict):
+                        for sub, sub_value in list(element.items())[:MAX_KEYS_PER_EVENT]:
+                            note((property_kind, name, f"{key}[].{sub}"), sub_value)
     return {
         "at": (latest or timezone.now()).isoformat(),
-        "items": [[k, ev, n, v["count"], v["samples"]] for (k, ev, n), v in items.items()],
+        "items": [[k, ev, n, count, samples.get((k, ev, n), [])] for (k, ev, n), count in counts.items()],
         "trait_profiles": sorted(trait_profiles),
     }
 

@@ -112,12 +112,16 @@ def _decimal(value) -> Decimal | None:
     return number if number.is_finite() and abs(number) < Decimal("1e10") else None
 
 
-def _product_from_properties(props: dict) -> dict | None:
+def _sku_of(props: dict) -> str | None:
     sku = props.get("product_id") or props.get("sku")
     if sku is None or isinstance(sku, (dict, list, bool)):
         return None
-    sku = str(sku).strip()[:100]
-    if not sku:
+    return str(sku).strip()[:100] or None
+
+
+def _product_from_properties(props: dict) -> dict | None:
+    sku = _sku_of(props)
+    if sku is None:
         return None
     return {
         "sku": sku,
@@ -149,9 +153,10 @@ def products_from_events(*, events: Iterable[dict]) -> int:
         else:
             continue
         for line in lines:
-            product = _product_from_properties(line)
-            if product and product["sku"] not in _seen_skus:
-                found.setdefault(product["sku"], product)
+            # the sku first: a product seen before (the common case) is not built again per event
+            sku = _sku_of(line)
+            if sku is not None and sku not in _seen_skus and sku not in found:
+                found[sku] = _product_from_properties(line)
     if not found:
         return 0
     created = products_insert_missing(products=list(found.values()), source=ProductSource.EVENT)

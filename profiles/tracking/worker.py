@@ -23,6 +23,7 @@ its error and the rest go on.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import random
@@ -59,7 +60,10 @@ _ENSURE_SQL = (
     "ON CONFLICT (number) DO NOTHING RETURNING number"
 )
 # the oldest calls of the partitions taken, each with whether its event is stored already (a call
-# accepted again in the moment its first copy was being stitched): one statement, no second lookup
+# accepted again in the moment its first copy was being stitched): one statement, no second lookup.
+# With the log's statistics current, PostgreSQL walks the primary key in id order and stops at the
+# batch; on a log filled since its last ANALYZE it may read and sort every waiting call of the
+# partitions instead (decision 0064: choosing the ids per partition first was slower in the first case)
 _READ_SQL = (
     "SELECT i.id, i.source_id, i.payload::text, i.message_id, i.partition, "
     "EXISTS (SELECT 1 FROM profiles_event e WHERE e.source_id = i.source_id AND e.message_id = i.message_id) "
@@ -110,6 +114,7 @@ def intake_drain(*, max_batches: int = 100_000, linger: float = 0.0, max_seconds
     its start ends at once, so wakes queued while the workers were busy cost a look each. Past
     ``max_seconds`` a drain stops lingering and ends (the wakes of the calls still coming start a
     fresh task), well within Celery's time limits."""
+    _freeze_long_lived()
     total = 0
     passed: list[int] = []
     started = last_rows = time.monotonic()
@@ -128,6 +133,23 @@ def intake_drain(*, max_batches: int = 100_000, linger: float = 0.0, max_seconds
         total += done
         last_rows = time.monotonic()
     return total
+
+
+_frozen = False
+
+
+def _freeze_long_lived() -> None:
+    """Once per process, before its first drain: the objects alive now (modules, Django's and the
+    apps' state, the connection) are moved out of the cyclic garbage collector's reach
+    (``gc.freeze``). A batch makes some 200,000 short-lived objects (decoded calls, rows), which
+    start hundreds of collections per 20,000 calls, and every older-generation collection also walked
+    these ~170,000 objects that never become garbage: 17 µs of a stitched call's ~100 µs of Python,
+    4 µs after the freeze. What the batches make is collected as before; an object frozen here is
+    still freed when nothing refers to it (only a cycle among frozen objects would stay)."""
+    global _frozen
+    if not _frozen:
+        gc.freeze()
+        _frozen = True
 
 
 def _stitch_one(*, skip) -> tuple[list[int], int] | None:
