@@ -23,7 +23,6 @@ import io
 import os
 import random
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -108,16 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from benchmarks import ingest as traffic
-    from benchmarks.scratch import scratch_database_create, scratch_database_drop, with_db
+    from benchmarks.scratch import django_on_scratch, scratch_database_drop, spy_start, with_db
 
-    url = scratch_database_create(args.database)
-    os.environ["DATABASE_URL"] = url
-    redis = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0").rsplit("/", 1)[0]
-    os.environ["REDIS_URL"] = f"{redis}/{args.redis_db}"
-    os.environ.update(traffic.django_env(url, os.environ["REDIS_URL"], debug=False))
-    import django
-
-    django.setup()
+    url = django_on_scratch(args.database, args.redis_db)
     import gc
 
     from django.core.management import call_command
@@ -142,14 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         for round_ in range(args.rounds):
             batches = traffic.batch_bodies(population, args.events, 100, args.seed + 1 + round_)
             tracks = traffic.track_bodies(population, args.tracks, args.seed + 101 + round_)
-            spy = None
-            if args.spy and round_ == args.rounds - 1:
-                spy = subprocess.Popen(
-                    [str(Path(sys.executable).parent / "py-spy"), "record", "-r", "250", "-f", "raw", "-o", args.spy,
-                     "--pid", str(os.getpid())],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                )  # fmt: skip
-                time.sleep(1.0)
+            spy = spy_start(args.spy if round_ == args.rounds - 1 else None)
             for kind, path, bodies in (("batch", "/v1/batch", batches), ("track", "/v1/track", tracks)):
                 if not bodies:
                     continue

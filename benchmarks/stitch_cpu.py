@@ -18,7 +18,6 @@ import json
 import os
 import random
 import signal
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -47,16 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from benchmarks import ingest as traffic
-    from benchmarks.scratch import scratch_database_create, scratch_database_drop
+    from benchmarks.scratch import django_on_scratch, scratch_database_drop, spy_start
 
-    url = scratch_database_create(args.database)
-    os.environ["DATABASE_URL"] = url
-    redis = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0").rsplit("/", 1)[0]
-    os.environ["REDIS_URL"] = f"{redis}/{args.redis_db}"
-    os.environ.update(traffic.django_env(url, os.environ["REDIS_URL"], debug=False))
-    import django
-
-    django.setup()
+    django_on_scratch(args.database, args.redis_db)
     from django.core.management import call_command
     from django.db import connection
 
@@ -85,14 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             if args.fill_only:
                 return 0
-            spy = None
-            if args.spy and round_ == args.rounds - 1:
-                spy = subprocess.Popen(
-                    [str(Path(sys.executable).parent / "py-spy"), "record", "-r", "250", "-f", "raw", "-o", args.spy,
-                     "--pid", str(os.getpid())],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                )  # fmt: skip
-                time.sleep(1.0)
+            spy = spy_start(args.spy if round_ == args.rounds - 1 else None)
             wall, cpu, pg = time.perf_counter(), time.process_time(), backend_cpu(backend)
             done = intake_drain()
             wall, cpu, pg = time.perf_counter() - wall, time.process_time() - cpu, backend_cpu(backend) - pg
