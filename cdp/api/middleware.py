@@ -77,22 +77,22 @@ def decided_by_key(request) -> bool:
         return False
 
 
-class SessionMiddleware(_sessions.SessionMiddleware):
+class _NotForKeyRequests:
+    """Runs the middleware it is mixed into except for requests an API key decides."""
+
     def __call__(self, request):
         if decided_by_key(request):
             return self.get_response(request)
         return super().__call__(request)
 
 
-class AuthenticationMiddleware(_auth.AuthenticationMiddleware):
-    def __call__(self, request):
-        if decided_by_key(request):
-            return self.get_response(request)
-        return super().__call__(request)
+class SessionMiddleware(_NotForKeyRequests, _sessions.SessionMiddleware):
+    pass
 
 
-class MessageMiddleware(_messages.MessageMiddleware):
-    def __call__(self, request):
-        if decided_by_key(request):
-            return self.get_response(request)
-        return super().__call__(request)
+class AuthenticationMiddleware(_NotForKeyRequests, _auth.AuthenticationMiddleware):
+    pass
+
+
+class MessageMiddleware(_NotForKeyRequests, _messages.MessageMiddleware):
+    pass

@@ -29,6 +29,13 @@ _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 _LS, _PS = "\u2028".encode(), "\u2029".encode()
 
 
+def javascript_safe(out: bytes) -> bytes:
+    """JSON bytes with U+2028 and U+2029 escaped, as DRF writes them: the text stays a JavaScript subset."""
+    if _LS in out or _PS in out:
+        out = out.replace(_LS, b"\\u2028").replace(_PS, b"\\u2029")
+    return out
+
+
 class JSONRenderer(renderers.JSONRenderer):
     def render(self, data, accepted_media_type=None, renderer_context=None):
         if data is None:
@@ -39,6 +46,4 @@ class JSONRenderer(renderers.JSONRenderer):
             out = orjson.dumps(data, default=self.encoder_class().default, option=_OPTIONS)
         except (orjson.JSONEncodeError, ValueError):  # ValueError: DRF's default (an aware time)
             return super().render(data, accepted_media_type, renderer_context)
-        if _LS in out or _PS in out:
-            out = out.replace(_LS, b"\\u2028").replace(_PS, b"\\u2029")
-        return out
+        return javascript_safe(out)

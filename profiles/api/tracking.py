@@ -23,6 +23,7 @@ from rest_framework.views import APIView
 from cdp.api.authentication import ApiKeyAuthentication, ApiPrincipal
 from cdp.api.jsonbody import MAX_JSON_DEPTH, BodyTooLarge, gunzip_limited, json_loads_strict
 from cdp.api.permissions import IsWriteKey, OriginAllowed
+from cdp.api.renderers import javascript_safe
 from cdp.api.schema import ErrorResponse
 from cdp.keys import WRITE_KEY_PREFIX
 from profiles.selectors import source_by_write_key
@@ -276,13 +277,7 @@ def ingest_response(data: dict) -> HttpResponse:
     negotiation still runs in ``APIView.initial``),
     without a template response to build and render per request (decision 0063). The answer holds
     only booleans, integers and the validation messages (text)."""
-    body = orjson.dumps(data)
-    if _LS in body or _PS in body:  # as the renderer: the answer stays a JavaScript subset
-        body = body.replace(_LS, b"\\u2028").replace(_PS, b"\\u2029")
-    return HttpResponse(body, content_type="application/json")
-
-
-_LS, _PS = "\u2028".encode(), "\u2029".encode()
+    return HttpResponse(javascript_safe(orjson.dumps(data)), content_type="application/json")
 
 
 def wake_after(response: HttpResponse, wakes: list) -> HttpResponse:
