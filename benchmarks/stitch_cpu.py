@@ -14,9 +14,11 @@ returning (new devices, new emails, merges).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
+import re
 import signal
 import sys
 import time
@@ -33,6 +35,59 @@ def backend_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def backend_ns(pid: int) -> int:
+    """Nanoseconds a process has run on a CPU (``/proc/<pid>/schedstat``: finer than ``stat``'s ticks)."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+
+
+class StatementMeter:
+    """The backend's CPU around each statement of a drain (and each COMMIT), summed per statement
+    text (its first words, numbers and lists folded): where a stitched call's PostgreSQL CPU goes."""
+
+    def __init__(self, connection, backend: int) -> None:
+        self.connection, self.backend = connection, backend
+        self.spent: dict[str, list] = {}
+
+    def _note(self, label: str, ns: int) -> None:
+        entry = self.spent.setdefault(label, [0, 0])
+        entry[0] += ns
+        entry[1] += 1
+
+    def _execute(self, execute, sql, params, many, context):
+        before = backend_ns(self.backend)
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            label = " ".join(str(sql).split())
+            label = re.sub(r"'[^']*'|\b\d+\b", "?", label)[:110]
+            self._note(label, backend_ns(self.backend) - before)
+
+    def _commit(self):
+        before = backend_ns(self.backend)
+        try:
+            return self._plain_commit()
+        finally:
+            self._note("COMMIT", backend_ns(self.backend) - before)
+
+    def __enter__(self):
+        self._wrapper = self.connection.execute_wrapper(self._execute)
+        self._wrapper.__enter__()
+        self._plain_commit = self.connection._commit
+        self.connection._commit = self._commit
+        return self
+
+    def __exit__(self, *exc):
+        del self.connection._commit
+        self._wrapper.__exit__(*exc)
+
+    def report(self, calls: int) -> None:
+        total = sum(ns for ns, _ in self.spent.values())
+        print(f"  PostgreSQL CPU per statement ({total / calls / 1e3:.1f} µs per call in statements):")
+        for label, (ns, n) in sorted(self.spent.items(), key=lambda item: -item[1][0]):
+            if ns / calls >= 100:
+                print(f"  {ns / calls / 1e3:7.2f} µs/call {n:6d}x  {label}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=20_000, help="calls per round")
@@ -43,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--fill-only", action="store_true", help="fill the log, do not drain, keep the database")
     parser.add_argument("--spy", metavar="FILE", help="py-spy (raw format) of the last round's drain into FILE")
+    parser.add_argument(
+        "--statements", action="store_true", help="PostgreSQL CPU per statement of each drain (adds Python overhead)"
+    )
     args = parser.parse_args(argv)
 
     from benchmarks import ingest as traffic
@@ -78,13 +136,17 @@ def main(argv: list[str] | None = None) -> int:
             if args.fill_only:
                 return 0
             spy = spy_start(args.spy if round_ == args.rounds - 1 else None)
+            meter = StatementMeter(connection, backend) if args.statements else None
             wall, cpu, pg = time.perf_counter(), time.process_time(), backend_cpu(backend)
-            done = intake_drain()
+            with meter or contextlib.nullcontext():
+                done = intake_drain()
             wall, cpu, pg = time.perf_counter() - wall, time.process_time() - cpu, backend_cpu(backend) - pg
             if spy:
                 spy.send_signal(signal.SIGINT)
                 spy.wait(30)
             results.append((round_, done, wall, cpu, pg))
+            if meter:
+                meter.report(done)
             print(
                 f"round {round_ + 1}: {done} calls in {wall:.2f} s ({done / wall:,.0f}/s); CPU per call: "
                 f"python {cpu / done * 1e6:.0f} µs + postgres {pg / done * 1e6:.0f} µs = "
