@@ -78,18 +78,24 @@ def events_insert(source: Source, rows: list[tuple[CleanEvent, object]]) -> int:
 # PostgreSQL once (it parsed the properties, traits and context texts before, too), and only the
 # intake ids and profile ids cross the connection (was 15 arrays, three JSON texts per event
 # serialised again in Python, the array values dumped one by one: about 10 % of a batch's Python).
-# ``intake.event_payload`` wrote the call as ``CleanEvent``'s fields, times in ISO 8601. ``OFFSET 0``
-# keeps the call parsed once per row (inlined, ``payload::jsonb`` ran once per column: six times the time).
+# ``intake.event_payload`` wrote the call as ``CleanEvent``'s fields, times in ISO 8601. Each call is
+# fetched by its primary key, and parsed once, in a ``LATERAL`` subquery that ``OFFSET 0`` keeps
+# whole (inlined, ``payload::jsonb`` ran once per column: six times the time). Written as a join,
+# PostgreSQL hashed the whole intake log, payloads and all, for every batch whenever the log was
+# small enough to look cheap to it (a few tens of thousands of calls: 42 µs of PostgreSQL CPU per
+# event against 23 by key, and growing with the backlog); by key it is one index look-up per call at
+# any size of the log (decision 0067). The nested loop keeps the batch's order (the ordinality), so
+# nothing is sorted.
 _EVENT_FROM_INTAKE = (
     "INSERT INTO profiles_event (source_id, message_id, profile_id, type, name, user_id, anonymous_id, "
     "properties, traits, context, occurred_at, original_timestamp, sent_at, received_at, device_type, local_hour) "
-    "SELECT i.source_id, i.message_id, v.pid, c.p->>'type', c.p->>'name', c.p->>'user_id', c.p->>'anonymous_id', "
+    "SELECT c.s, c.m, v.pid, c.p->>'type', c.p->>'name', c.p->>'user_id', c.p->>'anonymous_id', "
     "c.p->'properties', c.p->'traits', c.p->'context', (c.p->>'occurred_at')::timestamptz, "
     "(c.p->>'original_timestamp')::timestamptz, (c.p->>'sent_at')::timestamptz, (c.p->>'received_at')::timestamptz, "
     "c.p->>'device_type', (c.p->>'local_hour')::smallint "
-    "FROM unnest(%b::bigint[], %b::uuid[]) WITH ORDINALITY AS v(id, pid, n) "
-    "JOIN profiles_intakeevent i ON i.id = v.id CROSS JOIN LATERAL (SELECT i.payload::jsonb OFFSET 0) AS c(p) "
-    "ORDER BY v.n ON CONFLICT (source_id, message_id) DO NOTHING RETURNING message_id"
+    "FROM unnest(%b::bigint[], %b::uuid[]) WITH ORDINALITY AS v(id, pid, n) CROSS JOIN LATERAL "
+    "(SELECT i.source_id, i.message_id, i.payload::jsonb FROM profiles_intakeevent i WHERE i.id = v.id OFFSET 0) "
+    "AS c(s, m, p) ORDER BY v.n ON CONFLICT (source_id, message_id) DO NOTHING RETURNING message_id"
 )
 
 
