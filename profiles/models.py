@@ -88,7 +88,9 @@ class Identifier(models.Model):
 
     kind = models.CharField(max_length=32)
     value = models.CharField(max_length=255)
-    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="identifiers")
+    # no index of its own: (profile, kind) serves every look-up by profile, and one btree less is
+    # written for every identifier created or moved by a merge (decision 0067)
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="identifiers", db_index=False)
     created_at = models.DateTimeField(auto_now_add=True)
     last_seen_at = models.DateTimeField()
 
