@@ -9,6 +9,10 @@ server on this machine). Two rounds: the first mostly new people, the second the
 returning (new devices, new emails, merges).
 
     python benchmarks/stitch_cpu.py [--events 20000] [--rounds 2] [--batch 2000] [--database bench_stitch]
+
+``--statements`` adds, per round, the backend's CPU per statement of the drain (``/proc/<pid>/schedstat``
+around each statement and COMMIT, summed by statement text): where the PostgreSQL half goes. It adds
+a little Python per statement, so per-call totals are read from runs without it.
 """
 
 from __future__ import annotations
