@@ -61,10 +61,10 @@ def identities_resolve(
         if lock_identifiers:
             lock_identifier_keys(linking)
             to_resolve, fresh = identifiers_refilter_locked(events, to_resolve, fresh, result)
+        owners.update(owners_of(linking))
         # then every profile the batch can touch, in id order, before any per-event work (one lock
-        # order, profiles/locks.py): resolving event by event would lock them in batch order; who owns
-        # the linking identifiers now is read with the others once those are held
-        _lock_owners(owners, linking)
+        # order, profiles/locks.py): resolving event by event would lock them in batch order
+        _lock_owners(owners)
     assigned: dict[int, object] = {}
     known = {owners[kv] for i in to_resolve for kv in events[i].identifiers if kv in owners}
     # 3. brand-new people (no identifier known anywhere) are created in bulk
@@ -331,15 +331,10 @@ def _identifiers_insert(rows: list[tuple]) -> None:
 _LOCK_IDS_SQL = "SELECT id FROM profiles_profile WHERE id = ANY(%b::uuid[]) ORDER BY id FOR UPDATE"
 
 
-def _lock_owners(owners: dict, linking: set) -> None:
-    """Lock the owners of the batch's identifiers in id order, then read the owners of those and of
-    the identifiers about to be created or linked (``linking``, whose advisory locks are held) again:
-    an identifier a merge moved before our lock, or one created since the unlocked read, points at a
-    profile we do not hold yet, which is locked with ``lock_profiles_more`` (never out of order).
-    Afterwards no owner can change under us. (The linking identifiers were read on their own before
-    the lock as well, so that their owners joined the ordered lock: one read of the whole identifiers
-    table per batch more, for owners that only a concurrent batch of the same person changes;
-    decision 0067.)"""
+def _lock_owners(owners: dict) -> None:
+    """Lock the owners of the batch's identifiers in id order, then read the owners again: an
+    identifier a merge moved before our lock points at a profile we do not hold yet, which is locked
+    with ``lock_profiles_more`` (never out of order). Afterwards no owner can change under us."""
     # level 2 of the one lock order (profiles/locks.py: ``lock_profile_ids``' statement), the ids
     # bound on the server: quoted into the SQL text in Python they were 3 % of a batch
     held: set = set()
@@ -348,7 +343,7 @@ def _lock_owners(owners: dict, linking: set) -> None:
             cursor.execute(_LOCK_IDS_SQL, [list(set(owners.values()))])
             held.update(row[0] for row in cursor.fetchall())
     for _ in range(10):
-        current = owners_of(linking.union(owners))
+        current = owners_of(list(owners))
         owners.update(current)
         missing = set(current.values()) - held
         if not missing:
