@@ -53,10 +53,18 @@ _TAKE_SQL = (
     "AND EXISTS (SELECT 1 FROM profiles_intakeevent i WHERE i.partition = p.number) "
     "ORDER BY p.stitched_at NULLS FIRST, p.number LIMIT %b FOR UPDATE OF p SKIP LOCKED"
 )
+# the partition numbers present in the log are found by a walk of its (partition, id) index, one step
+# per distinct number (a loose index scan): an idle worker runs this on every look that finds nothing,
+# and ``SELECT DISTINCT`` read the whole log, dead rows included (20 ms per look after a burst of
+# 50,000 calls, against 1.6 ms)
 _ENSURE_SQL = (
+    "WITH RECURSIVE present(n) AS ("
+    "(SELECT i.partition FROM profiles_intakeevent i ORDER BY i.partition LIMIT 1) "
+    "UNION ALL SELECT (SELECT i.partition FROM profiles_intakeevent i WHERE i.partition > p.n "
+    "ORDER BY i.partition LIMIT 1) FROM present p WHERE p.n IS NOT NULL) "
     "INSERT INTO profiles_intakepartition (number, stitched_total) "
     "SELECT g, 0 FROM generate_series(0, %s - 1) AS g "
-    "UNION SELECT DISTINCT i.partition, 0 FROM profiles_intakeevent i "
+    "UNION SELECT n, 0 FROM present WHERE n IS NOT NULL "
     "ON CONFLICT (number) DO NOTHING RETURNING number"
 )
 # the oldest calls of the partitions taken, each with whether its event is stored already (a call
