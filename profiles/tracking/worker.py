@@ -114,14 +114,14 @@ def intake_drain(*, max_batches: int = 100_000, linger: float = 0.0, max_seconds
 
     Partitions whose batch was not full are not taken again in the same pass: under a steady
     trickle of calls a drain would otherwise loop on batches of a few calls. Without ``linger`` the
-    drain then ends, and calls that arrive later are taken by the task their own accept queued (at
-    most a second later, ``intake_wake``). With ``linger`` (the Celery task's
-    ``CDP_INTAKE_LINGER_SECONDS``) a drain that stitched something keeps watching the log: when
-    nothing is free it waits ``CDP_INTAKE_PAUSE_SECONDS`` (the batch fills meanwhile) and looks
-    again, until the log has given it nothing for ``linger`` seconds. A drain that finds nothing at
-    its start ends at once, so wakes queued while the workers were busy cost a look each. Past
-    ``max_seconds`` a drain stops lingering and ends (the wakes of the calls still coming start a
-    fresh task), well within Celery's time limits."""
+    drain takes the other free partitions and then ends, and calls that arrive later are taken by
+    the task their own accept queued (at most a second later, ``intake_wake``). With ``linger`` (the
+    Celery task's ``CDP_INTAKE_LINGER_SECONDS``) a drain that stitched something keeps watching the
+    log: after a batch that was not full, or when nothing is free, it waits
+    ``CDP_INTAKE_PAUSE_SECONDS`` (the batch fills meanwhile) and looks again, until the log has given
+    it nothing for ``linger`` seconds. A drain that finds nothing at its start ends at once, so wakes
+    queued while the workers were busy cost a look each. Past ``max_seconds`` a drain ends (the wakes
+    of the calls still coming start a fresh task), well within Celery's time limits."""
     _freeze_long_lived()
     total = 0
     passed: list[int] = []
@@ -136,10 +136,16 @@ def intake_drain(*, max_batches: int = 100_000, linger: float = 0.0, max_seconds
             time.sleep(settings.CDP_INTAKE_PAUSE_SECONDS)
             continue
         partitions, done = taken
-        if done < settings.CDP_INTAKE_BATCH:
-            passed.extend(partitions)
         total += done
         last_rows = time.monotonic()
+        if done < settings.CDP_INTAKE_BATCH:
+            if linger and last_rows - started <= max_seconds:
+                # a trickle: the next batch fills during the pause instead of this worker chasing the
+                # other workers' partitions with batches of a few calls (a batch costs ~16 ms of CPU
+                # whatever its size; two lingering workers made ~20 of them a second at 200 calls/s)
+                time.sleep(settings.CDP_INTAKE_PAUSE_SECONDS)
+            else:
+                passed.extend(partitions)
     return total
 
 
