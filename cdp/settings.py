@@ -148,7 +148,7 @@ CDP_INTAKE_WORKERS: int = env.int("CDP_INTAKE_WORKERS", default=2)
 # a stitch task that found calls keeps watching the log this long after the last ones, looking
 # again every pause (batches fill meanwhile); the pause bounds the lag it adds
 CDP_INTAKE_LINGER_SECONDS: float = env.float("CDP_INTAKE_LINGER_SECONDS", default=5.0)
-CDP_INTAKE_PAUSE_SECONDS: float = env.float("CDP_INTAKE_PAUSE_SECONDS", default=0.2)
+CDP_INTAKE_PAUSE_SECONDS: float = env.float("CDP_INTAKE_PAUSE_SECONDS", default=0.5)
 # /readyz reports the intake as "lagging" when its oldest call waited longer than this
 CDP_INTAKE_LAG_WARN_SECONDS: float = env.float("CDP_INTAKE_LAG_WARN_SECONDS", default=10.0)
 

@@ -142,6 +142,24 @@ def test_a_call_that_cannot_be_stitched_is_set_aside_with_its_error_and_the_rest
     assert (Event.objects.filter(message_id="m-poison").count(), IntakePoison.objects.count()) == (1, 0)
 
 
+@pytest.mark.django_db
+def test_calls_written_under_an_earlier_larger_partition_count_are_still_stitched(write_key, settings):
+    # given calls accepted while the log had 16 partitions, some in partitions above today's count
+    settings.CDP_INTAKE_PARTITIONS = 16
+    IntakePartition.objects.all().delete()
+    batch(writer(write_key), *[e for u in range(40) for e in track(f"u-old-{u}")])
+    high = set(IntakeEvent.objects.filter(partition__gte=4).values_list("partition", flat=True))
+    assert high  # 40 people spread over 16 partitions
+    # when the count is lowered to 4 before any worker made the partition rows
+    settings.CDP_INTAKE_PARTITIONS = 4
+
+    # then a worker makes rows for today's partitions and for every number still in the log
+    assert intake_drain() == 40
+    numbers = set(IntakePartition.objects.values_list("number", flat=True))
+    assert numbers == {0, 1, 2, 3} | high
+    assert (IntakeEvent.objects.count(), Event.objects.count()) == (0, 40)
+
+
 def _clean(payload: dict):
     from django.utils import timezone
 
