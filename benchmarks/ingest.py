@@ -542,6 +542,22 @@ def run_batches(port: int, write_key: str, bodies: list[bytes], concurrency: int
     }
 
 
+def newly_seen(rows: list[tuple], since: int, holes: dict[int, float], now: float, keep: float = 60.0) -> int:
+    """The lag poller's bookkeeping: ``rows`` (id, …) are the events read with ``id > since`` or an id in
+    ``holes``; returns the new ``since``. An id below the highest seen that is not there yet (another
+    worker's batch that took its ids first and committed later, or a gap of the sequence) becomes a
+    hole, looked for again by key in every poll for ``keep`` seconds: polling by ``id > since`` alone
+    missed every row that committed after a row with a higher id."""
+    got = {row[0] for row in rows}
+    for pk in got.intersection(holes):
+        del holes[pk]
+    top = max([since, *got])
+    holes.update((pk, now) for pk in range(since + 1, top) if pk not in got)
+    for pk in [pk for pk, at in holes.items() if now - at > keep]:
+        del holes[pk]
+    return top
+
+
 def run_lag(port: int, write_key: str, bodies: list[bytes], rate: float, database_url: str) -> dict:
     """Batches at ``rate`` events/s (open loop, 4 senders) while a poller measures each event's lag
     from received_at to being seen in the events table."""
@@ -560,16 +576,17 @@ def run_lag(port: int, write_key: str, bodies: list[bytes], rate: float, databas
 
     def poll():
         nonlocal since
+        holes: dict[int, float] = {}
         with psycopg.connect(database_url, autocommit=True) as conn:
             while not stop.is_set():
                 rows = conn.execute(
-                    "SELECT id, extract(epoch FROM received_at)::float8 FROM profiles_event WHERE id > %s ORDER BY id",
-                    [since],
+                    "SELECT id, extract(epoch FROM received_at)::float8 FROM profiles_event "
+                    "WHERE id > %s OR id = ANY(%s) ORDER BY id",
+                    [since, list(holes)],
                 ).fetchall()
                 seen = time.time()
-                if rows:
-                    since = rows[-1][0]
-                    lags.extend(seen - received for _, received in rows)
+                since = newly_seen(rows, since, holes, seen)
+                lags.extend(seen - received for _, received in rows)
                 time.sleep(0.1)
 
     poller = threading.Thread(target=poll, daemon=True)
