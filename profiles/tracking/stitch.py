@@ -240,9 +240,11 @@ class _Merges:
             self._pending.append((winner, loser, kind, value))
             self._in_pending.update((winner, loser))
             counts.merged(winner, loser)
-            for kv, owner in owners.items():
-                if owner == loser:
-                    owners[kv] = winner
+            # the batch's identifiers re-pointed: compared as the ids' integers (``UUID.__eq__`` is
+            # a Python call per identifier of the batch, per merge)
+            lost = loser.int
+            for kv in [kv for kv, owner in owners.items() if owner.int == lost]:
+                owners[kv] = winner
             if loser in unsaved:
                 unsaved.setdefault(winner, {}).update(unsaved.pop(loser))
         _attach_new(new, counts.of(anchor), anchor, event.occurred_at, owners, attached)
