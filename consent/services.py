@@ -70,8 +70,16 @@ def suppression_hash(kind: str, value: str) -> str:
 def suppression_hashes(kind: str, value: str) -> list[str]:
     """Every key an identifier's entry may have: the current salt's, then each previous salt's
     (``CONSENT_HASH_SALT_PREVIOUS``), so rotating the salt never voids the list (docs/privacy.md)."""
+    return list(suppression_hasher()(kind, value))
+
+
+def suppression_hasher():
+    """``suppression_hashes`` as a function of (kind, value) with the salts in force read now, for a
+    batch's identifiers: Django's settings read per identifier were most of a stitched batch's
+    suppression check. Answers tuples."""
+    salt = settings.CONSENT_HASH_SALT
     previous = tuple(getattr(settings, "CONSENT_HASH_SALT_PREVIOUS", None) or ())
-    return list(_suppression_keys(kind, value, settings.CONSENT_HASH_SALT, previous))
+    return lambda kind, value: _suppression_keys(kind, value, salt, previous)
 
 
 @functools.lru_cache(maxsize=8_192)

@@ -34,8 +34,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from operator import attrgetter
 
 from django.db import connection
+
+from cdp.db import binary_cursor
+
+_uuid_int = attrgetter("int")
 
 _LOCK_PROFILES = "SELECT id FROM profiles_profile WHERE id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE"
 _LOCK_PROFILES_SKIP = _LOCK_PROFILES + " SKIP LOCKED"
@@ -51,6 +56,17 @@ def _sorted_ids(ids: Iterable) -> list[str]:
     return sorted({str(i) for i in ids if i is not None})
 
 
+def sorted_uuids(ids: Iterable) -> list[uuid.UUID]:
+    """The distinct ids (``uuid.UUID``s or their text) as ``uuid.UUID``s in the one lock order
+    (PostgreSQL's uuid order, the same as ``_sorted_ids``' text order), for binding in binary: the
+    server then parses no uuid text (about 0.5 µs an id on each side)."""
+    return sorted({_as_uuid(i) for i in ids if i is not None}, key=_uuid_int)
+
+
+def _as_uuid(value) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
 def lock_identifier_keys(identifiers: Iterable[tuple[str, str]]) -> None:
     """Level 1: transaction-level advisory locks on (kind, value) identifiers, sorted, one statement.
 
@@ -58,10 +74,10 @@ def lock_identifier_keys(identifiers: Iterable[tuple[str, str]]) -> None:
     keys = sorted({f"{kind}:{value}" for kind, value in identifiers})
     if not keys:
         return
-    with connection.cursor() as cursor:
+    with binary_cursor() as cursor:  # thousands of keys a batch: bound by the server (decision 0066)
         cursor.execute(
             "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) "
-            "FROM unnest(%s::text[]) WITH ORDINALITY AS t(k, n)",
+            "FROM unnest(%b::text[]) WITH ORDINALITY AS t(k, n)",
             [keys],
         )
 
@@ -92,7 +108,7 @@ def lock_profiles_more(ids: Iterable, *, held: Iterable) -> list:
     did not lock yet). Ids above every held one are waited for: that is still the one order. Ids
     below are taken ``NOWAIT``: if another transaction holds one, PostgreSQL raises LockNotAvailable
     (the caller retries its transaction) instead of a deadlock forming. Returns the ids locked."""
-    held_max = max((uuid.UUID(str(h)) for h in held), default=None)
+    held_max = max(map(_as_uuid, held), key=_uuid_int, default=None)
     wanted = [uuid.UUID(i) for i in _sorted_ids(ids)]
     above = [str(i) for i in wanted if held_max is None or i > held_max]
     below = [str(i) for i in wanted if held_max is not None and i <= held_max]

@@ -15,6 +15,7 @@ import logging
 from django.db import connection, transaction
 
 from cdp.db import binary_cursor
+from profiles.locks import sorted_uuids
 
 logger = logging.getLogger("cdp.profiles")
 
@@ -23,7 +24,7 @@ PENDING_CHUNK = 500
 
 
 def pending_mark(profile_ids) -> None:
-    ids = sorted({str(p) for p in profile_ids})
+    ids = sorted_uuids(profile_ids)  # upserted in the one lock order
     if not ids:
         return
     with binary_cursor() as cursor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from django.db import transaction
 
+from cdp.db import uuid_texts
 from profiles import hooks
 from profiles.pending import pending_mark, pending_schedule
 
@@ -18,10 +19,11 @@ def events_stored(rows: list, inserted: set[str]) -> None:
     """``rows``: (event, profile id) pairs written; ``inserted``: the message ids actually new."""
     if not hooks.on_events_stored.subscribers or not inserted:
         return
+    kept = [(e, pid) for e, pid in rows if e.message_id in inserted]
     hooks.on_events_stored.fire(
         events=[
             {
-                "profile_id": str(pid),
+                "profile_id": text,
                 "type": e.type,
                 "name": e.name,
                 "properties": e.properties,
@@ -30,8 +32,7 @@ def events_stored(rows: list, inserted: set[str]) -> None:
                 "device_type": e.device_type,
                 "local_hour": e.local_hour,
             }
-            for e, pid in rows
-            if e.message_id in inserted
+            for (e, _), text in zip(kept, uuid_texts([pid for _, pid in kept]), strict=True)
         ]
     )
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from django.db import DatabaseError, OperationalError, transaction
 from psycopg import errors as pg_errors
 
+from cdp.db import uuid_texts
 from profiles.identity.merge import ProfileVanished
 from profiles.models import Source
 
@@ -122,10 +123,11 @@ def _ingest(
         inserted = store.events_insert(source, rows)
     else:
         inserted = store.events_insert_from_intake(rows, [intake_ids[i] for i in fresh])
-    for index, pid in assigned.items():
-        result.event_profiles[index] = str(pid)
+    texts = uuid_texts(list(assigned.values()))
+    for index, text in zip(assigned, texts, strict=True):
+        result.event_profiles[index] = text
     result.accepted = inserted
     result.duplicates += len(fresh) - inserted
-    result.profile_ids = {str(p) for p in assigned.values()}
-    followup.profiles_follow_up(result.profile_ids)
+    result.profile_ids = set(texts)
+    followup.profiles_follow_up(set(assigned.values()))
     return result

@@ -23,7 +23,7 @@ import json
 import logging
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from functools import lru_cache, partial
 
@@ -96,13 +96,27 @@ def event_payload(event: CleanEvent) -> str:
         return json.dumps(data, separators=(",", ":"))
 
 
+# what ``event_payload`` writes: every field of ``CleanEvent`` but the identifiers (found at ingestion)
+_PAYLOAD_FIELDS = frozenset(f.name for f in fields(CleanEvent)) - {"identifiers"}
+
+
 def event_from_payload(data: dict) -> CleanEvent:
-    """The ``CleanEvent`` an intake row was made from (``event_payload`` read back)."""
+    """The ``CleanEvent`` an intake row was made from (``event_payload`` read back).
+
+    A payload with exactly the fields ``event_payload`` writes becomes the event's attributes as
+    they are (``CleanEvent.__init__`` only assigns them, and its seventeen keyword arguments were
+    two thirds of this function's time, ~2 µs per stitched call); any other payload (an older or
+    unknown shape) goes through ``CleanEvent(**…)``, which fills defaults and refuses unknown fields."""
     values = dict(data)
     for name in _TIME_FIELDS:
         if values.get(name) is not None:
             values[name] = datetime.fromisoformat(values[name])
-    return CleanEvent(**values)
+    if values.keys() != _PAYLOAD_FIELDS:
+        return CleanEvent(**values)
+    values["identifiers"] = []
+    event = object.__new__(CleanEvent)
+    event.__dict__ = values
+    return event
 
 
 # One statement per request, parameters bound by the server in binary (psycopg quoting 100 calls'

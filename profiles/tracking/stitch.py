@@ -240,9 +240,11 @@ class _Merges:
             self._pending.append((winner, loser, kind, value))
             self._in_pending.update((winner, loser))
             counts.merged(winner, loser)
-            for kv, owner in owners.items():
-                if owner == loser:
-                    owners[kv] = winner
+            # the batch's identifiers re-pointed: compared as the ids' integers (``UUID.__eq__`` is
+            # a Python call per identifier of the batch, per merge)
+            lost = loser.int
+            for kv in [kv for kv, owner in owners.items() if owner.int == lost]:
+                owners[kv] = winner
             if loser in unsaved:
                 unsaved.setdefault(winner, {}).update(unsaved.pop(loser))
         _attach_new(new, counts.of(anchor), anchor, event.occurred_at, owners, attached)
@@ -505,7 +507,7 @@ def profiles_update(events: list[CleanEvent], assigned: dict[int, object], seen:
                 "UPDATE profiles_profile p SET first_seen_at = LEAST(p.first_seen_at, v.f), "
                 "last_seen_at = GREATEST(p.last_seen_at, v.l) "
                 "FROM unnest(%b::uuid[], %b::timestamptz[], %b::timestamptz[]) AS v(id, f, l) WHERE p.id = v.id",
-                [[str(i) for i in ids], list(firsts), list(lasts)],
+                [list(ids), list(firsts), list(lasts)],
             )
         if not with_traits:
             return
@@ -515,7 +517,7 @@ def profiles_update(events: list[CleanEvent], assigned: dict[int, object], seen:
             for event in sorted(with_traits[profile.pk], key=lambda e: e.occurred_at):
                 dirty |= traits_apply(profile, event.traits, event.occurred_at)
             if dirty:
-                changed.append((str(profile.pk), json.dumps(profile.traits), json.dumps(profile.trait_meta)))
+                changed.append((profile.pk, json.dumps(profile.traits), json.dumps(profile.trait_meta)))
         if changed:  # updated_at marks identity-relevant change (incremental matching reads it)
             ids, traits, metas = zip(*changed, strict=True)
             cursor.execute(
