@@ -56,15 +56,21 @@ class Page:
         self.d.get(self.base + path)
 
     def wait(self, css: str, text: str = "", timeout: float = 20):
+        from selenium.common.exceptions import WebDriverException
         from selenium.webdriver.common.by import By
         from selenium.webdriver.support import expected_conditions as ec
         from selenium.webdriver.support.ui import WebDriverWait
 
-        condition = (
-            ec.text_to_be_present_in_element((By.CSS_SELECTOR, css), text)
-            if text
-            else ec.presence_of_element_located((By.CSS_SELECTOR, css))
-        )
+        def text_present(driver) -> bool:
+            try:
+                return ec.text_to_be_present_in_element((By.CSS_SELECTOR, css), text)(driver)
+            except WebDriverException as exc:
+                # a form's answer replaced the page between the look-up and the read of its text
+                if "does not belong to the document" in str(exc):
+                    return False
+                raise
+
+        condition = text_present if text else ec.presence_of_element_located((By.CSS_SELECTOR, css))
         WebDriverWait(self.d, timeout).until(condition)
         return self.d.find_element(By.CSS_SELECTOR, css)
 
