@@ -52,15 +52,16 @@ _LOCK_PENDING = (
 _LOCK_PENDING_SKIP = _LOCK_PENDING + " SKIP LOCKED"
 
 
-def _sorted_ids(ids: Iterable) -> list[str]:
-    return sorted({str(i) for i in ids if i is not None})
-
-
 def sorted_uuids(ids: Iterable) -> list[uuid.UUID]:
     """The distinct ids (``uuid.UUID``s or their text) as ``uuid.UUID``s in the one lock order
-    (PostgreSQL's uuid order, the same as ``_sorted_ids``' text order), for binding in binary: the
-    server then parses no uuid text (about 0.5 µs an id on each side)."""
+    (PostgreSQL's uuid order: the ids' integers, as their canonical text sorts), for binding in
+    binary: the server then parses no uuid text (about 0.5 µs an id on each side)."""
     return sorted({_as_uuid(i) for i in ids if i is not None}, key=_uuid_int)
+
+
+def _sorted_ids(ids: Iterable) -> list[str]:
+    """``sorted_uuids`` as canonical text, for the statements that bind ``%s::uuid[]``."""
+    return [str(i) for i in sorted_uuids(ids)]
 
 
 def _as_uuid(value) -> uuid.UUID:
@@ -109,7 +110,7 @@ def lock_profiles_more(ids: Iterable, *, held: Iterable) -> list:
     below are taken ``NOWAIT``: if another transaction holds one, PostgreSQL raises LockNotAvailable
     (the caller retries its transaction) instead of a deadlock forming. Returns the ids locked."""
     held_max = max(map(_as_uuid, held), key=_uuid_int, default=None)
-    wanted = [uuid.UUID(i) for i in _sorted_ids(ids)]
+    wanted = sorted_uuids(ids)
     above = [str(i) for i in wanted if held_max is None or i > held_max]
     below = [str(i) for i in wanted if held_max is not None and i <= held_max]
     locked = []
