@@ -492,37 +492,31 @@ _ODD_VALUES = [
 ]
 
 
-@pytest.mark.parametrize("key", ["userId", "anonymousId"])
-def test_ids_decided_inline_answer_as_the_field_helper(key):
-    from profiles.tracking.validate import Invalid, _id_field
+class _Mapping(dict):
+    pass
 
-    other = "anonymousId" if key == "userId" else "userId"
-    for value in _ODD_VALUES:
-        payload = {"type": "track", "event": "E", key: value, other: "o-1"}
+
+@pytest.mark.parametrize(
+    ("key", "attribute", "others"),
+    [
+        ("userId", "user_id", {"anonymousId": "o-1"}),
+        ("anonymousId", "anonymous_id", {"userId": "o-1"}),
+        ("properties", "properties", {"userId": "u"}),
+        ("traits", "traits", {"userId": "u"}),
+        ("context", "context", {"userId": "u"}),
+    ],
+)
+def test_fields_decided_by_clean_event_answer_as_the_field_helpers(key, attribute, others):
+    from profiles.tracking.validate import Invalid, _id_field, _object_field
+
+    helper, odd = (_id_field, _ODD_VALUES) if key.endswith("Id") else (_object_field, [*_ODD_VALUES, _Mapping(a=1)])
+    for value in odd:
+        payload = {"type": "track", "event": "E", **others, key: value}
         errors: dict = {}
-        expected = _id_field(payload, key, errors)
+        expected = helper(payload, key, errors)
         try:
             event = clean_event(payload, received_at=NOW)
         except Invalid as exc:
             assert exc.fields == errors, value
         else:
-            assert not errors and getattr(event, "user_id" if key == "userId" else "anonymous_id") == expected
-
-
-@pytest.mark.parametrize("key", ["properties", "traits", "context"])
-def test_objects_decided_inline_answer_as_the_field_helper(key):
-    from profiles.tracking.validate import Invalid, _object_field
-
-    class Mapping(dict):
-        pass
-
-    for value in [*_ODD_VALUES, Mapping(a=1)]:
-        payload = {"type": "track", "event": "E", "userId": "u", key: value}
-        errors: dict = {}
-        expected = _object_field(payload, key, errors)
-        try:
-            event = clean_event(payload, received_at=NOW)
-        except Invalid as exc:
-            assert exc.fields == errors, value
-        else:
-            assert not errors and getattr(event, key) == expected
+            assert not errors and getattr(event, attribute) == expected
