@@ -16,7 +16,9 @@ never goes back up a level (docs/decisions/0027-one-lock-order.md, docs/architec
 
 Who takes what:
 
-- ingestion: 1 for the batch's new or linking identifiers, 2 for every profile written, then 3;
+- ingestion: 1 for the batch's new or linking identifiers, 2 for every profile written, then 3; the
+  stitch workers take 1 without waiting and leave a call whose identifier another transaction holds
+  (and the batch's later calls that share an identifier with it) in the intake log for a later batch;
 - merges and unmerges: 2 for both profiles (the caller may already hold 1), then 3;
 - computed-traits refresh and ``pending_process``: 2 (``skip_locked``: a profile being ingested is left
   for the next round) then 3; it never holds a ``PendingWork`` row while waiting for a profile, and
@@ -68,19 +70,31 @@ def _as_uuid(value) -> uuid.UUID:
     return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
 
 
-def lock_identifier_keys(identifiers: Iterable[tuple[str, str]]) -> None:
+def lock_identifier_keys(identifiers: Iterable[tuple[str, str]], *, wait: bool = True) -> set[tuple[str, str]]:
     """Level 1: transaction-level advisory locks on (kind, value) identifiers, sorted, one statement.
 
-    Re-taking a lock the transaction already holds does not wait."""
-    keys = sorted({f"{kind}:{value}" for kind, value in identifiers})
-    if not keys:
-        return
+    Re-taking a lock the transaction already holds does not wait. With ``wait=False`` a lock another
+    transaction holds is not waited for (``pg_try_advisory_xact_lock``): the identifiers whose locks
+    were not taken are returned, and the caller leaves the work that needs them for later (the stitch
+    workers, decision 0069). Never waiting, it cannot deadlock, whatever the order."""
+    wanted = {f"{kind}:{value}": (kind, value) for kind, value in identifiers}
+    if not wanted:
+        return set()
+    keys = sorted(wanted)
     with binary_cursor() as cursor:  # thousands of keys a batch: bound by the server (decision 0066)
+        if wait:
+            cursor.execute(
+                "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) "
+                "FROM unnest(%b::text[]) WITH ORDINALITY AS t(k, n)",
+                [keys],
+            )
+            return set()
         cursor.execute(
-            "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) "
-            "FROM unnest(%b::text[]) WITH ORDINALITY AS t(k, n)",
+            "SELECT t.k FROM unnest(%b::text[]) WITH ORDINALITY AS t(k, n) "
+            "WHERE NOT pg_try_advisory_xact_lock(hashtextextended(t.k, 0))",
             [keys],
         )
+        return {wanted[row[0]] for row in cursor.fetchall()}
 
 
 def lock_profiles(ids: Iterable, *, skip_locked: bool = False) -> dict:

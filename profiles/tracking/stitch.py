@@ -23,7 +23,7 @@ from profiles.identity.bulk import profiles_merge_bulk
 from profiles.identity.merge import ProfileVanished
 from profiles.identity.resolve import is_trusted, profile_resolve
 from profiles.identity.trait_policy import trait_value, traits_apply
-from profiles.locks import lock_identifier_keys, lock_profiles_more
+from profiles.locks import lock_identifier_keys, lock_profiles_more, sorted_uuids
 from profiles.models import CandidateStatus, Profile
 from profiles.normalize import limit_for, priority
 from profiles.pending import pending_mark
@@ -47,19 +47,39 @@ def owners_of(identifiers) -> dict[tuple[str, str], object]:
 
 
 def identities_resolve(
-    events: list[CleanEvent], fresh: list[int], result, *, lock_identifiers: bool = True
+    events: list[CleanEvent], fresh: list[int], result, *, lock_identifiers: bool = True, defer_contended: bool = False
 ) -> tuple[dict[int, object], list[int]]:
     """({event index: profile id}, the indexes still kept) for the events at ``fresh``.
 
-    ``result.dropped`` counts events the identifier filters refuse once the locks are held."""
+    ``result.dropped`` counts events the identifier filters refuse once the locks are held. With
+    ``defer_contended`` (the stitch workers) an identifier lock another transaction holds is not
+    waited for: the events that need it, and the later ones that share an identifier with them, are
+    left out of the batch and listed in ``result.deferred`` (decision 0069)."""
     # 1. who owns what (unlocked read); events whose identifiers are all on one profile need no lock
     owners = owners_of({kv for i in fresh for kv in events[i].identifiers})
+    defer = defer_contended and lock_identifiers
+    if defer and owners:
+        # the profiles another transaction holds (another stitch worker's batch with the same person's
+        # calls from another browser): their events wait for a later batch instead of this one
+        # waiting for that whole transaction. Taken without waiting, so ahead of level 1 (below,
+        # also without waiting) without breaking the one lock order: nothing here waits while holding
+        busy = _profiles_try_lock(set(owners.values()))
+        if busy:
+            fresh = _defer(events, fresh, {kv for kv, pid in owners.items() if pid in busy}, result)
+            owners = _owned(events, fresh, owners)
     to_resolve = [i for i in fresh if not _settled(events[i], owners)]
     # 2. identifiers about to be created or linked: advisory locks in one global order, then re-read
     if to_resolve:
         linking = {kv for i in to_resolve for kv in events[i].identifiers}
         if lock_identifiers:
-            lock_identifier_keys(linking)
+            contended = lock_identifier_keys(linking, wait=not defer)
+            if contended:
+                fresh = _defer(events, fresh, contended, result)
+                kept = set(fresh)
+                to_resolve = [i for i in to_resolve if i in kept]
+                # what is left out is not looked at again: its identifiers' owners are not locked below
+                linking = {kv for i in to_resolve for kv in events[i].identifiers}
+                owners = _owned(events, fresh, owners)
             to_resolve, fresh = identifiers_refilter_locked(events, to_resolve, fresh, result)
         owners.update(owners_of(linking))
         # then every profile the batch can touch, in id order, before any per-event work (one lock
@@ -106,6 +126,49 @@ def identities_resolve(
             unsaved.setdefault(assigned[index], {}).update(person_traits)
     merges.flush(attached)
     return assigned, fresh
+
+
+class AllContended(RuntimeError):
+    """Every event of a batch waits for an identifier lock another transaction holds: take the batch
+    again, waiting for the locks in order."""
+
+
+def _defer(events: list[CleanEvent], fresh: list[int], blocked: set, result) -> list[int]:
+    """``fresh`` without the events that need a lock another transaction holds (an identifier in
+    ``blocked``: its advisory lock, or its owner's row) and every later event that shares an
+    identifier with one left out (in batch order, so what one browser or person did is still stitched
+    in order: an event waits only for events before it); the ones left out go to
+    ``result.deferred``. When that would leave nothing, ``AllContended`` is raised: the caller rolls
+    back (so no lock taken without waiting is held while waiting) and takes the batch again waiting
+    for its locks, so every batch moves on."""
+    blocked = set(blocked)
+    deferred = []
+    for index in fresh:
+        identifiers = events[index].identifiers
+        if not blocked.isdisjoint(identifiers):
+            deferred.append(index)
+            blocked.update(identifiers)
+    if len(deferred) == len(fresh):
+        raise AllContended(f"every call of the batch needs a lock another transaction holds ({len(deferred)})")
+    result.deferred.extend(deferred)
+    left_out = set(deferred)
+    return [i for i in fresh if i not in left_out]
+
+
+def _owned(events: list[CleanEvent], fresh: list[int], owners: dict) -> dict:
+    """``owners`` of the identifiers of the events at ``fresh`` only."""
+    return {kv: owners[kv] for i in fresh for kv in events[i].identifiers if kv in owners}
+
+
+_TRY_LOCK_IDS_SQL = "SELECT id FROM profiles_profile WHERE id = ANY(%b::uuid[]) ORDER BY id FOR UPDATE SKIP LOCKED"
+
+
+def _profiles_try_lock(ids: set) -> set:
+    """Level 2 without waiting: lock the profiles free now; returns the ids not locked (held by
+    another transaction, or gone: either way their events are better taken by a later batch)."""
+    with binary_cursor() as cursor:
+        cursor.execute(_TRY_LOCK_IDS_SQL, [sorted_uuids(ids)])
+        return ids - {row[0] for row in cursor.fetchall()}
 
 
 class _Counts:

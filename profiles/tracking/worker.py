@@ -42,6 +42,7 @@ from profiles.models import IntakeEvent, IntakePoison, Source
 
 from .ingest import RETRYABLE, _ingest, retry_counts
 from .intake import event_from_payload
+from .stitch import AllContended
 
 logger = logging.getLogger("cdp.ingest")
 
@@ -106,9 +107,10 @@ def _not_the_calls_fault(exc: Exception) -> bool:
 
 
 def intake_stitch_batch() -> int | None:
-    """Stitch one batch of free partitions; None when no partition with rows is free."""
+    """Stitch one batch of free partitions; None when no partition with rows is free. Returns the
+    calls taken out of the log (calls left for a later batch, decision 0069, are not counted)."""
     taken = _stitch_one(skip=())
-    return taken[1] if taken else None
+    return taken[2] if taken else None
 
 
 def partitions_per_batch() -> int:
@@ -144,10 +146,12 @@ def intake_drain(*, max_batches: int = 100_000, linger: float = 0.0, max_seconds
             passed.clear()
             time.sleep(settings.CDP_INTAKE_PAUSE_SECONDS)
             continue
-        partitions, done = taken
+        partitions, read, done = taken
         total += done
         last_rows = time.monotonic()
-        if done < settings.CDP_INTAKE_BATCH:
+        if done < read:
+            continue  # calls were left for another transaction's locks: their partitions are looked at again
+        if read < settings.CDP_INTAKE_BATCH:
             if linger and last_rows - started <= max_seconds:
                 # a trickle: the next batch fills during the pause instead of this worker chasing the
                 # other workers' partitions with batches of a few calls (a batch costs ~16 ms of CPU
@@ -175,27 +179,35 @@ def _freeze_long_lived() -> None:
         _frozen = True
 
 
-def _stitch_one(*, skip) -> tuple[list[int], int] | None:
-    """(partitions, calls stitched) of one batch of free partitions not in ``skip``, or None."""
+def _stitch_one(*, skip) -> tuple[list[int], int, int] | None:
+    """(partitions, calls read, calls taken out of the log) of one batch of free partitions not in
+    ``skip``, or None. A batch does not wait for identifier locks another transaction holds (the
+    other stitch worker's batch, an erasure): the calls that need them stay in the log for a later
+    batch (decision 0069); if that is every call, the batch is taken again waiting for them."""
     ensured = False
-    for attempt in range(1, MAX_ATTEMPTS + 1):
+    wait = False  # set once, after a batch whose every call waited for another transaction's locks
+    attempt = 1
+    while True:
         try:
             with transaction.atomic(durable=True):
                 taken = _take_partitions(skip)
                 if taken:
-                    return taken, _stitch_partitions(taken)
+                    return taken, *_stitch_partitions(taken, defer=not wait)
             # nothing free: on first use the partition rows are made (committed on their own, so
             # no other worker waits for a batch's transaction to see them), then one more look
             if ensured or not _ensure_partitions():
                 return None
             ensured = True
+        except AllContended:
+            wait = True
+            retry_counts["AllContended"] += 1
         except (DatabaseError, ProfileVanished) as exc:
             if attempt == MAX_ATTEMPTS or not _retryable(exc):
                 raise
             retry_counts[type(exc.__cause__ or exc).__name__] += 1
             logger.info("stitch: retrying the batch after %s (attempt %d)", type(exc).__name__, attempt)
             time.sleep(random.uniform(0.005, 0.05) * attempt)
-    raise AssertionError("unreachable")
+            attempt += 1
 
 
 def _take_partitions(skip) -> list[int]:
@@ -218,26 +230,31 @@ def _ensure_partitions() -> bool:
         return bool(cursor.fetchall())
 
 
-def _stitch_partitions(partitions: list[int]) -> int:
+def _stitch_partitions(partitions: list[int], *, defer: bool = False) -> tuple[int, int]:
     """The oldest ``CDP_INTAKE_BATCH`` calls of the partitions held (per partition, a prefix in id
-    order), stitched per source; then the calls deleted and the partitions' progress noted."""
+    order), stitched per source; then the calls deleted and the partitions' progress noted. With
+    ``defer``, calls left for another transaction's identifier locks stay in the log (they and the
+    calls after them that share an identifier are the oldest of their partition for the next batch).
+    Returns (calls read, calls taken out of the log)."""
     with binary_cursor() as cursor:
         cursor.execute(_READ_SQL, [partitions, settings.CDP_INTAKE_BATCH])
         rows = cursor.fetchall()
     if not rows:
-        return 0
+        return 0, 0
     groups: dict[int, list] = {}
     for row in rows:
         if not row[5]:  # stored before: a duplicate, nothing to do but leave the log
             groups.setdefault(row[1], []).append(row)
     sources = Source.objects.in_bulk(list(groups))
+    left: set[int] = set()
     for source_id, group in groups.items():
-        _stitch_group(sources.get(source_id), group)
-    counts = Counter(row[4] for row in rows)
+        left.update(_stitch_group(sources.get(source_id), group, defer=defer))
+    done = [row for row in rows if row[0] not in left] if left else rows
+    counts = Counter(row[4] for row in done)
     with binary_cursor() as cursor:
-        cursor.execute("DELETE FROM profiles_intakeevent WHERE id = ANY(%b::bigint[])", [[row[0] for row in rows]])
+        cursor.execute("DELETE FROM profiles_intakeevent WHERE id = ANY(%b::bigint[])", [[row[0] for row in done]])
         cursor.execute(_DONE_SQL, [list(counts), list(counts.values())])
-    return len(rows)
+    return len(rows), len(done)
 
 
 def _decoded(rows: list) -> tuple[list, list[int] | None]:
@@ -255,9 +272,10 @@ def _decoded(rows: list) -> tuple[list, list[int] | None]:
     return events, [row[0] for row in rows] if plain else None
 
 
-def _stitch_group(source: Source | None, rows: list) -> None:
+def _stitch_group(source: Source | None, rows: list, *, defer: bool = False) -> list[int]:
     """One source's calls of the batch, in a savepoint; on an error that is not a retry, call by
-    call, setting aside the ones that fail on their own."""
+    call, setting aside the ones that fail on their own. Returns the intake ids of the calls left in
+    the log for another transaction's identifier locks (``defer``)."""
 
     try:
         with transaction.atomic():
@@ -265,14 +283,15 @@ def _stitch_group(source: Source | None, rows: list) -> None:
                 raise LookupError("the call's source no longer exists")
             with merge_hooks_batched():
                 events, intake_ids = _decoded(rows)
-                _ingest(source, events, stored_checked=True, intake_ids=intake_ids)
-        return
+                result = _ingest(source, events, stored_checked=True, intake_ids=intake_ids, defer_contended=defer)
+        return [rows[i][0] for i in result.deferred]
     except Exception as exc:
         if _not_the_calls_fault(exc):
             raise
         if len(rows) == 1:
             _set_aside(source, rows[0], exc)
-            return
+            return []
+    # one by one, each waiting for its locks: a call left for later here would be retried as a group
     for row in rows:
         try:
             with transaction.atomic():
@@ -284,6 +303,7 @@ def _stitch_group(source: Source | None, rows: list) -> None:
             if _not_the_calls_fault(exc):
                 raise
             _set_aside(source, row, exc)
+    return []
 
 
 def _set_aside(source: Source | None, row, exc: Exception) -> None:

@@ -202,11 +202,11 @@ def test_a_stuck_workers_batch_is_taken_over_after_its_lease_expires(write_key, 
     real_stitch = worker._stitch_partitions
     took, failure = threading.Event(), []
 
-    def stuck(partitions):
+    def stuck(partitions, **options):
         if threading.current_thread().name == "stuck-worker":
             took.set()
             time.sleep(6)
-        return real_stitch(partitions)
+        return real_stitch(partitions, **options)
 
     monkeypatch.setattr(worker, "_stitch_partitions", stuck)
 

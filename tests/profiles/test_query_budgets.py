@@ -106,9 +106,10 @@ BUDGET_TRACK_KNOWN = 1
 BUDGET_BATCH_ACCEPT = 1
 # a worker's batch: savepoint, lease timeouts, take its partitions, read their rows (with whether each
 # is stored already: no separate known-messageId check), the sources, then per source a savepoint,
-# suppression, owners, profile lock, seen times, INSERT events, PendingWork upsert, release; delete
-# the rows, the partitions' progress, release; then the next take finds nothing (the idle cost below)
-BUDGET_STITCH_KNOWN = 23
+# suppression, owners, the owners' profiles locked without waiting (decision 0069), profile lock, seen
+# times, INSERT events, PendingWork upsert, release; delete the rows, the partitions' progress,
+# release; then the next take finds nothing (the idle cost below)
+BUDGET_STITCH_KNOWN = 24
 # plus the identifiers' advisory locks, the suppression check again under those locks, owners read
 # again, the bulk profile and identifier inserts, and the consent purposes (context consent)
 BUDGET_STITCH_NEW = 28

@@ -73,8 +73,8 @@ def test_a_lingering_drain_takes_calls_that_arrive_while_it_watches(write_key, s
     stitched_first = threading.Event()
     real = worker._stitch_partitions
 
-    def noting(partitions):
-        done = real(partitions)
+    def noting(partitions, **options):
+        done = real(partitions, **options)
         stitched_first.set()
         return done
 

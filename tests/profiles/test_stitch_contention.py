@@ -1,0 +1,170 @@
+"""A stitch batch does not wait for locks another transaction holds (decision 0069).
+
+The other transaction here is a second PostgreSQL connection holding the lock the way another stitch
+worker's batch or an erasure does: an identifier's advisory lock, or a profile row ``FOR UPDATE``.
+The calls that need it stay in the intake log, with the later calls that share an identifier with
+them; the rest of the batch is stitched; once the lock is gone the next batch stitches what was left,
+and the outcome is what stitching in one go gives."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+
+import psycopg
+import pytest
+from django.db import connection
+
+from profiles.models import Event, Identifier, IntakeEvent, Profile
+from profiles.tracking import intake
+from profiles.tracking.ingest import retry_counts
+from profiles.tracking.worker import intake_drain, intake_stitch_batch
+from tests.profiles.helpers import batch, writer
+
+pytestmark = [pytest.mark.intake_async, pytest.mark.django_db(transaction=True)]
+
+
+def _conninfo() -> str:
+    db = connection.settings_dict
+    return psycopg.conninfo.make_conninfo(
+        dbname=db["NAME"], user=db["USER"], host=db["HOST"], port=db["PORT"] or 5432, password=db["PASSWORD"] or None
+    )
+
+
+@contextlib.contextmanager
+def held(sql: str, params: list):
+    """Another transaction that runs ``sql`` (taking a lock) and holds it until the block ends."""
+    with psycopg.connect(_conninfo()) as other:
+        other.execute(sql, params)
+        try:
+            yield other
+        finally:
+            other.rollback()
+
+
+def identifier_lock(kind: str, value: str):
+    return held("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"{kind}:{value}"])
+
+
+def waiting_for_a_lock(timeout: float = 20) -> bool:
+    """Whether a backend of this database waits for a lock (polled; False after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(_conninfo(), autocommit=True) as probe:
+        while time.monotonic() < deadline:
+            row = probe.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            ).fetchone()
+            if row[0]:
+                return True
+            time.sleep(0.05)
+    return False
+
+
+def waiting_ids() -> list[str]:
+    return sorted(IntakeEvent.objects.values_list("message_id", flat=True))
+
+
+@pytest.fixture
+def one_partition(settings, monkeypatch):
+    settings.CDP_INTAKE_PARTITIONS = 1  # every call in one batch: what is left out is the lock's doing
+    settings.CDP_INTAKE_LEASE_SECONDS = 5  # a batch that waited for the lock would fail, not hang
+    monkeypatch.setattr(intake, "intake_wake", lambda: None)  # no Celery worker takes part here
+
+
+def test_calls_needing_an_identifier_lock_held_elsewhere_wait_in_the_log_with_the_calls_after_them(
+    write_key, one_partition
+):
+    client = writer(write_key)
+    # given a visitor who browses, logs in as a customer whose identifier another transaction has
+    # locked, and browses on; and another customer's call after them
+    batch(
+        client,
+        {"type": "track", "anonymousId": "a-1", "event": "Product Viewed", "messageId": "m-before"},
+        {"type": "identify", "anonymousId": "a-1", "userId": "u-busy", "traits": {"first_name": "Bo"},
+         "messageId": "m-login"},
+        {"type": "track", "anonymousId": "a-1", "event": "Product Added", "messageId": "m-after"},
+        {"type": "track", "userId": "u-free", "event": "Product Viewed", "messageId": "m-other"},
+    )  # fmt: skip
+    contended_before = retry_counts["AllContended"]
+
+    # when a batch is stitched while the lock is held
+    with identifier_lock("user_id", "u-busy"):
+        stitched = intake_stitch_batch()
+
+        # then the call before the login and the other customer's call are stitched; the login and
+        # the call after it (same browser) wait in the log, and nothing waited for the lock
+        assert stitched == 2
+        assert waiting_ids() == ["m-after", "m-login"]
+        assert sorted(Event.objects.values_list("message_id", flat=True)) == ["m-before", "m-other"]
+        assert not Identifier.objects.filter(kind="user_id", value="u-busy").exists()
+        assert retry_counts["AllContended"] == contended_before
+
+    # and once the lock is gone the next drain stitches them, in order, on the visitor's profile
+    assert intake_drain() == 2
+    visitor = Identifier.objects.get(kind="anonymous_id", value="a-1").profile
+    assert Identifier.objects.get(kind="user_id", value="u-busy").profile == visitor
+    assert visitor.traits == {"first_name": "Bo"}
+    assert set(Event.objects.filter(profile=visitor).values_list("message_id", flat=True)) == {
+        "m-before",
+        "m-login",
+        "m-after",
+    }
+    assert (Profile.objects.count(), IntakeEvent.objects.count()) == (2, 0)
+
+
+def test_calls_of_a_profile_another_transaction_holds_wait_in_the_log(write_key, one_partition):
+    client = writer(write_key)
+    # given a known customer
+    batch(client, {"type": "identify", "anonymousId": "a-2", "userId": "u-known", "messageId": "m-known"})
+    assert intake_drain() == 1
+    known = Identifier.objects.get(kind="user_id", value="u-known").profile
+
+    # when their next call and another customer's arrive while another transaction holds their profile
+    batch(
+        client,
+        {"type": "track", "anonymousId": "a-2", "event": "Product Viewed", "messageId": "m-view"},
+        {"type": "track", "userId": "u-else", "event": "Product Viewed", "messageId": "m-else"},
+    )
+    with held("SELECT id FROM profiles_profile WHERE id = %s FOR UPDATE", [known.pk]):
+        stitched = intake_stitch_batch()
+
+        # then only the other customer's call is stitched, without waiting for that transaction
+        assert stitched == 1
+        assert waiting_ids() == ["m-view"]
+
+    # and the known customer's call follows once it is released
+    assert intake_drain() == 1
+    assert Event.objects.get(message_id="m-view").profile_id == known.pk
+    assert Profile.objects.count() == 2
+
+
+def test_a_batch_whose_every_call_needs_a_held_lock_waits_for_it_instead(write_key, one_partition):
+    batch(
+        writer(write_key),
+        {"type": "identify", "userId": "u-wait", "traits": {"first_name": "Wu"}, "messageId": "m-1"},
+        {"type": "track", "userId": "u-wait", "event": "Product Viewed", "messageId": "m-2"},
+    )
+    contended_before = retry_counts["AllContended"]
+    stitched: list = []
+
+    def stitch():
+        try:
+            stitched.append(intake_stitch_batch())
+        finally:
+            connection.close()
+
+    # when the only calls waiting need a lock another transaction holds
+    with identifier_lock("user_id", "u-wait"):
+        thread = threading.Thread(target=stitch)
+        thread.start()
+        # then the batch, taken again, waits for the lock (leaving them would make no progress)
+        assert waiting_for_a_lock()
+        assert stitched == []
+    thread.join(30)
+
+    # and stitches both calls once it is released
+    assert stitched == [2]
+    assert retry_counts["AllContended"] == contended_before + 1
+    assert Identifier.objects.get(kind="user_id", value="u-wait").profile.traits == {"first_name": "Wu"}
+    assert (Event.objects.count(), IntakeEvent.objects.count()) == (2, 0)
