@@ -79,6 +79,17 @@ class Page:
 
         return self.d.find_element(By.CSS_SELECTOR, css)
 
+    def submit(self, button_css: str, timeout: float = 20) -> None:
+        """Click a form's button and wait until its answer has replaced the page: a wait for an
+        element the old page has too would otherwise find it there, and the next look-up could land
+        on the page while it loads ('no such element')."""
+        from selenium.webdriver.support import expected_conditions as ec
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        old = self.find("html")
+        self.find(button_css).click()
+        WebDriverWait(self.d, timeout).until(ec.staleness_of(old))
+
     def type(self, css: str, text: str) -> None:
         from selenium.webdriver.common.keys import Keys
 

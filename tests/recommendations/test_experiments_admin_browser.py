@@ -93,7 +93,7 @@ def test_a_marketer_creates_runs_reads_and_ships_an_experiment_and_watches_a_ban
     experiment = Experiment.objects.get(key="home-personal")
     _traffic(experiment, a=260, b=140)
     for _ in range(2):
-        page.find("form[action$='/snapshot/'] button").click()
+        page.submit("form[action$='/snapshot/'] button")
         page.wait("#results-table")
     page.wait("#srm-banner", "Sample-ratio mismatch")
     assert "control 260" in page.find("#content").text
