@@ -558,7 +558,9 @@ def newly_seen(rows: list[tuple], since: int, holes: dict[int, float], now: floa
     return top
 
 
-def run_lag(port: int, write_key: str, bodies: list[bytes], rate: float, database_url: str) -> dict:
+def run_lag(
+    port: int, write_key: str, bodies: list[bytes], rate: float, database_url: str, dump: str | None = None
+) -> dict:
     """Batches at ``rate`` events/s (open loop, 4 senders) while a poller measures each event's lag
     from received_at to being seen in the events table."""
     import threading
@@ -572,6 +574,7 @@ def run_lag(port: int, write_key: str, bodies: list[bytes], rate: float, databas
     with psycopg.connect(database_url, autocommit=True) as conn:
         since = conn.execute("SELECT coalesce(max(id), 0) FROM profiles_event").fetchone()[0]
     lags: list[float] = []
+    pairs: list[tuple[float, float]] = []  # (accepted, seen) per event, for --lag-dump
     stop = threading.Event()
 
     def poll():
@@ -587,6 +590,8 @@ def run_lag(port: int, write_key: str, bodies: list[bytes], rate: float, databas
                 seen = time.time()
                 since = newly_seen(rows, since, holes, seen)
                 lags.extend(seen - received for _, received in rows)
+                if dump:
+                    pairs.extend((received, seen) for _, received in rows)
                 time.sleep(0.1)
 
     poller = threading.Thread(target=poll, daemon=True)
@@ -607,6 +612,10 @@ def run_lag(port: int, write_key: str, bodies: list[bytes], rate: float, databas
     stop.set()
     poller.join(10)
     ordered = sorted(lags)
+    if dump:
+        with open(dump, "w") as out:
+            out.write("accepted_epoch,stitched_seen_epoch\n")
+            out.writelines(f"{a:.3f},{b:.3f}\n" for a, b in sorted(pairs))
     late = sorted(x for r in results for x in r["late"])
     return {
         "accepted": accepted,
@@ -835,6 +844,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--lag-rate", type=float, default=LAG_RATE, help="events/s of the identity-lag test")
     parser.add_argument("--lag-seconds", type=float, default=10, help="seconds of the identity-lag test (0: skip)")
+    parser.add_argument("--lag-dump", help="write each lag-test event's accept and stitched-seen times (CSV) here")
     parser.add_argument("--stitchers", type=int, default=2, help="stitch worker processes (Celery, queue intake)")
     parser.add_argument(
         "--pause-stitchers",
@@ -896,7 +906,7 @@ def main(argv: list[str] | None = None) -> int:
             lag = None
             if lag_bodies:
                 log(f"identity lag: {args.lag_rate:g} events/s for {args.lag_seconds:g} s")
-                lag = run_lag(port, write_key, lag_bodies, args.lag_rate, database_url)
+                lag = run_lag(port, write_key, lag_bodies, args.lag_rate, database_url, args.lag_dump)
                 wait_drained(database_url)
             accepted_total = (
                 warm["accepted"]
