@@ -52,7 +52,7 @@ class IngestResult:
     dropped: int = 0  # refused by an ingestion filter (suppressed person, analytics denied)
     profile_ids: set = field(default_factory=set)
     event_profiles: list = field(default_factory=list)  # profile id per input event (None for duplicates)
-    deferred: list = field(default_factory=list)  # indexes left for a later batch (``defer_contended``)
+    deferred: list = field(default_factory=list)  # indexes left for a later batch (``deferral``)
 
 
 def _is_retryable(exc: Exception) -> bool:
@@ -94,13 +94,13 @@ def _ingest(
     lock_identifiers: bool = True,
     stored_checked: bool = False,
     intake_ids: list[int] | None = None,
-    defer_contended: bool = False,
+    deferral: stitch.Deferral | None = None,
 ) -> IngestResult:
     """``stored_checked``: the caller knows none of the events is stored yet or repeated (the stitch
     workers read that with the intake rows), so the dedupe query is skipped. ``intake_ids``: the
     intake row of each event (the stitch workers): the events table is written from those rows.
-    ``defer_contended``: events whose identifier locks another transaction holds are left out and
-    listed in ``result.deferred`` instead of waited for (the stitch workers keep them in the log)."""
+    ``deferral`` (the stitch workers, one per batch): events that need a lock another transaction holds
+    are left out and listed in ``result.deferred`` instead of waited for (kept in the log)."""
     result = IngestResult(event_profiles=[None] * len(events))
     if stored_checked:
         fresh = list(range(len(events)))
@@ -114,8 +114,10 @@ def _ingest(
         return result
 
     assigned, fresh = stitch.identities_resolve(
-        events, fresh, result, lock_identifiers=lock_identifiers, defer_contended=defer_contended
+        events, fresh, result, lock_identifiers=lock_identifiers, deferral=deferral
     )
+    if not fresh and result.deferred:
+        return result  # every call left for a later batch
     # lock what we write, re-point merged-away profiles
     seen = stitch.lock_live(assigned)
     kept = filters.profiles_filter(events, fresh, assigned)

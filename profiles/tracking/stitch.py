@@ -47,26 +47,27 @@ def owners_of(identifiers) -> dict[tuple[str, str], object]:
 
 
 def identities_resolve(
-    events: list[CleanEvent], fresh: list[int], result, *, lock_identifiers: bool = True, defer_contended: bool = False
+    events: list[CleanEvent], fresh: list[int], result, *, lock_identifiers: bool = True, deferral=None
 ) -> tuple[dict[int, object], list[int]]:
     """({event index: profile id}, the indexes still kept) for the events at ``fresh``.
 
-    ``result.dropped`` counts events the identifier filters refuse once the locks are held. With
-    ``defer_contended`` (the stitch workers) an identifier lock another transaction holds is not
-    waited for: the events that need it, and the later ones that share an identifier with them, are
-    left out of the batch and listed in ``result.deferred`` (decision 0069)."""
+    ``result.dropped`` counts events the identifier filters refuse once the locks are held. With a
+    ``Deferral`` (the stitch workers) no profile or identifier lock another transaction holds is
+    waited for: the events that need one, and the later ones of the same person, are left out and
+    listed in ``result.deferred`` (decision 0069)."""
     # 1. who owns what (unlocked read); events whose identifiers are all on one profile need no lock
     owners = owners_of({kv for i in fresh for kv in events[i].identifiers})
-    defer = defer_contended and lock_identifiers
-    if defer and owners:
+    defer = deferral is not None and lock_identifiers
+    if defer:
         # the profiles another transaction holds (another stitch worker's batch with the same person's
         # calls from another browser): their events wait for a later batch instead of this one
         # waiting for that whole transaction. Taken without waiting, so ahead of level 1 (below,
         # also without waiting) without breaking the one lock order: nothing here waits while holding
-        busy = _profiles_try_lock(set(owners.values()))
-        if busy:
-            fresh = _defer(events, fresh, {kv for kv, pid in owners.items() if pid in busy}, result)
-            owners = _owned(events, fresh, owners)
+        busy = _profiles_try_lock(set(owners.values())) if owners else set()
+        fresh = deferral.leave_out(events, fresh, owners, result, profiles=busy)
+        owners = _owned(events, fresh, owners)
+        if not fresh:
+            return {}, []
     to_resolve = [i for i in fresh if not _settled(events[i], owners)]
     # 2. identifiers about to be created or linked: advisory locks in one global order, then re-read
     if to_resolve:
@@ -74,14 +75,28 @@ def identities_resolve(
         if lock_identifiers:
             contended = lock_identifier_keys(linking, wait=not defer)
             if contended:
-                fresh = _defer(events, fresh, contended, result)
+                fresh = deferral.leave_out(events, fresh, owners, result, identifiers=contended)
+                if not fresh:
+                    return {}, []
                 kept = set(fresh)
                 to_resolve = [i for i in to_resolve if i in kept]
                 # what is left out is not looked at again: its identifiers' owners are not locked below
                 linking = {kv for i in to_resolve for kv in events[i].identifiers}
                 owners = _owned(events, fresh, owners)
             to_resolve, fresh = identifiers_refilter_locked(events, to_resolve, fresh, result)
+        held = set(owners.values())  # when deferring: every one of them locked above
         owners.update(owners_of(linking))
+        if defer and (appeared := set(owners.values()) - held):
+            # owners that appeared since the first read (another batch made or merged them and
+            # committed): locked without waiting too, or their events are left out
+            busy = _profiles_try_lock(appeared)
+            if busy:
+                fresh = deferral.leave_out(events, fresh, owners, result, profiles=busy)
+                if not fresh:
+                    return {}, []
+                kept = set(fresh)
+                to_resolve = [i for i in to_resolve if i in kept]
+                owners = _owned(events, fresh, owners)
         # then every profile the batch can touch, in id order, before any per-event work (one lock
         # order, profiles/locks.py): resolving event by event would lock them in batch order
         _lock_owners(owners)
@@ -129,30 +144,42 @@ def identities_resolve(
 
 
 class AllContended(RuntimeError):
-    """Every event of a batch waits for an identifier lock another transaction holds: take the batch
-    again, waiting for the locks in order."""
+    """Every call of a stitch batch needs a lock another transaction holds: take the batch again,
+    waiting for the locks in order."""
 
 
-def _defer(events: list[CleanEvent], fresh: list[int], blocked: set, result) -> list[int]:
-    """``fresh`` without the events that need a lock another transaction holds (an identifier in
-    ``blocked``: its advisory lock, or its owner's row) and every later event that shares an
-    identifier with one left out (in batch order, so what one browser or person did is still stitched
-    in order: an event waits only for events before it); the ones left out go to
-    ``result.deferred``. When that would leave nothing, ``AllContended`` is raised: the caller rolls
-    back (so no lock taken without waiting is held while waiting) and takes the batch again waiting
-    for its locks, so every batch moves on."""
-    blocked = set(blocked)
-    deferred = []
-    for index in fresh:
-        identifiers = events[index].identifiers
-        if not blocked.isdisjoint(identifiers):
-            deferred.append(index)
-            blocked.update(identifiers)
-    if len(deferred) == len(fresh):
-        raise AllContended(f"every call of the batch needs a lock another transaction holds ({len(deferred)})")
-    result.deferred.extend(deferred)
-    left_out = set(deferred)
-    return [i for i in fresh if i not in left_out]
+class Deferral:
+    """The calls of one stitch batch left for a later batch because they need a lock another
+    transaction holds (decision 0069), and what they hold back, across the batch's source groups: a
+    later call that shares an identifier with one left out, or whose identifier belongs to the same
+    profile, is left out too. So what one browser or one person did is still stitched in order: a
+    call waits only for calls before it."""
+
+    def __init__(self) -> None:
+        self.identifiers: set = set()
+        self.profiles: set = set()
+
+    def leave_out(
+        self, events: list[CleanEvent], fresh: list[int], owners: dict, result, *, identifiers=(), profiles=()
+    ) -> list[int]:
+        """``fresh`` without the calls held back (``identifiers`` whose locks were not taken,
+        ``profiles`` whose rows were not, and whatever earlier calls left out hold back); the ones
+        left out go to ``result.deferred``."""
+        self.identifiers.update(identifiers)
+        self.profiles.update(profiles)
+        if not self.identifiers and not self.profiles:
+            return fresh
+        kept = []
+        for index in fresh:
+            mine = events[index].identifiers
+            theirs = {owners[kv] for kv in mine if kv in owners}
+            if self.identifiers.isdisjoint(mine) and self.profiles.isdisjoint(theirs):
+                kept.append(index)
+            else:
+                result.deferred.append(index)
+                self.identifiers.update(mine)
+                self.profiles.update(theirs)
+        return kept
 
 
 def _owned(events: list[CleanEvent], fresh: list[int], owners: dict) -> dict:

@@ -42,7 +42,7 @@ from profiles.models import IntakeEvent, IntakePoison, Source
 
 from .ingest import RETRYABLE, _ingest, retry_counts
 from .intake import event_from_payload
-from .stitch import AllContended
+from .stitch import AllContended, Deferral
 
 logger = logging.getLogger("cdp.ingest")
 
@@ -149,13 +149,14 @@ def intake_drain(*, max_batches: int = 100_000, linger: float = 0.0, max_seconds
         partitions, read, done = taken
         total += done
         last_rows = time.monotonic()
-        if done < read:
-            continue  # calls were left for another transaction's locks: their partitions are looked at again
         if read < settings.CDP_INTAKE_BATCH:
-            if linger and last_rows - started <= max_seconds:
+            if (linger and last_rows - started <= max_seconds) or done < read:
                 # a trickle: the next batch fills during the pause instead of this worker chasing the
                 # other workers' partitions with batches of a few calls (a batch costs ~16 ms of CPU
-                # whatever its size; two lingering workers made ~20 of them a second at 200 calls/s)
+                # whatever its size; two lingering workers made ~20 of them a second at 200 calls/s).
+                # Calls left for another transaction's locks (decision 0069) are looked at again after
+                # the pause, their partitions not passed, lingering or not: once they are all that is
+                # left, the batch waits for the locks
                 time.sleep(settings.CDP_INTAKE_PAUSE_SECONDS)
             else:
                 passed.extend(partitions)
@@ -246,10 +247,13 @@ def _stitch_partitions(partitions: list[int], *, defer: bool = False) -> tuple[i
         if not row[5]:  # stored before: a duplicate, nothing to do but leave the log
             groups.setdefault(row[1], []).append(row)
     sources = Source.objects.in_bulk(list(groups))
+    deferral = Deferral() if defer else None  # what one group leaves out holds back the next groups' calls
     left: set[int] = set()
     for source_id, group in groups.items():
-        left.update(_stitch_group(sources.get(source_id), group, defer=defer))
+        left.update(_stitch_group(sources.get(source_id), group, deferral=deferral))
     done = [row for row in rows if row[0] not in left] if left else rows
+    if not done:
+        raise AllContended(f"every call of the batch needs a lock another transaction holds ({len(rows)})")
     counts = Counter(row[4] for row in done)
     with binary_cursor() as cursor:
         cursor.execute("DELETE FROM profiles_intakeevent WHERE id = ANY(%b::bigint[])", [[row[0] for row in done]])
@@ -272,10 +276,10 @@ def _decoded(rows: list) -> tuple[list, list[int] | None]:
     return events, [row[0] for row in rows] if plain else None
 
 
-def _stitch_group(source: Source | None, rows: list, *, defer: bool = False) -> list[int]:
+def _stitch_group(source: Source | None, rows: list, *, deferral: Deferral | None = None) -> list[int]:
     """One source's calls of the batch, in a savepoint; on an error that is not a retry, call by
     call, setting aside the ones that fail on their own. Returns the intake ids of the calls left in
-    the log for another transaction's identifier locks (``defer``)."""
+    the log for another transaction's locks (``deferral``)."""
 
     try:
         with transaction.atomic():
@@ -283,7 +287,7 @@ def _stitch_group(source: Source | None, rows: list, *, defer: bool = False) -> 
                 raise LookupError("the call's source no longer exists")
             with merge_hooks_batched():
                 events, intake_ids = _decoded(rows)
-                result = _ingest(source, events, stored_checked=True, intake_ids=intake_ids, defer_contended=defer)
+                result = _ingest(source, events, stored_checked=True, intake_ids=intake_ids, deferral=deferral)
         return [rows[i][0] for i in result.deferred]
     except Exception as exc:
         if _not_the_calls_fault(exc):

@@ -17,6 +17,7 @@ import pytest
 from django.db import connection
 
 from profiles.models import Event, Identifier, IntakeEvent, Profile
+from profiles.services import source_create
 from profiles.tracking import intake
 from profiles.tracking.ingest import retry_counts
 from profiles.tracking.worker import intake_drain, intake_stitch_batch
@@ -68,7 +69,8 @@ def waiting_ids() -> list[str]:
 @pytest.fixture
 def one_partition(settings, monkeypatch):
     settings.CDP_INTAKE_PARTITIONS = 1  # every call in one batch: what is left out is the lock's doing
-    settings.CDP_INTAKE_LEASE_SECONDS = 5  # a batch that waited for the lock would fail, not hang
+    settings.CDP_INTAKE_LEASE_SECONDS = 20  # a batch that waited for a lock held here fails, not hangs
+    settings.CDP_INTAKE_PAUSE_SECONDS = 0.05
     monkeypatch.setattr(intake, "intake_wake", lambda: None)  # no Celery worker takes part here
 
 
@@ -167,4 +169,78 @@ def test_a_batch_whose_every_call_needs_a_held_lock_waits_for_it_instead(write_k
     assert stitched == [2]
     assert retry_counts["AllContended"] == contended_before + 1
     assert Identifier.objects.get(kind="user_id", value="u-wait").profile.traits == {"first_name": "Wu"}
+    assert (Event.objects.count(), IntakeEvent.objects.count()) == (2, 0)
+
+
+def test_a_call_left_out_holds_back_the_later_calls_of_the_same_person_from_other_browsers_and_sources(
+    write_key, one_partition
+):
+    client = writer(write_key)
+    # given a known customer with two browsers, and a second source (the shop's backend)
+    batch(
+        client,
+        {"type": "identify", "anonymousId": "phone", "userId": "u-two", "messageId": "m-known-1"},
+        {"type": "identify", "anonymousId": "laptop", "userId": "u-two", "messageId": "m-known-2"},
+    )
+    assert intake_drain() == 2
+    person = Identifier.objects.get(kind="user_id", value="u-two").profile
+    _, backend_key = source_create(name="backend")
+
+    # when, while another transaction holds the lock of an email they are about to give, they give it
+    # on the phone, then browse on the laptop, the backend reports their order, and someone else browses
+    batch(
+        client,
+        {"type": "identify", "anonymousId": "phone", "traits": {"email": "two@example.org"}, "messageId": "m-email"},
+    )
+    batch(client, {"type": "track", "anonymousId": "laptop", "event": "Product Viewed", "messageId": "m-laptop"})
+    batch(writer(backend_key), {"type": "track", "userId": "u-two", "event": "Order Completed", "messageId": "m-order"})
+    batch(client, {"type": "track", "userId": "u-else", "event": "Product Viewed", "messageId": "m-else"})
+    contended_before = retry_counts["AllContended"]
+    with identifier_lock("email", "two@example.org"):
+        stitched = intake_stitch_batch()
+
+        # then only the other person's call is stitched: the laptop's call (same profile) and the
+        # backend's (same person, another source) wait behind the email, without any wait
+        assert stitched == 1
+        assert waiting_ids() == ["m-email", "m-laptop", "m-order"]
+        assert retry_counts["AllContended"] == contended_before
+
+    # and all three follow once it is released, on the person's profile
+    assert intake_drain() == 3
+    assert set(Event.objects.filter(profile=person).values_list("message_id", flat=True)) == {
+        "m-known-1",
+        "m-known-2",
+        "m-email",
+        "m-laptop",
+        "m-order",
+    }
+    assert Identifier.objects.get(kind="email", value="two@example.org").profile == person
+
+
+def test_a_drain_does_not_end_with_calls_left_for_a_lock_it_looks_again_until_it_is_released(write_key, one_partition):
+    batch(
+        writer(write_key),
+        {"type": "identify", "userId": "u-held", "traits": {"first_name": "He"}, "messageId": "m-held"},
+        {"type": "track", "userId": "u-free", "event": "Product Viewed", "messageId": "m-free"},
+    )
+    released = threading.Event()
+
+    def hold_then_release(ready: threading.Event):
+        with identifier_lock("user_id", "u-held"):
+            ready.set()
+            time.sleep(1.0)
+        released.set()
+
+    ready = threading.Event()
+    holder = threading.Thread(target=hold_then_release, args=(ready,))
+    holder.start()
+    assert ready.wait(10)
+
+    # when a drain (as a command or a wake runs it, not lingering) runs while the lock is held
+    stitched = intake_drain()
+    holder.join(30)
+
+    # then it stitched the free call, came back for the held one and took it once it was released
+    assert released.is_set()
+    assert stitched == 2
     assert (Event.objects.count(), IntakeEvent.objects.count()) == (2, 0)
