@@ -64,8 +64,7 @@ def identities_resolve(
         # waiting for that whole transaction. Taken without waiting, so ahead of level 1 (below,
         # also without waiting) without breaking the one lock order: nothing here waits while holding
         busy = _profiles_try_lock(set(owners.values())) if owners else set()
-        fresh = deferral.leave_out(events, fresh, owners, result, profiles=busy)
-        owners = _owned(events, fresh, owners)
+        fresh, _, owners = _held_back(deferral, events, fresh, [], owners, result, profiles=busy)
         if not fresh:
             return {}, []
     to_resolve = [i for i in fresh if not _settled(events[i], owners)]
@@ -75,14 +74,12 @@ def identities_resolve(
         if lock_identifiers:
             contended = lock_identifier_keys(linking, wait=not defer)
             if contended:
-                fresh = deferral.leave_out(events, fresh, owners, result, identifiers=contended)
+                fresh, to_resolve, owners = _held_back(
+                    deferral, events, fresh, to_resolve, owners, result, identifiers=contended
+                )
                 if not fresh:
                     return {}, []
-                kept = set(fresh)
-                to_resolve = [i for i in to_resolve if i in kept]
-                # what is left out is not looked at again: its identifiers' owners are not locked below
                 linking = {kv for i in to_resolve for kv in events[i].identifiers}
-                owners = _owned(events, fresh, owners)
             to_resolve, fresh = identifiers_refilter_locked(events, to_resolve, fresh, result)
         held = set(owners.values())  # when deferring: every one of them locked above
         owners.update(owners_of(linking))
@@ -91,12 +88,11 @@ def identities_resolve(
             # committed): locked without waiting too, or their events are left out
             busy = _profiles_try_lock(appeared)
             if busy:
-                fresh = deferral.leave_out(events, fresh, owners, result, profiles=busy)
+                fresh, to_resolve, owners = _held_back(
+                    deferral, events, fresh, to_resolve, owners, result, profiles=busy
+                )
                 if not fresh:
                     return {}, []
-                kept = set(fresh)
-                to_resolve = [i for i in to_resolve if i in kept]
-                owners = _owned(events, fresh, owners)
         # then every profile the batch can touch, in id order, before any per-event work (one lock
         # order, profiles/locks.py): resolving event by event would lock them in batch order
         _lock_owners(owners)
@@ -182,9 +178,13 @@ class Deferral:
         return kept
 
 
-def _owned(events: list[CleanEvent], fresh: list[int], owners: dict) -> dict:
-    """``owners`` of the identifiers of the events at ``fresh`` only."""
-    return {kv: owners[kv] for i in fresh for kv in events[i].identifiers if kv in owners}
+def _held_back(deferral: Deferral, events: list[CleanEvent], fresh, to_resolve, owners: dict, result, **blocked):
+    """(fresh, to_resolve, owners) without the calls ``deferral`` leaves out now: what is left out is
+    not looked at again (its identifiers' owners are not locked later in the batch)."""
+    fresh = deferral.leave_out(events, fresh, owners, result, **blocked)
+    kept = set(fresh)
+    owners = {kv: owners[kv] for i in fresh for kv in events[i].identifiers if kv in owners}
+    return fresh, [i for i in to_resolve if i in kept], owners
 
 
 _TRY_LOCK_IDS_SQL = "SELECT id FROM profiles_profile WHERE id = ANY(%b::uuid[]) ORDER BY id FOR UPDATE SKIP LOCKED"
