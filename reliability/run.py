@@ -259,12 +259,32 @@ def p99(latencies: list[float]) -> float:
     return statistics.quantiles(latencies, n=100)[98] if len(latencies) >= 2 else latencies[0]
 
 
-def lost_and_duplicated(stack: Stack, acked: list[str]) -> tuple[int, int]:
+def drained(stack: Stack, timeout: float = 120) -> int:
+    """Wait until the stitch workers emptied the intake log (accepted calls become events behind the
+    200, decision 0039); returns the calls still waiting when ``timeout`` ran out (0 when drained)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        waiting = stack.sql("SELECT count(*) FROM profiles_intakeevent")[0][0]
+        if not waiting or time.monotonic() > deadline:
+            return waiting
+        time.sleep(1)
+
+
+def lost_and_duplicated(stack: Stack, acked: list[str]) -> tuple[int, int, int]:
+    """(lost, duplicated, waiting) once the intake log is drained (or given up on): an acknowledged
+    call is lost when it is neither an event, nor set aside as poison, nor still waiting in the log."""
+    waiting = drained(stack)
     stored = stack.sql("SELECT message_id, count(*) FROM profiles_event GROUP BY message_id")
     counts = dict(stored)
-    lost = sum(1 for m in acked if m not in counts)
+    kept = {
+        m
+        for (m,) in stack.sql(
+            "SELECT message_id FROM profiles_intakeevent UNION ALL SELECT message_id FROM profiles_intakepoison"
+        )
+    }
+    lost = sum(1 for m in acked if m not in counts and m not in kept)
     duplicated = sum(c - 1 for c in counts.values() if c > 1)
-    return lost, duplicated
+    return lost, duplicated, waiting
 
 
 # --- checks ------------------------------------------------------------------------------------------
@@ -296,16 +316,17 @@ def check_kill9(stack: Stack, seconds: float) -> bool:
         time.sleep(seconds / 4)
         os.killpg(stack.worker.pid, signal.SIGKILL)  # Celery worker and its pool; the supervisor restarts it
         time.sleep(seconds / 4)
-    lost, duplicated = lost_and_duplicated(stack, load.acked)
+    lost, duplicated, waiting = lost_and_duplicated(stack, load.acked)
     say(
         "kill9",
         acknowledged=len(load.acked),
         lost=lost,
         duplicated=duplicated,
+        still_in_intake=waiting,
         attempts=len(load.attempts),
         restarts=dict(stack.restarts),
     )
-    return lost == 0 and duplicated == 0 and len(load.acked) > 0
+    return lost == 0 and duplicated == 0 and waiting == 0 and len(load.acked) > 0
 
 
 def check_redis(stack: Stack, seconds: float) -> bool:
@@ -355,17 +376,18 @@ def check_postgres(stack: Stack, seconds: float) -> bool:
         time.sleep(seconds / 3)
     outage = load.window(down_at, up_at)
     after = load.window(up_at + 5, time.monotonic())
-    lost, duplicated = lost_and_duplicated(stack, load.acked)
+    lost, duplicated, waiting = lost_and_duplicated(stack, load.acked)
     errors_while_down = sum(1 for s, _ in outage if s != 200)
     say(
         "postgres",
         acknowledged=len(load.acked),
         lost=lost,
         duplicated=duplicated,
+        still_in_intake=waiting,
         errors_while_down=errors_while_down,
         ok_after=sum(1 for s, _ in after if s == 200),
     )
-    return lost == 0 and duplicated == 0 and errors_while_down > 0 and any(s == 200 for s, _ in after)
+    return lost == 0 and duplicated == 0 and waiting == 0 and errors_while_down > 0 and any(s == 200 for s, _ in after)
 
 
 def check_merges(stack: Stack, seconds: float) -> bool:
