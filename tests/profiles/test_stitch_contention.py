@@ -88,11 +88,12 @@ def test_calls_needing_an_identifier_lock_held_elsewhere_wait_in_the_log_with_th
         {"type": "track", "anonymousId": "a-1", "event": "Product Added", "messageId": "m-after"},
         {"type": "track", "userId": "u-free", "event": "Product Viewed", "messageId": "m-other"},
     )  # fmt: skip
-    contended_before = retry_counts["AllContended"]
+    contended_before, left_before = retry_counts["AllContended"], retry_counts["left for later"]
 
     # when a batch is stitched while the lock is held
     with identifier_lock("user_id", "u-busy"):
         stitched = intake_stitch_batch()
+        assert retry_counts["left for later"] == left_before + 2
 
         # then the call before the login and the other customer's call are stitched; the login and
         # the call after it (same browser) wait in the log, and nothing waited for the lock
