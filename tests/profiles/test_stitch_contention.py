@@ -114,6 +114,9 @@ def test_calls_needing_an_identifier_lock_held_elsewhere_wait_in_the_log_with_th
         "m-after",
     }
     assert (Profile.objects.count(), IntakeEvent.objects.count()) == (2, 0)
+    # stitched in the order they were accepted: the login before the call after it
+    stored = list(Event.objects.filter(profile=visitor).order_by("id").values_list("message_id", flat=True))
+    assert stored == ["m-before", "m-login", "m-after"]
 
 
 def test_calls_of_a_profile_another_transaction_holds_wait_in_the_log(write_key, one_partition):
