@@ -17,8 +17,9 @@ never goes back up a level (docs/decisions/0027-one-lock-order.md, docs/architec
 Who takes what:
 
 - ingestion: 1 for the batch's new or linking identifiers, 2 for every profile written, then 3; the
-  stitch workers take 1 without waiting and leave a call whose identifier another transaction holds
-  (and the batch's later calls that share an identifier with it) in the intake log for a later batch;
+  stitch workers take the owners' rows of 2 and then 1 without waiting (neither step waits, so the
+  order between them cannot deadlock) and leave a call whose lock another transaction holds, with
+  the batch's later calls of the same person, in the intake log for a later batch (decision 0069);
 - merges and unmerges: 2 for both profiles (the caller may already hold 1), then 3;
 - computed-traits refresh and ``pending_process``: 2 (``skip_locked``: a profile being ingested is left
   for the next round) then 3; it never holds a ``PendingWork`` row while waiting for a profile, and

@@ -2,7 +2,9 @@
 
 One query finds the owners of every identifier in the batch. An event whose identifiers all exist
 on one profile takes the fast path; the rest take the batch's advisory locks (one global order),
-then every profile they can touch is locked (FOR UPDATE, id order); brand-new people are created
+then every profile they can touch is locked (FOR UPDATE, id order). In a stitch worker's batch
+(a ``Deferral``) those locks are taken without waiting and the calls that need one held elsewhere
+are left for a later batch (decision 0069); brand-new people are created
 in two statements; the remainder go through ``profile_resolve`` one by one, in batch order. Every
 written profile is then locked again and re-checked for merges, so a concurrent merge waits for
 our events. Seen times and identify traits are written set-based.

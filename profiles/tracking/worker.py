@@ -12,7 +12,9 @@ One batch is one transaction (docs/decisions/0039-intake-log.md):
 3. per source, the ingestion stages (``ingest._ingest``: dedupe against stored events, filters,
    identity for the whole batch, seen times and traits, one INSERT into the events table, pending
    work marked), in a savepoint;
-4. delete the rows taken, note the partition's progress, commit.
+4. delete the rows taken, note the partition's progress, commit. Calls that need a lock another
+   transaction holds (the other worker's batch, an erasure) are not waited for: they stay in the
+   log for a later batch (decision 0069).
 
 A worker killed at any point loses nothing (the rows are deleted in the transaction that stores
 their events) and doubles nothing (the events table is unique per source and ``messageId``).
@@ -182,9 +184,9 @@ def _freeze_long_lived() -> None:
 
 def _stitch_one(*, skip) -> tuple[list[int], int, int] | None:
     """(partitions, calls read, calls taken out of the log) of one batch of free partitions not in
-    ``skip``, or None. A batch does not wait for identifier locks another transaction holds (the
-    other stitch worker's batch, an erasure): the calls that need them stay in the log for a later
-    batch (decision 0069); if that is every call, the batch is taken again waiting for them."""
+    ``skip``, or None. A batch does not wait for profile or identifier locks another transaction
+    holds (the other stitch worker's batch, an erasure): the calls that need them stay in the log for
+    a later batch (decision 0069); if no call can be taken, the batch is taken again waiting for them."""
     ensured = False
     wait = False  # set once, after a batch whose every call waited for another transaction's locks
     attempt = 1
@@ -234,8 +236,8 @@ def _ensure_partitions() -> bool:
 def _stitch_partitions(partitions: list[int], *, defer: bool = False) -> tuple[int, int]:
     """The oldest ``CDP_INTAKE_BATCH`` calls of the partitions held (per partition, a prefix in id
     order), stitched per source; then the calls deleted and the partitions' progress noted. With
-    ``defer``, calls left for another transaction's identifier locks stay in the log (they and the
-    calls after them that share an identifier are the oldest of their partition for the next batch).
+    ``defer``, calls left for another transaction's locks stay in the log, with the later calls of
+    the same person (``stitch.Deferral``): the oldest of their partitions for the next batch.
     Returns (calls read, calls taken out of the log)."""
     with binary_cursor() as cursor:
         cursor.execute(_READ_SQL, [partitions, settings.CDP_INTAKE_BATCH])
