@@ -18,7 +18,7 @@ from django.db import connection
 
 from profiles.models import Event, Identifier, IntakeEvent, Profile
 from profiles.services import source_create
-from profiles.tracking import intake
+from profiles.tracking import intake, stitch
 from profiles.tracking.ingest import retry_counts
 from profiles.tracking.worker import intake_drain, intake_stitch_batch
 from tests.profiles.helpers import batch, writer
@@ -248,3 +248,54 @@ def test_a_drain_does_not_end_with_calls_left_for_a_lock_it_looks_again_until_it
     assert released.is_set()
     assert stitched == 2
     assert (Event.objects.count(), IntakeEvent.objects.count()) == (2, 0)
+
+
+def test_an_owner_that_appears_after_the_first_read_and_is_held_elsewhere_is_not_waited_for(
+    write_key, one_partition, monkeypatch
+):
+    batch(
+        writer(write_key),
+        {"type": "identify", "anonymousId": "a-late", "userId": "u-late", "messageId": "m-late"},
+        {"type": "track", "userId": "u-else", "event": "Product Viewed", "messageId": "m-else"},
+    )
+    # given another transaction that, after the batch read the owners (nobody owned u-late), creates
+    # u-late's profile, commits, and then holds that profile's row
+    others: list = []
+    real = stitch.lock_identifier_keys
+
+    def another_batch_meanwhile(identifiers, **options):
+        if not others:
+            other = psycopg.connect(_conninfo(), autocommit=True)
+            late = other.execute(
+                "INSERT INTO profiles_profile (id, traits, trait_meta, computed, first_seen_at, last_seen_at, "
+                "created_at, updated_at) VALUES (gen_random_uuid(), '{}', '{}', '{}', now(), now(), now(), now()) "
+                "RETURNING id"
+            ).fetchone()[0]
+            other.execute(
+                "INSERT INTO profiles_identifier (kind, value, profile_id, created_at, last_seen_at) "
+                "VALUES ('user_id', 'u-late', %s, now(), now())",
+                [late],
+            )
+            other.autocommit = False
+            other.execute("SELECT id FROM profiles_profile WHERE id = %s FOR UPDATE", [late])
+            others.append((other, late))
+        return real(identifiers, **options)
+
+    monkeypatch.setattr(stitch, "lock_identifier_keys", another_batch_meanwhile)
+
+    # when the batch is stitched while that row is held
+    try:
+        stitched = intake_stitch_batch()
+    finally:
+        for other, _ in others:
+            other.rollback()
+            other.close()
+
+    # then the call of the profile that appeared waited in the log, without the batch waiting for it
+    assert stitched == 1
+    assert waiting_ids() == ["m-late"]
+    late = others[0][1]
+
+    # and once it is released the call joins that profile
+    assert intake_drain() == 1
+    assert Identifier.objects.get(kind="anonymous_id", value="a-late").profile_id == late
