@@ -45,7 +45,7 @@ _OWNERS_SQL = (
 
 
 def owners_of(identifiers) -> dict[tuple[str, str], object]:
-    """{(kind, value): profile id} for the identifiers that exist; one indexed join (binary arrays)."""
+    """{(kind, value): profile id} for the identifiers that exist; one index probe each (binary arrays)."""
     pairs = sorted(set(identifiers))
     if not pairs:
         return {}
