@@ -71,7 +71,9 @@ def identities_resolve(
         # calls from another browser): their events wait for a later batch instead of this one
         # waiting for that whole transaction. Taken without waiting, so ahead of level 1 (below,
         # also without waiting) without breaking the one lock order: nothing here waits while holding
-        busy = _profiles_try_lock(set(owners.values())) if owners else set()
+        first = set(owners.values())
+        busy = _profiles_try_lock(first) if owners else set()
+        deferral.locked |= first - busy
         fresh, _, owners = _held_back(deferral, events, fresh, [], owners, result, profiles=busy)
         if not fresh:
             return {}, []
@@ -95,6 +97,7 @@ def identities_resolve(
             # owners that appeared since the first read (another batch made or merged them and
             # committed): locked without waiting too, or their events are left out
             busy = _profiles_try_lock(appeared)
+            deferral.locked |= appeared - busy
             if busy:
                 fresh, to_resolve, owners = _held_back(
                     deferral, events, fresh, to_resolve, owners, result, profiles=busy
@@ -104,7 +107,7 @@ def identities_resolve(
             held |= appeared - busy
         # then every profile the batch can touch, in id order, before any per-event work (one lock
         # order, profiles/locks.py): resolving event by event would lock them in batch order
-        _lock_owners(owners, held)
+        _lock_owners(owners, held | deferral.locked if defer else held)
     assigned: dict[int, object] = {}
     known = {owners[kv] for i in to_resolve for kv in events[i].identifiers if kv in owners}
     # 3. brand-new people (no identifier known anywhere) are created in bulk
@@ -163,6 +166,10 @@ class Deferral:
     def __init__(self) -> None:
         self.identifiers: set = set()
         self.profiles: set = set()
+        # every profile the batch's transaction took without waiting, its calls kept or held back,
+        # across source groups: the "held" of any later lock (``lock_profiles_more`` waits only above
+        # the highest of them, so the one lock order holds for what the batch really holds)
+        self.locked: set = set()
 
     def leave_out(
         self, events: list[CleanEvent], fresh: list[int], owners: dict, result, *, identifiers=(), profiles=()
@@ -567,16 +574,22 @@ _LOCK_SQL = (
 )
 
 
-def lock_live(assigned: dict[int, object]) -> dict:
+def lock_live(assigned: dict[int, object], held=()) -> dict:
     """Lock every profile the batch writes to (id order), then re-point events whose profile was
     merged away (by an earlier event of this batch, or by another transaction that committed before
     our lock). Holding the lock until commit makes a concurrent merge of these profiles wait for our
-    events. Returns {profile id: (first_seen_at, last_seen_at)} of the live profiles."""
-    held: set = set()
+    events. Returns {profile id: (first_seen_at, last_seen_at)} of the live profiles.
+
+    ``held``: profiles the transaction has locked already (a stitch worker's batch, ``Deferral.locked``):
+    a profile a merge moved us to is then never waited for below them (in a stitch worker's batch the
+    first statement waits for nothing: every profile an event was assigned to is locked by then)."""
+    held = set(held)
+    again = False
     for _ in range(10):
         wanted = set(assigned.values())
-        if held:  # profiles a merge moved us to: never waited for out of order (profiles/locks.py)
+        if again:  # profiles a merge moved us to: never waited for out of order (profiles/locks.py)
             held.update(lock_profiles_more({w for w in wanted if w not in held}, held=held))
+        again = True
         # rows in binary: 2,000 profiles' seen times parsed from text in Python were 4 % of a batch
         with binary_cursor(binary_results=True) as cursor:
             cursor.execute(_LOCK_SQL, [list(wanted)])

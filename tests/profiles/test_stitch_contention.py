@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import uuid
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -24,6 +26,8 @@ from profiles.tracking.worker import intake_drain, intake_stitch_batch
 from tests.profiles.helpers import batch, writer
 
 pytestmark = [pytest.mark.intake_async, pytest.mark.django_db(transaction=True)]
+
+T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
 
 def _conninfo() -> str:
@@ -299,3 +303,118 @@ def test_an_owner_that_appears_after_the_first_read_and_is_held_elsewhere_is_not
     # and once it is released the call joins that profile
     assert intake_drain() == 1
     assert Identifier.objects.get(kind="anonymous_id", value="a-late").profile_id == late
+
+
+@pytest.fixture
+def three_people(db):
+    """Three known people in id order R < M < P: two visitors (R: a-r, M: a-m) and a customer (P: u-p)."""
+    r, m, p = (uuid.UUID(int=n) for n in (1, 2, 3))
+    Profile.objects.bulk_create([Profile(id=pid, first_seen_at=T0, last_seen_at=T0) for pid in (r, m, p)])
+    Identifier.objects.bulk_create(
+        [
+            Identifier(kind="anonymous_id", value="a-r", profile_id=r, last_seen_at=T0),
+            Identifier(kind="anonymous_id", value="a-m", profile_id=m, last_seen_at=T0),
+            Identifier(kind="user_id", value="u-p", profile_id=p, last_seen_at=T0),
+        ]
+    )
+    return r, m, p
+
+
+class MergeThenTakeMAndP:
+    """When the batch first try-locks R: another transaction merges R into M and commits; the
+    batch's try-lock runs; then a third transaction takes M and asks for P, in the one lock order
+    (it waits: the batch holds P by then). A batch that then waited for M would close a cycle."""
+
+    def __init__(self, monkeypatch, r, m, p) -> None:
+        self.r, self.m, self.p = r, m, p
+        self.real = stitch._profiles_try_lock
+        self.errors: list = []
+        self.thread: threading.Thread | None = None
+        self.m_held = threading.Event()
+        monkeypatch.setattr(stitch, "_profiles_try_lock", self)
+
+    def _take_m_and_p(self) -> None:
+        with psycopg.connect(_conninfo()) as other:
+            other.execute("SELECT id FROM profiles_profile WHERE id = %s FOR UPDATE", [self.m])
+            self.m_held.set()
+            try:
+                other.execute("SELECT id FROM profiles_profile WHERE id = %s FOR UPDATE", [self.p])
+            except psycopg.errors.DeadlockDetected as exc:
+                self.errors.append(exc)
+            other.rollback()
+
+    def __call__(self, ids):
+        if self.thread is not None or self.r not in ids:
+            return self.real(ids)
+        with psycopg.connect(_conninfo(), autocommit=True) as merger:
+            merger.execute("UPDATE profiles_identifier SET profile_id = %s WHERE profile_id = %s", [self.m, self.r])
+            merger.execute("UPDATE profiles_profile SET merged_into_id = %s WHERE id = %s", [self.m, self.r])
+        busy = self.real(ids)
+        self.thread = threading.Thread(target=self._take_m_and_p)
+        self.thread.start()
+        assert self.m_held.wait(10) and waiting_for_a_lock()
+        return busy
+
+    def join(self) -> None:
+        if self.thread is not None:
+            self.thread.join(20)
+
+
+def test_an_owner_a_merge_moved_is_not_waited_for_below_a_profile_the_batch_holds_for_a_call_left_out(
+    write_key, one_partition, monkeypatch, three_people
+):
+    from tests.profiles.test_identity_concurrency import deadlocks
+
+    r, m, p = three_people
+    # given a batch with the customer stating a new email (another transaction holds its identifier
+    # lock: the call is left for later, after the batch locked P) and a page view of visitor R
+    batch(
+        writer(write_key),
+        {"type": "identify", "userId": "u-p", "traits": {"email": "new@x.io"}, "messageId": "m-p"},
+        {"type": "track", "anonymousId": "a-r", "event": "Product Viewed", "messageId": "m-r"},
+    )
+    # and R merged into M after the batch read the owners, and M taken by a transaction that wants P
+    meanwhile = MergeThenTakeMAndP(monkeypatch, r, m, p)
+    before = deadlocks()
+
+    # when the batch is stitched: the page view's owner moved to M, which the batch must now lock
+    with identifier_lock("email", "new@x.io"):
+        stitched = intake_stitch_batch()
+        meanwhile.join()
+
+        # then no deadlock formed: M, below P, was taken without waiting (the batch was retried), and
+        # the other transaction got P; the page view is on M, the customer's call waits in the log
+        assert deadlocks() - before == 0 and meanwhile.errors == []
+        assert stitched == 1
+        assert waiting_ids() == ["m-p"]
+        assert Event.objects.get(message_id="m-r").profile_id == m
+    assert intake_drain() == 1
+    assert Identifier.objects.get(kind="email", value="new@x.io").profile_id == p
+
+
+def test_a_profile_a_merge_moved_a_call_to_is_not_waited_for_below_one_an_earlier_source_group_holds(
+    write_key, one_partition, monkeypatch, three_people
+):
+    from tests.profiles.test_identity_concurrency import deadlocks
+
+    r, m, p = three_people
+    # given a batch of two sources: the backend reports the customer's order (P), then the shop's
+    # pages report a page view of visitor R
+    _, backend_key = source_create(name="backend")
+    batch(writer(backend_key), {"type": "track", "userId": "u-p", "event": "Order Completed", "messageId": "m-p"})
+    batch(writer(write_key), {"type": "track", "anonymousId": "a-r", "event": "Product Viewed", "messageId": "m-r"})
+    # and R merged into M after the second group read its owners, M taken by a transaction that wants P
+    meanwhile = MergeThenTakeMAndP(monkeypatch, r, m, p)
+    before = deadlocks()
+
+    # when the batch is stitched: the first group holds P, the second finds R merged into M
+    stitched = intake_stitch_batch()
+    meanwhile.join()
+
+    # then no deadlock formed (M, below P, was taken without waiting; the batch was retried), and both
+    # calls are stored: the order on P, the page view on M
+    assert deadlocks() - before == 0 and meanwhile.errors == []
+    stitched += intake_drain()
+    assert stitched == 2
+    assert Event.objects.get(message_id="m-p").profile_id == p
+    assert Event.objects.get(message_id="m-r").profile_id == m
