@@ -119,7 +119,7 @@ def _ingest(
     if not fresh and result.deferred:
         return result  # every call left for a later batch
     # lock what we write, re-point merged-away profiles
-    seen = stitch.lock_live(assigned, held=deferral.locked if deferral is not None else ())
+    seen = stitch.lock_live(assigned, held=deferral.locked if deferral is not None else None)
     kept = filters.profiles_filter(events, fresh, assigned)
     result.dropped += len(fresh) - len(kept)
     fresh = kept

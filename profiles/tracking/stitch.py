@@ -107,7 +107,10 @@ def identities_resolve(
             held |= appeared - busy
         # then every profile the batch can touch, in id order, before any per-event work (one lock
         # order, profiles/locks.py): resolving event by event would lock them in batch order
-        _lock_owners(owners, held | deferral.locked if defer else held)
+        if defer:
+            deferral.locked |= held
+            held = deferral.locked
+        _lock_owners(owners, held)
     assigned: dict[int, object] = {}
     known = {owners[kv] for i in to_resolve for kv in events[i].identifiers if kv in owners}
     # 3. brand-new people (no identifier known anywhere) are created in bulk
@@ -166,9 +169,11 @@ class Deferral:
     def __init__(self) -> None:
         self.identifiers: set = set()
         self.profiles: set = set()
-        # every profile the batch's transaction took without waiting, its calls kept or held back,
-        # across source groups: the "held" of any later lock (``lock_profiles_more`` waits only above
-        # the highest of them, so the one lock order holds for what the batch really holds)
+        # every profile the batch's transaction holds, across source groups: taken without waiting
+        # (its calls kept or left out), or afterwards by ``_lock_owners`` and ``lock_live``. It is
+        # the "held" of every later lock (``lock_profiles_more`` waits only above the highest of
+        # them), so the one lock order holds for what the batch really holds. A source group whose
+        # savepoint rolls back gives its locks back: the worker restores the set as it was before
         self.locked: set = set()
 
     def leave_out(
@@ -441,15 +446,15 @@ _LOCK_IDS_SQL = "SELECT id FROM profiles_profile WHERE id = ANY(%b::uuid[]) ORDE
 
 def _lock_owners(owners: dict, held: set) -> None:
     """Lock the owners of the batch's identifiers in id order (but those in ``held``, locked
-    already), then read the owners again: an identifier a merge moved before our lock points at a
-    profile we do not hold yet, which is locked with ``lock_profiles_more`` (never out of order).
-    Afterwards no owner can change under us. Every identifier of the batch is read again, not only
+    already; what is locked here is added to it), then read the owners again: an identifier a merge
+    moved before our lock points at a profile we do not hold yet, which is locked with
+    ``lock_profiles_more`` (never out of order). Afterwards no owner can change under us. Every
+    identifier of the batch is read again, not only
     those about to be linked: an event whose identifiers were all on one profile at the first read
     and are on two now (another batch merged one of them away) would otherwise plan a merge of a
     profile already merged."""
     # level 2 of the one lock order (profiles/locks.py: ``lock_profile_ids``' statement), the ids
     # bound on the server: quoted into the SQL text in Python they were 3 % of a batch
-    held = set(held)
     wanted = set(owners.values()) - held
     if wanted and held:  # never waited for out of order
         held.update(lock_profiles_more(wanted, held=held))
@@ -574,16 +579,17 @@ _LOCK_SQL = (
 )
 
 
-def lock_live(assigned: dict[int, object], held=()) -> dict:
+def lock_live(assigned: dict[int, object], held: set | None = None) -> dict:
     """Lock every profile the batch writes to (id order), then re-point events whose profile was
     merged away (by an earlier event of this batch, or by another transaction that committed before
     our lock). Holding the lock until commit makes a concurrent merge of these profiles wait for our
     events. Returns {profile id: (first_seen_at, last_seen_at)} of the live profiles.
 
-    ``held``: profiles the transaction has locked already (a stitch worker's batch, ``Deferral.locked``):
-    a profile a merge moved us to is then never waited for below them (in a stitch worker's batch the
-    first statement waits for nothing: every profile an event was assigned to is locked by then)."""
-    held = set(held)
+    ``held``: profiles the transaction has locked already (a stitch worker's batch, ``Deferral.locked``),
+    added to as profiles are locked here: a profile a merge moved us to is then never waited for below
+    them (in a stitch worker's batch the first statement waits for nothing: every profile an event was
+    assigned to is locked by then)."""
+    held = set() if held is None else held
     again = False
     for _ in range(10):
         wanted = set(assigned.values())

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from django.db import connection
 
-from profiles.models import Event, Identifier, IntakeEvent, Profile
+from profiles.models import Event, Identifier, IntakeEvent, IntakePoison, Profile
 from profiles.services import source_create
 from profiles.tracking import intake, stitch
 from profiles.tracking.ingest import retry_counts
@@ -320,39 +320,49 @@ def three_people(db):
     return r, m, p
 
 
-class MergeThenTakeMAndP:
-    """When the batch first try-locks R: another transaction merges R into M and commits; the
-    batch's try-lock runs; then a third transaction takes M and asks for P, in the one lock order
-    (it waits: the batch holds P by then). A batch that then waited for M would close a cycle."""
+class Interleaving:
+    """Other transactions at chosen moments of a stitch batch (``stitch._profiles_try_lock`` wrapped):
+    before the batch try-locks a profile of ``merges``, that profile is merged (committed) into
+    another; right after the try-lock that includes ``then_take[0]``'s trigger, a third transaction
+    takes ``then_take[1]`` and asks for ``then_take[2]`` (in the one lock order; it waits, the batch
+    holding that one). A batch that then waited for the third's profile would close a cycle.
 
-    def __init__(self, monkeypatch, r, m, p) -> None:
-        self.r, self.m, self.p = r, m, p
+    The batch's next try-lock (its retry) first waits for the third transaction to end, so the retry
+    meets no lock of it. ``ready`` tells whether the third was seen waiting."""
+
+    def __init__(self, monkeypatch, *, merges: dict, then_take: tuple) -> None:
+        self.merges = dict(merges)  # trigger profile id -> (loser, winner)
+        self.trigger, self.first, self.second = then_take
         self.real = stitch._profiles_try_lock
         self.errors: list = []
+        self.ready = False
         self.thread: threading.Thread | None = None
-        self.m_held = threading.Event()
+        self.taken = threading.Event()
         monkeypatch.setattr(stitch, "_profiles_try_lock", self)
 
-    def _take_m_and_p(self) -> None:
+    def _third(self) -> None:
         with psycopg.connect(_conninfo()) as other:
-            other.execute("SELECT id FROM profiles_profile WHERE id = %s FOR UPDATE", [self.m])
-            self.m_held.set()
+            other.execute("SELECT id FROM profiles_profile WHERE id = %s FOR UPDATE", [self.first])
+            self.taken.set()
             try:
-                other.execute("SELECT id FROM profiles_profile WHERE id = %s FOR UPDATE", [self.p])
+                other.execute("SELECT id FROM profiles_profile WHERE id = %s FOR UPDATE", [self.second])
             except psycopg.errors.DeadlockDetected as exc:
                 self.errors.append(exc)
             other.rollback()
 
     def __call__(self, ids):
-        if self.thread is not None or self.r not in ids:
-            return self.real(ids)
-        with psycopg.connect(_conninfo(), autocommit=True) as merger:
-            merger.execute("UPDATE profiles_identifier SET profile_id = %s WHERE profile_id = %s", [self.m, self.r])
-            merger.execute("UPDATE profiles_profile SET merged_into_id = %s WHERE id = %s", [self.m, self.r])
+        if self.thread is not None:
+            self.thread.join(20)
+        for trigger in [t for t in self.merges if t in ids]:
+            loser, winner = self.merges.pop(trigger)
+            with psycopg.connect(_conninfo(), autocommit=True) as merger:
+                merger.execute("UPDATE profiles_identifier SET profile_id = %s WHERE profile_id = %s", [winner, loser])
+                merger.execute("UPDATE profiles_profile SET merged_into_id = %s WHERE id = %s", [winner, loser])
         busy = self.real(ids)
-        self.thread = threading.Thread(target=self._take_m_and_p)
-        self.thread.start()
-        assert self.m_held.wait(10) and waiting_for_a_lock()
+        if self.thread is None and self.trigger in ids:
+            self.thread = threading.Thread(target=self._third)
+            self.thread.start()
+            self.ready = self.taken.wait(10) and waiting_for_a_lock()
         return busy
 
     def join(self) -> None:
@@ -374,13 +384,14 @@ def test_an_owner_a_merge_moved_is_not_waited_for_below_a_profile_the_batch_hold
         {"type": "track", "anonymousId": "a-r", "event": "Product Viewed", "messageId": "m-r"},
     )
     # and R merged into M after the batch read the owners, and M taken by a transaction that wants P
-    meanwhile = MergeThenTakeMAndP(monkeypatch, r, m, p)
+    meanwhile = Interleaving(monkeypatch, merges={r: (r, m)}, then_take=(r, m, p))
     before = deadlocks()
 
     # when the batch is stitched: the page view's owner moved to M, which the batch must now lock
     with identifier_lock("email", "new@x.io"):
         stitched = intake_stitch_batch()
         meanwhile.join()
+        assert meanwhile.ready
 
         # then no deadlock formed: M, below P, was taken without waiting (the batch was retried), and
         # the other transaction got P; the page view is on M, the customer's call waits in the log
@@ -404,12 +415,13 @@ def test_a_profile_a_merge_moved_a_call_to_is_not_waited_for_below_one_an_earlie
     batch(writer(backend_key), {"type": "track", "userId": "u-p", "event": "Order Completed", "messageId": "m-p"})
     batch(writer(write_key), {"type": "track", "anonymousId": "a-r", "event": "Product Viewed", "messageId": "m-r"})
     # and R merged into M after the second group read its owners, M taken by a transaction that wants P
-    meanwhile = MergeThenTakeMAndP(monkeypatch, r, m, p)
+    meanwhile = Interleaving(monkeypatch, merges={r: (r, m)}, then_take=(r, m, p))
     before = deadlocks()
 
     # when the batch is stitched: the first group holds P, the second finds R merged into M
     stitched = intake_stitch_batch()
     meanwhile.join()
+    assert meanwhile.ready
 
     # then no deadlock formed (M, below P, was taken without waiting; the batch was retried), and both
     # calls are stored: the order on P, the page view on M
@@ -418,3 +430,81 @@ def test_a_profile_a_merge_moved_a_call_to_is_not_waited_for_below_one_an_earlie
     assert stitched == 2
     assert Event.objects.get(message_id="m-p").profile_id == p
     assert Event.objects.get(message_id="m-r").profile_id == m
+
+
+def test_a_profile_an_earlier_source_group_waited_for_counts_as_held(write_key, one_partition, monkeypatch):
+    from tests.profiles.test_identity_concurrency import deadlocks
+
+    # given four visitors R < B < M < Z (ids 1, 2, 5, 9), the backend reporting R's call and the
+    # shop's pages B's; R merged into Z before the first group's locks, B into M before the second's
+    r, b, m, z = (uuid.UUID(int=n) for n in (1, 2, 5, 9))
+    Profile.objects.bulk_create([Profile(id=pid, first_seen_at=T0, last_seen_at=T0) for pid in (r, b, m, z)])
+    Identifier.objects.bulk_create(
+        [
+            Identifier(kind="anonymous_id", value=f"a-{name}", profile_id=pid, last_seen_at=T0)
+            for name, pid in (("r", r), ("b", b), ("m", m), ("z", z))
+        ]
+    )
+    _, backend_key = source_create(name="backend")
+    batch(writer(backend_key), {"type": "track", "anonymousId": "a-r", "event": "Order Completed", "messageId": "m-r"})
+    batch(writer(write_key), {"type": "track", "anonymousId": "a-b", "event": "Product Viewed", "messageId": "m-b"})
+    # and, once the second group holds B, a transaction that takes M and asks for Z
+    meanwhile = Interleaving(monkeypatch, merges={r: (r, z), b: (b, m)}, then_take=(b, m, z))
+    before = deadlocks()
+
+    # when the batch is stitched: the first group follows R to Z (waiting for it: above all it held),
+    # the second follows B to M, below Z
+    stitched = intake_stitch_batch()
+    meanwhile.join()
+    assert meanwhile.ready
+
+    # then no deadlock formed: Z counted as held, so M was taken without waiting (the batch was
+    # retried) and the other transaction got Z; both calls are stored on the profiles they moved to
+    assert deadlocks() - before == 0 and meanwhile.errors == []
+    stitched += intake_drain()
+    assert stitched == 2
+    assert Event.objects.get(message_id="m-r").profile_id == z
+    assert Event.objects.get(message_id="m-b").profile_id == m
+
+
+def test_a_profile_a_failed_source_group_locked_no_longer_counts_as_held(write_key, one_partition, monkeypatch):
+    from tests.profiles.test_identity_concurrency import deadlocks
+
+    # given a customer S and a visitor C (ids 1 < 3); the backend reports a call of S that fails on
+    # its own (its source group rolls back to its savepoint, giving S's lock back, and the call is
+    # set aside), and the shop's pages a call of C, whom a merge moves into S meanwhile
+    s_, c = uuid.UUID(int=1), uuid.UUID(int=3)
+    Profile.objects.bulk_create([Profile(id=pid, first_seen_at=T0, last_seen_at=T0) for pid in (s_, c)])
+    Identifier.objects.bulk_create(
+        [
+            Identifier(kind="user_id", value="u-s", profile_id=s_, last_seen_at=T0),
+            Identifier(kind="anonymous_id", value="a-c", profile_id=c, last_seen_at=T0),
+        ]
+    )
+    _, backend_key = source_create(name="backend")
+    batch(writer(backend_key), {"type": "track", "userId": "u-s", "event": "Order Completed", "messageId": "m-s"})
+    batch(writer(write_key), {"type": "track", "anonymousId": "a-c", "event": "Product Viewed", "messageId": "m-c"})
+    real_update = stitch.profiles_update
+
+    def fails_for_s(events, assigned, seen):
+        if any(("user_id", "u-s") in e.identifiers for e in events):
+            raise ValueError("this call fails on its own")
+        return real_update(events, assigned, seen)
+
+    monkeypatch.setattr(stitch, "profiles_update", fails_for_s)
+    # and, once the second group holds C, a transaction that takes S and asks for C
+    meanwhile = Interleaving(monkeypatch, merges={c: (c, s_)}, then_take=(c, s_, c))
+    before = deadlocks()
+
+    # when the batch is stitched
+    stitched = intake_stitch_batch()
+    meanwhile.join()
+    assert meanwhile.ready
+
+    # then no deadlock formed: S, given back by the failed group, was not counted as held, so it was
+    # taken without waiting below C (the batch was retried); C's call is on S, S's call set aside
+    assert deadlocks() - before == 0 and meanwhile.errors == []
+    stitched += intake_drain()
+    assert stitched == 2
+    assert Event.objects.get(message_id="m-c").profile_id == s_
+    assert IntakePoison.objects.filter(message_id="m-s").exists()
