@@ -91,25 +91,22 @@ def identities_resolve(
                     return {}, []
                 linking = {kv for i in to_resolve for kv in events[i].identifiers}
             to_resolve, fresh = identifiers_refilter_locked(events, to_resolve, fresh, result)
-        held = set(owners.values()) if defer else set()  # when deferring: every one of them locked above
+        # when deferring, every owner read so far is locked (above, or by an earlier source group)
+        held = deferral.locked if defer else set()
         owners.update(owners_of(linking))
         if defer and (appeared := set(owners.values()) - held):
             # owners that appeared since the first read (another batch made or merged them and
             # committed): locked without waiting too, or their events are left out
             busy = _profiles_try_lock(appeared)
-            deferral.locked |= appeared - busy
+            held |= appeared - busy
             if busy:
                 fresh, to_resolve, owners = _held_back(
                     deferral, events, fresh, to_resolve, owners, result, profiles=busy
                 )
                 if not fresh:
                     return {}, []
-            held |= appeared - busy
         # then every profile the batch can touch, in id order, before any per-event work (one lock
         # order, profiles/locks.py): resolving event by event would lock them in batch order
-        if defer:
-            deferral.locked |= held
-            held = deferral.locked
         _lock_owners(owners, held)
     assigned: dict[int, object] = {}
     known = {owners[kv] for i in to_resolve for kv in events[i].identifiers if kv in owners}
@@ -449,10 +446,9 @@ def _lock_owners(owners: dict, held: set) -> None:
     already; what is locked here is added to it), then read the owners again: an identifier a merge
     moved before our lock points at a profile we do not hold yet, which is locked with
     ``lock_profiles_more`` (never out of order). Afterwards no owner can change under us. Every
-    identifier of the batch is read again, not only
-    those about to be linked: an event whose identifiers were all on one profile at the first read
-    and are on two now (another batch merged one of them away) would otherwise plan a merge of a
-    profile already merged."""
+    identifier of the batch is read again, not only those about to be linked: an event whose
+    identifiers were all on one profile at the first read and are on two now (another batch merged
+    one of them away) would otherwise plan a merge of a profile already merged."""
     # level 2 of the one lock order (profiles/locks.py: ``lock_profile_ids``' statement), the ids
     # bound on the server: quoted into the SQL text in Python they were 3 % of a batch
     wanted = set(owners.values()) - held
@@ -590,12 +586,10 @@ def lock_live(assigned: dict[int, object], held: set | None = None) -> dict:
     them (in a stitch worker's batch the first statement waits for nothing: every profile an event was
     assigned to is locked by then)."""
     held = set() if held is None else held
-    again = False
-    for _ in range(10):
+    for attempt in range(10):
         wanted = set(assigned.values())
-        if again:  # profiles a merge moved us to: never waited for out of order (profiles/locks.py)
+        if attempt:  # profiles a merge moved us to: never waited for out of order (profiles/locks.py)
             held.update(lock_profiles_more({w for w in wanted if w not in held}, held=held))
-        again = True
         # rows in binary: 2,000 profiles' seen times parsed from text in Python were 4 % of a batch
         with binary_cursor(binary_results=True) as cursor:
             cursor.execute(_LOCK_SQL, [list(wanted)])
