@@ -11,6 +11,7 @@ from profiles.models import Event, Identifier, Profile
 from profiles.services import events_ingest, source_create
 from profiles.tracking.validate import clean_event
 from tests.conftest import celery_quiesce
+from tests.profiles.helpers import deadlocks
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -105,15 +106,6 @@ def test_overlapping_merges_from_parallel_connections_converge_to_one_profile_pe
         assert owned == {("user_id", user), ("email", f"{user}@example.com"), *(("anonymous_id", d) for d in devices)}
         assert profile.events.count() == len(devices) * 3
     assert Event.objects.count() == len(warmup) + len(work)
-
-
-def deadlocks() -> int:
-    """PostgreSQL's own count of deadlocks detected in this (test) database."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_stat_force_next_flush()")
-        cursor.execute("SELECT pg_stat_clear_snapshot()")
-        cursor.execute("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
-        return cursor.fetchone()[0]
 
 
 def test_batches_that_merge_alongside_pending_processing_never_deadlock():

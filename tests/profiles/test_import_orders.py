@@ -22,7 +22,7 @@ from profiles.models import Event, Identifier, PendingWork, Profile, Source
 from profiles.services import events_ingest, source_create, traits_refresh
 from profiles.tracking.validate import clean_event
 from tests.conftest import REPO, worker_env
-from tests.profiles.helpers import call, writer
+from tests.profiles.helpers import call, person_insert, writer
 
 pytestmark = pytest.mark.django_db
 
@@ -483,16 +483,7 @@ def test_a_customer_created_by_live_traffic_during_the_import_keeps_one_profile(
 
     def live_traffic():
         with psycopg.connect(conninfo) as other:
-            pid = other.execute(
-                "INSERT INTO profiles_profile (id, traits, trait_meta, computed, first_seen_at, last_seen_at, "
-                "created_at, updated_at) VALUES (gen_random_uuid(), '{}', '{}', '{}', now(), now(), now(), now()) "
-                "RETURNING id"
-            ).fetchone()[0]
-            other.execute(
-                "INSERT INTO profiles_identifier (kind, value, profile_id, created_at, last_seen_at) "
-                "VALUES ('user_id', '17850', %s, now(), now())",
-                [pid],
-            )
+            pid = person_insert(other, "user_id", "17850")
             theirs.append(str(pid))
             inserted.set()
             time.sleep(1.0)  # the import reaches the identifier insert meanwhile and waits for us

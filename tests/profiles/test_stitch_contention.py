@@ -23,7 +23,7 @@ from profiles.services import source_create
 from profiles.tracking import intake, stitch
 from profiles.tracking.ingest import retry_counts
 from profiles.tracking.worker import intake_drain, intake_stitch_batch
-from tests.profiles.helpers import batch, writer
+from tests.profiles.helpers import batch, deadlocks, person_insert, writer
 
 pytestmark = [pytest.mark.intake_async, pytest.mark.django_db(transaction=True)]
 
@@ -270,16 +270,7 @@ def test_an_owner_that_appears_after_the_first_read_and_is_held_elsewhere_is_not
     def another_batch_meanwhile(identifiers, **options):
         if not others:
             other = psycopg.connect(_conninfo(), autocommit=True)
-            late = other.execute(
-                "INSERT INTO profiles_profile (id, traits, trait_meta, computed, first_seen_at, last_seen_at, "
-                "created_at, updated_at) VALUES (gen_random_uuid(), '{}', '{}', '{}', now(), now(), now(), now()) "
-                "RETURNING id"
-            ).fetchone()[0]
-            other.execute(
-                "INSERT INTO profiles_identifier (kind, value, profile_id, created_at, last_seen_at) "
-                "VALUES ('user_id', 'u-late', %s, now(), now())",
-                [late],
-            )
+            late = person_insert(other, "user_id", "u-late")
             other.autocommit = False
             other.execute("SELECT id FROM profiles_profile WHERE id = %s FOR UPDATE", [late])
             others.append((other, late))
@@ -305,19 +296,24 @@ def test_an_owner_that_appears_after_the_first_read_and_is_held_elsewhere_is_not
     assert Identifier.objects.get(kind="anonymous_id", value="a-late").profile_id == late
 
 
+def known_people(*people: tuple[int, str, str]) -> list[uuid.UUID]:
+    """Profiles with chosen ids (``uuid.UUID(int=n)``: their order is the lock order), one identifier
+    each, from (n, kind, value); returns their ids."""
+    ids = [uuid.UUID(int=n) for n, _, _ in people]
+    Profile.objects.bulk_create([Profile(id=pid, first_seen_at=T0, last_seen_at=T0) for pid in ids])
+    Identifier.objects.bulk_create(
+        [
+            Identifier(kind=kind, value=value, profile_id=pid, last_seen_at=T0)
+            for pid, (_, kind, value) in zip(ids, people, strict=True)
+        ]
+    )
+    return ids
+
+
 @pytest.fixture
 def three_people(db):
     """Three known people in id order R < M < P: two visitors (R: a-r, M: a-m) and a customer (P: u-p)."""
-    r, m, p = (uuid.UUID(int=n) for n in (1, 2, 3))
-    Profile.objects.bulk_create([Profile(id=pid, first_seen_at=T0, last_seen_at=T0) for pid in (r, m, p)])
-    Identifier.objects.bulk_create(
-        [
-            Identifier(kind="anonymous_id", value="a-r", profile_id=r, last_seen_at=T0),
-            Identifier(kind="anonymous_id", value="a-m", profile_id=m, last_seen_at=T0),
-            Identifier(kind="user_id", value="u-p", profile_id=p, last_seen_at=T0),
-        ]
-    )
-    return r, m, p
+    return known_people((1, "anonymous_id", "a-r"), (2, "anonymous_id", "a-m"), (3, "user_id", "u-p"))
 
 
 class Interleaving:
@@ -373,8 +369,6 @@ class Interleaving:
 def test_an_owner_a_merge_moved_is_not_waited_for_below_a_profile_the_batch_holds_for_a_call_left_out(
     write_key, one_partition, monkeypatch, three_people
 ):
-    from tests.profiles.test_identity_concurrency import deadlocks
-
     r, m, p = three_people
     # given a batch with the customer stating a new email (another transaction holds its identifier
     # lock: the call is left for later, after the batch locked P) and a page view of visitor R
@@ -406,8 +400,6 @@ def test_an_owner_a_merge_moved_is_not_waited_for_below_a_profile_the_batch_hold
 def test_a_profile_a_merge_moved_a_call_to_is_not_waited_for_below_one_an_earlier_source_group_holds(
     write_key, one_partition, monkeypatch, three_people
 ):
-    from tests.profiles.test_identity_concurrency import deadlocks
-
     r, m, p = three_people
     # given a batch of two sources: the backend reports the customer's order (P), then the shop's
     # pages report a page view of visitor R
@@ -433,17 +425,10 @@ def test_a_profile_a_merge_moved_a_call_to_is_not_waited_for_below_one_an_earlie
 
 
 def test_a_profile_an_earlier_source_group_waited_for_counts_as_held(write_key, one_partition, monkeypatch):
-    from tests.profiles.test_identity_concurrency import deadlocks
-
     # given four visitors R < B < M < Z (ids 1, 2, 5, 9), the backend reporting R's call and the
     # shop's pages B's; R merged into Z before the first group's locks, B into M before the second's
-    r, b, m, z = (uuid.UUID(int=n) for n in (1, 2, 5, 9))
-    Profile.objects.bulk_create([Profile(id=pid, first_seen_at=T0, last_seen_at=T0) for pid in (r, b, m, z)])
-    Identifier.objects.bulk_create(
-        [
-            Identifier(kind="anonymous_id", value=f"a-{name}", profile_id=pid, last_seen_at=T0)
-            for name, pid in (("r", r), ("b", b), ("m", m), ("z", z))
-        ]
+    r, b, m, z = known_people(
+        (1, "anonymous_id", "a-r"), (2, "anonymous_id", "a-b"), (5, "anonymous_id", "a-m"), (9, "anonymous_id", "a-z")
     )
     _, backend_key = source_create(name="backend")
     batch(writer(backend_key), {"type": "track", "anonymousId": "a-r", "event": "Order Completed", "messageId": "m-r"})
@@ -468,19 +453,10 @@ def test_a_profile_an_earlier_source_group_waited_for_counts_as_held(write_key, 
 
 
 def test_a_profile_a_failed_source_group_locked_no_longer_counts_as_held(write_key, one_partition, monkeypatch):
-    from tests.profiles.test_identity_concurrency import deadlocks
-
     # given a customer S and a visitor C (ids 1 < 3); the backend reports a call of S that fails on
     # its own (its source group rolls back to its savepoint, giving S's lock back, and the call is
     # set aside), and the shop's pages a call of C, whom a merge moves into S meanwhile
-    s_, c = uuid.UUID(int=1), uuid.UUID(int=3)
-    Profile.objects.bulk_create([Profile(id=pid, first_seen_at=T0, last_seen_at=T0) for pid in (s_, c)])
-    Identifier.objects.bulk_create(
-        [
-            Identifier(kind="user_id", value="u-s", profile_id=s_, last_seen_at=T0),
-            Identifier(kind="anonymous_id", value="a-c", profile_id=c, last_seen_at=T0),
-        ]
-    )
+    s_, c = known_people((1, "user_id", "u-s"), (3, "anonymous_id", "a-c"))
     _, backend_key = source_create(name="backend")
     batch(writer(backend_key), {"type": "track", "userId": "u-s", "event": "Order Completed", "messageId": "m-s"})
     batch(writer(write_key), {"type": "track", "anonymousId": "a-c", "event": "Product Viewed", "messageId": "m-c"})
