@@ -361,9 +361,24 @@ class Interleaving:
             self.ready = self.taken.wait(10) and waiting_for_a_lock()
         return busy
 
-    def join(self) -> None:
+    def stitch_one_batch(self) -> int:
+        """One stitch batch with these transactions about; asserts the third was seen waiting and no
+        deadlock formed (PostgreSQL's count, and the third's own error). Returns the calls taken."""
+        before = deadlocks()
+        stitched = intake_stitch_batch()
         if self.thread is not None:
             self.thread.join(20)
+        assert self.ready
+        assert deadlocks() - before == 0 and self.errors == []
+        return stitched
+
+
+def from_two_sources(write_key: str, backend_call: dict, shop_call: dict) -> None:
+    """One call from a second source (the shop's backend), then one from the shop's pages: one batch,
+    two source groups, in that order."""
+    _, backend_key = source_create(name="backend")
+    batch(writer(backend_key), backend_call)
+    batch(writer(write_key), shop_call)
 
 
 def test_an_owner_a_merge_moved_is_not_waited_for_below_a_profile_the_batch_holds_for_a_call_left_out(
@@ -379,18 +394,12 @@ def test_an_owner_a_merge_moved_is_not_waited_for_below_a_profile_the_batch_hold
     )
     # and R merged into M after the batch read the owners, and M taken by a transaction that wants P
     meanwhile = Interleaving(monkeypatch, merges={r: (r, m)}, then_take=(r, m, p))
-    before = deadlocks()
 
     # when the batch is stitched: the page view's owner moved to M, which the batch must now lock
     with identifier_lock("email", "new@x.io"):
-        stitched = intake_stitch_batch()
-        meanwhile.join()
-        assert meanwhile.ready
-
         # then no deadlock formed: M, below P, was taken without waiting (the batch was retried), and
         # the other transaction got P; the page view is on M, the customer's call waits in the log
-        assert deadlocks() - before == 0 and meanwhile.errors == []
-        assert stitched == 1
+        assert meanwhile.stitch_one_batch() == 1
         assert waiting_ids() == ["m-p"]
         assert Event.objects.get(message_id="m-r").profile_id == m
     assert intake_drain() == 1
@@ -403,22 +412,18 @@ def test_a_profile_a_merge_moved_a_call_to_is_not_waited_for_below_one_an_earlie
     r, m, p = three_people
     # given a batch of two sources: the backend reports the customer's order (P), then the shop's
     # pages report a page view of visitor R
-    _, backend_key = source_create(name="backend")
-    batch(writer(backend_key), {"type": "track", "userId": "u-p", "event": "Order Completed", "messageId": "m-p"})
-    batch(writer(write_key), {"type": "track", "anonymousId": "a-r", "event": "Product Viewed", "messageId": "m-r"})
+    from_two_sources(
+        write_key,
+        {"type": "track", "userId": "u-p", "event": "Order Completed", "messageId": "m-p"},
+        {"type": "track", "anonymousId": "a-r", "event": "Product Viewed", "messageId": "m-r"},
+    )
     # and R merged into M after the second group read its owners, M taken by a transaction that wants P
     meanwhile = Interleaving(monkeypatch, merges={r: (r, m)}, then_take=(r, m, p))
-    before = deadlocks()
 
     # when the batch is stitched: the first group holds P, the second finds R merged into M
-    stitched = intake_stitch_batch()
-    meanwhile.join()
-    assert meanwhile.ready
-
     # then no deadlock formed (M, below P, was taken without waiting; the batch was retried), and both
     # calls are stored: the order on P, the page view on M
-    assert deadlocks() - before == 0 and meanwhile.errors == []
-    stitched += intake_drain()
+    stitched = meanwhile.stitch_one_batch() + intake_drain()
     assert stitched == 2
     assert Event.objects.get(message_id="m-p").profile_id == p
     assert Event.objects.get(message_id="m-r").profile_id == m
@@ -430,23 +435,19 @@ def test_a_profile_an_earlier_source_group_waited_for_counts_as_held(write_key, 
     r, b, m, z = known_people(
         (1, "anonymous_id", "a-r"), (2, "anonymous_id", "a-b"), (5, "anonymous_id", "a-m"), (9, "anonymous_id", "a-z")
     )
-    _, backend_key = source_create(name="backend")
-    batch(writer(backend_key), {"type": "track", "anonymousId": "a-r", "event": "Order Completed", "messageId": "m-r"})
-    batch(writer(write_key), {"type": "track", "anonymousId": "a-b", "event": "Product Viewed", "messageId": "m-b"})
+    from_two_sources(
+        write_key,
+        {"type": "track", "anonymousId": "a-r", "event": "Order Completed", "messageId": "m-r"},
+        {"type": "track", "anonymousId": "a-b", "event": "Product Viewed", "messageId": "m-b"},
+    )
     # and, once the second group holds B, a transaction that takes M and asks for Z
     meanwhile = Interleaving(monkeypatch, merges={r: (r, z), b: (b, m)}, then_take=(b, m, z))
-    before = deadlocks()
 
     # when the batch is stitched: the first group follows R to Z (waiting for it: above all it held),
     # the second follows B to M, below Z
-    stitched = intake_stitch_batch()
-    meanwhile.join()
-    assert meanwhile.ready
-
     # then no deadlock formed: Z counted as held, so M was taken without waiting (the batch was
     # retried) and the other transaction got Z; both calls are stored on the profiles they moved to
-    assert deadlocks() - before == 0 and meanwhile.errors == []
-    stitched += intake_drain()
+    stitched = meanwhile.stitch_one_batch() + intake_drain()
     assert stitched == 2
     assert Event.objects.get(message_id="m-r").profile_id == z
     assert Event.objects.get(message_id="m-b").profile_id == m
@@ -457,9 +458,11 @@ def test_a_profile_a_failed_source_group_locked_no_longer_counts_as_held(write_k
     # its own (its source group rolls back to its savepoint, giving S's lock back, and the call is
     # set aside), and the shop's pages a call of C, whom a merge moves into S meanwhile
     s_, c = known_people((1, "user_id", "u-s"), (3, "anonymous_id", "a-c"))
-    _, backend_key = source_create(name="backend")
-    batch(writer(backend_key), {"type": "track", "userId": "u-s", "event": "Order Completed", "messageId": "m-s"})
-    batch(writer(write_key), {"type": "track", "anonymousId": "a-c", "event": "Product Viewed", "messageId": "m-c"})
+    from_two_sources(
+        write_key,
+        {"type": "track", "userId": "u-s", "event": "Order Completed", "messageId": "m-s"},
+        {"type": "track", "anonymousId": "a-c", "event": "Product Viewed", "messageId": "m-c"},
+    )
     real_update = stitch.profiles_update
 
     def fails_for_s(events, assigned, seen):
@@ -470,17 +473,11 @@ def test_a_profile_a_failed_source_group_locked_no_longer_counts_as_held(write_k
     monkeypatch.setattr(stitch, "profiles_update", fails_for_s)
     # and, once the second group holds C, a transaction that takes S and asks for C
     meanwhile = Interleaving(monkeypatch, merges={c: (c, s_)}, then_take=(c, s_, c))
-    before = deadlocks()
 
     # when the batch is stitched
-    stitched = intake_stitch_batch()
-    meanwhile.join()
-    assert meanwhile.ready
-
     # then no deadlock formed: S, given back by the failed group, was not counted as held, so it was
     # taken without waiting below C (the batch was retried); C's call is on S, S's call set aside
-    assert deadlocks() - before == 0 and meanwhile.errors == []
-    stitched += intake_drain()
+    stitched = meanwhile.stitch_one_batch() + intake_drain()
     assert stitched == 2
     assert Event.objects.get(message_id="m-c").profile_id == s_
     assert IntakePoison.objects.filter(message_id="m-s").exists()
