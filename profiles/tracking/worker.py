@@ -301,19 +301,27 @@ def _stitch_group(source: Source | None, rows: list, *, deferral: Deferral | Non
         if len(rows) == 1:
             _set_aside(source, rows[0], exc)
             return []
-    # one by one, each waiting for its locks: a call left for later here would be retried as a group
+    # one by one, with the batch's deferral: a call that needs a lock another transaction holds is
+    # left for a later batch as in the group, not waited for while the batch holds the profiles of
+    # the earlier groups (some may be above it: waiting would break the one lock order)
+    left = []
     for row in rows:
+        locked_before = set(deferral.locked) if deferral is not None else None
         try:
             with transaction.atomic():
                 if source is None:
                     raise LookupError("the call's source no longer exists")
                 events, intake_ids = _decoded([row])
-                _ingest(source, events, stored_checked=True, intake_ids=intake_ids)
+                result = _ingest(source, events, stored_checked=True, intake_ids=intake_ids, deferral=deferral)
+            if result.deferred:
+                left.append(row[0])
         except Exception as exc:
+            if deferral is not None:
+                deferral.locked.intersection_update(locked_before)
             if _not_the_calls_fault(exc):
                 raise
             _set_aside(source, row, exc)
-    return []
+    return left
 
 
 def _set_aside(source: Source | None, row, exc: Exception) -> None:

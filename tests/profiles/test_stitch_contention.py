@@ -481,3 +481,65 @@ def test_a_profile_a_failed_source_group_locked_no_longer_counts_as_held(write_k
     assert stitched == 2
     assert Event.objects.get(message_id="m-c").profile_id == s_
     assert IntakePoison.objects.filter(message_id="m-s").exists()
+
+
+def test_a_failed_source_groups_calls_one_by_one_do_not_wait_below_a_profile_an_earlier_group_holds(
+    write_key, one_partition, monkeypatch
+):
+    # given a visitor L, a visitor X and a customer P (ids 1 < 5 < 9); the backend reports P's order,
+    # then the shop's pages a call of X that fails on its own and a page view of L
+    low, x, p = known_people((1, "anonymous_id", "a-l"), (5, "anonymous_id", "a-x"), (9, "user_id", "u-p"))
+    _, backend_key = source_create(name="backend")
+    batch(writer(backend_key), {"type": "track", "userId": "u-p", "event": "Order Completed", "messageId": "m-p"})
+    batch(
+        writer(write_key),
+        {"type": "track", "anonymousId": "a-x", "event": "Product Viewed", "messageId": "m-x"},
+        {"type": "track", "anonymousId": "a-l", "event": "Product Viewed", "messageId": "m-l"},
+    )
+    real_update = stitch.profiles_update
+
+    def fails_for_x(events, assigned, seen):
+        if any(("anonymous_id", "a-x") in e.identifiers for e in events):
+            raise ValueError("this call fails on its own")
+        return real_update(events, assigned, seen)
+
+    monkeypatch.setattr(stitch, "profiles_update", fails_for_x)
+    errors: list = []
+    asked: list[threading.Thread] = []
+    real_try_lock = stitch._profiles_try_lock
+
+    # and another transaction that holds L and, once the batch holds P, asks for P
+    with held("SELECT id FROM profiles_profile WHERE id = %s FOR UPDATE", [low]) as other:
+
+        def ask_for_p():
+            try:
+                other.execute("SELECT id FROM profiles_profile WHERE id = %s FOR UPDATE", [p])
+            except psycopg.errors.DeadlockDetected as exc:
+                errors.append(exc)
+
+        def try_lock(ids):
+            busy = real_try_lock(ids)
+            if p in ids and p not in busy and not asked:
+                asked.append(threading.Thread(target=ask_for_p))
+                asked[0].start()
+                assert waiting_for_a_lock()
+            return busy
+
+        monkeypatch.setattr(stitch, "_profiles_try_lock", try_lock)
+        before = deadlocks()
+
+        # when the batch is stitched: the shop's group fails and is taken again call by call
+        stitched = intake_stitch_batch()
+        asked[0].join(20)
+
+        # then no deadlock formed: the page view of L, below P, was not waited for but left in the
+        # log; the order is on P and X's call is set aside
+        assert deadlocks() - before == 0 and errors == []
+        assert stitched == 2
+        assert waiting_ids() == ["m-l"]
+        assert Event.objects.get(message_id="m-p").profile_id == p
+        assert IntakePoison.objects.filter(message_id="m-x").exists()
+
+    # and once L is free the page view follows, on L
+    assert intake_drain() == 1
+    assert Event.objects.get(message_id="m-l").profile_id == low
