@@ -539,6 +539,7 @@ def test_a_failed_source_groups_calls_one_by_one_do_not_wait_below_a_profile_an_
         assert waiting_ids() == ["m-l"]
         assert Event.objects.get(message_id="m-p").profile_id == p
         assert IntakePoison.objects.filter(message_id="m-x").exists()
+        assert not Event.objects.filter(profile_id=x).exists()
 
     # and once L is free the page view follows, on L
     assert intake_drain() == 1
