@@ -558,6 +558,90 @@ def newly_seen(rows: list[tuple], since: int, holes: dict[int, float], now: floa
     return top
 
 
+WEB_APP_NAME, STITCH_APP_NAME = "cdp-bench-web", "cdp-bench-stitch"  # DB_APPLICATION_NAME of each side
+
+
+def _proc_seconds(pid: int) -> float | None:
+    """CPU seconds (user + system) of a process on this machine; None when it is gone or not readable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _process_tree(root: int) -> set[int]:
+    """``root`` and its descendants (gunicorn's workers, Celery's pool processes)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with suppress(OSError, IndexError, ValueError):
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(parent, []).append(int(entry.name))
+    tree, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        tree.add(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def _machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent not idle (``/proc/stat``)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(values[:8]) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuSplit:
+    """Where the CPU goes over a block: the web side (gunicorn's processes and their PostgreSQL
+    backends, named ``WEB_APP_NAME``), the stitch side (the Celery worker's processes and theirs,
+    ``STITCH_APP_NAME``) and the rest of the machine (load generator, lag poller, PostgreSQL's own
+    processes). Backends are found by ``application_name`` in ``pg_stat_activity`` at both ends of
+    the block (one born during it started at 0); their CPU is read from ``/proc``, so the split needs
+    the database server on this machine (``available`` is False otherwise)."""
+
+    def __init__(self, database_url: str, web_root: int, stitch_root: int) -> None:
+        self.database_url, self.roots = database_url, {"web": web_root, "stitch": stitch_root}
+
+    def _backends(self) -> dict[str, set[int]]:
+        import psycopg
+
+        names = {WEB_APP_NAME: "web", STITCH_APP_NAME: "stitch"}
+        found: dict[str, set[int]] = {"web": set(), "stitch": set()}
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT pid, application_name FROM pg_stat_activity WHERE datname = current_database()"
+            ).fetchall()
+        for pid, name in rows:
+            if name in names:
+                found[names[name]].add(pid)
+        return found
+
+    def _read(self) -> dict:
+        backends = self._backends()
+        now = {"machine": _machine_busy_seconds(), "wall": time.monotonic()}
+        for side, root in self.roots.items():
+            now[side] = {pid: _proc_seconds(pid) for pid in _process_tree(root)}
+            now[f"{side}_pg"] = {pid: _proc_seconds(pid) for pid in backends[side]}
+        return now
+
+    def __enter__(self) -> CpuSplit:
+        self.start = self._read()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        end = self._read()
+        self.available = all(v is not None for v in end["web_pg"].values()) and bool(end["web_pg"])
+        self.seconds = {"wall": end["wall"] - self.start["wall"], "machine": end["machine"] - self.start["machine"]}
+        for key in ("web", "web_pg", "stitch", "stitch_pg"):
+            self.seconds[key] = sum(
+                (cpu or 0.0) - (self.start[key].get(pid) or 0.0) for pid, cpu in end[key].items() if cpu is not None
+            )
+        self.seconds["other"] = self.seconds["machine"] - sum(
+            self.seconds[k] for k in ("web", "web_pg", "stitch", "stitch_pg")
+        )
+
+
 def run_lag(
     port: int, write_key: str, bodies: list[bytes], rate: float, database_url: str, dump: str | None = None
 ) -> dict:
@@ -880,7 +964,12 @@ def main(argv: list[str] | None = None) -> int:
         manage(env, "migrate", "--noinput")
         write_key = manage(env, "create_source", "bench").strip().splitlines()[-1]
         port = free_port()
-        with gunicorn(env, port, args.workers, args.threads), stitch_worker(env, args.stitchers) as stitchers:
+        web_env = {**env, "DB_APPLICATION_NAME": WEB_APP_NAME}
+        stitch_env = {**env, "DB_APPLICATION_NAME": STITCH_APP_NAME}
+        with (
+            gunicorn(web_env, port, args.workers, args.threads) as web,
+            stitch_worker(stitch_env, args.stitchers) as stitchers,
+        ):
             log("warming up")
             warm = run_batches(port, write_key, warmup, args.concurrency)
             if warm["errors"]:
@@ -906,7 +995,9 @@ def main(argv: list[str] | None = None) -> int:
             lag = None
             if lag_bodies:
                 log(f"identity lag: {args.lag_rate:g} events/s for {args.lag_seconds:g} s")
-                lag = run_lag(port, write_key, lag_bodies, args.lag_rate, database_url, args.lag_dump)
+                with CpuSplit(database_url, web.pid, stitchers.pid) as split:
+                    lag = run_lag(port, write_key, lag_bodies, args.lag_rate, database_url, args.lag_dump)
+                lag["cpu"] = split
                 wait_drained(database_url)
             accepted_total = (
                 warm["accepted"]
@@ -926,6 +1017,22 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         log(f"ERRORS: batch {batch['errors'][:3]} track {(track_result or {}).get('errors', [])[:3]}")
     return 1 if failed else 0
+
+
+def cpu_split_line(split: CpuSplit, accepted: int, stitched: int) -> str:
+    """The lag test's CPU per event on each side, and the rate the machine's cores could accept and stitch
+    at those costs if nothing else ran: how far the cores are from the rate asked, whatever the run's luck."""
+    s, cores = split.seconds, os.cpu_count() or 1
+    accept = (s["web"] + s["web_pg"]) / max(accepted, 1)
+    stitch_cost = (s["stitch"] + s["stitch_pg"]) / max(stitched, 1)
+    return (
+        f"| CPU during the identity-lag test ({s['machine'] / s['wall']:.2f} of {cores} cores busy over "
+        f"{s['wall']:.1f} s), per event | accept {accept * 1e6:.0f} µs (web {s['web'] / max(accepted, 1) * 1e6:.0f} "
+        f"+ its PostgreSQL {s['web_pg'] / max(accepted, 1) * 1e6:.0f}) · stitch {stitch_cost * 1e6:.0f} µs "
+        f"(workers {s['stitch'] / max(stitched, 1) * 1e6:.0f} + their PostgreSQL "
+        f"{s['stitch_pg'] / max(stitched, 1) * 1e6:.0f}) · rest of the machine {s['other']:.1f} s; at these costs "
+        f"{cores} cores accept and stitch at most **{cores / (accept + stitch_cost):,.0f} events/s** |"
+    )
 
 
 def report(args, batch, facts, with_warmup, copy_indexed, copy_bare, track, payload_mb, copy_intake, lag, checks):
@@ -979,6 +1086,8 @@ def report(args, batch, facts, with_warmup, copy_indexed, copy_bare, track, payl
             f"{len(lag['errors'])} errors), accept → stitched | p50 {lag['p50']:.2f} s · **p99 {lag['p99']:.2f} s** · "
             f"max {lag['max']:.2f} s ({lag['stitched']:,} events) |"
         )
+    if lag and lag["cpu"].available:
+        lines.append(cpu_split_line(lag["cpu"], lag["accepted"], lag["stitched"]))
     lines.append(
         f"| lost / doubled (every accepted messageId counted in events, poison and intake) | "
         f"**{checks['lost']} / {checks['doubled']}** ({checks['stored']:,} stored, {checks['poison']} set aside, "

@@ -88,7 +88,13 @@ if _db["ENGINE"] not in ("django.db.backends.postgresql",):
     raise ImproperlyConfigured(f"DATABASE_URL must point at PostgreSQL, got engine {_db['ENGINE']}.")
 DB_STATEMENT_TIMEOUT_MS: int = env.int("DB_STATEMENT_TIMEOUT_MS", default=30_000)
 DB_POOL: bool = env.bool("DB_POOL", default=True)
-_db_options: dict = {"options": f"-c statement_timeout={DB_STATEMENT_TIMEOUT_MS}"}
+# each process kind names its connections (the Procfile sets cdp-web, cdp-worker…): pg_stat_activity
+# then tells whose backend is busy, and benchmarks/ingest.py splits the database's CPU by it
+DB_APPLICATION_NAME: str = env.str("DB_APPLICATION_NAME", default="cdp")
+_db_options: dict = {
+    "options": f"-c statement_timeout={DB_STATEMENT_TIMEOUT_MS}",
+    "application_name": _db.get("OPTIONS", {}).get("application_name", DB_APPLICATION_NAME),
+}
 if DB_POOL:
     _db_options["pool"] = {
         "min_size": env.int("DB_POOL_MIN_SIZE", default=1),

@@ -60,3 +60,30 @@ def test_connections_carry_the_statement_timeout_and_come_from_a_pool():
         cursor.execute("SHOW statement_timeout")
         assert cursor.fetchone()[0] == "30s"
     assert connection.pool is not None
+
+
+@pytest.mark.django_db
+def test_connections_carry_the_process_kinds_application_name(settings):
+    # the test run's own processes use the default; the Procfile's lines name theirs (cdp-web…)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('application_name')")
+        assert cursor.fetchone()[0] == settings.DB_APPLICATION_NAME == "cdp"
+    procfile = (REPO / "Procfile").read_text().splitlines()
+    named = dict(line.split(": DB_APPLICATION_NAME=", 1) for line in procfile if line.strip())
+    assert {kind: command.split()[0] for kind, command in named.items()} == {
+        "web": "cdp-web",
+        "worker": "cdp-worker",
+        "beat": "cdp-beat",
+        "rqworker": "cdp-rqworker",
+    }
+
+
+def test_the_database_url_can_name_the_connections_itself():
+    done = manage(
+        {**PRODUCTION_ENV, "DATABASE_URL": PRODUCTION_ENV["DATABASE_URL"] + "?application_name=shop-cdp"},
+        "shell",
+        "-c",
+        "from django.conf import settings; print(settings.DATABASES['default']['OPTIONS']['application_name'])",
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "shop-cdp"
