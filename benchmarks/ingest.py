@@ -598,7 +598,9 @@ class CpuSplit:
     ``STITCH_APP_NAME``) and the rest of the machine (load generator, lag poller, PostgreSQL's own
     processes). Backends are found by ``application_name`` in ``pg_stat_activity`` at both ends of
     the block (one born during it started at 0); their CPU is read from ``/proc``, so the split needs
-    the database server on this machine (``available`` is False otherwise)."""
+    the database server on this machine (``available`` is False otherwise). A process that starts and
+    ends inside the block is not counted on its side (gunicorn's workers, Celery's pool processes and
+    their pooled connections live through the lag test); the machine's total still has it."""
 
     def __init__(self, database_url: str, web_root: int, stitch_root: int) -> None:
         self.database_url, self.roots = database_url, {"web": web_root, "stitch": stitch_root}
