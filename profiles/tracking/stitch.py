@@ -173,6 +173,18 @@ class Deferral:
         # savepoint rolls back gives its locks back: the worker restores the set as it was before
         self.locked: set = set()
 
+    def mark(self) -> tuple[set, set, set]:
+        """What the batch holds and holds back now, for ``rolled_back`` after a savepoint."""
+        return set(self.locked), set(self.identifiers), set(self.profiles)
+
+    def rolled_back(self, mark: tuple[set, set, set]) -> None:
+        """A savepoint taken at ``mark`` rolled back: the locks taken in it were given back, and what
+        it left out is decided again (call by call, in order) rather than held back by calls it no
+        longer stands for."""
+        locked, identifiers, profiles = mark
+        self.locked.intersection_update(locked)
+        self.identifiers, self.profiles = identifiers, profiles
+
     def leave_out(
         self, events: list[CleanEvent], fresh: list[int], owners: dict, result, *, identifiers=(), profiles=()
     ) -> list[int]:

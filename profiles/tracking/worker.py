@@ -284,7 +284,7 @@ def _stitch_group(source: Source | None, rows: list, *, deferral: Deferral | Non
     """One source's calls of the batch, in a savepoint; on an error that is not a retry, call by
     call, setting aside the ones that fail on their own. Returns the intake ids of the calls left in
     the log for another transaction's locks (``deferral``)."""
-    locked_before = set(deferral.locked) if deferral is not None else None
+    before = deferral.mark() if deferral is not None else None
     try:
         with transaction.atomic():
             if source is None:
@@ -294,8 +294,8 @@ def _stitch_group(source: Source | None, rows: list, *, deferral: Deferral | Non
                 result = _ingest(source, events, stored_checked=True, intake_ids=intake_ids, deferral=deferral)
         return [rows[i][0] for i in result.deferred]
     except Exception as exc:
-        if deferral is not None:  # the savepoint's rollback released the row locks taken in it
-            deferral.locked.intersection_update(locked_before)
+        if deferral is not None:  # the savepoint's rollback released the locks taken in it
+            deferral.rolled_back(before)
         if _not_the_calls_fault(exc):
             raise
         if len(rows) == 1:
@@ -306,7 +306,7 @@ def _stitch_group(source: Source | None, rows: list, *, deferral: Deferral | Non
     # the earlier groups (some may be above it: waiting would break the one lock order)
     left = []
     for row in rows:
-        locked_before = set(deferral.locked) if deferral is not None else None
+        before = deferral.mark() if deferral is not None else None
         try:
             with transaction.atomic():
                 if source is None:
@@ -317,7 +317,7 @@ def _stitch_group(source: Source | None, rows: list, *, deferral: Deferral | Non
                 left.append(row[0])
         except Exception as exc:
             if deferral is not None:
-                deferral.locked.intersection_update(locked_before)
+                deferral.rolled_back(before)
             if _not_the_calls_fault(exc):
                 raise
             _set_aside(source, row, exc)

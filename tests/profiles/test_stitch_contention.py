@@ -506,6 +506,7 @@ def test_a_failed_source_groups_calls_one_by_one_do_not_wait_below_a_profile_an_
     monkeypatch.setattr(stitch, "profiles_update", fails_for_x)
     errors: list = []
     asked: list[threading.Thread] = []
+    ready: list[bool] = []
     real_try_lock = stitch._profiles_try_lock
 
     # and another transaction that holds L and, once the batch holds P, asks for P
@@ -522,7 +523,7 @@ def test_a_failed_source_groups_calls_one_by_one_do_not_wait_below_a_profile_an_
             if p in ids and p not in busy and not asked:
                 asked.append(threading.Thread(target=ask_for_p))
                 asked[0].start()
-                assert waiting_for_a_lock()
+                ready.append(waiting_for_a_lock())
             return busy
 
         monkeypatch.setattr(stitch, "_profiles_try_lock", try_lock)
@@ -531,6 +532,7 @@ def test_a_failed_source_groups_calls_one_by_one_do_not_wait_below_a_profile_an_
         # when the batch is stitched: the shop's group fails and is taken again call by call
         stitched = intake_stitch_batch()
         asked[0].join(20)
+        assert ready == [True]
 
         # then no deadlock formed: the page view of L, below P, was not waited for but left in the
         # log; the order is on P and X's call is set aside
@@ -544,3 +546,77 @@ def test_a_failed_source_groups_calls_one_by_one_do_not_wait_below_a_profile_an_
     # and once L is free the page view follows, on L
     assert intake_drain() == 1
     assert Event.objects.get(message_id="m-l").profile_id == low
+
+
+def test_a_call_that_fails_on_its_own_is_set_aside_even_if_a_later_call_of_its_browser_waits_for_a_lock(
+    write_key, one_partition, monkeypatch
+):
+    # given a known visitor Q, whose browser sends a call that fails on its own, then logs in with an
+    # email another transaction holds the lock of; and another customer's call
+    known_people((1, "anonymous_id", "a-q"))
+    batch(
+        writer(write_key),
+        {"type": "track", "anonymousId": "a-q", "event": "Boom", "messageId": "m-x"},
+        {"type": "identify", "anonymousId": "a-q", "traits": {"email": "q@x.io"}, "messageId": "m-y"},
+        {"type": "track", "userId": "u-o", "event": "Product Viewed", "messageId": "m-o"},
+    )
+    real_update = stitch.profiles_update
+
+    def fails_for_boom(events, assigned, seen):
+        if any(events[i].name == "Boom" for i in assigned):
+            raise ValueError("this call fails on its own")
+        return real_update(events, assigned, seen)
+
+    monkeypatch.setattr(stitch, "profiles_update", fails_for_boom)
+
+    # when a batch is stitched while the email's lock is held: the group fails, and is taken call by call
+    with identifier_lock("email", "q@x.io"):
+        stitched = intake_stitch_batch()
+
+        # then the failing call is set aside at once (it comes before the login: the login's lock does
+        # not hold it back), the login waits in the log, the other customer's call is stored
+        assert IntakePoison.objects.filter(message_id="m-x").exists()
+        assert waiting_ids() == ["m-y"]
+        assert stitched == 2
+        assert Event.objects.filter(message_id="m-o").exists()
+
+    # and once the lock is gone the login follows
+    assert intake_drain() == 1
+    assert Identifier.objects.get(kind="email", value="q@x.io").profile_id == uuid.UUID(int=1)
+
+
+def test_a_call_that_failed_on_its_own_in_the_one_by_one_retry_gives_its_profile_back(
+    write_key, one_partition, monkeypatch
+):
+    # given a customer S and a visitor C (ids 1 < 3); one source group: a call of S that fails on its
+    # own, then a call of C
+    s_, c = known_people((1, "user_id", "u-s"), (3, "anonymous_id", "a-c"))
+    batch(
+        writer(write_key),
+        {"type": "track", "userId": "u-s", "event": "Order Completed", "messageId": "m-s"},
+        {"type": "track", "anonymousId": "a-c", "event": "Product Viewed", "messageId": "m-c"},
+    )
+    real_update = stitch.profiles_update
+
+    def fails_for_s(events, assigned, seen):
+        if any(("user_id", "u-s") in events[i].identifiers for i in assigned):
+            raise ValueError("this call fails on its own")
+        return real_update(events, assigned, seen)
+
+    monkeypatch.setattr(stitch, "profiles_update", fails_for_s)
+    # and, when the one-by-one retry comes to C's call alone: C merged into S just before it locks C,
+    # then a transaction that takes S and asks for C
+    meanwhile = Interleaving(monkeypatch, merges={c: (c, s_)}, then_take=(c, s_, c))
+    monkeypatch.setattr(
+        stitch,
+        "_profiles_try_lock",
+        lambda ids: meanwhile(ids) if ids == {c} or meanwhile.thread is not None else meanwhile.real(ids),
+    )
+
+    # when the batch is stitched
+    # then no deadlock formed: S, given back when S's call failed on its own, was not counted as held,
+    # so the batch did not wait for it while holding C; C's call is on S, S's call set aside
+    stitched = meanwhile.stitch_one_batch() + intake_drain()
+    assert stitched == 2
+    assert Event.objects.get(message_id="m-c").profile_id == s_
+    assert IntakePoison.objects.filter(message_id="m-s").exists()
