@@ -1,4 +1,4 @@
-"""The marketer's and the DPO's journeys through the admin in real headless Chromium (Debian's
+"""The marketer's, the DPO's and the operator's journeys through the admin in real headless Chromium (Debian's
 chromium + chromedriver), on a 1366 px screen, against pytest-django's live server and a real rq
 worker. Each step writes a screenshot to docs/screenshots/ (shown in README). Skipped, saying why,
 where no browser is installed."""
@@ -400,3 +400,78 @@ def test_builder_sums_a_number_property_and_combines_groups(page, shop):
         "People who did “Order Completed” with a total revenue that is at least 100 and granted analytics consent."
     )
     page.wait("#seg-status", "1 profiles match now")
+
+
+@pytest.mark.intake_async
+def test_operator_watches_the_intake_log_drain_and_sends_a_fixed_call_back(page, write_key, settings, monkeypatch):
+    import json
+
+    from profiles.models import Event, IntakeEvent, IntakePoison
+    from profiles.tracking import intake
+    from profiles.tracking.validate import clean_event
+    from profiles.tracking.worker import intake_drain
+
+    settings.CDP_INTAKE_PARTITIONS = 4
+    monkeypatch.setattr(intake, "intake_wake", lambda: None)  # the test is the stitch worker here
+    intake_drain()  # workers that ran before: the partitions' rows exist
+    # given calls waiting in the intake log: two customers' and one no worker can stitch (its stored
+    # time is not a time)
+    client = writer(write_key)
+    batch(
+        client,
+        {"type": "track", "userId": "u-ann", "event": "Product Viewed", "messageId": "m-ann"},
+        {"type": "track", "userId": "u-bob", "event": "Order Completed", "messageId": "m-bob"},
+    )
+    waiting = IntakeEvent.objects.first()
+    bad = json.loads(
+        intake.event_payload(
+            clean_event(
+                {"type": "track", "userId": "u-cy", "event": "Product Viewed", "messageId": "m-cy"},
+                received_at=waiting.received_at,
+            )
+        )
+    )
+    IntakeEvent.objects.create(
+        source=waiting.source,
+        message_id="m-cy",
+        partition=1,
+        payload=bad | {"occurred_at": "yesterday-ish"},
+        received_at=waiting.received_at,
+    )
+
+    # when the operator opens the intake log's partitions
+    page.get("/admin/profiles/intakepartition/")
+    page.wait(".messagelist", "Intake log: 3 calls waiting")
+    assert page.d.find_elements("css selector", "#result_list [data-cdp-running]")
+    page.shot("11-intake-waiting")
+    page.d.execute_script("window.cdpNotReloaded = true")
+
+    # and the stitch workers drain the log meanwhile
+    intake_drain()
+
+    # then the table follows by itself, without a reload, until no partition has calls waiting
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(page.d, 20).until(lambda d: not d.find_elements("css selector", "#result_list [data-cdp-running]"))
+    assert page.d.execute_script("return window.cdpNotReloaded === true")
+
+    # and the call no worker could stitch is set aside, with its error, in Intake poison
+    page.get("/admin/profiles/intakepoison/")
+    row = page.wait("#result_list tbody tr", "m-cy")
+    assert "ValueError" in row.text and "yesterday-ish" in row.text
+    page.shot("12-intake-poison")
+
+    # when the cause is fixed and the operator sends the call back with the list's action
+    IntakePoison.objects.filter(message_id="m-cy").update(payload=bad)
+    page.find("#result_list input.action-select").click()
+    from selenium.webdriver.support.select import Select
+
+    Select(page.find("select[name=action]")).select_by_value("send_back")
+    page.submit("button[name=index]")
+    page.wait(".messagelist", "1 call(s) sent back to the intake log")
+
+    # then it is in the log again, and the next drain stores it
+    assert list(IntakeEvent.objects.values_list("message_id", flat=True)) == ["m-cy"]
+    intake_drain()
+    assert Event.objects.filter(message_id__in=["m-ann", "m-bob", "m-cy"]).count() == 3
+    assert not IntakePoison.objects.exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.db.models import Count, Min, OuterRef, Subquery
 from django.utils import timezone
+from django.utils.html import format_html
 
 from ... import selectors, services
 from ...models import IntakeEvent
@@ -12,7 +13,8 @@ from ..display import pretty_json
 
 
 class IntakePartitionAdmin(admin.ModelAdmin):
-    """Read-only: how many calls wait in each partition of the intake log and for how long."""
+    """Read-only: how many calls wait in each partition of the intake log and for how long; while
+    any wait, the table refreshes itself."""
 
     list_display = ["number", "depth", "lag", "stitched_at", "stitched_total"]
     ordering = ["number"]
@@ -30,8 +32,12 @@ class IntakePartitionAdmin(admin.ModelAdmin):
         )
 
     @admin.display(description="calls waiting")
-    def depth(self, obj) -> int:
-        return obj.waiting or 0
+    def depth(self, obj):
+        # a partition with calls waiting marks its row as running work: the table then follows the
+        # log by itself (cdp/static/cdp/admin.js reloads it every 5 s until every partition is empty)
+        if not obj.waiting:
+            return 0
+        return format_html('<span data-cdp-running="1">{}</span>', obj.waiting)
 
     @admin.display(description="oldest waiting (s)")
     def lag(self, obj) -> str:
