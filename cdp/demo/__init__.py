@@ -47,7 +47,8 @@ def main() -> int:
     bin_dir = os.path.dirname(sys.executable)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     honcho = subprocess.Popen(honcho_command(port), env=env)
-    storefront = subprocess.Popen(storefront_command(port, storefront_port), env=env, cwd=BASE_DIR)
+    storefront_env = {**env, "DB_APPLICATION_NAME": "cdp-demo-storefront"}  # its connections, in pg_stat_activity
+    storefront = subprocess.Popen(storefront_command(port, storefront_port), env=storefront_env, cwd=BASE_DIR)
     try:
         return honcho.wait()
     except KeyboardInterrupt:  # honcho gets the same SIGINT and stops its processes
