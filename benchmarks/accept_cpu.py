@@ -30,14 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-
-def proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of a process on this machine (0 when it has ended)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+from benchmarks.procstat import process_cpu  # noqa: E402
 
 
 class Backends:
@@ -57,10 +50,10 @@ class Backends:
         return [row[0] for row in rows]
 
     def mark(self) -> None:
-        self.start = {pid: proc_cpu(pid) for pid in self.pids()}
+        self.start = {pid: process_cpu(pid) for pid in self.pids()}
 
     def spent(self) -> float:
-        return sum(proc_cpu(pid) - self.start.get(pid, 0.0) for pid in self.pids())
+        return sum(process_cpu(pid) - self.start.get(pid, 0.0) for pid in self.pids())
 
 
 def wsgi_post(app, path: str, body: bytes, auth: str) -> tuple[int, bytes]:

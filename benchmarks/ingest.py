@@ -61,6 +61,7 @@ from urllib.parse import urlsplit, urlunsplit
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.procstat import machine_busy, process_alive, process_cpu, process_tree  # noqa: E402
 from cdp.envfiles import BASE_DIR, SERVICES_ENV_FILE, parse_env_file  # noqa: E402
 
 DEFAULT_SERVER = "postgres://postgres@127.0.0.1:5432"
@@ -561,46 +562,18 @@ def newly_seen(rows: list[tuple], since: int, holes: dict[int, float], now: floa
 WEB_APP_NAME, STITCH_APP_NAME = "cdp-bench-web", "cdp-bench-stitch"  # DB_APPLICATION_NAME of each side
 
 
-def _proc_seconds(pid: int) -> float | None:
-    """CPU seconds (user + system) of a process on this machine; None when it is gone or not readable."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _process_tree(root: int) -> set[int]:
-    """``root`` and its descendants (gunicorn's workers, Celery's pool processes)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with suppress(OSError, IndexError, ValueError):
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                children.setdefault(parent, []).append(int(entry.name))
-    tree, todo = set(), [root]
-    while todo:
-        pid = todo.pop()
-        tree.add(pid)
-        todo.extend(children.get(pid, []))
-    return tree
-
-
-def _machine_busy_seconds() -> float:
-    """CPU seconds the whole machine spent not idle (``/proc/stat``)."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    return (sum(values[:8]) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
-
-
 class CpuSplit:
     """Where the CPU goes over a block: the web side (gunicorn's processes and their PostgreSQL
     backends, named ``WEB_APP_NAME``), the stitch side (the Celery worker's processes and theirs,
     ``STITCH_APP_NAME``) and the rest of the machine (load generator, lag poller, PostgreSQL's own
     processes). Backends are found by ``application_name`` in ``pg_stat_activity`` at both ends of
-    the block (one born during it started at 0); their CPU is read from ``/proc``, so the split needs
-    the database server on this machine (``available`` is False otherwise). A process that starts and
+    the block (one born during it started at 0); their CPU is read from ``/proc``
+    (``benchmarks.procstat``), so the split needs the database server on this machine (``available``
+    is False otherwise). A process that starts and
     ends inside the block is not counted on its side (gunicorn's workers, Celery's pool processes and
     their pooled connections live through the lag test); the machine's total still has it."""
+
+    SIDES = ("web", "web_pg", "stitch", "stitch_pg")
 
     def __init__(self, database_url: str, web_root: int, stitch_root: int) -> None:
         self.database_url, self.roots = database_url, {"web": web_root, "stitch": stitch_root}
@@ -621,10 +594,10 @@ class CpuSplit:
 
     def _read(self) -> dict:
         backends = self._backends()
-        now = {"machine": _machine_busy_seconds(), "wall": time.monotonic()}
+        now = {"machine": machine_busy(), "wall": time.monotonic()}
         for side, root in self.roots.items():
-            now[side] = {pid: _proc_seconds(pid) for pid in _process_tree(root)}
-            now[f"{side}_pg"] = {pid: _proc_seconds(pid) for pid in backends[side]}
+            now[side] = {pid: process_cpu(pid) for pid in process_tree(root)}
+            now[f"{side}_pg"] = {pid: process_cpu(pid) for pid in backends[side]}
         return now
 
     def __enter__(self) -> CpuSplit:
@@ -633,15 +606,12 @@ class CpuSplit:
 
     def __exit__(self, *exc) -> None:
         end = self._read()
-        self.available = all(v is not None for v in end["web_pg"].values()) and bool(end["web_pg"])
+        self.available = bool(end["web_pg"]) and all(map(process_alive, end["web_pg"]))
         self.seconds = {"wall": end["wall"] - self.start["wall"], "machine": end["machine"] - self.start["machine"]}
-        for key in ("web", "web_pg", "stitch", "stitch_pg"):
-            self.seconds[key] = sum(
-                (cpu or 0.0) - (self.start[key].get(pid) or 0.0) for pid, cpu in end[key].items() if cpu is not None
-            )
-        self.seconds["other"] = self.seconds["machine"] - sum(
-            self.seconds[k] for k in ("web", "web_pg", "stitch", "stitch_pg")
-        )
+        for key in self.SIDES:
+            # max: a process gone between the listing and the read reads 0 (its CPU is the machine's only)
+            self.seconds[key] = sum(max(0.0, cpu - self.start[key].get(pid, 0.0)) for pid, cpu in end[key].items())
+        self.seconds["other"] = self.seconds["machine"] - sum(self.seconds[key] for key in self.SIDES)
 
 
 def run_lag(
@@ -1025,15 +995,14 @@ def cpu_split_line(split: CpuSplit, accepted: int, stitched: int) -> str:
     """The lag test's CPU per event on each side, and the rate the machine's cores could accept and stitch
     at those costs if nothing else ran: how far the cores are from the rate asked, whatever the run's luck."""
     s, cores = split.seconds, os.cpu_count() or 1
-    accept = (s["web"] + s["web_pg"]) / max(accepted, 1)
-    stitch_cost = (s["stitch"] + s["stitch_pg"]) / max(stitched, 1)
+    us = {key: s[key] / max(accepted if key.startswith("web") else stitched, 1) * 1e6 for key in split.SIDES}
+    accept, stitch = us["web"] + us["web_pg"], us["stitch"] + us["stitch_pg"]
     return (
         f"| CPU during the identity-lag test ({s['machine'] / s['wall']:.2f} of {cores} cores busy over "
-        f"{s['wall']:.1f} s), per event | accept {accept * 1e6:.0f} µs (web {s['web'] / max(accepted, 1) * 1e6:.0f} "
-        f"+ its PostgreSQL {s['web_pg'] / max(accepted, 1) * 1e6:.0f}) · stitch {stitch_cost * 1e6:.0f} µs "
-        f"(workers {s['stitch'] / max(stitched, 1) * 1e6:.0f} + their PostgreSQL "
-        f"{s['stitch_pg'] / max(stitched, 1) * 1e6:.0f}) · rest of the machine {s['other']:.1f} s; at these costs "
-        f"{cores} cores accept and stitch at most **{cores / (accept + stitch_cost):,.0f} events/s** |"
+        f"{s['wall']:.1f} s), per event | accept {accept:.0f} µs (web {us['web']:.0f} + its PostgreSQL "
+        f"{us['web_pg']:.0f}) · stitch {stitch:.0f} µs (workers {us['stitch']:.0f} + their PostgreSQL "
+        f"{us['stitch_pg']:.0f}) · rest of the machine {s['other']:.1f} s; at these costs {cores} cores accept "
+        f"and stitch at most **{cores / (accept + stitch) * 1e6:,.0f} events/s** |"
     )
 
 

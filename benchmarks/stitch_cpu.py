@@ -32,11 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-
-def backend_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of a process on this machine."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+from benchmarks.procstat import process_cpu  # noqa: E402
 
 
 def backend_ns(pid: int) -> int:
@@ -141,10 +137,10 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             spy = spy_start(args.spy if round_ == args.rounds - 1 else None)
             meter = StatementMeter(connection, backend) if args.statements else None
-            wall, cpu, pg = time.perf_counter(), time.process_time(), backend_cpu(backend)
+            wall, cpu, pg = time.perf_counter(), time.process_time(), process_cpu(backend)
             with meter or contextlib.nullcontext():
                 done = intake_drain()
-            wall, cpu, pg = time.perf_counter() - wall, time.process_time() - cpu, backend_cpu(backend) - pg
+            wall, cpu, pg = time.perf_counter() - wall, time.process_time() - cpu, process_cpu(backend) - pg
             if spy:
                 spy.send_signal(signal.SIGINT)
                 spy.wait(30)

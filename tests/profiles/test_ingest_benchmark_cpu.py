@@ -12,14 +12,8 @@ import psycopg
 import pytest
 from django.db import connection
 
-from benchmarks.ingest import (
-    STITCH_APP_NAME,
-    WEB_APP_NAME,
-    CpuSplit,
-    _proc_seconds,
-    _process_tree,
-    cpu_split_line,
-)
+from benchmarks.ingest import STITCH_APP_NAME, WEB_APP_NAME, CpuSplit, cpu_split_line
+from benchmarks.procstat import process_alive, process_cpu, process_tree
 
 # a parent whose child burns 0.4 s of CPU and then stays (as gunicorn's workers and Celery's pool
 # processes stay for the whole lag test)
@@ -35,7 +29,7 @@ def _until_burnt(root: int, seconds: float) -> None:
     """Wait (up to 30 s) until ``root``'s tree has used ``seconds`` of CPU."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if sum(_proc_seconds(pid) or 0.0 for pid in _process_tree(root)) >= seconds:
+        if sum(map(process_cpu, process_tree(root))) >= seconds:
             return
         time.sleep(0.05)
 
@@ -59,7 +53,7 @@ def test_the_split_counts_a_side_s_children_and_its_named_backends_not_the_other
                     web_backend.execute("SELECT count(*) FROM generate_series(1, 3000000)")
                     _until_burnt(parent.pid, 0.35)
             finally:
-                for pid in _process_tree(parent.pid) - {parent.pid}:
+                for pid in process_tree(parent.pid) - {parent.pid}:
                     os.kill(pid, signal.SIGKILL)
                 parent.wait(30)
             # then the child's CPU is the web side's, the backend's is its PostgreSQL's, none is the stitch's
@@ -80,5 +74,6 @@ def test_a_gone_process_counts_nothing():
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     time.sleep(0.05)
-    assert _proc_seconds(gone.pid) is None
-    assert _process_tree(gone.pid) == {gone.pid}
+    assert not process_alive(gone.pid)
+    assert process_cpu(gone.pid) == 0.0
+    assert process_tree(gone.pid) == {gone.pid}
