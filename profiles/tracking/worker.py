@@ -32,6 +32,7 @@ import random
 import time
 import traceback
 from collections import Counter
+from contextlib import contextmanager
 
 import orjson
 from django.conf import settings
@@ -280,13 +281,26 @@ def _decoded(rows: list) -> tuple[list, list[int] | None]:
     return events, [row[0] for row in rows] if plain else None
 
 
+@contextmanager
+def _savepoint(deferral: Deferral | None):
+    """A savepoint; when it rolls back, the batch's deferral forgets the locks taken in it and what it
+    left out (``Deferral.rolled_back``), so later calls neither count them as held nor wait behind them."""
+    before = deferral.mark() if deferral is not None else None
+    try:
+        with transaction.atomic():
+            yield
+    except Exception:
+        if deferral is not None:
+            deferral.rolled_back(before)
+        raise
+
+
 def _stitch_group(source: Source | None, rows: list, *, deferral: Deferral | None = None) -> list[int]:
     """One source's calls of the batch, in a savepoint; on an error that is not a retry, call by
     call, setting aside the ones that fail on their own. Returns the intake ids of the calls left in
     the log for another transaction's locks (``deferral``)."""
-    before = deferral.mark() if deferral is not None else None
     try:
-        with transaction.atomic():
+        with _savepoint(deferral):
             if source is None:
                 raise LookupError("the call's source no longer exists")
             with merge_hooks_batched():
@@ -294,8 +308,6 @@ def _stitch_group(source: Source | None, rows: list, *, deferral: Deferral | Non
                 result = _ingest(source, events, stored_checked=True, intake_ids=intake_ids, deferral=deferral)
         return [rows[i][0] for i in result.deferred]
     except Exception as exc:
-        if deferral is not None:  # the savepoint's rollback released the locks taken in it
-            deferral.rolled_back(before)
         if _not_the_calls_fault(exc):
             raise
         if len(rows) == 1:
@@ -306,9 +318,8 @@ def _stitch_group(source: Source | None, rows: list, *, deferral: Deferral | Non
     # the earlier groups (some may be above it: waiting would break the one lock order)
     left = []
     for row in rows:
-        before = deferral.mark() if deferral is not None else None
         try:
-            with transaction.atomic():
+            with _savepoint(deferral):
                 if source is None:
                     raise LookupError("the call's source no longer exists")
                 events, intake_ids = _decoded([row])
@@ -316,8 +327,6 @@ def _stitch_group(source: Source | None, rows: list, *, deferral: Deferral | Non
             if result.deferred:
                 left.append(row[0])
         except Exception as exc:
-            if deferral is not None:
-                deferral.rolled_back(before)
             if _not_the_calls_fault(exc):
                 raise
             _set_aside(source, row, exc)

@@ -316,6 +316,19 @@ def three_people(db):
     return known_people((1, "anonymous_id", "a-r"), (2, "anonymous_id", "a-m"), (3, "user_id", "u-p"))
 
 
+def fails_on_its_own(monkeypatch, picked) -> None:
+    """Stitching raises for the calls ``picked(event)`` chooses, whether in their group or alone: a
+    call that fails on its own (its source group rolls back, then it is set aside one by one)."""
+    real = stitch.profiles_update
+
+    def update(events, assigned, seen):
+        if any(picked(events[i]) for i in assigned):
+            raise ValueError("this call fails on its own")
+        return real(events, assigned, seen)
+
+    monkeypatch.setattr(stitch, "profiles_update", update)
+
+
 class Interleaving:
     """Other transactions at chosen moments of a stitch batch (``stitch._profiles_try_lock`` wrapped):
     before the batch try-locks a profile of ``merges``, that profile is merged (committed) into
@@ -463,14 +476,7 @@ def test_a_profile_a_failed_source_group_locked_no_longer_counts_as_held(write_k
         {"type": "track", "userId": "u-s", "event": "Order Completed", "messageId": "m-s"},
         {"type": "track", "anonymousId": "a-c", "event": "Product Viewed", "messageId": "m-c"},
     )
-    real_update = stitch.profiles_update
-
-    def fails_for_s(events, assigned, seen):
-        if any(("user_id", "u-s") in e.identifiers for e in events):
-            raise ValueError("this call fails on its own")
-        return real_update(events, assigned, seen)
-
-    monkeypatch.setattr(stitch, "profiles_update", fails_for_s)
+    fails_on_its_own(monkeypatch, lambda event: ("user_id", "u-s") in event.identifiers)
     # and, once the second group holds C, a transaction that takes S and asks for C
     meanwhile = Interleaving(monkeypatch, merges={c: (c, s_)}, then_take=(c, s_, c))
 
@@ -496,14 +502,7 @@ def test_a_failed_source_groups_calls_one_by_one_do_not_wait_below_a_profile_an_
         {"type": "track", "anonymousId": "a-x", "event": "Product Viewed", "messageId": "m-x"},
         {"type": "track", "anonymousId": "a-l", "event": "Product Viewed", "messageId": "m-l"},
     )
-    real_update = stitch.profiles_update
-
-    def fails_for_x(events, assigned, seen):
-        if any(("anonymous_id", "a-x") in e.identifiers for e in events):
-            raise ValueError("this call fails on its own")
-        return real_update(events, assigned, seen)
-
-    monkeypatch.setattr(stitch, "profiles_update", fails_for_x)
+    fails_on_its_own(monkeypatch, lambda event: ("anonymous_id", "a-x") in event.identifiers)
     errors: list = []
     asked: list[threading.Thread] = []
     ready: list[bool] = []
@@ -560,14 +559,7 @@ def test_a_call_that_fails_on_its_own_is_set_aside_even_if_a_later_call_of_its_b
         {"type": "identify", "anonymousId": "a-q", "traits": {"email": "q@x.io"}, "messageId": "m-y"},
         {"type": "track", "userId": "u-o", "event": "Product Viewed", "messageId": "m-o"},
     )
-    real_update = stitch.profiles_update
-
-    def fails_for_boom(events, assigned, seen):
-        if any(events[i].name == "Boom" for i in assigned):
-            raise ValueError("this call fails on its own")
-        return real_update(events, assigned, seen)
-
-    monkeypatch.setattr(stitch, "profiles_update", fails_for_boom)
+    fails_on_its_own(monkeypatch, lambda event: event.name == "Boom")
 
     # when a batch is stitched while the email's lock is held: the group fails, and is taken call by call
     with identifier_lock("email", "q@x.io"):
@@ -596,14 +588,7 @@ def test_a_call_that_failed_on_its_own_in_the_one_by_one_retry_gives_its_profile
         {"type": "track", "userId": "u-s", "event": "Order Completed", "messageId": "m-s"},
         {"type": "track", "anonymousId": "a-c", "event": "Product Viewed", "messageId": "m-c"},
     )
-    real_update = stitch.profiles_update
-
-    def fails_for_s(events, assigned, seen):
-        if any(("user_id", "u-s") in events[i].identifiers for i in assigned):
-            raise ValueError("this call fails on its own")
-        return real_update(events, assigned, seen)
-
-    monkeypatch.setattr(stitch, "profiles_update", fails_for_s)
+    fails_on_its_own(monkeypatch, lambda event: ("user_id", "u-s") in event.identifiers)
     # and, when the one-by-one retry comes to C's call alone: C merged into S just before it locks C,
     # then a transaction that takes S and asks for C
     meanwhile = Interleaving(monkeypatch, merges={c: (c, s_)}, then_take=(c, s_, c))
