@@ -7,12 +7,14 @@ the stitch workers behind the intake log (decision 0039): stitching rate, identi
 
 What it does, all on this machine and over loopback only:
 
-1. Creates a fresh database (``cdp_bench_ingest``) on the PostgreSQL server of ``DATABASE_URL`` (or
-   ``.cdp/env``, or ``postgres://postgres@127.0.0.1:5432``), migrates it and creates a source.
+1. Starts a private PostgreSQL and Redis (``benchmarks/servers.py``: 127.0.0.1, free ports, fresh
+   directories, PostgreSQL's defaults with ``fsync`` on; decision 0072), or uses the servers of
+   ``--server-url`` / ``--redis-url`` instead; creates a fresh database (``cdp_bench_ingest``) there,
+   migrates it and creates a source.
 2. Starts ``gunicorn cdp.wsgi:application --workers W`` (sync workers; with ``--threads T`` > 1,
    gthread workers on their own ``SO_REUSEPORT`` sockets, as the Procfile's web line) on a free
-   port, with Redis on its own database number (``--redis-db``) so no other process's workers or
-   throttles see the benchmark's traffic.
+   port, with Redis on its own database number (``--redis-db``) so that on a shared Redis no other
+   process's workers or throttles see the benchmark's traffic.
 3. Batch throughput: C load-generator processes (fork, one ``http.client`` connection each, bodies
    serialised before the clock starts) send N Segment events (identify/track/page for a shop with
    ``--users`` distinct people, several devices each) in batches of B; events/s = accepted events /
@@ -32,7 +34,8 @@ What it does, all on this machine and over loopback only:
    lag is the poll time minus its received_at (an upper bound, within 0.1 s). Lost and doubled:
    every accepted messageId is in the events table once (or set aside as poison), counted.
 
-It prints a markdown table, stops gunicorn and drops the database (also on failure or Ctrl-C).
+It prints a markdown table, stops gunicorn, drops the database and stops the private servers (also on
+failure or Ctrl-C).
 """
 
 from __future__ import annotations
@@ -62,10 +65,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.procstat import machine_busy, process_alive, process_cpu, process_tree  # noqa: E402
-from cdp.envfiles import BASE_DIR, SERVICES_ENV_FILE, parse_env_file  # noqa: E402
+from benchmarks.servers import private_servers  # noqa: E402
+from cdp.envfiles import BASE_DIR  # noqa: E402
 
-DEFAULT_SERVER = "postgres://postgres@127.0.0.1:5432"
-DEFAULT_REDIS = "redis://127.0.0.1:6379"
 HOST = "127.0.0.1"
 TRACK_RATE = 200  # requests/s for the latency test (the target's rate; --track-rate changes it)
 TRACK_SENDERS = 4  # open-loop sender processes for the latency test
@@ -102,10 +104,6 @@ def log(message: str) -> None:
 
 
 # --- environment: where PostgreSQL and Redis are -------------------------------------------------
-
-
-def configured(name: str, default: str) -> str:
-    return os.environ.get(name) or parse_env_file(SERVICES_ENV_FILE).get(name) or default
 
 
 def with_path(url: str, path: str) -> str:
@@ -501,6 +499,7 @@ def _paced_batch_worker(port: int, indexes: list[int], start_at: float, per_seco
 def _track_worker(port: int, slots: list[int], start_at: float, rate: float) -> dict:
     conn = http.client.HTTPConnection(HOST, port, timeout=30)
     latencies: list[float] = []
+    sent_at: list[float] = []  # each request's scheduled time, on the wall clock (for --track-dump)
     errors: list = []
     for slot in slots:
         scheduled = start_at + slot / rate
@@ -513,10 +512,11 @@ def _track_worker(port: int, slots: list[int], start_at: float, rate: float) -> 
             conn.close()
             status, body = 0, {"exception": repr(exc)}
         latencies.append(time.monotonic() - scheduled)
+        sent_at.append(time.time() - latencies[-1])
         if status != 200 or body.get("accepted") != 1:
             errors.append({"slot": slot, "status": status, "body": str(body)[:300]})
     conn.close()
-    return {"latencies": latencies, "errors": errors}
+    return {"latencies": latencies, "sent_at": sent_at, "errors": errors}
 
 
 def _fork_pool(processes: int) -> ProcessPoolExecutor:
@@ -698,7 +698,9 @@ def stitchers_paused(stitchers: subprocess.Popen, pause: bool):
             os.killpg(stitchers.pid, signal.SIGCONT)
 
 
-def run_track(port: int, write_key: str, bodies: list[bytes], rate: float) -> dict:
+def run_track(port: int, write_key: str, bodies: list[bytes], rate: float, dump: str | None = None) -> dict:
+    """``/v1/track`` calls at ``rate`` requests/s (open loop); ``dump``: each request's scheduled time
+    (epoch seconds) and latency (ms) as CSV, to see when a slow tail happened."""
     global _BODIES, _HEADERS
     _BODIES, _HEADERS = bodies, auth_headers(write_key)
     start_at = time.monotonic() + 1.0
@@ -710,6 +712,11 @@ def run_track(port: int, write_key: str, bodies: list[bytes], rate: float) -> di
         results = [f.result() for f in futures]
     elapsed = time.monotonic() - start_at
     latencies = sorted(ms for r in results for ms in r["latencies"])
+    if dump:
+        with open(dump, "w") as out:
+            out.write("scheduled_epoch,latency_ms\n")
+            timed = sorted((t, x) for r in results for t, x in zip(r["sent_at"], r["latencies"], strict=True))
+            out.writelines(f"{t:.3f},{x * 1000:.2f}\n" for t, x in timed)
     return {
         "sent": len(latencies),
         "achieved_rate": len(latencies) / elapsed,
@@ -895,11 +902,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", default="cdp_bench_ingest", help="database created and dropped")
     parser.add_argument("--redis-db", type=int, default=9, help="Redis database number used by the server")
     parser.add_argument(
+        "--server-url",
+        help="PostgreSQL server to measure on (postgres://user@host:port; a scratch database is created and "
+        "dropped there) instead of a private one started for the run",
+    )
+    parser.add_argument("--redis-url", help="Redis server to use (redis://host:port) instead of a private one")
+    parser.add_argument(
         "--debug", action=argparse.BooleanOptionalAction, default=True, help="run the server with DEBUG=true"
     )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--lag-rate", type=float, default=LAG_RATE, help="events/s of the identity-lag test")
     parser.add_argument("--lag-seconds", type=float, default=10, help="seconds of the identity-lag test (0: skip)")
+    parser.add_argument("--track-dump", help="write each /v1/track request's scheduled time and latency (CSV) here")
     parser.add_argument("--lag-dump", help="write each lag-test event's accept and stitched-seen times (CSV) here")
     parser.add_argument("--stitchers", type=int, default=2, help="stitch worker processes (Celery, queue intake)")
     parser.add_argument(
@@ -918,8 +932,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.track_seconds < 0 or args.track_rate <= 0:
         parser.error("--track-seconds must be >= 0 and --track-rate positive")
 
-    server_url = configured("DATABASE_URL", DEFAULT_SERVER)
-    redis_url = with_path(configured("REDIS_URL", DEFAULT_REDIS), f"/{args.redis_db}")
     log(f"generating {args.events} events for {args.users} customers")
     population = people(args.users, random.Random(args.seed))
     bodies = batch_bodies(population, args.events, args.batch_size, args.seed + 1)
@@ -930,7 +942,12 @@ def main(argv: list[str] | None = None) -> int:
     payload_mb = sum(map(len, bodies)) / 1e6
     load_before = os.getloadavg()[0]
 
-    with fresh_database(server_url, args.database) as database_url:
+    with (
+        private_servers(postgres=not args.server_url, redis=not args.redis_url) as servers,
+        fresh_database(args.server_url or servers.postgres_url, args.database) as database_url,
+    ):
+        log(f"servers: {servers.described or 'as given'}")
+        redis_url = with_path(args.redis_url or servers.redis_url, f"/{args.redis_db}")
         env = django_env(database_url, redis_url, args.debug)
         log("migrating")
         manage(env, "migrate", "--noinput")
@@ -960,7 +977,7 @@ def main(argv: list[str] | None = None) -> int:
             if track:
                 log(f"track latency: {args.track_rate:g} req/s for {args.track_seconds:g} s")
                 with stitchers_paused(stitchers, args.pause_stitchers_track):
-                    track_result = run_track(port, write_key, track, args.track_rate)
+                    track_result = run_track(port, write_key, track, args.track_rate, args.track_dump)
                 wait_drained(database_url)
             else:
                 track_result = None
@@ -983,6 +1000,9 @@ def main(argv: list[str] | None = None) -> int:
         copy_bare = run_copy(database_url, rows, indexed=False)
 
     facts["load"] = load_before
+    urls = (("PostgreSQL", args.server_url), ("Redis", args.redis_url))
+    given = [f"{what} given: {url}" for what, url in urls if url]
+    facts["servers"] = "; ".join([servers.described, *given] if servers.described else given)
     report(args, batch, facts, with_warmup, copy_indexed, copy_bare, track_result, payload_mb, copy_intake, lag, checks)
     failed = bool(batch["errors"]) or batch["accepted"] != args.events or (track_result and track_result["errors"])
     failed = failed or checks["lost"] != 0 or checks["doubled"] != 0
@@ -1086,6 +1106,8 @@ def report(args, batch, facts, with_warmup, copy_indexed, copy_bare, track, payl
         "",
         f"server DEBUG={'true' if args.debug else 'false'}; code {code_version()}; "
         f"load average before the run {facts['load']:.2f}; {facts['version'].split(' on ')[0]}",
+        "",
+        f"servers: {facts['servers']}",
     ]
     print("\n".join(lines), flush=True)
 

