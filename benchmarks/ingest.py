@@ -500,12 +500,14 @@ def _track_worker(port: int, slots: list[int], start_at: float, rate: float) -> 
     conn = http.client.HTTPConnection(HOST, port, timeout=30)
     latencies: list[float] = []
     sent_at: list[float] = []  # each request's scheduled time, on the wall clock (for --track-dump)
+    late: list[float] = []  # how late the sender itself was to send it (its own delay, not the server's)
     errors: list = []
     for slot in slots:
         scheduled = start_at + slot / rate
         delay = scheduled - time.monotonic()
         if delay > 0:
             time.sleep(delay)
+        late.append(max(0.0, time.monotonic() - scheduled))
         try:
             status, body = _post(conn, "/v1/track", _BODIES[slot])
         except OSError as exc:
@@ -516,7 +518,7 @@ def _track_worker(port: int, slots: list[int], start_at: float, rate: float) -> 
         if status != 200 or body.get("accepted") != 1:
             errors.append({"slot": slot, "status": status, "body": str(body)[:300]})
     conn.close()
-    return {"latencies": latencies, "sent_at": sent_at, "errors": errors}
+    return {"latencies": latencies, "sent_at": sent_at, "late": late, "errors": errors}
 
 
 def _fork_pool(processes: int) -> ProcessPoolExecutor:
@@ -714,9 +716,9 @@ def run_track(port: int, write_key: str, bodies: list[bytes], rate: float, dump:
     latencies = sorted(ms for r in results for ms in r["latencies"])
     if dump:
         with open(dump, "w") as out:
-            out.write("scheduled_epoch,latency_ms\n")
-            timed = sorted((t, x) for r in results for t, x in zip(r["sent_at"], r["latencies"], strict=True))
-            out.writelines(f"{t:.3f},{x * 1000:.2f}\n" for t, x in timed)
+            out.write("scheduled_epoch,latency_ms,sender_late_ms\n")
+            timed = sorted(row for r in results for row in zip(r["sent_at"], r["latencies"], r["late"], strict=True))
+            out.writelines(f"{t:.3f},{x * 1000:.2f},{w * 1000:.2f}\n" for t, x, w in timed)
     return {
         "sent": len(latencies),
         "achieved_rate": len(latencies) / elapsed,
@@ -726,6 +728,7 @@ def run_track(port: int, write_key: str, bodies: list[bytes], rate: float, dump:
         "p99": percentile(latencies, 99) * 1000,
         "max": latencies[-1] * 1000,
         "mean": statistics.fmean(latencies) * 1000,
+        "send_late_p99": percentile(sorted(x for r in results for x in r["late"]), 99) * 1000,
     }
 
 
@@ -1066,7 +1069,7 @@ def report(args, batch, facts, with_warmup, copy_indexed, copy_bare, track, payl
         lines.append(
             f"| `POST /v1/track`, open loop {args.track_rate:g} req/s for {args.track_seconds:g} s "
             f"({track['sent']:,} sent on schedule, completed at {track['achieved_rate']:.0f}/s, "
-            f"{len(track['errors'])} errors) | "
+            f"senders late p99 {track['send_late_p99']:.1f} ms, {len(track['errors'])} errors) | "
             f"p50 {track['p50']:.1f} ms · p95 {track['p95']:.1f} ms · **p99 {track['p99']:.1f} ms** · "
             f"max {track['max']:.1f} ms |"
         )
