@@ -946,11 +946,11 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
 
     with (
-        private_servers(postgres=not args.server_url, redis=not args.redis_url) as servers,
-        fresh_database(args.server_url or servers.postgres_url, args.database) as database_url,
+        private_servers(postgres_url=args.server_url, redis_url=args.redis_url) as servers,
+        fresh_database(servers.postgres_url, args.database) as database_url,
     ):
-        log(f"servers: {servers.described or 'as given'}")
-        redis_url = with_path(args.redis_url or servers.redis_url, f"/{args.redis_db}")
+        log(f"servers: {servers.described}")
+        redis_url = with_path(servers.redis_url, f"/{args.redis_db}")
         env = django_env(database_url, redis_url, args.debug)
         log("migrating")
         manage(env, "migrate", "--noinput")
@@ -1003,9 +1003,7 @@ def main(argv: list[str] | None = None) -> int:
         copy_bare = run_copy(database_url, rows, indexed=False)
 
     facts["load"] = load_before
-    urls = (("PostgreSQL", args.server_url), ("Redis", args.redis_url))
-    given = [f"{what} given: {url}" for what, url in urls if url]
-    facts["servers"] = "; ".join([servers.described, *given] if servers.described else given)
+    facts["servers"] = servers.described
     report(args, batch, facts, with_warmup, copy_indexed, copy_bare, track_result, payload_mb, copy_intake, lag, checks)
     failed = bool(batch["errors"]) or batch["accepted"] != args.events or (track_result and track_result["errors"])
     failed = failed or checks["lost"] != 0 or checks["doubled"] != 0

@@ -33,25 +33,29 @@ def installed_postgres() -> str | None:
 
 @dataclass
 class Servers:
-    postgres_url: str | None  # the server's URL without a database name (None: not started here)
-    redis_url: str | None  # without a database number (None: not started here)
+    postgres_url: str  # the server's URL without a database name
+    redis_url: str  # without a database number
     described: str  # one line for the report
 
 
 @contextmanager
-def private_servers(*, postgres: bool = True, redis: bool = True) -> Iterator[Servers]:
-    """Start the servers asked for; they and their files are gone when the block ends (also on errors)."""
+def private_servers(*, postgres_url: str | None = None, redis_url: str | None = None) -> Iterator[Servers]:
+    """The servers of a run: the ones given by URL, and a private one started for each that is not;
+    the private ones and their files are gone when the block ends (also on errors)."""
     from reliability.procs import PrivatePostgres, PrivateRedis
 
     with ExitStack() as stack:
-        parts, pg_url, redis_url = [], None, None
-        if postgres:
+        if postgres_url:
+            postgres = f"PostgreSQL given: {postgres_url}"
+        else:
             pg = stack.enter_context(PrivatePostgres(settings=POSTGRES_SETTINGS, bin_dir=installed_postgres()))
-            pg_url = pg.url.rsplit("/", 1)[0]
+            postgres_url = pg.url.rsplit("/", 1)[0]
             settings = ", ".join(f"{k}={v}" for k, v in POSTGRES_SETTINGS.items())
-            parts.append(f"PostgreSQL private on 127.0.0.1:{pg.port} (server defaults but {settings})")
-        if redis:
+            postgres = f"PostgreSQL private on 127.0.0.1:{pg.port} (server defaults but {settings})"
+        if redis_url:
+            redis = f"Redis given: {redis_url}"
+        else:
             server = stack.enter_context(PrivateRedis())
             redis_url = server.url.rsplit("/", 1)[0]
-            parts.append(f"Redis private on 127.0.0.1:{server.port}")
-        yield Servers(pg_url, redis_url, "; ".join(parts))
+            redis = f"Redis private on 127.0.0.1:{server.port}"
+        yield Servers(postgres_url, redis_url, f"{postgres}; {redis}")

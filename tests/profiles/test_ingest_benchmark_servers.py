@@ -41,7 +41,8 @@ def test_the_benchmark_runs_on_private_durable_servers_that_are_gone_afterwards(
     assert not data_dir.exists()
 
 
-def test_only_the_servers_asked_for_are_started():
-    with private_servers(postgres=False) as servers:
-        assert servers.postgres_url is None and servers.redis_url is not None
-        assert "PostgreSQL" not in servers.described
+def test_a_server_given_by_url_is_used_and_no_private_one_started_for_it():
+    with private_servers(redis_url="redis://127.0.0.1:6379") as servers:
+        assert servers.redis_url == "redis://127.0.0.1:6379"
+        assert "Redis given: redis://127.0.0.1:6379" in servers.described
+        assert "PostgreSQL private on" in servers.described
