@@ -32,8 +32,12 @@ fixed seed by ``benchmarks/grocery_histories.py`` (staples at random, staples on
 cycles); the hybrid's nDCG@10 against buy-again's (targets: ≥ 1.10 on Online Retail, no loss on
 the grocery histories). So ``--part all`` is issue 15's "one run": speed and quality together.
 
+Servers: a private PostgreSQL and Redis of the run's own (``benchmarks/servers.py``, decision 0072:
+127.0.0.1, free ports, the machine's PostgreSQL build with its defaults and ``fsync`` on), stopped
+and removed at the end; ``--server-url postgres://…`` / ``--redis-url redis://…`` use given servers
+instead (needed with ``--keep``, ``--generate-only`` and ``--reuse``, whose data outlives the run).
 The databases are dropped at the end unless ``--keep``. Redis DB ``--redis-db`` (default 14) is
-used by the server; do not run tests on it meanwhile.
+used by the server; on a shared Redis, do not run tests on it meanwhile.
 """
 
 from __future__ import annotations
@@ -635,6 +639,10 @@ def main() -> int:
     parser.add_argument("--grocery-seed", type=int, default=1, help="seed of the generated grocery histories")
     parser.add_argument("--database", default="cdp_bench_recs")
     parser.add_argument("--redis-db", type=int, default=14)
+    parser.add_argument(
+        "--server-url", help="PostgreSQL server (postgres://user@host:port) to use instead of a private one"
+    )
+    parser.add_argument("--redis-url", help="Redis server (redis://host:port) to use instead of a private one")
     parser.add_argument("--keep", action="store_true", help="keep the scratch databases")
     parser.add_argument(
         "--generate-only", action="store_true", help="only create and fill the serving database (use with --keep)"
@@ -665,7 +673,21 @@ def main() -> int:
             result = generate(args) if args.inner_generate else retail_inner(args)
         print(json.dumps(result, default=str))
         return 0
+    if (args.keep or args.generate_only or args.reuse) and not args.server_url:
+        parser.error("--keep, --generate-only and --reuse keep data beyond the run: give --server-url")
+    from benchmarks.servers import private_servers
+
+    with private_servers(postgres_url=args.server_url, redis_url=args.redis_url) as servers:
+        # the children (this script's --inner-* runs, manage.py, gunicorn) inherit these
+        os.environ["DATABASE_URL"] = f"{servers.postgres_url}/postgres"
+        os.environ["REDIS_URL"] = f"{servers.redis_url}/0"
+        print(f"servers: {servers.described}", file=sys.stderr, flush=True)
+        return _measure(args, servers.described)
+
+
+def _measure(args, servers: str) -> int:
     report: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count()}
+    report["servers"] = servers
     report["load_average_before"] = [round(x, 2) for x in os.getloadavg()]
     if args.part in ("serving", "all"):
         report["serving"] = serving_part(args)

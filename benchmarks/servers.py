@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -45,6 +47,7 @@ def private_servers(*, postgres_url: str | None = None, redis_url: str | None = 
     from reliability.procs import PrivatePostgres, PrivateRedis
 
     with ExitStack() as stack:
+        stack.enter_context(_terminated_cleanly())
         if postgres_url:
             postgres = f"PostgreSQL given: {postgres_url}"
         else:
@@ -59,3 +62,21 @@ def private_servers(*, postgres_url: str | None = None, redis_url: str | None = 
             redis_url = server.url.rsplit("/", 1)[0]
             redis = f"Redis private on 127.0.0.1:{server.port}"
         yield Servers(postgres_url, redis_url, f"{postgres}; {redis}")
+
+
+@contextmanager
+def _terminated_cleanly() -> Iterator[None]:
+    """SIGTERM (``timeout``, a CI job cancelled) ends the run as Ctrl-C does, through the ``with``
+    blocks: without this the process died at once and left its private servers running."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

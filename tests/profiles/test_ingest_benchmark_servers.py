@@ -3,7 +3,9 @@ Redis, on 127.0.0.1 and ports of their own, gone with their files when the run e
 
 from __future__ import annotations
 
+import signal
 import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -46,3 +48,27 @@ def test_a_server_given_by_url_is_used_and_no_private_one_started_for_it():
         assert servers.redis_url == "redis://127.0.0.1:6379"
         assert "Redis given: redis://127.0.0.1:6379" in servers.described
         assert "PostgreSQL private on" in servers.described
+
+
+SERVE_UNTIL_KILLED = (
+    "import time\n"
+    "from benchmarks.servers import private_servers\n"
+    "with private_servers() as s:\n"
+    "    print(s.postgres_url, s.redis_url, flush=True)\n"
+    "    time.sleep(120)\n"
+)
+
+
+def test_a_run_ended_by_sigterm_stops_its_private_servers():
+    # ``timeout`` and a cancelled CI job send SIGTERM: the servers must not outlive the run
+    run = subprocess.Popen(
+        [sys.executable, "-c", SERVE_UNTIL_KILLED], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2]
+    )
+    try:
+        pg, rd = (urlsplit(url).port for url in run.stdout.readline().split())
+        assert port_answers(pg) and port_answers(rd)
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(60) == 128 + signal.SIGTERM
+    finally:
+        run.kill()
+    assert not port_answers(pg) and not port_answers(rd)
