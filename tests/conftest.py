@@ -41,6 +41,32 @@ def _clean_redis():
 
 
 @pytest.fixture(autouse=True)
+def _celery_quiet_before_flush(request):
+    """Tests on committed data (``transaction=True``, the live server) end with a TRUNCATE of every
+    table. The session's Celery worker, if an earlier test started it, may still be running a task
+    this test queued (a follow-up, a stitch drain), and its locks and the TRUNCATE's then deadlock:
+    seen in CI, where PostgreSQL ended the TRUNCATE, and the next test found this test's rows. This
+    waits for the worker to go quiet first (``celery_quiesce``): ``transactional_db`` is set up before
+    this fixture's teardown runs, so it is torn down (flushed) after it."""
+    marker = request.node.get_closest_marker("django_db")
+    transactional = bool(marker and marker.kwargs.get("transaction")) or any(
+        name in request.fixturenames for name in ("transactional_db", "live_server")
+    )
+    if not transactional:
+        yield
+        return
+    from cdp.celery import app
+
+    request.getfixturevalue("transactional_db")
+    broker = app.conf.broker_url
+    yield
+    # a test that pointed the app at a broker of its own (the Redis outage tests) sent the session's
+    # worker nothing, and its broker may be gone by now
+    if app.conf.broker_url == broker:
+        celery_quiesce()
+
+
+@pytest.fixture(autouse=True)
 def _intake_stitched_in_requests(request):
     """Tests read their writes: a tracking request's calls, once accepted (committed) into the intake
     log, are stitched before its response is returned, by ``intake_drain`` (the function the
