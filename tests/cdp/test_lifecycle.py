@@ -17,7 +17,7 @@ from django.utils import timezone
 from cdp.lifecycle import job_lease_claim, jobs_sweep
 from cdp.models import JobLease
 from profiles.models import MatchingRun, RunStatus
-from tests.conftest import REPO, celery_quiesce, worker_env
+from tests.conftest import REPO, worker_env
 from tests.profiles.test_matching_runs import ingest_people, wait_for
 
 
@@ -55,14 +55,6 @@ def _worker(queue: str) -> subprocess.Popen:
          "--without-gossip", "--without-mingle", "--hostname", f"kill-{os.getpid()}@%h"],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def _worker_idle_before_teardown():
-    """Runs this module requeues or starts go to the session's Celery worker, if one is up: stop
-    them before the teardown's TRUNCATE, which their writes would deadlock."""
-    yield
-    celery_quiesce()
 
 
 def _lease(run_id) -> JobLease | None:

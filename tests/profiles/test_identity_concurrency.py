@@ -10,21 +10,11 @@ from django.db import connection
 from profiles.models import Event, Identifier, Profile
 from profiles.services import events_ingest, source_create
 from profiles.tracking.validate import clean_event
-from tests.conftest import celery_quiesce
 from tests.profiles.helpers import deadlocks
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
-
-
-@pytest.fixture(autouse=True)
-def _quiet_celery(transactional_db):
-    """Ingestion queues follow-up tasks that the session's Celery worker (if an earlier test started
-    it) runs while the test ends; the teardown's TRUNCATE would deadlock with their writes and leave
-    this test's rows to the next test (seen under load)."""
-    yield
-    celery_quiesce()
 
 
 def run_threads(source, payload_lists) -> list[Exception]:

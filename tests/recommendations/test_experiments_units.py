@@ -231,43 +231,39 @@ def test_events_ingested_through_tracking_reach_the_unit_rows_through_the_hook(c
     from consent.services import purposes_ensure
     from profiles.tracking.ingest import events_ingest
     from profiles.tracking.validate import clean_event
-    from tests.conftest import celery_quiesce
 
-    try:
-        purposes_ensure()
-        source = _source()
-        experiment = _experiment()
-        now = timezone.now()
+    purposes_ensure()
+    source = _source()
+    experiment = _experiment()
+    now = timezone.now()
 
-        def event(name: str, message_id: str, at, **properties):
-            payload = {"type": "track", "event": name, "userId": "u-hook", "messageId": message_id}
-            return clean_event({**payload, "properties": properties, "timestamp": at.isoformat()}, received_at=now)
+    def event(name: str, message_id: str, at, **properties):
+        payload = {"type": "track", "event": name, "userId": "u-hook", "messageId": message_id}
+        return clean_event({**payload, "properties": properties, "timestamp": at.isoformat()}, received_at=now)
 
-        events_ingest(source=source, events=[event("Page Viewed", "hook-visit", now - timedelta(minutes=1))])
-        pid = str(Event.objects.get(message_id="hook-visit").profile_id)
-        grant(pid)
-        RecommendationServed.objects.create(
-            profile_id=pid, placement="home", experiment=experiment.key, variant="b", items=[], created_at=now
-        )
-        services.exposures_refresh(experiment=experiment, until=now + timedelta(seconds=1))
-        batch = [event("Order Completed", "hook-order-1", now + timedelta(minutes=1), revenue=25)]
-        events_ingest(source=source, events=batch)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            unit = ExperimentUnit.objects.get(experiment=experiment)
-            if unit.o:
-                break
-            time.sleep(0.2)
-        assert (unit.o, unit.r) == (1, 25.0)
-        events_ingest(source=source, events=batch)  # replayed: stored once, counted once
-        units.units_drain()
-        assert ExperimentUnit.objects.get(experiment=experiment).o == 1
-        assert Event.objects.filter(message_id="hook-order-1").count() == 1
-        assert units.sums_equal(
-            units.variant_sums_stored(experiment=experiment), units.variant_sums_reference(experiment=experiment)
-        )
-    finally:
-        celery_quiesce()
+    events_ingest(source=source, events=[event("Page Viewed", "hook-visit", now - timedelta(minutes=1))])
+    pid = str(Event.objects.get(message_id="hook-visit").profile_id)
+    grant(pid)
+    RecommendationServed.objects.create(
+        profile_id=pid, placement="home", experiment=experiment.key, variant="b", items=[], created_at=now
+    )
+    services.exposures_refresh(experiment=experiment, until=now + timedelta(seconds=1))
+    batch = [event("Order Completed", "hook-order-1", now + timedelta(minutes=1), revenue=25)]
+    events_ingest(source=source, events=batch)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        unit = ExperimentUnit.objects.get(experiment=experiment)
+        if unit.o:
+            break
+        time.sleep(0.2)
+    assert (unit.o, unit.r) == (1, 25.0)
+    events_ingest(source=source, events=batch)  # replayed: stored once, counted once
+    units.units_drain()
+    assert ExperimentUnit.objects.get(experiment=experiment).o == 1
+    assert Event.objects.filter(message_id="hook-order-1").count() == 1
+    assert units.sums_equal(
+        units.variant_sums_stored(experiment=experiment), units.variant_sums_reference(experiment=experiment)
+    )
 
 
 @pytest.mark.django_db(transaction=True)  # the lock of a committed recompute is released

@@ -13,7 +13,6 @@ import pytest
 from django.conf import settings
 
 from tests.browser import chromium_options, chromium_start, needs_browser
-from tests.conftest import celery_quiesce
 
 HAVE_SDKS = all(Path(path).is_dir() for path in settings.STOREFRONT_SDK_DIRS.values())
 
@@ -103,8 +102,8 @@ class InFlight:
 def quiesce(driver) -> None:
     """Before the test's flush: nothing may write to the database any more. The page goes to
     about:blank (its SDKs stop: no more queued calls, retries, beacons or widget impressions), the
-    browser quits, the live server finishes what it has in flight, the served-log writer writes what
-    it holds, and the Celery worker, if any, finishes."""
+    browser quits, the live server finishes what it has in flight and the served-log writer writes what
+    it holds (the Celery worker's tasks are waited for by ``tests.conftest._celery_quiet_before_flush``)."""
     from django.core.signals import request_finished, request_started
 
     from recommendations.services import served_log_writer
@@ -120,7 +119,6 @@ def quiesce(driver) -> None:
         request_started.disconnect(in_flight.started)
         request_finished.disconnect(in_flight.finished)
     served_log_writer.flush()
-    celery_quiesce()
 
 
 @pytest.fixture
