@@ -65,7 +65,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.procstat import machine_busy, process_alive, process_cpu, process_tree  # noqa: E402
-from benchmarks.servers import private_servers  # noqa: E402
+from benchmarks.servers import given_servers_problem, private_servers  # noqa: E402
 from cdp.envfiles import BASE_DIR  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -934,6 +934,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--events, --concurrency must be positive and --batch-size 1..1000")
     if args.track_seconds < 0 or args.track_rate <= 0:
         parser.error("--track-seconds must be >= 0 and --track-rate positive")
+    problem = given_servers_problem(postgres_url=args.server_url, redis_url=args.redis_url)
+    if problem:
+        parser.error(problem)
 
     log(f"generating {args.events} events for {args.users} customers")
     population = people(args.users, random.Random(args.seed))

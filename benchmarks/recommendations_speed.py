@@ -680,7 +680,11 @@ def main() -> int:
         return 0
     if (args.keep or args.generate_only or args.reuse) and not args.server_url:
         parser.error("--keep, --generate-only and --reuse keep data beyond the run: give --server-url")
-    from benchmarks.servers import private_servers
+    from benchmarks.servers import given_servers_problem, private_servers
+
+    problem = given_servers_problem(postgres_url=args.server_url, redis_url=args.redis_url)
+    if problem:
+        parser.error(problem)
 
     with private_servers(postgres_url=args.server_url, redis_url=args.redis_url) as servers:
         # the children (this script's --inner-* runs, manage.py, gunicorn) inherit these

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 # PostgreSQL's defaults but for these: durable commits, as in production (the fault tests run with
 # fsync off), and room for the web, stitch and benchmark connections
@@ -38,6 +39,31 @@ class Servers:
     postgres_url: str  # the server's URL without a database name
     redis_url: str  # without a database number
     described: str  # one line for the report
+
+
+def given_servers_problem(*, postgres_url: str | None = None, redis_url: str | None = None) -> str | None:
+    """Why a server given by URL cannot be used (wrong scheme, not answering), or None: checked before
+    a run starts anything, so a mistyped URL is a message, not a traceback or a run that hangs."""
+    import psycopg
+    import redis
+
+    if postgres_url:
+        if urlsplit(postgres_url).scheme not in ("postgres", "postgresql"):
+            return f"--server-url must be postgres://user@host:port, not {postgres_url!r}"
+        try:
+            psycopg.connect(f"{postgres_url.rstrip('/')}/postgres", connect_timeout=5).close()
+        except psycopg.Error as exc:
+            return f"the PostgreSQL server {postgres_url} does not answer: {str(exc).splitlines()[0]}"
+    if redis_url:
+        if urlsplit(redis_url).scheme not in ("redis", "rediss"):
+            return f"--redis-url must be redis://host:port, not {redis_url!r}"
+        try:
+            client = redis.Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=5)
+            client.ping()
+            client.close()
+        except redis.RedisError as exc:
+            return f"the Redis server {redis_url} does not answer: {exc}"
+    return None
 
 
 @contextmanager

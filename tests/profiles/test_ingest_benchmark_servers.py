@@ -10,8 +10,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg
+import pytest
 import redis
 
+from benchmarks import ingest
 from benchmarks.servers import installed_postgres, private_servers
 from reliability.procs import port_answers
 
@@ -43,7 +45,13 @@ def test_the_benchmark_runs_on_private_durable_servers_that_are_gone_afterwards(
     assert not data_dir.exists()
 
 
-def test_a_server_given_by_url_is_used_and_no_private_one_started_for_it():
+def test_a_server_given_by_url_is_used_and_no_private_one_started_for_it(monkeypatch):
+    import reliability.procs
+
+    def not_started(*args, **kwargs):
+        raise AssertionError("a private Redis was started though one was given")
+
+    monkeypatch.setattr(reliability.procs, "PrivateRedis", not_started)
     with private_servers(redis_url="redis://127.0.0.1:6379") as servers:
         assert servers.redis_url == "redis://127.0.0.1:6379"
         assert "Redis given: redis://127.0.0.1:6379" in servers.described
@@ -72,3 +80,19 @@ def test_a_run_ended_by_sigterm_stops_its_private_servers():
     finally:
         run.kill()
     assert not port_answers(pg) and not port_answers(rd)
+
+
+@pytest.mark.parametrize(
+    "flags, says",
+    [
+        (["--server-url", "postgres://postgres@127.0.0.1:1"], "does not answer"),
+        (["--server-url", "mysql://root@127.0.0.1:3306"], "--server-url must be postgres://"),
+        (["--redis-url", "redis://127.0.0.1:1"], "does not answer"),
+        (["--redis-url", "127.0.0.1:6379"], "--redis-url must be redis://"),
+    ],
+)
+def test_a_given_server_that_cannot_be_used_is_a_message_and_exit_2_before_anything_starts(flags, says, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        ingest.main(["--events", "10", *flags])
+    assert stopped.value.code == 2
+    assert says in capsys.readouterr().err
